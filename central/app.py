@@ -1,0 +1,128 @@
+"""The reference central store: ``create_app()`` and the ``recdock-central`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import click
+from fastapi import FastAPI
+
+from central.auth import CredentialsError, TokenAuth, load_tokens
+from central.upload import DEFAULT_MAX_SIZE, UploadStore, create_upload_router
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EXPIRY = 7 * 24 * 3600.0
+DEFAULT_EXPIRY_INTERVAL = 3600.0
+
+
+def create_app(
+    data_dir: str | os.PathLike[str],
+    tokens: Mapping[str, str] | str | os.PathLike[str] | None = None,
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    upload_expiry: float = DEFAULT_EXPIRY,
+    expiry_interval: float = DEFAULT_EXPIRY_INTERVAL,
+    verify_workers: int = 2,
+    prefix: str = "/files",
+) -> FastAPI:
+    """Build the central store's app.
+
+    ``tokens`` is a mapping token -> station id, a credentials file (see :mod:`central.auth`), or
+    None for ``$CREDENTIALS_DIRECTORY/central-tokens``. Other parts (MQTT consumer, JSON API)
+    attach to the returned app with ``include_router``; the upload store is ``app.state.uploads``
+    and the station authentication dependency ``app.state.auth``.
+    """
+    token_map = tokens if isinstance(tokens, Mapping) else load_tokens(tokens)
+    auth = TokenAuth(token_map)
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = UploadStore(data_dir, max_size=max_size, workers=verify_workers)
+
+    async def expire_periodically() -> None:
+        while True:
+            try:
+                await asyncio.to_thread(store.expire_uploads, upload_expiry)
+            except OSError:
+                logger.exception("expiring abandoned uploads in %s failed", store.uploads_dir)
+            await asyncio.sleep(expiry_interval)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        pending = await asyncio.to_thread(store.resume_pending)
+        if pending:
+            logger.info("verifying %d uploads completed before the restart", pending)
+        task = asyncio.create_task(expire_periodically(), name="expire-uploads")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await asyncio.to_thread(store.close)
+
+    app = FastAPI(title="recdock central store", lifespan=lifespan)
+    app.state.uploads = store
+    app.state.auth = auth
+    app.include_router(create_upload_router(store, auth, prefix=prefix))
+    logger.info("central store in %s for %d stations", data_dir, len(auth))
+    return app
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Data folder: partial uploads, read-only objects and the receipts database.",
+)
+@click.option(
+    "--tokens",
+    "tokens_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Station tokens file ([stations] id = token, TOML or JSON). "
+    "Default: $CREDENTIALS_DIRECTORY/central-tokens (systemd LoadCredential=).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="TCP port to listen on.")
+@click.option(
+    "--max-size",
+    default=DEFAULT_MAX_SIZE,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Largest accepted upload in bytes (Tus-Max-Size).",
+)
+@click.option(
+    "--expire-after",
+    default=DEFAULT_EXPIRY,
+    show_default=True,
+    type=click.FloatRange(min=60),
+    help="Seconds after which an untouched unfinished upload is deleted.",
+)
+@click.option("--log-level", default="info", show_default=True, help="Log level.")
+def main(data_dir, tokens_file, host, port, max_size, expire_after, log_level) -> None:
+    """Run the recdock reference central store (tus uploads with verified receipts).
+
+    Exit codes: 0 clean stop, 2 usage error, 3 bad credentials.
+    """
+    import uvicorn
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app = create_app(data_dir, tokens_file, max_size=max_size, upload_expiry=expire_after)
+    except CredentialsError as exc:
+        click.echo(f"recdock-central: {exc}", err=True)
+        sys.exit(3)
+    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,716 @@
+"""The central store's tus 1.0 endpoint (core + creation + termination), with receipts.
+
+Rules this module keeps:
+
+* An ``Upload-Offset`` is acknowledged only after the bytes before it are fsynced and the
+  upload's info file (which records that offset) is atomically replaced and its folder fsynced.
+  A restarted server truncates a partial file back to its recorded offset before appending.
+* Upload ids are made here (128 random bits, hex) and every id from a URL is matched against
+  ``^[0-9a-f]{32}$`` before it becomes part of a path: no path traversal.
+* After the last byte the stored file is re-read and hashed (SHA-256, and SM3 when the station sent
+  one) in a worker thread, off the request path. A match moves it, read-only, to
+  ``objects/sha256/ab/cd/<sha256>`` (fsync file, rename, fsync folders) and records a receipt in
+  SQLite; a mismatch deletes the partial upload and records why.
+* ``GET <upload>/receipt`` answers 202 while verifying, 200 with the receipt, 460 with a JSON
+  reason on a hash mismatch. The last ``PATCH`` and a ``HEAD`` of a complete upload carry an
+  ``Upload-Receipt`` header with that URL.
+* A creation whose ``sha256`` (and size, and SM3 when given) is already stored is answered ``201``
+  with ``Upload-Offset`` equal to ``Upload-Length`` and an ``Upload-Receipt``: nothing is re-sent.
+* A station sees only its own uploads and receipts; there is no route that reads stored media, and
+  ``DELETE`` only terminates an unfinished upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import threading
+import time
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+logger = logging.getLogger(__name__)
+
+TUS_VERSION = "1.0.0"
+TUS_EXTENSIONS = "creation,termination"
+OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
+STATUS_HASH_MISMATCH = 460
+DEFAULT_MAX_SIZE = 64 * 1024**3
+UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_WRITE_BATCH = 1024 * 1024
+_READ_BLOCK = 1024 * 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS receipts (
+    upload_id TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    sm3 TEXT,
+    size INTEGER NOT NULL,
+    station TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    deduplicated INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS receipts_sha256 ON receipts (sha256);
+CREATE TABLE IF NOT EXISTS failures (
+    upload_id TEXT PRIMARY KEY,
+    station TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    failed_at TEXT NOT NULL
+);
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def encode_metadata(metadata: dict[str, str]) -> str:
+    return ",".join(
+        f"{k} {base64.b64encode(v.encode('utf-8')).decode('ascii')}" for k, v in metadata.items()
+    )
+
+
+def decode_metadata(header: str | None) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for pair in (header or "").split(","):
+        pair = pair.strip()
+        if not pair:
+            continue
+        key, _, value = pair.partition(" ")
+        result[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    return result
+
+
+@dataclass
+class UploadInfo:
+    id: str
+    station: str
+    length: int
+    offset: int
+    sha256: str
+    sm3: str | None
+    metadata: dict[str, str]
+    created_at: str
+
+
+class UploadStore:
+    """Partial uploads, verified objects and receipts under one data folder."""
+
+    def __init__(
+        self, data_dir: str | os.PathLike[str], *, max_size: int = DEFAULT_MAX_SIZE, workers=2
+    ):
+        self.data_dir = Path(data_dir)
+        self.max_size = max_size
+        self.uploads_dir = self.data_dir / "uploads"
+        self.objects_dir = self.data_dir / "objects" / "sha256"
+        self.db_path = self.data_dir / "receipts.sqlite"
+        for d in (self.uploads_dir, self.objects_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.executescript(_SCHEMA)
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recdock-verify")
+        self._jobs: dict[str, Future] = {}
+        self._active: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- paths and records --------------------------------------------------------------------
+
+    @staticmethod
+    def valid_id(upload_id: str) -> bool:
+        return bool(UPLOAD_ID.match(upload_id))
+
+    def _part(self, upload_id: str) -> Path:
+        if not self.valid_id(upload_id):
+            raise ValueError(f"invalid upload id {upload_id!r}")
+        return self.uploads_dir / f"{upload_id}.part"
+
+    def _info_path(self, upload_id: str) -> Path:
+        if not self.valid_id(upload_id):
+            raise ValueError(f"invalid upload id {upload_id!r}")
+        return self.uploads_dir / f"{upload_id}.json"
+
+    def object_path(self, sha256: str) -> Path:
+        if not HEX64.match(sha256):
+            raise ValueError(f"invalid sha256 {sha256!r}")
+        return self.objects_dir / sha256[:2] / sha256[2:4] / sha256
+
+    @contextlib.contextmanager
+    def _db(self):
+        db = sqlite3.connect(self.db_path, timeout=30)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.row_factory = sqlite3.Row
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def load(self, upload_id: str) -> UploadInfo | None:
+        try:
+            data = json.loads(self._info_path(upload_id).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        return UploadInfo(**data)
+
+    def save(self, info: UploadInfo) -> None:
+        """Replace the info file atomically and durably."""
+        path = self._info_path(info.id)
+        tmp = path.with_suffix(".json.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(asdict(info), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(self.uploads_dir)
+
+    def receipt(self, upload_id: str) -> dict[str, Any] | None:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM receipts WHERE upload_id = ?", (upload_id,)).fetchone()
+        return _receipt_dict(row) if row else None
+
+    def failure(self, upload_id: str) -> dict[str, Any] | None:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM failures WHERE upload_id = ?", (upload_id,)).fetchone()
+        if row is None:
+            return None
+        return {"station": row["station"], **json.loads(row["reason"])}
+
+    # -- creation -----------------------------------------------------------------------------
+
+    def create(
+        self, station: str, length: int, sha256: str, sm3: str | None, metadata
+    ) -> UploadInfo:
+        info = UploadInfo(
+            id=secrets.token_hex(16),
+            station=station,
+            length=length,
+            offset=0,
+            sha256=sha256,
+            sm3=sm3,
+            metadata=dict(metadata),
+            created_at=_now(),
+        )
+        with open(self._part(info.id), "xb") as f:
+            os.fsync(f.fileno())
+        self.save(info)
+        logger.info("upload %s created by %s: %d bytes", info.id, station, length)
+        return info
+
+    def deduplicate(
+        self, station: str, length: int, sha256: str, sm3: str | None, metadata
+    ) -> dict[str, Any] | None:
+        """When this content is already stored, record a receipt for a new upload id and
+        return it; otherwise None."""
+        with self._db() as db:
+            row = db.execute(
+                "SELECT * FROM receipts WHERE sha256 = ? AND size = ? ORDER BY received_at LIMIT 1",
+                (sha256, length),
+            ).fetchone()
+        if row is None or (sm3 is not None and row["sm3"] != sm3):
+            return None
+        obj = self.object_path(sha256)
+        try:
+            if obj.stat().st_size != length:
+                return None
+        except FileNotFoundError:
+            return None
+        upload_id = secrets.token_hex(16)
+        self._record_receipt(upload_id, sha256, sm3, length, station, metadata, dedup=True)
+        logger.info("upload %s by %s: sha256 %s already stored", upload_id, station, sha256)
+        return self.receipt(upload_id)
+
+    def _record_receipt(self, upload_id, sha256, sm3, size, station, metadata, *, dedup) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    upload_id,
+                    sha256,
+                    sm3,
+                    size,
+                    station,
+                    json.dumps(metadata, sort_keys=True),
+                    _now(),
+                    int(dedup),
+                ),
+            )
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def open_for_append(self, info: UploadInfo):
+        """Open the partial file at its durable offset (dropping any unacknowledged tail)."""
+        f = open(self._part(info.id), "r+b")  # noqa: SIM115 - closed by the caller
+        try:
+            f.truncate(info.offset)
+            f.seek(info.offset)
+        except BaseException:
+            f.close()
+            raise
+        return f
+
+    def mark_active(self, upload_id: str, active: bool) -> None:
+        with self._lock:
+            (self._active.add if active else self._active.discard)(upload_id)
+
+    # -- verification -------------------------------------------------------------------------
+
+    def start_verify(self, info: UploadInfo) -> Future:
+        with self._lock:
+            job = self._jobs.get(info.id)
+            if job is None:
+                job = self._executor.submit(self._verify, info)
+                self._jobs[info.id] = job
+                job.add_done_callback(lambda _f, i=info.id: self._forget_job(i))
+            return job
+
+    def _forget_job(self, upload_id: str) -> None:
+        with self._lock:
+            self._jobs.pop(upload_id, None)
+
+    def verifying(self, upload_id: str) -> Future | None:
+        with self._lock:
+            return self._jobs.get(upload_id)
+
+    def _verify(self, info: UploadInfo) -> None:
+        part = self._part(info.id)
+        obj = self.object_path(info.sha256)
+        if not part.exists():
+            # A crash between the rename into objects/ and the receipt: finish the job.
+            if obj.exists() and obj.stat().st_size == info.length:
+                self._done(info, obj)
+            return
+        sha = hashlib.sha256()
+        sm3 = hashlib.new("sm3") if info.sm3 else None
+        buf = bytearray(_READ_BLOCK)
+        view = memoryview(buf)
+        size = 0
+        with open(part, "rb") as f:
+            with contextlib.suppress(OSError, AttributeError):
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            while n := f.readinto(buf):
+                sha.update(view[:n])
+                if sm3 is not None:
+                    sm3.update(view[:n])
+                size += n
+        actual = {"sha256": sha.hexdigest(), "size": size}
+        if sm3 is not None:
+            actual["sm3"] = sm3.hexdigest()
+        expected = {"sha256": info.sha256, "size": info.length}
+        if info.sm3:
+            expected["sm3"] = info.sm3
+        if actual != expected:
+            reason = {
+                "error": "hash_mismatch",
+                "detail": "the received file does not match the announced hash; re-send it",
+                "expected": expected,
+                "actual": actual,
+            }
+            with self._db() as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
+                    (info.id, info.station, json.dumps(reason), _now()),
+                )
+            self._discard(info.id)
+            logger.warning(
+                "upload %s by %s: hash mismatch (expected %s, got %s)",
+                info.id,
+                info.station,
+                info.sha256,
+                actual["sha256"],
+            )
+            return
+        obj.parent.mkdir(parents=True, exist_ok=True)
+        if obj.exists():
+            part.unlink()
+        else:
+            os.chmod(part, 0o444)
+            with open(part, "rb") as f:
+                os.fsync(f.fileno())
+            os.rename(part, obj)
+            for d in (obj.parent, obj.parent.parent, self.objects_dir):
+                _fsync_dir(d)
+        _fsync_dir(self.uploads_dir)
+        self._done(info, obj)
+
+    def _done(self, info: UploadInfo, obj: Path) -> None:
+        self._record_receipt(
+            info.id, info.sha256, info.sm3, info.length, info.station, info.metadata, dedup=False
+        )
+        self._info_path(info.id).unlink(missing_ok=True)
+        logger.info("upload %s by %s verified: %s", info.id, info.station, obj)
+
+    def _discard(self, upload_id: str) -> None:
+        for path in (self._part(upload_id), self._info_path(upload_id)):
+            path.unlink(missing_ok=True)
+        _fsync_dir(self.uploads_dir)
+
+    def terminate(self, upload_id: str) -> None:
+        self._discard(upload_id)
+        logger.info("upload %s terminated", upload_id)
+
+    def resume_pending(self) -> int:
+        """Verify complete uploads left unverified by a restart; returns how many."""
+        count = 0
+        for path in self.uploads_dir.glob("*.json"):
+            info = self.load(path.stem) if self.valid_id(path.stem) else None
+            if info is not None and info.offset == info.length:
+                self.start_verify(info)
+                count += 1
+        return count
+
+    def expire_uploads(self, older_than: float) -> list[str]:
+        """Delete unfinished uploads untouched for ``older_than`` seconds; return their ids."""
+        cutoff = time.time() - older_than
+        expired = []
+        for path in self.uploads_dir.iterdir():
+            stem = path.name.split(".", 1)[0]
+            with self._lock:
+                busy = stem in self._active or stem in self._jobs
+            if busy:
+                continue
+            try:
+                if path.stat().st_mtime >= cutoff:
+                    continue
+            except FileNotFoundError:
+                continue
+            if path.suffix == ".json" and self.valid_id(stem):
+                info = self.load(stem)
+                if info is not None and info.offset == info.length:
+                    self.start_verify(info)  # complete: verify, never expire
+                    continue
+                self._discard(stem)
+                expired.append(stem)
+            elif path.suffix == ".part" and not self._info_path(stem).exists():
+                path.unlink(missing_ok=True)  # orphan of a crash during creation
+            elif path.name.endswith(".json.tmp"):
+                path.unlink(missing_ok=True)
+        if expired:
+            logger.info("expired %d abandoned uploads", len(expired))
+        return expired
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=False)
+
+
+def _receipt_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "upload_id": row["upload_id"],
+        "object_id": f"sha256:{row['sha256']}",
+        "sha256": row["sha256"],
+        "sm3": row["sm3"],
+        "size": row["size"],
+        "station": row["station"],
+        "metadata": json.loads(row["metadata"]),
+        "received_at": row["received_at"],
+        "verified": True,
+        "deduplicated": bool(row["deduplicated"]),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP
+
+
+def _tus_headers(extra: dict[str, str] | None = None) -> dict[str, str]:
+    headers = {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store"}
+    if extra:
+        headers.update(extra)
+    return headers
+
+
+def _error(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(
+        {"error": error, "detail": detail, **extra}, status_code=status, headers=_tus_headers()
+    )
+
+
+def create_upload_router(
+    store: UploadStore,
+    auth,
+    *,
+    prefix: str = "/files",
+    receipt_wait: float = 2.0,
+    lock_wait: float = 30.0,
+) -> APIRouter:
+    """The tus endpoint as a FastAPI router. ``auth`` is a dependency returning the station id."""
+    router = APIRouter(prefix=prefix, tags=["tus"])
+    locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def lock_for(upload_id: str) -> asyncio.Lock:
+        lock = locks.get(upload_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            locks[upload_id] = lock
+        return lock
+
+    def check_version(request: Request) -> JSONResponse | None:
+        if request.headers.get("tus-resumable") != TUS_VERSION:
+            return JSONResponse(
+                {"error": "tus_version", "detail": "Tus-Resumable: 1.0.0 is required"},
+                status_code=412,
+                headers={"Tus-Version": TUS_VERSION},
+            )
+        return None
+
+    def receipt_url(request: Request, upload_id: str) -> str:
+        return str(request.url_for("tus_receipt", upload_id=upload_id))
+
+    def own(upload_id: str, station: str) -> tuple[UploadInfo | None, JSONResponse | None]:
+        """The caller's unfinished upload, or the error response to send."""
+        if not store.valid_id(upload_id):
+            return None, _error(404, "not_found", "no such upload")
+        info = store.load(upload_id)
+        if info is not None:
+            if info.station != station:
+                return None, _error(403, "forbidden", "this upload belongs to another station")
+            return info, None
+        receipt = store.receipt(upload_id)
+        failure = store.failure(upload_id) if receipt is None else None
+        owner = (receipt or failure or {}).get("station")
+        if owner is None:
+            return None, _error(404, "not_found", "no such upload")
+        if owner != station:
+            return None, _error(403, "forbidden", "this upload belongs to another station")
+        if failure is not None:
+            return None, _error(410, "gone", "this upload failed verification; re-send the file")
+        return None, None  # verified: the caller looks at the receipt
+
+    @router.options("/")
+    @router.options("/{upload_id}")
+    async def tus_options() -> Response:
+        return Response(
+            status_code=204,
+            headers=_tus_headers(
+                {
+                    "Tus-Version": TUS_VERSION,
+                    "Tus-Extension": TUS_EXTENSIONS,
+                    "Tus-Max-Size": str(store.max_size),
+                }
+            ),
+        )
+
+    @router.post("/", name="tus_create")
+    async def tus_create(request: Request, station: str = Depends(auth)) -> Response:
+        if (bad := check_version(request)) is not None:
+            return bad
+        if "upload-defer-length" in request.headers:
+            return _error(400, "unsupported", "Upload-Defer-Length is not supported")
+        length_header = request.headers.get("upload-length", "")
+        if not length_header.isdigit():
+            return _error(400, "bad_length", "Upload-Length must be a non-negative integer")
+        length = int(length_header)
+        if length > store.max_size:
+            return _error(413, "too_large", f"Upload-Length exceeds {store.max_size} bytes")
+        try:
+            metadata = decode_metadata(request.headers.get("upload-metadata"))
+        except ValueError:
+            return _error(400, "bad_metadata", "Upload-Metadata is not valid tus metadata")
+        sha256 = metadata.get("sha256", "").lower()
+        sm3 = metadata.get("sm3", "").lower() or None
+        if not HEX64.match(sha256):
+            return _error(400, "bad_metadata", "Upload-Metadata must carry sha256 (64 hex digits)")
+        if sm3 is not None and not HEX64.match(sm3):
+            return _error(400, "bad_metadata", "sm3 in Upload-Metadata must be 64 hex digits")
+        claimed = metadata.setdefault("station", station)
+        if claimed != station:
+            return _error(403, "forbidden", "the station in Upload-Metadata is not the token's")
+        receipt = await run_in_threadpool(store.deduplicate, station, length, sha256, sm3, metadata)
+        if receipt is not None:
+            upload_id = receipt["upload_id"]
+            return JSONResponse(
+                receipt,
+                status_code=201,
+                headers=_tus_headers(
+                    {
+                        "Location": str(request.url_for("tus_head", upload_id=upload_id)),
+                        "Upload-Offset": str(length),
+                        "Upload-Receipt": receipt_url(request, upload_id),
+                    }
+                ),
+            )
+        info = await run_in_threadpool(store.create, station, length, sha256, sm3, metadata)
+        headers = {"Location": str(request.url_for("tus_head", upload_id=info.id))}
+        if length == 0:
+            store.start_verify(info)
+            headers["Upload-Receipt"] = receipt_url(request, info.id)
+        return Response(status_code=201, headers=_tus_headers(headers))
+
+    @router.head("/{upload_id}", name="tus_head")
+    async def tus_head(upload_id: str, request: Request, station: str = Depends(auth)) -> Response:
+        if (bad := check_version(request)) is not None:
+            return bad
+        async with lock_for(upload_id):  # wait for a PATCH still writing
+            info, err = own(upload_id, station)
+        if err is not None:
+            return Response(status_code=err.status_code, headers=_tus_headers())
+        if info is None:
+            receipt = store.receipt(upload_id)
+            assert receipt is not None
+            length, offset = receipt["size"], receipt["size"]
+            meta = receipt["metadata"]
+        else:
+            length, offset, meta = info.length, info.offset, info.metadata
+        headers = {
+            "Upload-Offset": str(offset),
+            "Upload-Length": str(length),
+            "Upload-Metadata": encode_metadata(meta),
+        }
+        if offset == length:
+            headers["Upload-Receipt"] = receipt_url(request, upload_id)
+        return Response(status_code=200, headers=_tus_headers(headers))
+
+    @router.patch("/{upload_id}")
+    async def tus_patch(upload_id: str, request: Request, station: str = Depends(auth)) -> Response:
+        if (bad := check_version(request)) is not None:
+            return bad
+        if request.headers.get("content-type") != OFFSET_CONTENT_TYPE:
+            return _error(415, "content_type", f"Content-Type must be {OFFSET_CONTENT_TYPE}")
+        offset_header = request.headers.get("upload-offset", "")
+        if not offset_header.isdigit():
+            return _error(400, "bad_offset", "Upload-Offset must be a non-negative integer")
+        lock = lock_for(upload_id)
+        try:
+            await asyncio.wait_for(lock.acquire(), lock_wait)
+        except TimeoutError:
+            return _error(423, "locked", "another request is writing this upload; retry")
+        try:
+            info, err = own(upload_id, station)
+            if err is not None:
+                return err
+            if info is None:
+                return _error(403, "complete", "this upload is complete and verified")
+            if int(offset_header) != info.offset:
+                return JSONResponse(
+                    {"error": "offset_mismatch", "detail": "HEAD for the current offset"},
+                    status_code=409,
+                    headers=_tus_headers({"Upload-Offset": str(info.offset)}),
+                )
+            store.mark_active(upload_id, True)
+            try:
+                too_much = await _receive(store, info, request)
+            finally:
+                store.mark_active(upload_id, False)
+        finally:
+            lock.release()
+        headers = {"Upload-Offset": str(info.offset)}
+        if info.offset == info.length:
+            store.start_verify(info)
+            headers["Upload-Receipt"] = receipt_url(request, upload_id)
+        if too_much:
+            return JSONResponse(
+                {"error": "too_much_data", "detail": "the body goes beyond Upload-Length"},
+                status_code=413,
+                headers=_tus_headers(headers),
+            )
+        return Response(status_code=204, headers=_tus_headers(headers))
+
+    @router.delete("/{upload_id}")
+    async def tus_delete(upload_id: str, request: Request, station: str = Depends(auth)):
+        if (bad := check_version(request)) is not None:
+            return bad
+        async with lock_for(upload_id):
+            info, err = own(upload_id, station)
+            if err is not None:
+                return err
+            if info is None or info.offset == info.length:
+                return _error(
+                    403, "complete", "a complete upload cannot be deleted; stored media stay"
+                )
+            await run_in_threadpool(store.terminate, upload_id)
+        return Response(status_code=204, headers=_tus_headers())
+
+    @router.get("/{upload_id}/receipt", name="tus_receipt")
+    async def tus_receipt(upload_id: str, station: str = Depends(auth)) -> Response:
+        info, err = own(upload_id, station)
+        if err is not None and err.status_code != 410:
+            return err
+        if info is not None:
+            if info.offset < info.length:
+                return _error(409, "incomplete", "the upload is not complete", offset=info.offset)
+            job = store.start_verify(info)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job)), receipt_wait)
+        receipt = store.receipt(upload_id)
+        if receipt is not None:
+            return JSONResponse(receipt, headers=_tus_headers())
+        failure = store.failure(upload_id)
+        if failure is not None:
+            return JSONResponse(failure, status_code=STATUS_HASH_MISMATCH, headers=_tus_headers())
+        job = store.verifying(upload_id)
+        if job is not None and job.done() and job.exception() is not None:
+            logger.error("verifying upload %s failed", upload_id, exc_info=job.exception())
+            return _error(500, "verify_failed", "verification failed on the server; ask again")
+        return JSONResponse(
+            {"status": "verifying"}, status_code=202, headers=_tus_headers({"Retry-After": "1"})
+        )
+
+    return router
+
+
+async def _receive(store: UploadStore, info: UploadInfo, request: Request) -> bool:
+    """Append the request body to the upload; make what arrived durable, even when the client
+    went away mid-body. Updates ``info.offset``; returns True when the body was too long."""
+    f = await run_in_threadpool(store.open_for_append, info)
+    left = info.length - info.offset
+    batch = bytearray()
+    written = 0
+    too_much = False
+    try:
+        try:
+            async for piece in request.stream():
+                if len(piece) > left:
+                    piece = piece[:left]
+                    too_much = True
+                batch += piece
+                left -= len(piece)
+                if len(batch) >= _WRITE_BATCH:
+                    await run_in_threadpool(f.write, batch)
+                    written += len(batch)
+                    batch = bytearray()
+                if too_much:
+                    break
+        except ClientDisconnect:
+            logger.info("upload %s: client went away after %d bytes", info.id, written + len(batch))
+        if batch:
+            await run_in_threadpool(f.write, batch)
+            written += len(batch)
+        await run_in_threadpool(_flush_sync, f)
+    finally:
+        f.close()
+    if written:
+        info.offset += written
+        await run_in_threadpool(store.save, info)
+    return too_much
+
+
+def _flush_sync(f) -> None:
+    f.flush()
+    os.fsync(f.fileno())

@@ -1,0 +1,266 @@
+"""The central store's tus endpoint, over real HTTP (uvicorn on a loopback port)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from central_server import FaultProxy, serve_app, wait_for
+from click.testing import CliRunner
+
+from central.app import create_app, main
+from central.auth import CredentialsError, load_tokens
+from sync.tus import TusUploader, UploadForbidden, UploadHashMismatch, encode_metadata
+
+TOKEN_A = "token-of-station-a-0123456789"
+TOKEN_B = "token-of-station-b-0123456789"
+TOKENS = {TOKEN_A: "ST-A", TOKEN_B: "ST-B"}
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+def auth(token: str) -> dict[str, str]:
+    return {**TUS, "Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def central(tmp_path):
+    data = tmp_path / "central"
+    app = create_app(data, TOKENS)
+    with serve_app(app) as url:
+        yield url, data, app
+
+
+def make_file(path: Path, size: int, seed: int = 0) -> tuple[Path, str]:
+    data = hashlib.shake_256(seed.to_bytes(4, "big")).digest(size) if size else b""
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+def create(url: str, token: str, size: int, sha256: str, **meta: str) -> requests.Response:
+    metadata = encode_metadata({"sha256": sha256, **meta})
+    headers = {**auth(token), "Upload-Length": str(size), "Upload-Metadata": metadata}
+    return requests.post(f"{url}/files/", headers=headers, timeout=10)
+
+
+def test_upload_gives_receipt_and_read_only_object(central, tmp_path):
+    url, data, _ = central
+    path, sha = make_file(tmp_path / "clip.mp4", 3 * 1024 * 1024 + 17)
+    sm3 = hashlib.new("sm3", path.read_bytes()).hexdigest()
+    urls = []
+    with TusUploader(f"{url}/files/", TOKEN_A, chunk_size=1024 * 1024) as up:
+        receipt = up.upload(
+            path,
+            sha256=sha,
+            sm3=sm3,
+            metadata={"station": "ST-A", "device": "D1"},
+            on_url=urls.append,
+        )
+    assert receipt.verified and receipt.sha256 == sha and receipt.size == path.stat().st_size
+    assert receipt.object_id == f"sha256:{sha}"
+    assert receipt.raw["sm3"] == sm3 and receipt.raw["metadata"]["device"] == "D1"
+    assert urls == [receipt.upload_url]
+    obj = data / "objects" / "sha256" / sha[:2] / sha[2:4] / sha
+    assert hashlib.sha256(obj.read_bytes()).hexdigest() == sha
+    assert stat.S_IMODE(obj.stat().st_mode) == 0o444
+    assert not list((data / "uploads").iterdir())
+
+
+def test_empty_file_is_verified(central, tmp_path):
+    url, _, _ = central
+    path, sha = make_file(tmp_path / "empty.mp4", 0)
+    receipt = TusUploader(f"{url}/files/", TOKEN_A).upload(path, sha256=sha)
+    assert receipt.verified and receipt.size == 0
+
+
+def test_repeated_upload_gets_existing_receipt_without_data(central, tmp_path):
+    url, _, _ = central
+    path, sha = make_file(tmp_path / "clip.mp4", 2 * 1024 * 1024)
+    up = TusUploader(f"{url}/files/", TOKEN_A, chunk_size=512 * 1024)
+    first = up.upload(path, sha256=sha)
+    sent = up.bytes_sent
+    copy = tmp_path / "copy.mp4"
+    copy.write_bytes(path.read_bytes())
+    second = up.upload(copy, sha256=sha)
+    assert up.bytes_sent == sent  # not one byte again
+    assert second.deduplicated and second.verified
+    assert second.object_id == first.object_id
+    assert second.upload_url != first.upload_url
+
+
+def test_lying_about_sha256_is_rejected_then_resent(central, tmp_path):
+    url, data, _ = central
+    path, sha = make_file(tmp_path / "clip.mp4", 1024 * 1024)
+    up = TusUploader(f"{url}/files/", TOKEN_A, chunk_size=256 * 1024)
+    with pytest.raises(UploadHashMismatch) as caught:
+        up.upload(path, sha256="0" * 64)
+    assert caught.value.reason["actual"]["sha256"] == sha
+    assert not list((data / "uploads").iterdir())  # the partial upload is gone
+    assert up.upload(path, sha256=sha).verified
+
+
+def test_bytes_flipped_in_transit_are_rejected_then_resent(central, tmp_path):
+    url, _, _ = central
+    path, sha = make_file(tmp_path / "clip.mp4", 1024 * 1024)
+    port = int(url.rsplit(":", 1)[1])
+    with FaultProxy(port, flips=[600_000]) as proxy:
+        up = TusUploader(f"{proxy.url}/files/", TOKEN_A, chunk_size=256 * 1024)
+        with pytest.raises(UploadHashMismatch):
+            up.upload(path, sha256=sha)
+    receipt = TusUploader(f"{url}/files/", TOKEN_A).upload(path, sha256=sha)
+    assert receipt.verified and receipt.sha256 == sha
+
+
+def test_station_sees_only_its_own_uploads(central, tmp_path):
+    url, data, _ = central
+    size = 1000
+    path, sha = make_file(tmp_path / "clip.mp4", size)
+    resp = create(url, TOKEN_B, size, sha, station="ST-B")
+    assert resp.status_code == 201
+    b_upload = resp.headers["Location"]
+    patch = {
+        **auth(TOKEN_A),
+        "Upload-Offset": "0",
+        "Content-Type": "application/offset+octet-stream",
+    }
+    assert requests.head(b_upload, headers=auth(TOKEN_A), timeout=5).status_code == 403
+    assert requests.patch(b_upload, data=b"x", headers=patch, timeout=5).status_code == 403
+    assert requests.delete(b_upload, headers=auth(TOKEN_A), timeout=5).status_code == 403
+    assert requests.get(f"{b_upload}/receipt", headers=auth(TOKEN_A), timeout=5).status_code == 403
+    assert requests.head(b_upload, headers=auth(TOKEN_B), timeout=5).status_code == 200
+    # another station's id in the metadata
+    assert create(url, TOKEN_A, size, sha, station="ST-B").status_code == 403
+    with pytest.raises(UploadForbidden):
+        TusUploader(f"{url}/files/", TOKEN_A).upload(path, sha256=sha, metadata={"station": "ST-B"})
+    # no token, or an unknown one
+    for headers in (TUS, auth("not-a-known-token-000000")):
+        assert requests.head(b_upload, headers=headers, timeout=5).status_code == 401
+        assert requests.post(f"{url}/files/", headers=headers, timeout=5).status_code == 401
+        assert requests.delete(b_upload, headers=headers, timeout=5).status_code == 401
+    # stored media cannot be read, and a complete upload cannot be deleted
+    receipt = TusUploader(f"{url}/files/", TOKEN_A).upload(path, sha256=sha)
+    obj = f"{url}/objects/sha256/{sha[:2]}/{sha[2:4]}/{sha}"
+    for target in (receipt.upload_url, obj, f"{url}/files/{sha}"):
+        assert requests.get(target, headers=auth(TOKEN_A), timeout=5).status_code in (404, 405)
+    assert requests.delete(receipt.upload_url, headers=auth(TOKEN_A), timeout=5).status_code == 403
+    assert (data / "objects" / "sha256" / sha[:2] / sha[2:4] / sha).exists()
+
+
+def test_termination_drops_only_unfinished_upload(central, tmp_path):
+    url, data, _ = central
+    resp = create(url, TOKEN_A, 10, "a" * 64)
+    location = resp.headers["Location"]
+    assert len(list((data / "uploads").iterdir())) == 2
+    TusUploader(f"{url}/files/", TOKEN_A).terminate(location)
+    assert requests.head(location, headers=auth(TOKEN_A), timeout=5).status_code == 404
+    assert not list((data / "uploads").iterdir())
+
+
+def test_ids_from_urls_never_reach_the_filesystem(central):
+    url, _, _ = central
+    for bad in ("..%2f..%2freceipts.sqlite", "..", "ABC", "0" * 31 + "g", "%2e%2e"):
+        resp = requests.head(f"{url}/files/{bad}", headers=auth(TOKEN_A), timeout=5)
+        assert resp.status_code in (404, 405), bad
+
+
+def test_protocol_rules(central):
+    url, _, _ = central
+    resp = requests.options(f"{url}/files/", timeout=5)
+    assert resp.status_code == 204
+    assert resp.headers["Tus-Version"] == "1.0.0"
+    assert set(resp.headers["Tus-Extension"].split(",")) == {"creation", "termination"}
+    assert int(resp.headers["Tus-Max-Size"]) > 0
+    # wrong protocol version, missing sha256
+    headers = {**auth(TOKEN_A), "Tus-Resumable": "0.2.2", "Upload-Length": "1"}
+    assert requests.post(f"{url}/files/", headers=headers, timeout=5).status_code == 412
+    headers = {**auth(TOKEN_A), "Upload-Length": "1", "Upload-Metadata": ""}
+    assert requests.post(f"{url}/files/", headers=headers, timeout=5).status_code == 400
+    # offset mismatch, wrong content type
+    location = create(url, TOKEN_A, 10, "b" * 64).headers["Location"]
+    patch = {**auth(TOKEN_A), "Content-Type": "application/offset+octet-stream"}
+    resp = requests.patch(location, data=b"abc", headers={**patch, "Upload-Offset": "3"}, timeout=5)
+    assert resp.status_code == 409 and resp.headers["Upload-Offset"] == "0"
+    resp = requests.patch(
+        location, data=b"abc", headers={**patch, "Content-Type": "text/plain"}, timeout=5
+    )
+    assert resp.status_code == 415
+    resp = requests.patch(location, data=b"abc", headers={**patch, "Upload-Offset": "0"}, timeout=5)
+    assert resp.status_code == 204 and resp.headers["Upload-Offset"] == "3"
+    resp = requests.patch(
+        location, data=b"x" * 20, headers={**patch, "Upload-Offset": "3"}, timeout=5
+    )
+    assert resp.status_code == 413 and resp.headers["Upload-Offset"] == "10"
+
+
+def test_acknowledged_offset_survives_a_restart(tmp_path):
+    data = tmp_path / "central"
+    sha = hashlib.sha256(b"1234567890").hexdigest()
+    headers = {**auth(TOKEN_A), "Content-Type": "application/offset+octet-stream"}
+    with serve_app(create_app(data, TOKENS)) as url:
+        location = create(url, TOKEN_A, 10, sha).headers["Location"]
+        resp = requests.patch(location, data=b"12345", headers={**headers, "Upload-Offset": "0"})
+        assert resp.status_code == 204
+    upload_id = location.rsplit("/", 1)[1]
+    with open(data / "uploads" / f"{upload_id}.part", "ab") as f:
+        f.write(b"bytes never acknowledged")
+    with serve_app(create_app(data, TOKENS)) as url:
+        location = f"{url}/files/{upload_id}"
+        resp = requests.head(location, headers=auth(TOKEN_A), timeout=5)
+        assert resp.headers["Upload-Offset"] == "5"
+        resp = requests.patch(location, data=b"67890", headers={**headers, "Upload-Offset": "5"})
+        assert resp.status_code == 204
+        resp = requests.get(resp.headers["Upload-Receipt"], headers=auth(TOKEN_A), timeout=10)
+        wait_for(
+            lambda: requests.get(f"{location}/receipt", headers=auth(TOKEN_A)).status_code == 200
+        )
+    assert (data / "objects" / "sha256" / sha[:2] / sha[2:4] / sha).read_bytes() == b"1234567890"
+
+
+def test_expire_uploads_removes_only_abandoned_ones(central, tmp_path):
+    url, data, app = central
+    old = create(url, TOKEN_A, 10, "d" * 64).headers["Location"].rsplit("/", 1)[1]
+    new = create(url, TOKEN_A, 10, "e" * 64).headers["Location"].rsplit("/", 1)[1]
+    past = time.time() - 3600
+    for suffix in (".json", ".part"):
+        os.utime(data / "uploads" / f"{old}{suffix}", (past, past))
+    assert app.state.uploads.expire_uploads(older_than=600) == [old]
+    assert sorted(p.name for p in (data / "uploads").iterdir()) == [f"{new}.json", f"{new}.part"]
+
+
+def test_independent_tus_client_tuspy(central, tmp_path):
+    from tusclient import client as tus_client
+
+    url, data, _ = central
+    path, sha = make_file(tmp_path / "clip.mp4", 1536 * 1024 + 3)
+    client = tus_client.TusClient(f"{url}/files/", headers={"Authorization": f"Bearer {TOKEN_B}"})
+    uploader = client.uploader(
+        str(path), chunk_size=512 * 1024, metadata={"sha256": sha, "station": "ST-B"}
+    )
+    uploader.upload()
+    receipt_url = f"{uploader.url}/receipt"
+
+    def receipt():
+        resp = requests.get(receipt_url, headers=auth(TOKEN_B), timeout=5)
+        return resp.json() if resp.status_code == 200 else None
+
+    body = wait_for(receipt, timeout=10)
+    assert body["sha256"] == sha and body["station"] == "ST-B" and body["verified"]
+    obj = data / "objects" / "sha256" / sha[:2] / sha[2:4] / sha
+    assert obj.read_bytes() == path.read_bytes()
+
+
+def test_tokens_file_and_cli_help(tmp_path):
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text(f'[stations]\n"ST-A" = "{TOKEN_A}"\n')
+    assert load_tokens(tokens) == {TOKEN_A: "ST-A"}
+    tokens.write_text('[stations]\n"ST-A" = "short"\n')
+    with pytest.raises(CredentialsError, match="shorter"):
+        load_tokens(tokens)
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for option in ("--data", "--tokens", "--host", "--port"):
+        assert option in result.output
