@@ -1,0 +1,110 @@
+"""The station's configuration: one TOML file, validated strictly.
+
+An unknown or mistyped key stops the program with the file, the key and what was
+expected (``extra="forbid"`` on every model). Every setting has a default, so the
+station runs on its embedded default with no file at all. docs/configuration.md
+lists every setting; ``tests/test_config.py`` checks that list against this module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agent.validation import load_model, read_toml
+
+DEFAULT_CONFIG_PATH = Path("/etc/recdock/recdock.toml")
+DEFAULT_HOME = Path("/var/lib/recdock")
+SHIPPED_PROFILES = Path(__file__).resolve().parent.parent / "firmware_profiles"
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreConfig(Strict):
+    reserve_bytes: Annotated[int, Field(ge=0)] = Field(
+        default=1 * GiB,
+        description="Free space the store never goes below; an offload stops before crossing it.",
+    )
+    sm3: bool = Field(
+        default=False, description="Also fingerprint every file with SM3 (GB/T 32905)."
+    )
+    buffer_bytes: Annotated[int, Field(ge=64 * 1024, le=64 * MiB)] = Field(
+        default=4 * MiB, description="Size of the reused copy buffer (memory is bounded by it)."
+    )
+    commit_every_files: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=64, description="Catalog rows committed together (each file is fsynced on its own)."
+    )
+    commit_every_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=2.0, description="Longest time a verified copy waits for its catalog commit."
+    )
+
+
+class OffloadConfig(Strict):
+    keep_source: bool = Field(
+        default=False,
+        description="Never remove recordings from recorders, even once verified in the store.",
+    )
+    late_after_hours: Annotated[float, Field(gt=0)] = Field(
+        default=24.0, description="A recording older than this at docking is reported late."
+    )
+
+
+class ProfilesConfig(Strict):
+    dirs: list[Path] = Field(
+        default_factory=lambda: [SHIPPED_PROFILES],
+        description="Folders of firmware profile TOML files, read in order; the first match wins.",
+    )
+
+
+STATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class Config(Strict):
+    station_id: str = Field(
+        default="station-01",
+        description="This station's id: in topics, session records and uploads.",
+    )
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    offload: OffloadConfig = Field(default_factory=OffloadConfig)
+    profiles: ProfilesConfig = Field(default_factory=ProfilesConfig)
+
+    @field_validator("station_id")
+    @classmethod
+    def _station_id(cls, v: str) -> str:
+        if not STATION_ID.match(v):
+            raise ValueError("letters, digits, '.', '_' and '-', at most 64, starting alphanumeric")
+        return v
+
+
+def load_config(path: Path | None) -> Config:
+    """Load the configuration file, or the embedded default when there is none.
+
+    ``path`` None means: ``$RECDOCK_CONFIG``, else /etc/recdock/recdock.toml when it
+    exists, else the embedded default.
+    """
+    if path is None:
+        env = os.environ.get("RECDOCK_CONFIG")
+        if env:
+            path = Path(env)
+        elif DEFAULT_CONFIG_PATH.exists():
+            path = DEFAULT_CONFIG_PATH
+        else:
+            return Config()
+    data = read_toml(path)
+    return load_model(Config, data, path)
+
+
+def resolve_home(home: Path | None) -> Path:
+    if home is not None:
+        return home
+    env = os.environ.get("RECDOCK_HOME")
+    return Path(env) if env else DEFAULT_HOME

@@ -1,0 +1,74 @@
+"""One exception base for recdock, and the exit codes scripts and systemd act on.
+
+Every concrete error says what failed, on which file or device, and what to do.
+The CLI prints ``str(error)`` as one line; the log keeps the traceback.
+"""
+
+from __future__ import annotations
+
+# Exit codes (documented in docs/operations.md). Values follow sysexits.h where one fits.
+EXIT_OK = 0
+EXIT_FAILED = 1  # some files failed, recorder not ready, verify found problems
+EXIT_USAGE = 2  # bad command line (click's own code)
+EXIT_UNAVAILABLE = 69  # the recorder went away (yanked) or the source is not there
+EXIT_SOFTWARE = 70  # a bug: an unexpected exception
+EXIT_CANTCREAT = 73  # the store is full (reserve reached) or not writable
+EXIT_IOERR = 74  # catalog or store I/O error
+EXIT_CONFIG = 78  # configuration or firmware profile invalid
+
+
+class RecdockError(Exception):
+    """Base of every error recdock raises on purpose."""
+
+    exit_code = EXIT_FAILED
+    #: A permanent error is not retried by a retry loop (disk full, permission denied).
+    permanent = False
+
+
+class ConfigError(RecdockError):
+    """The configuration or a firmware profile is invalid."""
+
+    exit_code = EXIT_CONFIG
+    permanent = True
+
+
+class ProfileError(ConfigError):
+    """A firmware profile is invalid, or no profile matches a recorder."""
+
+
+class CatalogError(RecdockError):
+    """The catalog is missing, unreadable, or does not belong to this store."""
+
+    exit_code = EXIT_IOERR
+    permanent = True
+
+
+class StoreError(RecdockError):
+    """Writing or reading the station store failed."""
+
+    exit_code = EXIT_IOERR
+
+
+class StoreFullError(StoreError):
+    """The store reached its configured free-space reserve (or the disk is full)."""
+
+    exit_code = EXIT_CANTCREAT
+    permanent = True
+
+
+class RecorderError(RecdockError):
+    """Something a recorder presented could not be read or is not acceptable."""
+
+
+class RecorderGoneError(RecorderError):
+    """The recorder disappeared (unplugged, its mount died) during the work."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class SourceChangedError(RecorderError):
+    """A file on the recorder changed while it was being copied."""
+
+
+class VerifyMismatchError(StoreError):
+    """A copy read back from disk does not match the hash taken while copying."""
