@@ -30,7 +30,7 @@ from typing import Any
 import sqlite_utils
 
 from agent.errors import CatalogError
-from sync import outbox
+from sync import outbox, topics
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,51 @@ def m001_initial(conn: sqlite3.Connection) -> None:
             retain INTEGER NOT NULL DEFAULT 0,
             created_at TEXT NOT NULL
         );
+        """,
+    )
+
+
+@migration
+def m002_faults_checks_bays(conn: sqlite3.Connection) -> None:
+    run_script(
+        conn,
+        """
+        CREATE TABLE faults (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            severity TEXT NOT NULL DEFAULT 'error',
+            detail TEXT NOT NULL,
+            opened_at TEXT NOT NULL,
+            last_seen_at TEXT NOT NULL,
+            resolved_at TEXT,
+            occurrences INTEGER NOT NULL DEFAULT 1
+        );
+        CREATE INDEX faults_open ON faults (resolved_at);
+        CREATE TABLE checks (
+            id INTEGER PRIMARY KEY,
+            session_id TEXT,
+            device_serial TEXT NOT NULL,
+            bay INTEGER,
+            at TEXT NOT NULL,
+            ready INTEGER NOT NULL,
+            results TEXT NOT NULL,
+            clock_offset_s REAL,
+            clock_offset_after_s REAL
+        );
+        CREATE INDEX checks_device ON checks (device_serial, at);
+        CREATE TABLE bays (
+            bay INTEGER PRIMARY KEY,
+            state TEXT NOT NULL,
+            device_serial TEXT,
+            profile TEXT,
+            reason TEXT,
+            session_id TEXT,
+            progress_bytes INTEGER,
+            progress_total INTEGER,
+            detail TEXT,
+            updated_at TEXT NOT NULL
+        )
         """,
     )
 
@@ -243,7 +288,7 @@ class Catalog:
         return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
     def event_topic(self) -> str:
-        return f"recdock/{self.station_id}/event"
+        return topics.event(self.station_id)
 
     def append_audit(self, kind: str, subject: str, data: dict[str, Any]) -> AuditEntry:
         """Append one hash-chained entry, and queue it for MQTT, in the open transaction."""

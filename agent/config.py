@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agent.indicators import IndicatorsConfig
 from agent.validation import load_model, read_toml
 
 DEFAULT_CONFIG_PATH = Path("/etc/recdock/recdock.toml")
@@ -65,6 +66,49 @@ class ProfilesConfig(Strict):
     )
 
 
+class GpioConfig(Strict):
+    factory: Literal["lgpio", "mock"] = Field(
+        default="lgpio",
+        description="gpiozero pin factory: 'lgpio' on a Raspberry Pi 4/5, 'mock' for no "
+        "hardware. Never chosen silently: `recdock run --simulate` sets 'mock' explicitly.",
+    )
+
+
+class DeviceEntry(Strict):
+    serial: str = Field(min_length=1, max_length=64, description="USB serial of the recorder")
+    profile: str = Field(description="Firmware profile the device is read with")
+    officer: str | None = Field(default=None, description="Officer the device is issued to")
+    unit: str | None = Field(default=None, description="Unit / department (科室)")
+
+
+class ChecksConfig(Strict):
+    min_battery_pct: Annotated[float, Field(ge=0, le=100)] = Field(
+        default=80.0, description="Battery level a recorder needs to be ready for a shift"
+    )
+    shift_hours: Annotated[float, Field(gt=0, le=48)] = Field(
+        default=10.0, description="Recording time a shift needs (free space = hours x bitrate)"
+    )
+    clock_tolerance_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=2.0, description="Largest device clock offset, after setting, that passes"
+    )
+    approved_firmware: list[str] = Field(
+        default_factory=list,
+        description="Firmware versions allowed in service; empty: any version passes",
+    )
+    set_clock: bool = Field(
+        default=True, description="Set a recorder's clock when the station clock is synchronised"
+    )
+
+
+class StationConfig(Strict):
+    max_concurrent_offloads: Annotated[int, Field(ge=1, le=16)] = Field(
+        default=2, description="Bays that offload at the same time"
+    )
+    mount_dir: Path = Field(
+        default=Path("/run/recdock/mnt"), description="Where the daemon mounts recorders"
+    )
+
+
 STATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -76,6 +120,32 @@ class Config(Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     offload: OffloadConfig = Field(default_factory=OffloadConfig)
     profiles: ProfilesConfig = Field(default_factory=ProfilesConfig)
+    station: StationConfig = Field(default_factory=StationConfig)
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
+    gpio: GpioConfig = Field(default_factory=GpioConfig)
+    indicators: IndicatorsConfig = Field(default_factory=IndicatorsConfig)
+    bays: dict[str, Annotated[int, Field(ge=1, le=64)]] = Field(
+        default_factory=dict,
+        description="USB port path (udev ID_PATH) -> bay number, so the right LED lights",
+    )
+    devices: list[DeviceEntry] = Field(
+        default_factory=list, description="Register of recorders, by USB serial ([[devices]])"
+    )
+
+    @model_validator(mode="after")
+    def _cross(self) -> Config:
+        numbers = list(self.bays.values())
+        dup = {n for n in numbers if numbers.count(n) > 1}
+        if dup:
+            raise ValueError(f"bays: bay number(s) {sorted(dup)} given to more than one port")
+        serials = [d.serial for d in self.devices]
+        dup_s = {x for x in serials if serials.count(x) > 1}
+        if dup_s:
+            raise ValueError(f"devices: serial(s) {sorted(dup_s)} registered twice")
+        return self
+
+    def registered(self) -> dict[str, DeviceEntry]:
+        return {d.serial: d for d in self.devices}
 
     @field_validator("station_id")
     @classmethod

@@ -1,0 +1,43 @@
+"""MQTT topic names, in one place (docs/mqtt.md documents them).
+
+Everything that goes into a topic level and comes from outside (serials, fault
+subjects) is reduced to ``[A-Za-z0-9._-]``: MQTT gives ``/``, ``+`` and ``#`` meaning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+PREFIX = "recdock"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def level(value: str) -> str:
+    """One safe topic level; distinct inputs that clean to the same text get a hash suffix."""
+    clean = _UNSAFE.sub("_", value)[:64] or "_"
+    if clean != value:
+        clean = (
+            f"{clean}~{hashlib.sha256(value.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+        )
+    return clean
+
+
+def status(station: str) -> str:
+    return f"{PREFIX}/{station}/status"
+
+
+def bay(station: str, number: int) -> str:
+    return f"{PREFIX}/{station}/bay/{number}"
+
+
+def recorder(station: str, serial: str) -> str:
+    return f"{PREFIX}/{station}/recorder/{level(serial)}"
+
+
+def event(station: str) -> str:
+    return f"{PREFIX}/{station}/event"
+
+
+def fault(station: str, fault_id: str) -> str:
+    return f"{PREFIX}/{station}/fault/{level(fault_id)}"
