@@ -85,6 +85,8 @@ class FileResult:
     removed: bool = False
     late: bool = False
     age_hours: float | None = None
+    relpath: bytes = b""  # as on the recorder
+    mtime_ns: int = 0  # the source's mtime when it was copied (or found already stored)
 
 
 @dataclass
@@ -292,7 +294,7 @@ class Offloader:
             for m in media:
                 if self.stop.is_set():
                     raise Stopped("stopped on request; the next offload resumes")
-                result = FileResult(m.name, "failed", size=m.size)
+                result = FileResult(m.name, "failed", size=m.size, relpath=m.relpath)
                 report.files.append(result)
                 try:
                     pending = self._one_file(
@@ -353,6 +355,7 @@ class Offloader:
             raise RecorderError(f"{m.name}: cannot open ({exc.strerror})") from exc
         try:
             before = os.fstat(fd)
+            result.mtime_ns = before.st_mtime_ns
             start, end, _origin = recorded_times(profile, m)
             age = (self.clock() - start).total_seconds() / 3600 if start else None
             late = age is not None and age > self.config.offload.late_after_hours
@@ -538,6 +541,34 @@ class Offloader:
                     self._remove_source(source, p.media, p.mtime_ns, row[0], p.result, info)
         elif report.source_kept_reason is None:
             report.source_kept_reason = "keep-source is set"
+
+    def clear(self, source: Path, report: OffloadReport) -> int:
+        """Remove from the recorder every file ``report`` verified in the store.
+
+        For the station, which offloads from a read-only mount (keep_source) and
+        clears after remounting read-write. The same checks as during an offload
+        apply to every file (invariant 1). Returns how many files were removed.
+        """
+        saved, self.keep_source = self.keep_source, False
+        removed = 0
+        try:
+            for f in report.files:
+                if f.status not in ("stored", "already") or f.removed or not f.store_path:
+                    continue
+                rows = self.catalog.query(
+                    "SELECT * FROM recordings WHERE store_path = ?", (f.store_path,)
+                )
+                if not rows:
+                    f.message = "kept on the recorder: its catalog row could not be read back"
+                    continue
+                m = MediaFile(f.relpath, f.size, f.mtime_ns)
+                self._remove_source(source, m, f.mtime_ns, rows[0], f, report.info)
+                removed += int(f.removed)
+        finally:
+            self.keep_source = saved
+        if removed:
+            report.source_kept_reason = None
+        return removed
 
     def _remove_source(
         self,
