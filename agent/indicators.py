@@ -24,6 +24,8 @@ from typing import Any, Self
 from gpiozero import LED, RGBLED, Buzzer
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from agent.errors import RecdockError
+
 logger = logging.getLogger(__name__)
 
 BCM_MIN = 0
@@ -40,7 +42,7 @@ MAGENTA: Rgb = (1, 0, 1)
 WHITE: Rgb = (1, 1, 1)
 
 
-class IndicatorError(Exception):
+class IndicatorError(RecdockError):
     """An LED or the buzzer could not be driven, or the GPIO seam could not be set up.
 
     Raised by constructors and :func:`make_pin_factory` (start-up: the daemon stops with the
