@@ -18,6 +18,7 @@ import click
 
 from agent import errors
 from agent.catalog import Catalog, open_catalog
+from agent.checks_cli import check_command
 from agent.config import Config, load_config, resolve_home
 from agent.errors import RecdockError
 from agent.profiles import Profile, ProfileSet
@@ -309,6 +310,9 @@ def simulate_recorder(dest: Path, fat: bool, **kw: Any) -> None:
         dest.mkdir(parents=True, exist_ok=True)
         build_tree(dest, spec)
         click.echo(f"folder {dest}: recorder {spec.serial}, {spec.files} files")
+
+
+cli.add_command(check_command, "check")
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ mount it with fusefat.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -27,8 +28,12 @@ from pathlib import Path
 
 from agent.errors import RecdockError
 
+log = logging.getLogger(__name__)
+
 DEVICE_TZ = timezone(timedelta(hours=8))
 STATUS_FILE = "DEVICE.JSN"
+TIME_FILE = "TIME.TXT"
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 MEDIA_DIR = "DCIM/100RDSIM"
 CHUNK = 1024 * 1024
 
@@ -140,3 +145,39 @@ def build_fat_image(image: Path, spec: RecorderSpec, now: datetime | None = None
             capture_output=True,
             env=env,
         )
+
+
+def apply_firmware(root: Path, now: datetime | None = None) -> None:
+    """What the simulated recorder's firmware does when it is (re)connected.
+
+    If the station left ``TIME.TXT`` (device-local time, ``%Y-%m-%d %H:%M:%S``,
+    UTC+08:00), the firmware sets its real-time clock from it and deletes the file;
+    a file it cannot parse is deleted and ignored, as firmware does. Then it writes
+    its clock (now + its RTC offset, device-local, to the nearest second) into
+    DEVICE.JSN's "clock", and the RTC offset into "rtc_offset_s". The simulated dock
+    calls this on every writable mount, before the station reads the recorder.
+    """
+    now = now or datetime.now(UTC)
+    status_path = root / STATUS_FILE
+    status = json.loads(status_path.read_text())
+    offset = float(status.get("rtc_offset_s") or 0.0)
+    time_path = root / TIME_FILE
+    if time_path.is_file() and not time_path.is_symlink():
+        text = time_path.read_text(errors="replace").strip()
+        try:
+            parsed = datetime.strptime(text, TIME_FORMAT).replace(tzinfo=DEVICE_TZ)
+        except ValueError:
+            log.warning("%s: %s holds %r, not a time: ignored", root, TIME_FILE, text[:40])
+        else:
+            offset = (parsed - now).total_seconds()
+        time_path.unlink()
+    clock = (now + timedelta(seconds=offset) + timedelta(milliseconds=500)).astimezone(DEVICE_TZ)
+    status["clock"] = clock.replace(tzinfo=None, microsecond=0).isoformat(timespec="seconds")
+    status["rtc_offset_s"] = round(offset, 3)
+    data = (json.dumps(status, indent=1) + "\n").encode()
+    fd = os.open(status_path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
