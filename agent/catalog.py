@@ -14,7 +14,6 @@ is never trusted to remove anything (invariant 1, and Frigate's lesson).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sqlite3
@@ -31,6 +30,7 @@ import sqlite_utils
 
 from agent.errors import CatalogError
 from sync import outbox, topics
+from sync.chain import entry_hash  # one definition, shared with the central store
 
 log = logging.getLogger(__name__)
 
@@ -182,12 +182,6 @@ def run_script(conn: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             conn.execute(statement)
-
-
-def entry_hash(prev_hash: str, seq: int, at: str, kind: str, subject: str, data: str) -> str:
-    """The hash an audit entry commits to: its content and the previous entry's hash."""
-    body = canonical({"seq": seq, "at": at, "kind": kind, "subject": subject, "data": data})
-    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)

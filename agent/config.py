@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from agent.indicators import IndicatorsConfig
 from agent.validation import load_model, read_toml
+from sync.settings import MqttConfig, UploadConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/recdock/recdock.toml")
 DEFAULT_HOME = Path("/var/lib/recdock")
@@ -130,6 +131,12 @@ class Config(Strict):
     )
     devices: list[DeviceEntry] = Field(
         default_factory=list, description="Register of recorders, by USB serial ([[devices]])"
+    )
+    mqtt: MqttConfig = Field(
+        default_factory=MqttConfig, description="Link to the MQTT broker ([mqtt], docs/mqtt.md)"
+    )
+    upload: UploadConfig = Field(
+        default_factory=UploadConfig, description="Uploads to the central store ([upload])"
     )
 
     @model_validator(mode="after")
