@@ -314,6 +314,18 @@ def simulate_recorder(dest: Path, fat: bool, **kw: Any) -> None:
 
 cli.add_command(check_command, "check")
 
+from agent.station_cli import (  # noqa: E402 - registered after the group exists
+    plug_command,
+    run_command,
+    status_command,
+    unplug_command,
+)
+
+cli.add_command(run_command, "run")
+cli.add_command(status_command, "status")
+simulate.add_command(plug_command, "plug")
+simulate.add_command(unplug_command, "unplug")
+
 
 def main() -> None:
     cli(prog_name="recdock")
