@@ -1,0 +1,485 @@
+"""The station end to end: `recdock run --simulate` as a subprocess, real FAT32 images.
+
+Each test starts the daemon exactly as a user would (its own home, config and mock pins),
+docks virtual recorders with `recdock simulate plug`, and reads what an officer and an
+administrator would see: the bay state (`recdock status --json`), the LED and buzzer pin
+history (the simulated station records every mock-pin change to <home>/run/pins.jsonl),
+the stored check results (the catalog's checks table), the store, and the recorder itself.
+The only fakes are the hardware seams chosen with --simulate: dock, GPIO pins, clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import needs_fusefat
+from tests.recorders import BIN, make_fat_recorder, recdock, wait_for
+
+pytestmark = needs_fusefat
+
+MiB = 1024 * 1024
+BAY_PINS = {1: 17, 2: 27, 3: 22, 4: 23}
+BUZZER = 4
+# 8 Mbit/s for 0.01 h: a recorder needs 36 MB free for this test "shift"
+CONFIG = """
+station_id = "st-test"
+[store]
+reserve_bytes = 0
+[station]
+max_concurrent_offloads = {slots}
+[checks]
+shift_hours = 0.01
+approved_firmware = ["2.1.0", "2.2.0"]
+[indicators]
+buzzer = 4
+[indicators.bays.1]
+led = 17
+[indicators.bays.2]
+led = 27
+[indicators.bays.3]
+led = 22
+[indicators.bays.4]
+led = 23
+"""
+
+
+@dataclass
+class Station:
+    home: Path
+    config: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return recdock(*args, home=self.home, config=self.config, timeout=60)
+
+    def plug(self, bay: int, source: Path, *extra: str) -> float:
+        """Dock ``source``; returns the time the plug command returned."""
+        done = self.run("simulate", "plug", str(bay), str(source), *extra)
+        assert done.returncode == 0, done.stderr
+        return time.time()
+
+    def unplug(self, bay: int) -> None:
+        done = self.run("simulate", "unplug", str(bay))
+        assert done.returncode == 0, done.stderr
+
+    def status(self) -> dict[str, Any]:
+        done = self.run("status", "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def bay(self, n: int) -> dict[str, Any]:
+        return next(b for b in self.status()["bays"] if b["bay"] == n)
+
+    def db(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.home / "catalog.db", timeout=30)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with self.db() as conn:
+            return [dict(r) for r in conn.execute(sql, params)]
+
+    def bay_row(self, n: int) -> dict[str, Any] | None:
+        """The bays row, read straight from the catalog (fast enough to poll)."""
+        try:
+            rows = self.query("SELECT * FROM bays WHERE bay = ?", (n,))
+        except sqlite3.OperationalError:
+            return None
+        return rows[0] if rows else None
+
+    def wait_state(self, n: int, *states: str, timeout: float = 60) -> dict[str, Any]:
+        wait_for(
+            lambda: (row := self.bay_row(n)) is not None and row["state"] in states,
+            timeout,
+            f"bay {n} to show {states}; log:\n{self.log.read_text()[-3000:]}",
+        )
+        return self.bay(n)
+
+    def pins(self) -> list[dict[str, Any]]:
+        path = self.home / "run" / "pins.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def pin(self, number: int, since: float = 0) -> list[tuple[float, int]]:
+        return [(p["t"], p["state"]) for p in self.pins() if p["pin"] == number and p["t"] >= since]
+
+
+@pytest.fixture
+def station(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Station]:
+    slots = getattr(request, "param", 2)
+    home = tmp_path / "home"
+    config = tmp_path / "recdock.toml"
+    config.write_text(CONFIG.format(slots=slots))
+    log = tmp_path / "station.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("RECDOCK_CONFIG", "NOTIFY_SOCKET")}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "recdock"),
+                "--home",
+                str(home),
+                "--config",
+                str(config),
+                "run",
+                "--simulate",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    s = Station(home, config, proc, log)
+    try:
+        wait_for(
+            lambda: (home / "run" / "dock.sock").exists() or proc.poll() is not None,
+            30,
+            "the simulated dock's socket",
+        )
+        assert proc.poll() is None, log.read_text()
+        yield s
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        subprocess.run(
+            ["fusermount", "-u", "-z", str(home / "run" / "mnt" / "1")],
+            capture_output=True,
+            check=False,
+        )
+    assert proc.returncode == 0, f"unclean stop (exit {proc.returncode}):\n{log.read_text()}"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(MiB), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def media_on(image: Path) -> list[str]:
+    """The media files left on a FAT image (mtools, no mount)."""
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    done = subprocess.run(
+        ["mdir", "-b", "-i", str(image), "::/DCIM/100RDSIM"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    return [line for line in done.stdout.splitlines() if line.upper().endswith((".MP4", ".JPG"))]
+
+
+def stored(station: Station, serial: str) -> list[dict[str, Any]]:
+    return station.query("SELECT * FROM recordings WHERE device_serial = ?", (serial,))
+
+
+def store_files(station: Station, serial: str) -> list[Path]:
+    return sorted(
+        p
+        for p in (station.home / "store").rglob("*")
+        if p.is_file() and f"/{serial}/" in str(p) and "/media/" in str(p)
+    )
+
+
+def last_check(station: Station, bay: int) -> dict[str, Any]:
+    row = station.query("SELECT * FROM checks WHERE bay = ? ORDER BY id DESC LIMIT 1", (bay,))[0]
+    row["results"] = {r["name"]: r for r in json.loads(row["results"])}
+    return row
+
+
+# --- LED and buzzer patterns, read from the pin history ------------------------------------------
+
+
+def periods(events: list[tuple[float, int]]) -> tuple[list[float], list[float]]:
+    """Durations of the completed on and off phases in a pin history."""
+    on, off = [], []
+    for (t0, s0), (t1, _s1) in zip(events, events[1:], strict=False):
+        (on if s0 else off).append(t1 - t0)
+    return on, off
+
+
+def assert_blinks(station: Station, pin: int, since: float, on: float, off: float) -> None:
+    """The pin blinks ``on``/``off`` seconds (±40 %: a loaded CI machine) since ``since``."""
+    wait_for(lambda: len(station.pin(pin, since)) >= 6, 15, f"pin {pin} to blink")
+    ons, offs = periods(station.pin(pin, since)[1:])  # the first phase may have started earlier
+    med = sorted(ons)[len(ons) // 2], sorted(offs)[len(offs) // 2]
+    assert on * 0.6 <= med[0] <= on * 1.4, (ons, on)
+    assert off * 0.6 <= med[1] <= off * 1.4, (offs, off)
+
+
+def assert_steady_on(station: Station, pin: int, hold: float = 1.2) -> None:
+    events = station.pin(pin)
+    assert events and events[-1][1] == 1, events
+    time.sleep(hold)  # the claim is "nothing changes for a while": it needs that while
+    assert station.pin(pin)[-1] == events[-1], "the steady LED changed"
+
+
+def beeps(station: Station, since: float) -> list[float]:
+    """Lengths of the buzzer's beeps since ``since``."""
+    events = station.pin(BUZZER, since)
+    on, _off = periods(events)
+    return on
+
+
+def wait_beeps(station: Station, since: float, n: int) -> list[float]:
+    wait_for(lambda: len(beeps(station, since)) >= n, 10, f"{n} beeps")
+    time.sleep(0.8)  # and no more after them
+    return beeps(station, since)
+
+
+def first_change(station: Station, pin: int, since: float) -> float:
+    wait_for(lambda: station.pin(pin, since), 5, f"pin {pin} to change")
+    return station.pin(pin, since)[0][0]
+
+
+# --- the scenarios -------------------------------------------------------------------------------
+
+
+def test_healthy_recorder_is_offloaded_cleared_checked_and_ready(station: Station, tmp_path):
+    image = make_fat_recorder(tmp_path / "r.img", "SIMOK01", files=3, size=MiB)
+    t0 = station.plug(1, image)
+    assert first_change(station, BAY_PINS[1], t0 - 0.5) - t0 < 1.0, "recognised within 1 s"
+    bay = station.wait_state(1, "ready", "not_ready")
+    assert bay["state"] == "ready", bay
+    assert bay["led"] == "ready" and bay["device_serial"] == "SIMOK01"
+    assert bay["last_check"]["ready"] and bay["last_check"]["current"]
+    # the store holds every recording, verified; the recorder was cleared
+    rows = stored(station, "SIMOK01")
+    assert len(rows) == 3 and all(r["source_removed_at"] for r in rows)
+    assert {sha256(p) for p in store_files(station, "SIMOK01")} == {r["sha256"] for r in rows}
+    check = last_check(station, 1)
+    assert check["ready"] == 1 and check["device_serial"] == "SIMOK01"
+    assert {n: r["ok"] for n, r in check["results"].items()} == {
+        "battery": True,
+        "storage": True,
+        "clock": True,
+        "firmware": True,
+        "offload": True,
+        "late": True,
+    }
+    # LED: recognised, then steady on; one short beep
+    assert_steady_on(station, BAY_PINS[1])
+    assert len(wait_beeps(station, t0 - 1, 1)) == 1
+    states = [
+        json.loads(r["data"])["state"]
+        for r in station.query(
+            "SELECT data FROM audit WHERE kind = 'bay.state' AND subject = 'bay 1' ORDER BY seq"
+        )
+    ]
+    assert states[-3:] == ["recognised", "recognised", "ready"]
+    station.unplug(1)
+    assert station.wait_state(1, "idle")["led"] == "idle"
+    assert media_on(image) == []
+
+
+def test_low_battery_is_not_ready_with_the_reason(station: Station, tmp_path):
+    image = make_fat_recorder(tmp_path / "r.img", "SIMBAT1", files=2, size=MiB, battery=20.0)
+    t0 = station.plug(2, image)
+    bay = station.wait_state(2, "ready", "not_ready")
+    assert bay["state"] == "not_ready" and "battery 20 %" in bay["reason"], bay
+    check = last_check(station, 2)
+    assert check["ready"] == 0 and check["results"]["battery"]["ok"] is False
+    assert check["results"]["battery"]["value"].startswith("20")
+    assert len(stored(station, "SIMBAT1")) == 2 and media_on(image) == []  # still offloaded
+    assert_blinks(station, BAY_PINS[2], time.time(), 0.15, 0.15)
+    assert len(wait_beeps(station, t0 - 1, 3)) == 3
+
+
+def test_full_recorder_is_emptied_by_the_offload_and_ready(station: Station, tmp_path):
+    # 72 MiB card, 48 MiB of recordings: 24 MiB free, less than the 36 MB a shift needs
+    image = make_fat_recorder(
+        tmp_path / "r.img", "SIMFULL", files=12, size=4 * MiB, capacity=72 * MiB
+    )
+    station.plug(3, image)
+    bay = station.wait_state(3, "ready", "not_ready", timeout=120)
+    assert bay["state"] == "ready", bay
+    assert last_check(station, 3)["results"]["storage"]["ok"] is True
+    assert len(stored(station, "SIMFULL")) == 12 and media_on(image) == []
+
+
+def test_full_of_other_files_is_not_ready_for_storage(station: Station, tmp_path):
+    image = make_fat_recorder(tmp_path / "r.img", "SIMJUNK", files=1, size=MiB, capacity=72 * MiB)
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\0" * (50 * MiB))
+    subprocess.run(
+        ["mcopy", "-i", str(image), str(junk), "::/JUNK.BIN"],
+        check=True,
+        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+        capture_output=True,
+    )
+    station.plug(1, image)
+    bay = station.wait_state(1, "ready", "not_ready")
+    assert bay["state"] == "not_ready" and "storage" in bay["reason"], bay
+    check = last_check(station, 1)
+    assert check["results"]["storage"]["ok"] is False
+    assert check["results"]["offload"]["ok"] is True  # the recording itself was offloaded
+    assert len(stored(station, "SIMJUNK")) == 1
+
+
+@pytest.mark.parametrize(
+    ("offset", "what"),
+    [(3600.0, "an hour ahead"), (None, "reset to the year 2000")],
+)
+def test_wrong_clock_is_set_and_ready(station: Station, tmp_path, offset, what):
+    if offset is None:
+        offset = (datetime(2000, 1, 1, tzinfo=UTC) - datetime.now(UTC)).total_seconds()
+    image = make_fat_recorder(
+        tmp_path / "r.img", "SIMCLK1", files=1, size=MiB, clock_offset=offset, age_hours=1.0
+    )
+    station.plug(4, image)
+    bay = station.wait_state(4, "ready", "not_ready")
+    assert bay["state"] == "ready", (what, bay)
+    check = last_check(station, 4)
+    assert check["clock_offset_s"] == pytest.approx(offset, abs=5)  # the drift found, kept
+    assert abs(check["clock_offset_after_s"]) <= 2.0
+    assert check["results"]["clock"]["ok"] is True
+    session = station.query("SELECT clock_offset_s FROM sessions WHERE device_serial = 'SIMCLK1'")
+    assert session[0]["clock_offset_s"] == pytest.approx(offset, abs=5)
+    assert_steady_on(station, BAY_PINS[4])
+
+
+def test_unapproved_firmware_is_not_ready(station: Station, tmp_path):
+    image = make_fat_recorder(tmp_path / "r.img", "SIMFW01", files=1, size=MiB, firmware="1.9.9")
+    station.plug(1, image)
+    bay = station.wait_state(1, "ready", "not_ready")
+    assert bay["state"] == "not_ready" and "firmware" in bay["reason"], bay
+    check = last_check(station, 1)
+    assert check["results"]["firmware"]["ok"] is False
+    assert check["results"]["firmware"]["value"] == "1.9.9"
+    assert_blinks(station, BAY_PINS[1], time.time(), 0.15, 0.15)
+
+
+def test_unknown_usb_stick_is_never_mounted_or_written(station: Station, tmp_path):
+    image = make_fat_recorder(tmp_path / "stick.img", "NOTAREC", files=2, size=MiB)
+    before = sha256(image)
+    t0 = station.plug(2, image, "--usb-id", "0781:5567", "--serial", "4C530001")
+    assert first_change(station, BAY_PINS[2], t0 - 0.5) - t0 < 1.0
+    bay = station.wait_state(2, "unknown_device")
+    assert "matches no firmware profile" in bay["reason"]
+    assert_blinks(station, BAY_PINS[2], time.time(), 1.0, 1.0)
+    assert [round(b, 1) for b in wait_beeps(station, t0 - 1, 2)] == [0.4, 0.4]
+    assert station.query("SELECT * FROM sessions") == []
+    assert station.query("SELECT * FROM checks") == []
+    unknown = station.query("SELECT * FROM audit WHERE kind = 'device.unknown'")
+    assert len(unknown) == 1 and json.loads(unknown[0]["data"])["vendor_id"] == "0781"
+    assert station.query("SELECT * FROM faults WHERE resolved_at IS NULL") == []  # not a fault
+    station.unplug(2)
+    station.wait_state(2, "idle")
+    assert sha256(image) == before  # not one byte written
+    assert "mounted" not in "".join(
+        line for line in station.log.read_text().splitlines() if "stick.img" in line
+    )
+
+
+def _fusefat_pids(image: Path) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b"fusefat") and str(image).encode() in cmd:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_recorder_yanked_mid_offload_loses_nothing_and_redock_completes(station: Station, tmp_path):
+    image = make_fat_recorder(tmp_path / "r.img", "SIMYANK", files=6, size=4 * MiB)
+    t0 = station.plug(1, image)
+    # freeze the recorder mid-copy (SIGSTOP its fusefat), then pull it out
+    wait_for(lambda: ((r := station.bay_row(1)) or {}).get("progress_bytes"), 30, "progress")
+    pids = _fusefat_pids(image)
+    assert len(pids) == 1
+    os.kill(pids[0], signal.SIGSTOP)
+    row = station.bay_row(1)
+    assert row and row["progress_bytes"] < row["progress_total"], row
+    station.unplug(1)
+    bay = station.wait_state(1, "yanked")
+    assert "dock it again" in bay["reason"]
+    assert_blinks(station, BAY_PINS[1], time.time(), 1.5, 0.5)
+    # nothing lost: every copy in the store is verified and catalogued; nothing was cleared
+    partial = stored(station, "SIMYANK")
+    assert len(partial) < 6 and not any(r["source_removed_at"] for r in partial)
+    assert len(media_on(image)) == 6
+    for r in partial:
+        assert sha256(station.home / "store" / r["store_path"]) == r["sha256"]
+    assert not [p for p in (station.home / "store").rglob("*") if p.name.startswith(".tmp")]
+    # the recognised blink (0.5 s) showed while it worked
+    ons, _ = periods(station.pin(BAY_PINS[1], t0 - 0.5))
+    assert ons and 0.3 <= ons[0] <= 0.7, ons
+    # docked again: the offload completes, the copies already stored are not copied twice
+    station.plug(1, image)
+    bay = station.wait_state(1, "ready", "not_ready", timeout=120)
+    assert bay["state"] == "ready", bay
+    rows = stored(station, "SIMYANK")
+    assert len(rows) == 6 and all(r["source_removed_at"] for r in rows)
+    assert len({r["sha256"] for r in rows}) == 6
+    assert media_on(image) == []
+
+
+@pytest.mark.parametrize("station", [2], indirect=True)
+def test_four_recorders_docked_at_once(station: Station, tmp_path):
+    images = {
+        bay: make_fat_recorder(tmp_path / f"r{bay}.img", f"SIMQ{bay}", files=2, size=4 * MiB)
+        for bay in BAY_PINS
+    }
+    plugged = {bay: station.plug(bay, image) for bay, image in images.items()}
+    for bay, t0 in plugged.items():
+        assert first_change(station, BAY_PINS[bay], t0 - 0.5) - t0 < 1.0, f"bay {bay}"
+    for bay in BAY_PINS:
+        assert station.wait_state(bay, "ready", "not_ready", timeout=120)["state"] == "ready"
+    status = station.status()
+    assert [b["state"] for b in status["bays"]] == ["ready"] * 4
+    for bay in BAY_PINS:
+        assert len(stored(station, f"SIMQ{bay}")) == 2
+        assert media_on(images[bay]) == []
+        assert last_check(station, bay)["ready"] == 1
+        assert_steady_on(station, BAY_PINS[bay], hold=0.3)
+    # never more than two offloads at once (station.max_concurrent_offloads = 2)
+    sessions = station.query("SELECT started_at, ended_at FROM sessions")
+    assert len(sessions) == 4
+    edges = sorted(
+        [(s["started_at"], 1) for s in sessions] + [(s["ended_at"], -1) for s in sessions],
+        key=lambda e: (e[0], e[1]),
+    )
+    running = peak = 0
+    for _at, step in edges:
+        running += step
+        peak = max(peak, running)
+    assert peak <= 2
+
+
+def test_status_and_plug_errors_are_one_clear_line(station: Station, tmp_path):
+    done = station.run("simulate", "unplug", "3")
+    assert done.returncode == 1 and "bay 3 is empty" in done.stderr
+    done = station.run("simulate", "plug", "9", str(tmp_path))
+    assert done.returncode == 1 and "no bay 9" in done.stderr
+    text = station.run("status").stdout
+    assert "SIMULATED station st-test: running" in text and "dock: SIMULATED" in text
+
+
+def test_plug_without_a_running_station_says_so(tmp_path):
+    done = recdock("simulate", "plug", "1", str(tmp_path), home=tmp_path / "home")
+    assert done.returncode == 69
+    assert "no simulated station is running" in done.stderr
