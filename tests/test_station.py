@@ -408,7 +408,7 @@ def test_recorder_yanked_mid_offload_loses_nothing_and_redock_completes(station:
     image = make_fat_recorder(tmp_path / "r.img", "SIMYANK", files=6, size=4 * MiB)
     t0 = station.plug(1, image)
     # freeze the recorder mid-copy (SIGSTOP its fusefat), then pull it out
-    wait_for(lambda: ((r := station.bay_row(1)) or {}).get("progress_bytes"), 30, "progress")
+    wait_for(lambda: (station.bay_row(1) or {}).get("progress_bytes"), 30, "progress")
     pids = _fusefat_pids(image)
     assert len(pids) == 1
     os.kill(pids[0], signal.SIGSTOP)
