@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,10 @@ def offload(
     """
     from agent.offload import Offloader
 
+    # SIGTERM (systemd stop, kill) is a clean stop: the file in flight is abandoned
+    # (its temp file removed), what is verified is catalogued, the session ends.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     profile = pick_profile(c, source, profile_name)
     catalog = c.catalog()
     bar = None
@@ -140,7 +146,12 @@ def offload(
         progress = bar.update
     try:
         report = Offloader(
-            c.config, c.home, catalog, keep_source=True if keep_source else None, progress=progress
+            c.config,
+            c.home,
+            catalog,
+            keep_source=True if keep_source else None,
+            progress=progress,
+            stop=stop,
         ).run(source, profile, serial=serial)
     finally:
         if bar is not None:

@@ -57,6 +57,7 @@ from agent.recorder import (
     recorded_times,
 )
 from agent.store import (
+    GONE_ERRNOS,
     MANIFEST,
     MEDIA_DIR,
     SESSION_RECORD,
@@ -293,7 +294,10 @@ class Offloader:
         try:
             for m in media:
                 if self.stop.is_set():
-                    raise Stopped("stopped on request; the next offload resumes")
+                    raise Stopped(
+                        "stopped on request (SIGTERM); files not yet offloaded stay on the "
+                        "recorder and the next offload resumes"
+                    )
                 result = FileResult(m.name, "failed", size=m.size, relpath=m.relpath)
                 report.files.append(result)
                 try:
@@ -325,7 +329,9 @@ class Offloader:
             report.error = str(exc)
             for f in report.files:
                 if f.status == "failed" and not f.message:
-                    f.message = "not offloaded: " + str(exc)
+                    # the error line below already names the file in flight
+                    named = str(exc).startswith(f.source_path + ":")
+                    f.message = "not offloaded" if named else "not offloaded: " + str(exc)
             log.error("%s: offload stopped: %s", info.serial, exc)
         finally:
             self._commit(group, errors, report, source, info, profile)
@@ -386,7 +392,7 @@ class Offloader:
                 before_link=lambda d: self._check_unchanged(source, m, before, fd, d),
             )
         finally:
-            os.close(fd)
+            _close_source(fd, m.name)
         store_path = f"{store_dir}/{MEDIA_DIR}/{rel}"
         result.sha256, result.store_path = digest.sha256, store_path
         return _Pending(
@@ -404,7 +410,10 @@ class Offloader:
 
     def _progress(self, n: int) -> None:
         if self.stop.is_set():
-            raise Stopped("stopped on request; the file in flight was abandoned")
+            raise Stopped(
+                "stopped on request (SIGTERM); the copy in flight was abandoned, files not yet "
+                "offloaded stay on the recorder and the next offload resumes"
+            )
         if self.progress:
             self.progress(n)
 
@@ -431,7 +440,9 @@ class Offloader:
             now = os.lstat(os.path.join(os.fsencode(source), m.relpath))
         except OSError as exc:
             raise RecorderGoneError(
-                f"{m.name}: vanished from the recorder during the copy"
+                f"{m.name}: vanished during the copy ({exc.strerror}): the recorder went "
+                "away or the file was deleted; nothing was removed from it. Dock it again to "
+                "finish the offload"
             ) from exc
         same = (
             after.st_size == before.st_size == now.st_size == digest.size
@@ -656,6 +667,20 @@ class Offloader:
             log.error(
                 "%s: session %s not finalised: %s", report.device_serial, report.session_id, exc
             )
+
+
+def _close_source(fd: int, name: str) -> None:
+    """Close a recorder file; a recorder that went away fails the close (FUSE flush).
+
+    The descriptor is released either way. The failure must not mask the error
+    being raised (a traceback instead of "the recorder went away"), nor discard a
+    copy already verified and linked: the next file's open reports the recorder gone.
+    """
+    try:
+        os.close(fd)
+    except OSError as exc:
+        level = logging.DEBUG if exc.errno in GONE_ERRNOS else logging.WARNING
+        log.log(level, "%s: closing it on the recorder failed: %s", name, exc.strerror)
 
 
 # -- sessions: finish, and recover after a crash --------------------------------------------

@@ -147,7 +147,13 @@ class Store:
                     "station's catalog.db from a backup; nothing is offloaded or removed meanwhile"
                 )
             return
-        others = [p.name for p in self.root.iterdir() if p.name != MARKER]
+        others = []
+        for p in self.root.iterdir():
+            if p.name.startswith(TEMP_PREFIX) and p.is_file():
+                # a marker write that was killed before its link: never data
+                _discard(p)
+            elif p.name != MARKER:
+                others.append(p.name)
         if others or not catalog_is_empty:
             raise CatalogError(
                 f"{self.root}: the store has no {MARKER} marker"
