@@ -1,0 +1,82 @@
+"""The command line: every command and option explains itself (sqlite-utils' help test)."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from agent.cli import cli
+from tests.recorders import recdock
+
+
+def walk(command: click.Command, path: tuple[str, ...] = ("recdock",)):
+    yield path, command
+    if isinstance(command, click.Group):
+        for name, sub in sorted(command.commands.items()):
+            yield from walk(sub, (*path, name))
+
+
+def missing_help(root: click.Command) -> list[str]:
+    """Every command without help text, and every option without help, by its path."""
+    missing: list[str] = []
+    for path, command in walk(root):
+        where = " ".join(path)
+        if not (command.help or "").strip():
+            missing.append(f"{where}: command has no help")
+        for param in command.params:
+            if isinstance(param, click.Option) and not (param.help or "").strip():
+                missing.append(f"{where} {param.opts[0]}: option has no help")
+    return missing
+
+
+COMMANDS = [path for path, _ in walk(cli)]
+
+
+def test_the_documented_commands_exist() -> None:
+    names = {" ".join(p[1:]) for p in COMMANDS}
+    assert {"offload", "catalog", "verify", "faults", "simulate", "simulate recorder"} <= names
+
+
+def test_every_command_and_option_has_help() -> None:
+    assert missing_help(cli) == []
+
+
+def test_the_check_catches_a_command_without_help() -> None:
+    @click.group(help="a group")
+    def group() -> None: ...
+
+    @group.command()
+    @click.option("--flag", is_flag=True)
+    def helpless() -> None:
+        pass
+
+    @group.command(help="documented")
+    @click.option("--fine", help="has help")
+    def documented(fine: str) -> None:
+        pass
+
+    assert missing_help(group) == [
+        "recdock helpless: command has no help",
+        "recdock helpless --flag: option has no help",
+    ]
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=[" ".join(p) for p in COMMANDS])
+def test_help_runs(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(cli, [*path[1:], "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_recdock_help_as_installed(tmp_path) -> None:
+    result = recdock("--help", home=tmp_path / "home")
+    assert result.returncode == 0, result.stderr
+    for name in ("offload", "catalog", "verify", "simulate"):
+        assert name in result.stdout
+    assert "--home" in result.stdout and "--config" in result.stdout
+
+
+def test_unknown_command_is_a_usage_error(tmp_path) -> None:
+    result = recdock("offlaod", home=tmp_path / "home")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
