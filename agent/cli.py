@@ -171,8 +171,10 @@ def offload(
     for line in report.failures:
         click.echo(f"recdock: {line}", err=True)
     if not report.ok:
-        gone = report.error and "went away" in report.error
-        sys.exit(errors.EXIT_UNAVAILABLE if gone else errors.EXIT_FAILED)
+        # the error that stopped the offload decides: 73 store full, 69 recorder gone, 74 I/O
+        stopped_by = report.exception
+        code = stopped_by.exit_code if isinstance(stopped_by, RecdockError) else None
+        sys.exit(code or errors.EXIT_FAILED)
 
 
 @cli.command()

@@ -100,6 +100,8 @@ class OffloadReport:
     error: str | None = None
     bytes_copied: int = 0
     source_kept_reason: str | None = None
+    #: the error that stopped the offload (the daemon tells a full store from a yanked recorder)
+    exception: Exception | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -327,6 +329,7 @@ class Offloader:
                     last_commit = time.monotonic()
         except (RecorderGoneError, StoreError, Stopped, CatalogError) as exc:
             report.error = str(exc)
+            report.exception = exc
             for f in report.files:
                 if f.status == "failed" and not f.message:
                     # the error line below already names the file in flight
