@@ -416,6 +416,7 @@ class TusUploader:
         receipt_url: str | None = None
         last: requests.Response | None = None
         attempt = 0
+        acked = -1  # highest offset the server acknowledged: progress resets the retry count
         created_again = False
         while True:
             try:
@@ -433,9 +434,11 @@ class TusUploader:
                         logger.warning("%s: %s holds another file; creating anew", path, url)
                         url = None
                         continue
+                    if offset > acked:
+                        attempt, acked = 0, offset
                 while offset < size:
                     last, offset = self._patch(url, path, f, offset, size, buf)
-                    attempt = 0
+                    attempt, acked = 0, offset
                     if on_progress is not None:
                         on_progress(offset, size)
                     receipt_url = _receipt_url(last, url) or receipt_url

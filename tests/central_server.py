@@ -4,13 +4,26 @@ the client's stream at chosen byte positions, and waiting on a condition with a 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import uvicorn
+
+TOKEN_A = "token-of-station-a-0123456789"
+TOKEN_B = "token-of-station-b-0123456789"
+TOKENS = {TOKEN_A: "ST-A", TOKEN_B: "ST-B"}
+
+
+def make_file(path: Path, size: int, seed: int = 0) -> tuple[Path, str]:
+    """A file of ``size`` pseudo-random bytes; returns it and its SHA-256."""
+    data = hashlib.shake_256(seed.to_bytes(4, "big")).digest(size) if size else b""
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.01):
@@ -103,6 +116,10 @@ class FaultProxy:
         for s in socks:
             with contextlib.suppress(OSError):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # shutdown wakes the thread blocked in recv() on the other direction; only then does
+            # close() release the socket (and, with linger 0, send the RST)
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 s.close()
 

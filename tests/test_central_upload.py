@@ -6,20 +6,24 @@ import hashlib
 import os
 import stat
 import time
-from pathlib import Path
 
 import pytest
 import requests
-from central_server import FaultProxy, serve_app, wait_for
 from click.testing import CliRunner
 
 from central.app import create_app, main
 from central.auth import CredentialsError, load_tokens
 from sync.tus import TusUploader, UploadForbidden, UploadHashMismatch, encode_metadata
+from tests.central_server import (
+    TOKEN_A,
+    TOKEN_B,
+    TOKENS,
+    FaultProxy,
+    make_file,
+    serve_app,
+    wait_for,
+)
 
-TOKEN_A = "token-of-station-a-0123456789"
-TOKEN_B = "token-of-station-b-0123456789"
-TOKENS = {TOKEN_A: "ST-A", TOKEN_B: "ST-B"}
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
@@ -33,12 +37,6 @@ def central(tmp_path):
     app = create_app(data, TOKENS)
     with serve_app(app) as url:
         yield url, data, app
-
-
-def make_file(path: Path, size: int, seed: int = 0) -> tuple[Path, str]:
-    data = hashlib.shake_256(seed.to_bytes(4, "big")).digest(size) if size else b""
-    path.write_bytes(data)
-    return path, hashlib.sha256(data).hexdigest()
 
 
 def create(url: str, token: str, size: int, sha256: str, **meta: str) -> requests.Response:
