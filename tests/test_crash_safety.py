@@ -14,12 +14,14 @@ replayed. RECDOCK_CRASH_KILLS scales the number of kills (default: 52 in all).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,13 +49,19 @@ KILL_SCALE = float(os.environ.get("RECDOCK_CRASH_KILLS", "52")) / 52
 MiB = 1024 * 1024
 
 
-def write_config(tmp_path: Path, commit_every_files: int, buffer_bytes: int = MiB) -> Path:
+def write_config(
+    tmp_path: Path,
+    commit_every_files: int,
+    buffer_bytes: int = MiB,
+    commit_every_seconds: float = 2.0,
+) -> Path:
     path = tmp_path / "recdock.toml"
     path.write_text(
         'station_id = "crash-st"\n'
         "[store]\n"
         "reserve_bytes = 0\n"
         f"commit_every_files = {commit_every_files}\n"
+        f"commit_every_seconds = {commit_every_seconds}\n"
         f"buffer_bytes = {buffer_bytes}\n",
         encoding="utf-8",
     )
@@ -105,27 +113,29 @@ SHAPES = [
 ]
 
 
+@dataclass
 class Recorder:
+    serial: str
+    root: Path
+    expected: dict[str, Original]
+
+
+@contextlib.contextmanager
+def docked(tmp_path: Path, shape: Shape, serial: str) -> Iterator[Recorder]:
     """One docked recorder of a shape: a folder, or a FAT32 image mounted rw+."""
-
-    def __init__(self, tmp_path: Path, shape: Shape, serial: str):
-        self.shape, self.serial = shape, serial
-        self.base = tmp_path / "recorders" / serial
-        self.mount = None
-        kw = {"files": shape.files, "size": shape.size}
-        if shape.fat:
-            self.image = make_fat_recorder(self.base.with_suffix(".img"), serial, **kw)
-            self._cm = fat_mount(self.image, self.base, rw=True)
-            self.mount = self._cm.__enter__()
-            self.root = self.base
-        else:
-            self.root = make_folder_recorder(self.base, serial, **kw)
-        self.expected: dict[str, Original] = originals(self.root, serial, shape.files, shape.size)
-
-    def close(self) -> None:
-        if self.mount is not None:
-            self._cm.__exit__(None, None, None)
-            self.image.unlink()
+    base = tmp_path / "recorders" / serial
+    if shape.fat:
+        image = make_fat_recorder(
+            base.with_suffix(".img"), serial, files=shape.files, size=shape.size
+        )
+        try:
+            with fat_mount(image, base, rw=True):
+                yield Recorder(serial, base, originals(base, serial, shape.files, shape.size))
+        finally:
+            image.unlink()
+    else:
+        root = make_folder_recorder(base, serial, files=shape.files, size=shape.size)
+        yield Recorder(serial, root, originals(root, serial, shape.files, shape.size))
 
 
 @pytest.mark.parametrize(
@@ -140,44 +150,42 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, shape: Shape) -
     target = max(1, round(shape.kills * KILL_SCALE))
 
     # an uninterrupted run first: its duration scales the kill delays
-    rec = Recorder(tmp_path, shape, f"{shape.name[:4].upper()}00")
-    t0 = time.monotonic()
-    rc = run_cli(recdock_cmd(home, config, "offload", str(rec.root)), log)
-    duration = time.monotonic() - t0
-    assert rc == 0, log.read_text(errors="replace")
-    check_invariants(home, rec.root, rec.serial, rec.expected, final=True, context="clean run")
-    rec.close()
+    with docked(tmp_path, shape, f"{shape.name[:4].upper()}00") as rec:
+        t0 = time.monotonic()
+        rc = run_cli(recdock_cmd(home, config, "offload", str(rec.root)), log)
+        duration = time.monotonic() - t0
+        assert rc == 0, log.read_text(errors="replace")
+        check_invariants(home, rec.root, rec.serial, rec.expected, final=True, context="clean")
 
     kills, rounds, history = 0, 0, []
     moments: Counter[str] = Counter()
     while kills < target:
         rounds += 1
         assert rounds <= 4 * target, f"only {kills} kills in {rounds} rounds (seed {SEED})"
-        rec = Recorder(tmp_path, shape, f"{shape.name[:4].upper()}{rounds:02d}")
-        cmd = recdock_cmd(home, config, "offload", str(rec.root))
-        seen_temps: set[Path] = set()
-        # one to three kills in a row on the same recorder, then a run to completion
-        for attempt in range(rng.randint(1, 3)):
-            delay = rng.uniform(0.0, 1.0) * duration
-            context = (
-                f"seed {SEED}, {shape.name}, round {rounds}, attempt {attempt}, delay {delay:.3f}s"
-                f" of {duration:.3f}s"
-            )
-            killed, rc = run_and_kill(cmd, delay, log)
-            history.append((rounds, attempt, round(delay, 3), killed))
-            if not killed:
-                assert rc == 0, f"{context}: {log.read_text(errors='replace')[-3000:]}"
-                break
-            kills += 1
-            state = check_invariants(home, rec.root, rec.serial, rec.expected, context=context)
-            seen_temps |= state.temps
-            moments[state.moment(len(rec.expected))] += 1
-        context = f"seed {SEED}, {shape.name}, round {rounds}, final run"
-        rc = run_cli(cmd, log)
-        assert rc == 0, f"{context}: {log.read_text(errors='replace')[-3000:]}"
-        check_invariants(home, rec.root, rec.serial, rec.expected, final=True, context=context)
-        assert not any(p.exists() for p in seen_temps), context
-        rec.close()
+        with docked(tmp_path, shape, f"{shape.name[:4].upper()}{rounds:02d}") as rec:
+            cmd = recdock_cmd(home, config, "offload", str(rec.root))
+            seen_temps: set[Path] = set()
+            # one to three kills in a row on the same recorder, then a run to completion
+            for attempt in range(rng.randint(1, 3)):
+                delay = rng.uniform(0.0, 1.0) * duration
+                context = (
+                    f"seed {SEED}, {shape.name}, round {rounds}, attempt {attempt}, "
+                    f"delay {delay:.3f}s of {duration:.3f}s"
+                )
+                killed, rc = run_and_kill(cmd, delay, log)
+                history.append((rounds, attempt, round(delay, 3), killed))
+                if not killed:
+                    assert rc == 0, f"{context}: {log.read_text(errors='replace')[-3000:]}"
+                    break
+                kills += 1
+                state = check_invariants(home, rec.root, rec.serial, rec.expected, context=context)
+                seen_temps |= state.temps
+                moments[state.moment(len(rec.expected))] += 1
+            context = f"seed {SEED}, {shape.name}, round {rounds}, final run"
+            rc = run_cli(cmd, log)
+            assert rc == 0, f"{context}: {log.read_text(errors='replace')[-3000:]}"
+            check_invariants(home, rec.root, rec.serial, rec.expected, final=True, context=context)
+            assert not any(p.exists() for p in seen_temps), context
 
     done = recdock("verify", home=home, config=config)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -197,7 +205,8 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, shape: Shape) -
 @needs_fusefat
 def test_yanked_recorder_clear_error_nothing_lost_next_offload_completes(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    config = write_config(tmp_path, commit_every_files=64)
+    # no commit before the yank: the linked copy is catalogued by the stopping run
+    config = write_config(tmp_path, commit_every_files=64, commit_every_seconds=60)
     serial = "YANK01"
     image = make_fat_recorder(tmp_path / "yank.img", serial, files=4, size=24 * MiB)
     mnt = tmp_path / "mnt"
@@ -295,7 +304,9 @@ def test_sigterm_stops_promptly_and_the_next_run_resumes(tmp_path: Path) -> None
 
 def crash_then_complete(tmp_path: Path, point: str, files: int = 5, size: int = MiB):
     home = tmp_path / "home"
-    config = write_config(tmp_path, commit_every_files=64, buffer_bytes=64 * 1024)
+    config = write_config(
+        tmp_path, commit_every_files=64, buffer_bytes=64 * 1024, commit_every_seconds=60
+    )
     serial = "HOOK01"
     rec = make_folder_recorder(tmp_path / "rec", serial, files=files, size=size)
     expected = originals(rec, serial, files, size)
