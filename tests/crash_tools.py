@@ -206,6 +206,7 @@ def check_invariants(
         assert state.on_recorder == 0, f"{state.on_recorder} files left on the recorder{where}"
         assert state.catalogued == len(expected), f"not all catalogued{where}"
         assert not state.temps, f"temp files left after a completed offload: {state.temps}{where}"
+        assert not state.orphans, f"{state.orphans} store files not catalogued{where}"
         assert not open_sessions, f"sessions left open: {open_sessions}{where}"
         sessions = catalog_rows(
             home,
