@@ -132,6 +132,10 @@ def offload(
     # (its temp file removed), what is verified is catalogued, the session ends.
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    if not c.verbose:
+        # one line per problem: what the report below prints is not logged again
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda r: not getattr(r, "recdock_reported", False))
     profile = pick_profile(c, source, profile_name)
     catalog = c.catalog()
     bar = None

@@ -70,6 +70,10 @@ from agent.store import (
 
 log = logging.getLogger(__name__)
 
+#: ``extra`` of log records whose content the OffloadReport also carries: the CLI prints
+#: the report, so it leaves these out of its own stderr (the daemon's journal keeps them).
+REPORTED = {"recdock_reported": True}
+
 
 class Stopped(RecdockError):
     """The offload was asked to stop (SIGTERM); the file in flight was abandoned."""
@@ -318,7 +322,7 @@ class Offloader:
                 except RecorderError as exc:
                     result.message = str(exc)
                     errors.append(result)
-                    log.warning("%s: %s", info.serial, exc)
+                    log.warning("%s: %s", info.serial, exc, extra=REPORTED)
                 due = len(group) >= self.config.store.commit_every_files or (
                     group
                     and time.monotonic() - last_commit >= self.config.store.commit_every_seconds
@@ -335,7 +339,7 @@ class Offloader:
                     # the error line below already names the file in flight
                     named = str(exc).startswith(f.source_path + ":")
                     f.message = "not offloaded" if named else "not offloaded: " + str(exc)
-            log.error("%s: offload stopped: %s", info.serial, exc)
+            log.error("%s: offload stopped: %s", info.serial, exc, extra=REPORTED)
         finally:
             self._commit(group, errors, report, source, info, profile)
 

@@ -357,7 +357,9 @@ def test_unreadable_file_on_a_damaged_fat32(tmp_path: Path, home: Path) -> None:
         result = recdock("offload", str(m.mountpoint), home=home, config=write_config(tmp_path))
         assert result.returncode == 1, result
         assert "Traceback" not in result.stderr
-        (line,) = result.stderr.strip().splitlines()
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        (line,) = lines
         assert victim in line and "read error on the recorder" in line, line
         assert media(m.mountpoint) == [victim]
     assert len(rows(home)) == 2
