@@ -46,7 +46,7 @@ OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 #: Status of a receipt whose hash did not match (the tus checksum extension's code).
 STATUS_HASH_MISMATCH = 460
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
-_PIECE = 256 * 1024  # bytes handed to the socket at a time; also the token-bucket granularity
+_PIECE = 1024 * 1024  # bytes handed to the socket at a time; also the token-bucket granularity
 
 _RETRY_STATUSES = frozenset({423, 429, 500, 502, 503, 504})
 _TRANSIENT_ERRORS = (
@@ -141,7 +141,7 @@ class TokenBucket:
         if rate <= 0:
             raise ValueError("bandwidth limit must be a positive number of bytes per second")
         self.rate = float(rate)
-        self.capacity = float(burst if burst is not None else max(rate // 4, _PIECE))
+        self.capacity = float(burst if burst is not None else max(rate // 4, 16 * 1024))
         self._tokens = self.capacity
         self._clock = clock
         self._sleep = sleep or time.sleep
