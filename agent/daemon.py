@@ -247,7 +247,10 @@ class Station:
     # -- life cycle ------------------------------------------------------------------------
 
     def request_stop(self, *_args: object) -> None:
+        """SIGTERM/SIGINT: stop; every bay's work abandons its file in flight at once."""
         self.stopping.set()
+        for d in list(self.dockings.values()):
+            d.stop.set()
 
     def run(self) -> int:
         set_log_context(None, None)
@@ -283,11 +286,11 @@ class Station:
 
     def _shutdown(self) -> None:
         set_log_context(None, None)
+        for d in list(self.dockings.values()):
+            d.stop.set()  # first: the file in flight is abandoned at its next buffer
         log.info("stopping: abandoning the files in flight, unmounting")
         sdnotify.stopping("stopping")
         self.dock.stop()
-        for d in list(self.dockings.values()):
-            d.stop.set()
         for d in list(self.dockings.values()):
             if d.thread is not None:
                 d.thread.join(timeout=60)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -38,6 +39,7 @@ CONFIG = """
 station_id = "st-test"
 [store]
 reserve_bytes = 0
+buffer_bytes = 65536
 [station]
 max_concurrent_offloads = {slots}
 [checks]
@@ -113,21 +115,21 @@ class Station:
         path = self.home / "run" / "pins.jsonl"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        # the daemon may be writing the last line right now: only whole lines count
+        text = path.read_text()
+        return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
 
     def pin(self, number: int, since: float = 0) -> list[tuple[float, int]]:
         return [(p["t"], p["state"]) for p in self.pins() if p["pin"] == number and p["t"] >= since]
 
 
-@pytest.fixture
-def station(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Station]:
-    slots = getattr(request, "param", 2)
+def start_station(tmp_path: Path, slots: int = 2, env: dict[str, str] | None = None) -> Station:
     home = tmp_path / "home"
     config = tmp_path / "recdock.toml"
     config.write_text(CONFIG.format(slots=slots))
     log = tmp_path / "station.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("RECDOCK_CONFIG", "NOTIFY_SOCKET")}
-    with log.open("wb") as out:
+    full_env = {k: v for k, v in os.environ.items() if k not in ("RECDOCK_CONFIG", "NOTIFY_SOCKET")}
+    with log.open("ab") as out:
         proc = subprocess.Popen(
             [
                 str(BIN / "recdock"),
@@ -140,31 +142,36 @@ def station(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Station]
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=env,
+            env={**full_env, **(env or {})},
         )
-    s = Station(home, config, proc, log)
+    wait_for(
+        lambda: (home / "run" / "dock.sock").exists() or proc.poll() is not None,
+        30,
+        "the simulated dock's socket",
+    )
+    assert proc.poll() is None, log.read_text()
+    return Station(home, config, proc, log)
+
+
+def stop_station(s: Station) -> int:
+    if s.proc.poll() is None:
+        s.proc.send_signal(signal.SIGTERM)
+        try:
+            s.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            s.proc.kill()
+            s.proc.wait()
+    return s.proc.returncode
+
+
+@pytest.fixture
+def station(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Station]:
+    s = start_station(tmp_path, getattr(request, "param", 2))
     try:
-        wait_for(
-            lambda: (home / "run" / "dock.sock").exists() or proc.poll() is not None,
-            30,
-            "the simulated dock's socket",
-        )
-        assert proc.poll() is None, log.read_text()
         yield s
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        subprocess.run(
-            ["fusermount", "-u", "-z", str(home / "run" / "mnt" / "1")],
-            capture_output=True,
-            check=False,
-        )
-    assert proc.returncode == 0, f"unclean stop (exit {proc.returncode}):\n{log.read_text()}"
+        code = stop_station(s)
+    assert code == 0, f"unclean stop (exit {code}):\n{s.log.read_text()}"
 
 
 def sha256(path: Path) -> str:
@@ -218,12 +225,13 @@ def periods(events: list[tuple[float, int]]) -> tuple[list[float], list[float]]:
 
 
 def assert_blinks(station: Station, pin: int, since: float, on: float, off: float) -> None:
-    """The pin blinks ``on``/``off`` seconds (±40 %: a loaded CI machine) since ``since``."""
+    """The pin blinks ``on``/``off`` seconds since ``since`` (±40 %, ±80 ms: a loaded CI box)."""
     wait_for(lambda: len(station.pin(pin, since)) >= 6, 15, f"pin {pin} to blink")
     ons, offs = periods(station.pin(pin, since)[1:])  # the first phase may have started earlier
     med = sorted(ons)[len(ons) // 2], sorted(offs)[len(offs) // 2]
-    assert on * 0.6 <= med[0] <= on * 1.4, (ons, on)
-    assert off * 0.6 <= med[1] <= off * 1.4, (offs, off)
+    slack_on, slack_off = max(on * 0.4, 0.08), max(off * 0.4, 0.08)
+    assert abs(med[0] - on) <= slack_on, (ons, on)
+    assert abs(med[1] - off) <= slack_off, (offs, off)
 
 
 def assert_steady_on(station: Station, pin: int, hold: float = 1.2) -> None:
@@ -414,6 +422,10 @@ def test_recorder_yanked_mid_offload_loses_nothing_and_redock_completes(station:
     os.kill(pids[0], signal.SIGSTOP)
     row = station.bay_row(1)
     assert row and row["progress_bytes"] < row["progress_total"], row
+    # while it works, the bay blinks "recognised" (0.5 s / 0.5 s)
+    wait_for(lambda: len(station.pin(BAY_PINS[1], t0 - 1)) >= 3, 5, "the recognised blink")
+    ons, offs = periods(station.pin(BAY_PINS[1], t0 - 1))
+    assert 0.3 <= ons[0] <= 0.7 and 0.3 <= offs[0] <= 0.7, (ons, offs)
     station.unplug(1)
     bay = station.wait_state(1, "yanked")
     assert "dock it again" in bay["reason"]
@@ -425,9 +437,6 @@ def test_recorder_yanked_mid_offload_loses_nothing_and_redock_completes(station:
     for r in partial:
         assert sha256(station.home / "store" / r["store_path"]) == r["sha256"]
     assert not [p for p in (station.home / "store").rglob("*") if p.name.startswith(".tmp")]
-    # the recognised blink (0.5 s) showed while it worked
-    ons, _ = periods(station.pin(BAY_PINS[1], t0 - 0.5))
-    assert ons and 0.3 <= ons[0] <= 0.7, ons
     # docked again: the offload completes, the copies already stored are not copied twice
     station.plug(1, image)
     bay = station.wait_state(1, "ready", "not_ready", timeout=120)
@@ -483,3 +492,54 @@ def test_plug_without_a_running_station_says_so(tmp_path):
     done = recdock("simulate", "plug", "1", str(tmp_path), home=tmp_path / "home")
     assert done.returncode == 69
     assert "no simulated station is running" in done.stderr
+
+
+def test_sigterm_mid_offload_stops_cleanly_and_the_next_start_resumes(tmp_path):
+    notify = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify))
+    sock.settimeout(10)
+    try:
+        s = start_station(tmp_path, env={"NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "400000"})
+        messages = [sock.recv(4096).decode()]
+        assert messages[0].startswith("READY=1")
+        messages += [sock.recv(4096).decode() for _ in range(3)]
+        assert messages[1:] == ["WATCHDOG=1"] * 3  # every 0.2 s: half of WATCHDOG_USEC
+        image = make_fat_recorder(tmp_path / "r.img", "SIMTERM", files=6, size=4 * MiB)
+        s.plug(1, image)
+        wait_for(lambda: (s.bay_row(1) or {}).get("progress_bytes"), 30, "progress")
+        # hold the recorder mid-copy (SIGSTOP its fusefat) so SIGTERM lands mid-offload
+        (fusefat,) = _fusefat_pids(image)
+        os.kill(fusefat, signal.SIGSTOP)
+        row = s.bay_row(1)
+        assert row and row["progress_bytes"] < row["progress_total"], row
+        s.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "stopping: abandoning" in s.log.read_text(), 10, "the stop to begin")
+        os.kill(fusefat, signal.SIGCONT)
+        assert stop_station(s) == 0, s.log.read_text()
+        rest = []
+        while True:
+            msg = sock.recv(4096).decode()
+            rest.append(msg)
+            if msg.startswith("STOPPING=1"):
+                break
+    finally:
+        sock.close()
+    # nothing half-written was taken for media; the verified copies are catalogued
+    assert not [p for p in (s.home / "store").rglob("*") if p.name.startswith(".tmp")]
+    sessions = s.query("SELECT state FROM sessions WHERE device_serial = 'SIMTERM'")
+    assert [x["state"] for x in sessions] == ["interrupted"]
+    first = stored(s, "SIMTERM")
+    assert len(first) < 6 and len(media_on(image)) == 6  # nothing removed from the recorder
+    assert s.query("SELECT state FROM bays WHERE bay = 1")[0]["state"] == "idle"
+    status = s.query("SELECT payload FROM outbox WHERE topic = 'recdock/st-test/status'")
+    assert json.loads(status[-1]["payload"])["state"] == "stopped"
+    # the next start: docked again, the offload completes
+    s2 = start_station(tmp_path)
+    try:
+        s2.plug(1, image)
+        assert s2.wait_state(1, "ready", "not_ready", timeout=120)["state"] == "ready"
+        rows = stored(s2, "SIMTERM")
+        assert len(rows) == 6 and media_on(image) == []
+    finally:
+        assert stop_station(s2) == 0
