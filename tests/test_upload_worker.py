@@ -1,0 +1,381 @@
+"""The upload worker against a real central store over HTTP on 127.0.0.1, with store files
+made by a real offload of a folder recorder."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+import uvicorn
+
+from agent.catalog import Catalog, open_catalog
+from agent.config import SHIPPED_PROFILES, Config, StoreConfig
+from agent.faults import fault_id, list_faults, resolve_fault
+from agent.offload import Offloader
+from agent.profiles import ProfileSet
+from central.app import create_app
+from sync.settings import UploadConfig
+from sync.tus import TusUploader
+from sync.upload_worker import FAULT_UPLOAD, UploadWorker
+from tests.central_server import TOKEN_A, TOKENS, FaultProxy, serve_app, wait_for
+from tests.recorders import make_folder_recorder
+
+STATION = "ST-A"  # the station TOKEN_A belongs to at the central store
+KiB = 1024
+MiB = 1024 * KiB
+CHUNK = 64 * KiB
+
+
+@pytest.fixture
+def central(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    data = tmp_path / "central"
+    with serve_app(create_app(data, TOKENS)) as url:
+        yield url, data
+
+
+def offload(home: Path, tmp_path: Path, *, files: int = 3, size: int = 300_000) -> Catalog:
+    """A real offload of a folder recorder into ``home``; returns the (open) catalog."""
+    config = station_config()
+    rec = make_folder_recorder(tmp_path / "rec", serial="SIM0042", files=files, size=size)
+    catalog = open_catalog(home, STATION)
+    profile = ProfileSet.load([SHIPPED_PROFILES]).get("simulated")
+    report = Offloader(config, home, catalog, keep_source=True).run(rec, profile)
+    assert report.ok, report.failures
+    assert len(catalog.recordings()) == files
+    return catalog
+
+
+def station_config() -> Config:
+    return Config(station_id=STATION, store=StoreConfig(reserve_bytes=0))
+
+
+def upload_config(endpoint: str, **kw) -> UploadConfig:
+    kw.setdefault("retries", 1)
+    kw.setdefault("chunk_bytes", CHUNK)
+    kw.setdefault("timeout_s", 10.0)
+    return UploadConfig(enabled=True, endpoint=endpoint, token=TOKEN_A, **kw)
+
+
+def worker(home: Path, endpoint: str, *, stop: threading.Event | None = None, **kw) -> UploadWorker:
+    upload_kw = {k: kw.pop(k) for k in list(kw) if k in UploadConfig.model_fields}
+    return UploadWorker(
+        station_config(),
+        home,
+        stop=stop or threading.Event(),
+        upload=upload_config(endpoint, **upload_kw),
+        backoff=0.01,
+        **kw,
+    )
+
+
+def object_path(data: Path, sha: str) -> Path:
+    return data / "objects" / "sha256" / sha[:2] / sha[2:4] / sha
+
+
+def audit(catalog: Catalog, kind: str) -> list[str]:
+    return [e.subject for e in catalog.audit_entries() if e.kind == kind]
+
+
+def outbox_kinds(catalog: Catalog) -> list[tuple[str, str]]:
+    rows = catalog.conn.execute("SELECT payload FROM outbox ORDER BY id").fetchall()
+    events = [json.loads(r[0]) for r in rows if r[0].startswith("{")]
+    return [(e["kind"], e["subject"]) for e in events if "kind" in e and "subject" in e]
+
+
+def central_receipts(data: Path) -> list[dict]:
+    db = sqlite3.connect(data / "receipts.sqlite")
+    try:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM receipts ORDER BY received_at")]
+    finally:
+        db.close()
+
+
+def by_path(catalog: Catalog) -> dict[str, dict]:
+    return {r["store_path"]: r for r in catalog.recordings()}
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def test_an_offloaded_session_uploads_completely(central, home, tmp_path):
+    url, data = central
+    catalog = offload(home, tmp_path, files=3)
+    summary = worker(home, f"{url}/files/").run_once()
+    assert summary["synced"] == 3 and summary["remaining"] == 0 and summary["error"] is None
+    rows = catalog.recordings()
+    for row in rows:
+        assert row["synced_at"] is not None
+        receipt = json.loads(row["receipt"])
+        assert receipt["verified"] is True
+        assert receipt["sha256"] == row["sha256"] and receipt["size"] == row["size"]
+        assert receipt["object_id"] == f"sha256:{row['sha256']}"
+        stored = object_path(data, row["sha256"]).read_bytes()
+        assert hashlib.sha256(stored).hexdigest() == row["sha256"]
+        # the metadata that travelled with the file
+        meta = receipt["metadata"]
+        assert meta["station"] == STATION and meta["device_serial"] == "SIM0042"
+        assert meta["session_id"] == row["session_id"]
+        assert meta["source_path"] == row["source_path"]
+        assert meta["recorded_start"] == row["recorded_start"]
+    synced = audit(catalog, "file.synced")
+    assert sorted(synced) == sorted(r["store_path"] for r in rows)
+    assert [k for k in outbox_kinds(catalog) if k[0] == "file.synced"] == [
+        ("file.synced", s) for s in synced
+    ]
+    assert catalog.check_audit_chain() == []
+    # a second pass has nothing to do and sends nothing
+    again = worker(home, f"{url}/files/").run_once()
+    assert again["candidates"] == 0 and again["bytes_sent"] == 0
+
+
+def test_held_then_late_recordings_go_first(central, home, tmp_path):
+    url, data = central
+    catalog = offload(home, tmp_path, files=4, size=100_000)
+    rows = catalog.recordings()  # in offload order
+    held, late = rows[3], rows[2]
+    with catalog.tx() as conn:
+        conn.execute("UPDATE recordings SET hold = 1 WHERE id = ?", (held["id"],))
+        conn.execute("UPDATE recordings SET late = 1 WHERE id = ?", (late["id"],))
+    summary = worker(home, f"{url}/files/").run_once()
+    assert summary["synced"] == 4
+    expected = [held, late, rows[0], rows[1]]
+    assert audit(catalog, "file.synced") == [r["store_path"] for r in expected]
+    assert [r["sha256"] for r in central_receipts(data)] == [r["sha256"] for r in expected]
+
+
+def test_an_interrupted_upload_resumes_from_the_server_offset(central, home, tmp_path):
+    url, data = central
+    size = 2 * MiB
+    catalog = offload(home, tmp_path, files=1, size=size)
+    stop = threading.Event()
+    stopped_at: list[int] = []
+
+    def hook(_store_path: str, offset: int, _size: int) -> None:
+        if offset >= size // 2 and not stop.is_set():
+            stopped_at.append(offset)
+            stop.set()
+
+    first = worker(home, f"{url}/files/", stop=stop, on_progress=hook).run_once()
+    assert first["stopped"] and first["files"][0]["status"] == "stopped"
+    row = catalog.recordings()[0]
+    assert row["synced_at"] is None and row["upload_url"]
+    saved_url = row["upload_url"]
+    head = requests.head(
+        saved_url, headers={"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {TOKEN_A}"}
+    )
+    assert int(head.headers["Upload-Offset"]) == stopped_at[0]
+    assert first["bytes_sent"] == stopped_at[0]
+
+    second = worker(home, f"{url}/files/").run_once()
+    assert second["synced"] == 1
+    assert second["bytes_sent"] == size - stopped_at[0] < size
+    row = catalog.recordings()[0]
+    assert json.loads(row["receipt"])["upload_url"] == saved_url  # the same upload, resumed
+    assert len(central_receipts(data)) == 1
+    assert (
+        hashlib.sha256(object_path(data, row["sha256"]).read_bytes()).hexdigest() == row["sha256"]
+    )
+
+
+def test_bit_rot_in_the_store_is_rejected_and_never_synced(central, home, tmp_path):
+    url, data = central
+    catalog = offload(home, tmp_path, files=2)
+    rotten = catalog.recordings()[0]
+    path = home / "store" / rotten["store_path"]
+    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    with open(path, "r+b") as f:
+        f.seek(1234)
+        byte = f.read(1)
+        f.seek(1234)
+        f.write(bytes([byte[0] ^ 0x01]))
+    os.chmod(path, 0o444)
+
+    summary = worker(home, f"{url}/files/").run_once()
+    assert summary["synced"] == 1 and summary["rejected"] == 1
+    rows = by_path(catalog)
+    assert rows[rotten["store_path"]]["synced_at"] is None
+    assert rows[rotten["store_path"]]["receipt"] is None
+    assert rows[rotten["store_path"]]["upload_url"] is None
+    entries = [e for e in catalog.audit_entries() if e.kind == "file.upload_rejected"]
+    assert [e.subject for e in entries] == [rotten["store_path"]]
+    assert entries[0].data["store_copy_intact"] is False
+    assert not object_path(data, rotten["sha256"]).exists()
+    # the copy itself is damaged: re-sending cannot help, a fault is open at once
+    faults = [f for f in list_faults(catalog) if f.kind == FAULT_UPLOAD]
+    assert [f.subject for f in faults] == [rotten["store_path"]]
+    assert "recdock verify" in faults[0].detail
+    # and the recording is set aside while the fault is open
+    again = worker(home, f"{url}/files/").run_once()
+    assert again["candidates"] == 0 and again["set_aside"] == 1 and again["bytes_sent"] == 0
+    assert by_path(catalog)[rotten["store_path"]]["synced_at"] is None
+
+
+def test_corruption_on_the_way_is_re_sent_then_a_fault_after_the_bound(central, home, tmp_path):
+    url, data = central
+    size = 300_000
+    catalog = offload(home, tmp_path, files=1, size=size)
+    row = catalog.recordings()[0]
+    port = int(url.rsplit(":", 1)[1])
+    # one flipped byte in the body of the first attempt, one in the second's
+    with FaultProxy(port, flips=[50_000, 400_000]) as proxy:
+        w = worker(home, f"{proxy.url}/files/", max_rejections=2)
+        first = w.run_once()
+        assert first["rejected"] == 1 and first["synced"] == 0
+        assert list_faults(catalog) == []  # the copy is intact: just send it again
+        assert by_path(catalog)[row["store_path"]]["upload_url"] is None
+        second = w.run_once()
+        assert second["rejected"] == 1 and second["bytes_sent"] >= size  # from zero
+        faults = list_faults(catalog)
+        assert [(f.kind, f.subject) for f in faults] == [(FAULT_UPLOAD, row["store_path"])]
+        assert "network" in faults[0].detail
+        assert w.run_once()["set_aside"] == 1
+        entries = [e for e in catalog.audit_entries() if e.kind == "file.upload_rejected"]
+        assert [e.data["store_copy_intact"] for e in entries] == [True, True]
+        # the operator fixed the path and resolved the fault: it goes again, and arrives
+        assert resolve_fault(catalog, FAULT_UPLOAD, row["store_path"], "NIC replaced")
+        last = w.run_once()
+    assert last["synced"] == 1
+    assert by_path(catalog)[row["store_path"]]["synced_at"] is not None
+    assert fault_id(FAULT_UPLOAD, row["store_path"]) not in {f.id for f in list_faults(catalog)}
+
+
+class Clock:
+    def __init__(self, at: datetime):
+        self.at = at
+        self.calls = 0
+
+    def __call__(self) -> datetime:
+        self.calls += 1
+        return self.at
+
+
+def test_nothing_is_uploaded_outside_the_allowed_hours(central, home, tmp_path):
+    url, data = central
+    catalog = offload(home, tmp_path, files=2)
+    clock = Clock(datetime(2024, 6, 1, 12, 0, tzinfo=UTC))
+    w = worker(home, f"{url}/files/", allowed_hours="22:00-06:00", clock=clock)
+    summary = w.run_once()
+    assert not summary["window_open"] and summary["opens_in_s"] == 10 * 3600
+    assert summary["bytes_sent"] == 0 and summary["remaining"] == 2
+    assert all(r["synced_at"] is None and r["upload_url"] is None for r in catalog.recordings())
+    assert central_receipts(data) == [] and list((data / "uploads").iterdir()) == []
+
+    # run_forever sleeps until the window opens, and wakes at once on stop
+    stop = threading.Event()
+    sleeper = worker(home, f"{url}/files/", allowed_hours="22:00-06:00", clock=clock, stop=stop)
+    thread = threading.Thread(target=sleeper.run_forever)
+    looked = clock.calls
+    thread.start()
+    wait_for(lambda: clock.calls > looked, 5)  # its first pass saw the window closed
+    assert thread.is_alive()  # and now it waits (10 hours, re-reading the clock every 10 min)
+    stop.set()
+    woke = time.monotonic()
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - woke < 2
+    assert central_receipts(data) == []
+
+    clock.at = datetime(2024, 6, 1, 23, 30, tzinfo=UTC)  # inside the window (wraps midnight)
+    assert w.run_once()["synced"] == 2
+
+
+@contextlib.contextmanager
+def serve_on(app, sock: socket.socket) -> Iterator[str]:
+    """uvicorn on an already bound socket (the port was refusing connections until now)."""
+    sock.listen(64)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started or not thread.is_alive(), 10)
+        assert server.started
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def test_a_central_store_that_is_down_then_back(home, tmp_path, caplog):
+    catalog = offload(home, tmp_path, files=3)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+    endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}/files/"
+    with caplog.at_level(logging.WARNING, logger="sync.upload_worker"):
+        down = worker(home, endpoint).run_once()
+    assert down["synced"] == 0 and down["failed"] == 1 and "unreachable" in down["error"]
+    assert len(down["files"]) == 1  # the pass ended at the first failure
+    assert all(r["synced_at"] is None for r in catalog.recordings())
+    assert "unreachable" in caplog.text or "retries" in caplog.text
+
+    stop = threading.Event()
+    w = worker(home, endpoint, stop=stop, idle_s=30)
+    thread = threading.Thread(target=w.run_forever)
+    thread.start()
+    try:
+        with serve_on(create_app(tmp_path / "central", TOKENS), sock):
+            wait_for(lambda: all(r["synced_at"] for r in catalog.recordings()), 30)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert sorted(audit(catalog, "file.synced")) == sorted(
+        r["store_path"] for r in catalog.recordings()
+    )
+
+
+def test_a_server_without_receipts_leaves_files_unsynced(home, tmp_path, caplog):
+    from fastapi import FastAPI
+    from tuspyserver import create_tus_router
+
+    catalog = offload(home, tmp_path, files=1)
+    app = FastAPI()
+    app.include_router(create_tus_router(prefix="files", files_dir=str(tmp_path / "tuspy")))
+    with serve_app(app) as url, caplog.at_level(logging.WARNING, logger="sync.upload_worker"):
+        w = worker(home, f"{url}/files")
+        first = w.run_once()
+        assert first["unconfirmed"] == 1 and first["synced"] == 0
+        assert "no receipt" in caplog.text and "not marked synced" in caplog.text
+        row = catalog.recordings()[0]
+        assert row["synced_at"] is None and row["receipt"] is None and row["upload_url"]
+        # the next pass finds the upload complete and sends nothing again
+        second = w.run_once()
+        assert second["unconfirmed"] == 1 and second["bytes_sent"] == 0
+    assert audit(catalog, "file.synced") == []
+
+
+def test_uploader_factory_is_used(central, home, tmp_path):
+    url, _ = central
+    offload(home, tmp_path, files=1)
+    made: list[TusUploader] = []
+
+    def factory(cfg: UploadConfig) -> TusUploader:
+        up = TusUploader(cfg.endpoint, cfg.token, chunk_size=cfg.chunk_bytes)
+        made.append(up)
+        return up
+
+    summary = worker(home, f"{url}/files/", uploader_factory=factory).run_once()
+    assert summary["synced"] == 1 and len(made) == 1 and made[0].bytes_sent == 300_000
+
+
+def test_the_bandwidth_limit_paces_uploads(central, home, tmp_path):
+    url, _ = central
+    offload(home, tmp_path, files=1, size=600_000)
+    w = worker(home, f"{url}/files/", bandwidth_bytes_per_s=512 * KiB)
+    started = time.monotonic()
+    assert w.run_once()["synced"] == 1
+    # 600 000 bytes at 512 KiB/s with a 256 KiB burst: at least 0.64 s
+    assert time.monotonic() - started >= 0.6
