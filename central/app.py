@@ -13,7 +13,10 @@ from pathlib import Path
 import click
 from fastapi import FastAPI
 
+from central.api import ReaderAuth, create_api_router, load_reader_tokens
 from central.auth import CredentialsError, TokenAuth, load_tokens
+from central.catalog import CentralCatalog
+from central.consumer import ConsumerSettings, MqttConsumer
 from central.upload import DEFAULT_MAX_SIZE, UploadStore, create_upload_router
 
 logger = logging.getLogger(__name__)
@@ -31,6 +34,9 @@ def create_app(
     expiry_interval: float = DEFAULT_EXPIRY_INTERVAL,
     verify_workers: int = 2,
     prefix: str = "/files",
+    catalog_path: str | os.PathLike[str] | None = None,
+    mqtt: ConsumerSettings | None = None,
+    api_tokens: Mapping[str, str] | str | os.PathLike[str] | None = None,
 ) -> FastAPI:
     """Build the central store's app.
 
@@ -38,6 +44,12 @@ def create_app(
     None for ``$CREDENTIALS_DIRECTORY/central-tokens``. Other parts (MQTT consumer, JSON API)
     attach to the returned app with ``include_router``; the upload store is ``app.state.uploads``
     and the station authentication dependency ``app.state.auth``.
+
+    The MQTT-fed catalog (``catalog_path``, default ``<data_dir>/central-catalog.db``) is
+    ``app.state.catalog`` and is served read-only under ``/api`` to holders of a reader token
+    (``api_tokens``: token -> reader name, a ``[readers]`` file, or None for
+    ``$CREDENTIALS_DIRECTORY/central-api-tokens``; see :mod:`central.api`). With ``mqtt`` set,
+    an :class:`~central.consumer.MqttConsumer` runs with the app and fills the catalog.
     """
     token_map = tokens if isinstance(tokens, Mapping) else load_tokens(tokens)
     auth = TokenAuth(token_map)
@@ -71,6 +83,14 @@ def create_app(
     app.state.uploads = store
     app.state.auth = auth
     app.include_router(create_upload_router(store, auth, prefix=prefix))
+    catalog = CentralCatalog(catalog_path or data_dir / "central-catalog.db")
+    readers = ReaderAuth(
+        api_tokens if isinstance(api_tokens, Mapping) else load_reader_tokens(api_tokens)
+    )
+    consumer = MqttConsumer(catalog, mqtt) if mqtt is not None else None
+    app.state.catalog = catalog
+    app.state.consumer = consumer
+    app.include_router(create_api_router(catalog, readers, consumer=consumer))
     logger.info("central store in %s for %d stations", data_dir, len(auth))
     return app
 
@@ -107,17 +127,73 @@ def create_app(
     type=click.FloatRange(min=60),
     help="Seconds after which an untouched unfinished upload is deleted.",
 )
+@click.option(
+    "--api-tokens",
+    "api_tokens_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Reader tokens of the JSON API ([readers] name = token, TOML). "
+    "Default: $CREDENTIALS_DIRECTORY/central-api-tokens when present; none: /api answers 503.",
+)
+@click.option(
+    "--mqtt-host",
+    default=None,
+    help="MQTT broker to consume station telemetry from; unset: no MQTT consumer.",
+)
+@click.option("--mqtt-port", default=1883, show_default=True, type=int, help="MQTT broker port.")
+@click.option(
+    "--mqtt-ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="CA certificate (PEM) of the broker; switches TLS on.",
+)
+@click.option(
+    "--mqtt-username",
+    default=None,
+    help="MQTT user name; the password comes from $CREDENTIALS_DIRECTORY/central-mqtt-password.",
+)
 @click.option("--log-level", default="info", show_default=True, help="Log level.")
-def main(data_dir, tokens_file, host, port, max_size, expire_after, log_level) -> None:
+def main(
+    data_dir,
+    tokens_file,
+    host,
+    port,
+    max_size,
+    expire_after,
+    api_tokens_file,
+    mqtt_host,
+    mqtt_port,
+    mqtt_ca,
+    mqtt_username,
+    log_level,
+) -> None:
     """Run the recdock reference central store (tus uploads with verified receipts).
 
     Exit codes: 0 clean stop, 2 usage error, 3 bad credentials.
     """
     import uvicorn
 
+    from sync.settings import read_credential
+
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
-        app = create_app(data_dir, tokens_file, max_size=max_size, upload_expiry=expire_after)
+        mqtt = None
+        if mqtt_host:
+            mqtt = ConsumerSettings(
+                host=mqtt_host,
+                port=mqtt_port,
+                ca_file=mqtt_ca,
+                username=mqtt_username,
+                password=read_credential("central-mqtt-password") if mqtt_username else None,
+            )
+        app = create_app(
+            data_dir,
+            tokens_file,
+            max_size=max_size,
+            upload_expiry=expire_after,
+            mqtt=mqtt,
+            api_tokens=api_tokens_file,
+        )
     except CredentialsError as exc:
         click.echo(f"recdock-central: {exc}", err=True)
         sys.exit(3)

@@ -483,6 +483,7 @@ class OutboxPublisher(threading.Thread):
         self.idle_poll_s = idle_poll_s
         self.stats = PublisherStats()
         self.error: BaseException | None = None
+        self.iterations = 0  # passes of the loop (tests wait on it instead of sleeping)
         self._stop_event = threading.Event()
         self._wake = threading.Event()
         self._acks: collections.deque[tuple[int, bool, str]] = collections.deque()
@@ -537,6 +538,7 @@ class OutboxPublisher(threading.Thread):
             while not self._stop_event.is_set():
                 self._wake.wait(self.idle_poll_s)
                 self._wake.clear()
+                self.iterations += 1
                 self._apply_acks(catalog)
                 if self._stop_event.is_set():
                     break

@@ -1,13 +1,16 @@
 """A real Mosquitto on loopback for tests: ``mosquitto -c conf`` as a subprocess.
 
-Persistence is off (a stop loses the broker's sessions and retained messages, the harshest
-case for the station). The port is chosen free once and kept across stop/start, so clients
-reconnect to the same address. Optionally a TLS listener on a second port.
+Persistence is off by default (a stop loses the broker's sessions and retained messages, the
+harshest case for the station). ``persistence=True`` keeps them in the work folder, as a
+production broker does: then the central store's persistent session survives a broker
+restart. The port is chosen free once and kept across stop/start, so clients reconnect to the
+same address. Optionally a TLS listener on a second port.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -44,7 +47,9 @@ class TlsFiles:
 class Mosquitto:
     """One broker; ``start()``/``stop()`` may be called repeatedly."""
 
-    def __init__(self, workdir: Path, *, tls: TlsFiles | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, tls: TlsFiles | None = None, persistence: bool = False
+    ) -> None:
         if MOSQUITTO is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
         self.workdir = workdir
@@ -56,15 +61,22 @@ class Mosquitto:
         self.log = workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
         lines = [
-            "persistence false",
+            f"persistence {'true' if persistence else 'false'}",
+            f"persistence_location {workdir}/",
             "per_listener_settings false",
             "allow_anonymous true",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
             "log_type notice",
+            # as docs/mqtt.md recommends for the central store's broker: room for a backlog
+            # of station events while the central store is slow or away
+            "max_queued_messages 100000",
+            "max_inflight_messages 100",
             f"listener {self.port} 127.0.0.1",
         ]
+        if os.geteuid() == 0:
+            lines.append("user root")  # else mosquitto drops to 'mosquitto': no writing here
         if tls:
             lines += [
                 f"listener {self.tls_port} 127.0.0.1",

@@ -1,0 +1,329 @@
+"""The central store's MQTT consumer, its catalog and JSON API.
+
+Station messages are produced by the station's own code (agent.catalog, agent.faults) so the
+central side is tested against what stations really send. The end-to-end tests run a real
+Mosquitto, the station's publisher as a separate process (so it can be SIGKILLed), and the
+real consumer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+
+from agent.catalog import Catalog
+from agent.faults import report_fault, resolve_fault
+from central.app import create_app
+from central.catalog import CentralCatalog
+from central.consumer import ConsumerSettings, MqttConsumer
+from sync import outbox, topics
+from sync.chain import GENESIS, entry_hash
+from tests.central_server import TOKENS, serve_app
+from tests.mosquitto import Mosquitto
+from tests.recorders import wait_for
+from tests.test_mqtt import add_events, needs_mosquitto, start_station, write_station_config
+
+STATION = "ST-C1"
+READER = "reader-token-0123456789abcdef"
+
+
+def station_messages(catalog: Catalog) -> list[tuple[str, bytes]]:
+    """Everything the station has queued, as (topic, payload), in outbox order."""
+    return [(m.topic, m.payload) for m in outbox.pending(catalog.conn, limit=1_000_000)]
+
+
+@pytest.fixture
+def central(tmp_path: Path) -> MqttConsumer:
+    cat = CentralCatalog(tmp_path / "central.db")
+    consumer = MqttConsumer(cat, ConsumerSettings(port=1))  # not started: handle() directly
+    yield consumer
+    cat.close()
+
+
+def feed(consumer: MqttConsumer, messages: list[tuple[str, bytes]]) -> list[str]:
+    return [consumer.handle(t, p) for t, p in messages]
+
+
+# -- the hash chain: one definition on both sides ------------------------------------------
+
+
+def test_station_and_central_agree_on_the_entry_hash(home: Path, central: MqttConsumer) -> None:
+    station = Catalog(home / "catalog.db", station_id=STATION)
+    add_events(station, 5)
+    for e in station.audit_entries():
+        data = json.dumps(e.data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert entry_hash(e.prev_hash, e.seq, e.at, e.kind, e.subject, data) == e.hash
+    assert station.check_audit_chain() == []
+    feed(central, station_messages(station))
+    events = central.catalog.events(STATION)
+    assert len(events) == 5 and all(e["hash_ok"] for e in events)
+
+
+def test_continuous_chain_is_ok_and_its_head_is_the_stations(
+    home: Path, central: MqttConsumer
+) -> None:
+    station = Catalog(home / "catalog.db", station_id=STATION)
+    add_events(station, 20)
+    assert set(feed(central, station_messages(station))) == {"stored"}
+    view = central.catalog.station(STATION)
+    assert view["chain"]["state"] == "ok"
+    assert (view["chain"]["head_seq"], view["chain"]["head_hash"]) == station.head()
+
+
+def test_duplicates_are_dropped_by_event_id(home: Path, central: MqttConsumer) -> None:
+    station = Catalog(home / "catalog.db", station_id=STATION)
+    add_events(station, 10)
+    msgs = station_messages(station)
+    feed(central, msgs)
+    assert set(feed(central, msgs[3:])) == {"duplicate"}
+    view = central.catalog.station(STATION)
+    assert (view["events"], view["duplicates"]) == (10, 7)
+    assert len(central.catalog.event_ids(STATION)) == 10
+    assert view["chain"]["state"] == "ok"
+
+
+def test_out_of_order_events_show_a_gap_that_closes(home: Path, central: MqttConsumer) -> None:
+    station = Catalog(home / "catalog.db", station_id=STATION)
+    add_events(station, 30)
+    msgs = station_messages(station)
+    rng = random.Random(7)
+    held = msgs[9:14]  # seq 10..14 arrive last
+    rest = msgs[:9] + msgs[14:]
+    rng.shuffle(rest)
+    feed(central, rest)
+    view = central.catalog.station(STATION)
+    assert view["chain"]["state"] == "gap"
+    assert view["chain"]["ok"] is True, "a gap is not a rewrite"
+    assert view["chain"]["missing"] == [[10, 14]]
+    assert view["chain"]["head_seq"] == 9
+    feed(central, held)
+    view = central.catalog.station(STATION)
+    assert view["chain"]["state"] == "ok"
+    assert view["chain"]["head_seq"] == 30 and view["chain"]["missing"] == []
+
+
+def test_rewritten_history_is_flagged(home: Path, tmp_path: Path, central: MqttConsumer) -> None:
+    original = Catalog(home / "catalog.db", station_id=STATION)
+    add_events(original, 6)
+    feed(central, station_messages(original))
+    assert central.catalog.station(STATION)["chain"]["state"] == "ok"
+    # the same station id, a different catalog: a different event at seq 1..3
+    forged = Catalog(tmp_path / "other" / "catalog.db", station_id=STATION)
+    for i in range(3):
+        with forged.tx():
+            forged.append_audit("test.event", f"forged-{i}", {"i": -i})
+    feed(central, station_messages(forged)[:1])
+    view = central.catalog.station(STATION)
+    assert view["chain"]["state"] == "broken" and view["chain"]["ok"] is False
+    assert "seq 1 arrived twice with different content" in view["chain"]["problem"]
+
+
+def test_altered_event_and_broken_link_are_flagged(home: Path, tmp_path: Path) -> None:
+    station = Catalog(home / "catalog.db", station_id=STATION)
+    add_events(station, 4)
+    msgs = station_messages(station)
+
+    # content changed after chaining: the recomputed hash differs
+    cat1 = CentralCatalog(tmp_path / "c1.db")
+    c1 = MqttConsumer(cat1, ConsumerSettings(port=1))
+    doc = json.loads(msgs[1][1])
+    doc["data"]["i"] = 999
+    feed(c1, [msgs[0], (msgs[1][0], json.dumps(doc).encode())])
+    chain = cat1.station(STATION)["chain"]
+    assert chain["state"] == "broken" and "does not match its content" in chain["problem"]
+
+    # a self-consistent event whose prev_hash is not the stored hash of seq - 1
+    cat2 = CentralCatalog(tmp_path / "c2.db")
+    c2 = MqttConsumer(cat2, ConsumerSettings(port=1))
+    feed(c2, msgs[:2])
+    third = json.loads(msgs[2][1])
+    third["prev_hash"] = "f" * 64
+    third["hash"] = entry_hash(
+        third["prev_hash"],
+        third["seq"],
+        third["at"],
+        third["kind"],
+        third["subject"],
+        json.dumps(third["data"], sort_keys=True, separators=(",", ":")),
+    )
+    feed(c2, [(msgs[2][0], json.dumps(third).encode())])
+    chain = cat2.station(STATION)["chain"]
+    assert chain["state"] == "broken" and "does not follow event 2" in chain["problem"]
+    # and a first event that does not start at the genesis hash
+    assert GENESIS == "0" * 64
+
+
+def test_invalid_messages_are_counted_and_kept_not_crashing(central: MqttConsumer) -> None:
+    bad = [
+        (topics.event(STATION), b"not json"),
+        (topics.event(STATION), b"[1, 2]"),
+        (topics.event(STATION), json.dumps({"event_id": "x"}).encode()),
+        (topics.status(STATION), json.dumps({"station": STATION, "state": "sleepy"}).encode()),
+        (topics.status(STATION), json.dumps({"station": "ST-OTHER", "state": "online"}).encode()),
+        (
+            topics.bay(STATION, 2),
+            json.dumps(
+                {"station": STATION, "bay": 3, "state": "idle", "at": "2024-01-01T00:00:00+00:00"}
+            ).encode(),
+        ),
+        ("recdock/ST-C1/unknown/thing", b"{}"),
+        (topics.event(STATION), b""),
+    ]
+    assert feed(central, bad) == ["rejected"] * len(bad)
+    assert central.stats["rejected"] == len(bad)
+    assert central.catalog.counts()["rejected"] == len(bad)
+    ok = json.dumps({"station": STATION, "state": "online"}).encode()
+    assert central.handle(topics.status(STATION), ok) == "stored"
+
+
+def test_faults_open_and_clear_with_age_against_24_hours(home: Path, central: MqttConsumer) -> None:
+    station = Catalog(home / "catalog.db", station_id=STATION)
+    report_fault(station, "store.full", "store", "the store reached its reserve")
+    report_fault(station, "recorder.battery", "SIM0001", "battery does not charge")
+    feed(central, station_messages(station))
+    open_faults = central.catalog.faults()
+    assert {f["kind"] for f in open_faults} == {"store.full", "recorder.battery"}
+    assert all(f["age_hours"] < 1 and not f["overdue"] for f in open_faults)
+    later = datetime.now(UTC) + timedelta(hours=25)
+    assert all(f["overdue"] for f in central.catalog.faults(now=later))
+
+    with station.tx() as conn:
+        conn.execute("DELETE FROM outbox")
+    resolve_fault(station, "store.full", "store", "space freed")
+    feed(central, station_messages(station))
+    assert [f["kind"] for f in central.catalog.faults()] == ["recorder.battery"]
+    resolved = [f for f in central.catalog.faults(include_resolved=True) if f["state"] != "open"]
+    assert [f["kind"] for f in resolved] == ["store.full"]
+
+
+# -- the JSON API over HTTP ----------------------------------------------------------------
+
+
+def test_api_serves_the_catalog_to_reader_tokens_only(home: Path, tmp_path: Path) -> None:
+    app = create_app(tmp_path / "data", TOKENS, api_tokens={READER: "supervisor"})
+    station = Catalog(home / "catalog.db", station_id=STATION)
+    add_events(station, 3)
+    report_fault(station, "store.full", "store", "the store reached its reserve")
+    consumer = MqttConsumer(app.state.catalog, ConsumerSettings(port=1))
+    feed(consumer, station_messages(station))
+    consumer.handle(topics.status(STATION), b'{"station":"ST-C1","state":"online"}')
+    with serve_app(app) as url:
+        auth = {"Authorization": f"Bearer {READER}"}
+        assert requests.get(f"{url}/api/health", timeout=10).json()["catalog"]["stations"] == 1
+        r = requests.get(f"{url}/api/stations", timeout=10)
+        assert r.status_code == 401
+        station_token = next(iter(TOKENS))
+        r = requests.get(
+            f"{url}/api/stations", headers={"Authorization": f"Bearer {station_token}"}, timeout=10
+        )
+        assert r.status_code == 401, "a station's upload token cannot read the API"
+        stations = requests.get(f"{url}/api/stations", headers=auth, timeout=10).json()
+        assert [s["station"] for s in stations] == [STATION]
+        one = requests.get(f"{url}/api/stations/{STATION}", headers=auth, timeout=10).json()
+        assert one["status"] == "online" and one["chain"]["state"] == "ok"
+        assert one["chain"]["head_seq"] == 4
+        assert requests.get(f"{url}/api/stations/nope", headers=auth, timeout=10).status_code == 404
+        bays = requests.get(f"{url}/api/stations/{STATION}/bays", headers=auth, timeout=10)
+        assert bays.status_code == 200 and bays.json() == []
+        faults = requests.get(f"{url}/api/faults", headers=auth, timeout=10).json()
+        assert len(faults) == 1 and faults[0]["overdue"] is False and "age_hours" in faults[0]
+        events = requests.get(
+            f"{url}/api/events", params={"station": STATION, "limit": 2}, headers=auth, timeout=10
+        ).json()
+        assert [e["seq"] for e in events] == [4, 3]
+        assert requests.get(f"{url}/api/recorders", headers=auth, timeout=10).json() == []
+
+
+# -- end to end: a real broker, the station publisher process, the real consumer ---------------
+
+
+def outbox_size(catalog: Catalog) -> int:
+    return outbox.backlog(catalog.conn)
+
+
+@needs_mosquitto
+@pytest.mark.slow
+def test_events_exactly_once_across_a_broker_outage_and_station_restarts(
+    tmp_path: Path, home: Path
+) -> None:
+    outage_s = float(os.environ.get("RECDOCK_TEST_OUTAGE_S", "60"))
+    # A production broker keeps sessions (persistence true): the central store's subscription
+    # outlives the restart, and what stations send before it reconnects waits for it. Without
+    # that, the broker acknowledges and drops those messages (MQTT's rules, not the station's),
+    # and the central store can only show the gap.
+    broker = Mosquitto(tmp_path / "broker", persistence=True)
+    broker.start()
+    central_cat = CentralCatalog(tmp_path / "central.db")
+    consumer = MqttConsumer(central_cat, ConsumerSettings(port=broker.port))
+    consumer.start()
+    station = Catalog(home / "catalog.db", station_id=STATION)
+    config = write_station_config(tmp_path / "station.toml", broker.port, STATION)
+    procs = []
+
+    def start() -> None:
+        procs.append(start_station(home, config))
+
+    def kill() -> None:
+        procs[-1].send_signal(signal.SIGKILL)
+        procs[-1].wait(10)
+
+    try:
+        assert consumer.wait_subscribed(10)
+        start()
+        ids = add_events(station, 30)
+        wait_for(lambda: len(central_cat.event_ids(STATION)) == 30, timeout=20, what="first 30")
+
+        broker.stop()
+        t0 = time.monotonic()
+        restarted = False
+        while time.monotonic() - t0 < outage_s:
+            ids += add_events(station, 5, start=len(ids))
+            if not restarted and time.monotonic() - t0 > outage_s / 3:
+                kill()  # the station process dies during the outage...
+                start()  # ...and comes back while the broker is still away
+                restarted = True
+            time.sleep(0.25)  # pacing the event source, not waiting for a result
+        ids += add_events(station, 2000, start=len(ids))
+        assert outbox_size(station) >= 2000, "nothing left the outbox without a broker"
+        broker.start()
+        # kill the publisher once more, in the middle of draining the backlog
+        wait_for(lambda: outbox_size(station) < 1500, timeout=30, what="drain under way")
+        kill()
+        start()
+        wait_for(lambda: outbox_size(station) == 0, timeout=60, what="station outbox empty")
+        wait_for(
+            lambda: len(central_cat.event_ids(STATION)) == len(ids),
+            timeout=60,
+            what="every event at the central store",
+        )
+        procs[-1].send_signal(signal.SIGTERM)
+        assert procs[-1].wait(15) == 0
+        wait_for(
+            lambda: central_cat.station(STATION)["status"] == "stopped",
+            what="the clean stop at the central store",
+        )
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(15)
+        consumer.stop()
+        broker.stop()
+    got = central_cat.event_ids(STATION)
+    assert len(got) == len(set(got)) == len(ids), "each event exactly once in the catalog"
+    assert set(got) == set(ids), "zero lost"
+    view = central_cat.station(STATION)
+    assert view["chain"]["state"] == "ok" and view["chain"]["head_seq"] == station.head()[0]
+    assert consumer.stats["rejected"] == 0
+    print(
+        f"outage {outage_s:.0f}s: {len(ids)} events, duplicates dropped by the central store: "
+        f"{view['duplicates']}"
+    )
