@@ -23,6 +23,7 @@ import uvicorn
 
 from agent.catalog import Catalog, open_catalog
 from agent.config import SHIPPED_PROFILES, Config, StoreConfig
+from agent.errors import EXIT_CONFIG, EXIT_UNAVAILABLE
 from agent.faults import fault_id, list_faults, resolve_fault
 from agent.offload import Offloader
 from agent.profiles import ProfileSet
@@ -31,7 +32,7 @@ from sync.settings import UploadConfig
 from sync.tus import TusUploader
 from sync.upload_worker import FAULT_UPLOAD, UploadWorker
 from tests.central_server import TOKEN_A, TOKENS, FaultProxy, serve_app, wait_for
-from tests.recorders import make_folder_recorder
+from tests.recorders import make_folder_recorder, recdock
 
 STATION = "ST-A"  # the station TOKEN_A belongs to at the central store
 KiB = 1024
@@ -379,3 +380,40 @@ def test_the_bandwidth_limit_paces_uploads(central, home, tmp_path):
     assert w.run_once()["synced"] == 1
     # 600 000 bytes at 512 KiB/s with a 256 KiB burst: at least 0.64 s
     assert time.monotonic() - started >= 0.6
+
+
+def write_config(tmp_path: Path, endpoint: str, enabled: bool = True) -> Path:
+    path = tmp_path / "recdock.toml"
+    path.write_text(
+        f'station_id = "{STATION}"\n[store]\nreserve_bytes = 0\n'
+        f'[upload]\nenabled = {str(enabled).lower()}\nendpoint = "{endpoint}"\n'
+        f'token = "{TOKEN_A}"\nretries = 0\nchunk_bytes = {CHUNK}\n'
+    )
+    return path
+
+
+def test_recdock_sync_once(central, home, tmp_path):
+    url, _ = central
+    catalog = offload(home, tmp_path, files=2)
+    result = recdock("sync", "--once", home=home, config=write_config(tmp_path, f"{url}/files/"))
+    assert result.returncode == 0, result.stderr
+    assert "2 synced" in result.stdout and "0 not yet synced" in result.stdout
+    assert all(r["synced_at"] for r in catalog.recordings())
+
+
+def test_recdock_sync_once_says_when_the_store_is_unreachable(home, tmp_path):
+    offload(home, tmp_path, files=1)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # refuses connections
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}/files/"
+        result = recdock("sync", "--once", home=home, config=write_config(tmp_path, endpoint))
+    assert result.returncode == EXIT_UNAVAILABLE, result.stderr
+    assert "unreachable" in result.stderr and "1 not yet synced" in result.stdout
+
+
+def test_recdock_sync_refuses_when_uploads_are_off(home, tmp_path):
+    offload(home, tmp_path, files=1)
+    config = write_config(tmp_path, "http://127.0.0.1:9/files/", enabled=False)
+    result = recdock("sync", "--once", home=home, config=config)
+    assert result.returncode == EXIT_CONFIG
+    assert "[upload] enabled = true" in result.stderr
