@@ -261,8 +261,8 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _install_hook(point: str) -> None:
-    from agent import offload, store
+def _install_hook(point: str, argv: list[str]) -> None:
+    from agent import store
     from agent.store import MARKER
 
     if point == "marker":
@@ -287,31 +287,22 @@ def _install_hook(point: str) -> None:
             return real_copy_in(self, src_fd, dest, buf, **kw)
 
         store.Store.copy_in = copy_in  # type: ignore[method-assign]
-    elif point == "after-commit":
-        # catalog rows committed, nothing removed from the recorder yet
+    elif point in ("after-commit", "after-unlink"):
+        # a file is unlinked only on the recorder (the store and the locks live under
+        # --home): "after-commit" dies just before the first removal from the recorder
+        # (its catalog row committed), "after-unlink" just after it (not yet recorded)
+        home = os.path.abspath(argv[argv.index("--home") + 1])
+        real_unlink = os.unlink
 
-        def remove_source(self, *a, **kw):  # type: ignore[no-untyped-def]
-            _die()
-
-        offload.Offloader._remove_source = remove_source  # type: ignore[method-assign]
-    elif point == "after-unlink":
-        # the first file removed from the recorder, its removal not yet recorded
-        real_remove = offload.Offloader._remove_source
-
-        def remove_source(self, *a, **kw):  # type: ignore[no-untyped-def]
-            real_unlink = os.unlink
-
-            def unlink(path, *ua, **ukw):  # type: ignore[no-untyped-def]
-                real_unlink(path, *ua, **ukw)
+        def unlink(path, *a, **kw):  # type: ignore[no-untyped-def]
+            on_recorder = not os.path.abspath(os.fsdecode(path)).startswith(home + os.sep)
+            if on_recorder and point == "after-commit":
+                _die()
+            real_unlink(path, *a, **kw)
+            if on_recorder:
                 _die()
 
-            os.unlink = unlink
-            try:
-                return real_remove(self, *a, **kw)
-            finally:
-                os.unlink = real_unlink
-
-        offload.Offloader._remove_source = remove_source  # type: ignore[method-assign]
+        os.unlink = unlink
     elif point == "finalize":
         # the session's manifest written, its record not, the session not yet ended
         real_write = store.Store._write_small
@@ -327,7 +318,7 @@ def _install_hook(point: str) -> None:
 def _main(argv: list[str]) -> None:
     point, sep, *rest = argv
     assert sep == "--", "usage: python -m tests.crash_tools POINT -- RECDOCK-ARGS"
-    _install_hook(point)
+    _install_hook(point, rest)
     from agent.cli import cli
 
     cli.main(args=rest, prog_name="recdock")
