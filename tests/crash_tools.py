@@ -265,12 +265,16 @@ def _install_hook(point: str, argv: list[str]) -> None:
     from agent import store
     from agent.store import MARKER
 
-    if point == "marker":
-        # the store's catalog marker written as a temp file, killed before it is linked
+    if point in ("marker", "finalize"):
+        # a small store file is written as a temp file, then linked to its name: die
+        # before the link of the store's catalog marker ("marker": a new station's
+        # first run), or of a session's record ("finalize": its manifest written, the
+        # session not ended)
+        name = MARKER if point == "marker" else SESSION_RECORD
         real_link = os.link
 
         def link(src: object, dst: object, *a: object, **kw: object) -> None:
-            if os.fsdecode(dst).endswith(MARKER):  # type: ignore[arg-type]
+            if os.path.basename(os.fsdecode(dst)) == name:  # type: ignore[arg-type]
                 _die()
             real_link(src, dst, *a, **kw)  # type: ignore[arg-type]
 
@@ -303,16 +307,6 @@ def _install_hook(point: str, argv: list[str]) -> None:
                 _die()
 
         os.unlink = unlink
-    elif point == "finalize":
-        # the session's manifest written, its record not, the session not yet ended
-        real_write = store.Store._write_small
-
-        def write_small(self, path, text):  # type: ignore[no-untyped-def]
-            if path.name == SESSION_RECORD:
-                _die()
-            return real_write(self, path, text)
-
-        store.Store._write_small = write_small  # type: ignore[method-assign]
 
 
 def _main(argv: list[str]) -> None:
