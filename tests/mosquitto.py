@@ -179,3 +179,64 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def make_certs(folder: Path, name: str = "test") -> TlsFiles:
+    """A self-signed CA, a server certificate for 127.0.0.1/localhost and a client certificate
+    signed by it (openssl CLI). Returns the server side; the client pair is
+    ``client.crt``/``client.key`` in the same folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        f"/CN=recdock {name} CA",
+    )
+    ext = folder / "server.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n", encoding="utf-8")
+    for who, subject in (("server", "/CN=localhost"), ("client", "/CN=recdock-station")):
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{who}.key",
+            "-out",
+            f"{who}.csr",
+            "-subj",
+            subject,
+        )
+        extra = ["-extfile", "server.ext"] if who == "server" else []
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{who}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            f"{who}.crt",
+            *extra,
+        )
+    for key in folder.glob("*.key"):
+        key.chmod(0o644)  # mosquitto may read them as another user
+    return TlsFiles(folder / "ca.crt", folder / "server.crt", folder / "server.key")

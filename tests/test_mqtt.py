@@ -7,19 +7,34 @@ Behaviour without a broker is shown on :class:`sync.mqtt.MemoryLink`; everything
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.catalog import Catalog
 from sync import outbox, topics
-from sync.mqtt import MemoryBroker, MemoryLink, MqttLink, OutboxPublisher, decode_payload
-from sync.settings import MqttConfig
-from tests.mosquitto import MOSQUITTO, Mosquitto, Subscriber
+from sync.mqtt import (
+    PAYLOAD_KINDS,
+    STATUS_STATES,
+    MemoryBroker,
+    MemoryLink,
+    MqttLink,
+    OutboxPublisher,
+    decode_payload,
+    load_schema,
+    status_payload,
+    topic_kind,
+)
+from sync.settings import MqttConfig, MqttTls
+from tests.mosquitto import MOSQUITTO, Mosquitto, Subscriber, make_certs
 from tests.recorders import wait_for
 
 STATION = "ST-T1"
@@ -321,3 +336,213 @@ def test_clean_stop_publishes_retained_stopped(
         assert "offline" not in states, "a clean stop must not fire the Last Will"
     finally:
         late.close()
+
+
+# -- payloads: every topic against its JSON Schema, with the station's own producers ----------
+
+
+def validator(kind: str):
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    return Draft202012Validator(load_schema(kind), format_checker=FormatChecker())
+
+
+def test_schemas_are_valid_json_schemas() -> None:
+    from jsonschema import Draft202012Validator
+
+    for kind in PAYLOAD_KINDS:
+        Draft202012Validator.check_schema(load_schema(kind))
+
+
+def test_every_topic_payload_the_station_sends_validates(tmp_path: Path, home: Path) -> None:
+    from agent.checks import record_checks, run_checks
+    from agent.clock import SimulatedClock
+    from agent.config import SHIPPED_PROFILES, Config
+    from agent.daemon import set_bay_state, set_station_status
+    from agent.faults import report_fault, resolve_fault
+    from agent.indicators import State
+    from agent.offload import Offloader
+    from agent.profiles import ProfileSet
+    from agent.simulate import apply_firmware
+    from tests.recorders import make_folder_recorder
+
+    cfg = Config.model_validate({"station_id": STATION, "checks": {"shift_hours": 0.01}})
+    sim = ProfileSet.load([SHIPPED_PROFILES]).get("simulated")
+    catalog = make_catalog(home)
+    root = make_folder_recorder(tmp_path / "rec", "SIM0042", files=2, size=64 * 1024)
+    off = Offloader(cfg, home, catalog).run(root, sim)
+    assert off.ok
+    rep = run_checks(
+        root,
+        sim,
+        cfg,
+        clock=SimulatedClock(synchronised=True),
+        offload=off,
+        info=off.info,
+        writable=True,
+        reconnect=lambda: (apply_firmware(root), root)[1],
+    )
+    record_checks(catalog, rep, device_serial="SIM0042", session_id=off.session_id, bay=2)
+    set_bay_state(catalog, 2, State.READY, device_serial="SIM0042", profile="simulated")
+    set_station_status(catalog, "online", {"pid": os.getpid(), "simulate": True})
+    report_fault(catalog, "store.full", "store", "the store reached its reserve")
+    resolve_fault(catalog, "store.full", "store", "space freed")  # retained clear: empty
+    report_fault(catalog, "recorder.battery", "SIM0042", "battery does not charge")
+
+    seen: dict[str, int] = {}
+    msgs = [(m.topic, m.payload) for m in outbox.pending(catalog.conn, limit=10_000)]
+    msgs += [
+        (topics.status(STATION), status_payload(STATION, s, client_id="recdock-x"))
+        for s in STATUS_STATES
+    ]
+    for topic, payload in msgs:
+        parsed = topic_kind(topic)
+        assert parsed is not None, f"{topic} is not a documented topic"
+        station, kind, _key = parsed
+        assert station == STATION
+        doc = decode_payload(payload)
+        if doc is None:
+            assert kind == "fault", "only a resolved fault clears its topic"
+            continue
+        errors = [e.message for e in validator(kind).iter_errors(doc)]
+        assert not errors, f"{topic}: {errors}"
+        seen[kind] = seen.get(kind, 0) + 1
+        if kind == "event":
+            assert doc["event_id"] and len(doc["hash"]) == 64 and len(doc["prev_hash"]) == 64
+    assert set(seen) == set(PAYLOAD_KINDS), f"not every topic kind was produced: {seen}"
+
+
+def test_schemas_reject_what_they_must() -> None:
+    assert list(validator("status").iter_errors({"station": STATION, "state": "asleep"}))
+    event = {
+        "event_id": "a:b:1",
+        "station": STATION,
+        "seq": 1,
+        "at": "2024-01-01T00:00:00+00:00",
+        "kind": "k",
+        "subject": "s",
+        "data": {},
+        "prev_hash": "0" * 64,
+        "hash": "a" * 64,
+    }
+    assert not list(validator("event").iter_errors(event))
+    for key in ("event_id", "hash", "prev_hash", "seq"):
+        broken = {k: v for k, v in event.items() if k != key}
+        assert list(validator("event").iter_errors(broken)), f"event without {key} accepted"
+    assert list(validator("event").iter_errors({**event, "hash": "xyz"}))
+
+
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+)
+_json = st.recursive(
+    _json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(
+            st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=10),
+            inner,
+            max_size=5,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.dictionaries(st.text(max_size=10), _json, max_size=6))
+def test_payload_encode_decode_round_trip_keeps_the_chain_verifiable(data: dict) -> None:
+    from sync.chain import GENESIS, canonical, entry_hash
+
+    try:
+        canonical(data).encode("utf-8")
+    except UnicodeEncodeError:
+        return  # lone surrogates never reach a payload (the catalog refuses them first)
+    digest = entry_hash(GENESIS, 1, "2024-01-01T00:00:00+00:00", "k", "s", canonical(data))
+    event = {"event_id": "e", "station": STATION, "seq": 1, "data": data, "hash": digest}
+    wire = outbox.encode(event).encode("utf-8")
+    back = decode_payload(wire)
+    assert back == event
+    # the central store recomputes the hash from the decoded data: it must come out the same
+    assert (
+        entry_hash(GENESIS, 1, "2024-01-01T00:00:00+00:00", "k", "s", canonical(back["data"]))
+        == digest
+    )
+
+
+# -- TLS -----------------------------------------------------------------------------------
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI missing")
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path):
+    server = make_certs(tmp_path / "pki")
+    server.require_certificate = True
+    other_ca = make_certs(tmp_path / "other-pki", "other")
+    with Mosquitto(tmp_path / "tls-broker", tls=server) as b:
+        yield b, tmp_path / "pki", other_ca.ca_file
+
+
+def tls_link(port: int, ca: Path, pki: Path, **kw: object) -> MqttLink:
+    tls = MqttTls(ca_file=ca, cert_file=pki / "client.crt", key_file=pki / "client.key")
+    return MqttLink(link_config(port, tls=tls, **kw), STATION)
+
+
+@needs_mosquitto
+@needs_openssl
+def test_tls_with_the_right_ca_and_a_client_certificate(tls_broker, home: Path) -> None:
+    broker, pki, _ = tls_broker
+    catalog = make_catalog(home)
+    ids = add_events(catalog, 5)
+    sub = Subscriber(broker.port)  # the plain listener of the same broker
+    link = tls_link(broker.tls_port, pki / "ca.crt", pki)
+    pub = OutboxPublisher(catalog.path, STATION, link, idle_poll_s=0.05)
+    pub.start()
+    link.start()
+    try:
+        assert link.wait_connected(15), link.last_error
+        wait_for(lambda: backlog(catalog) == 0, what="outbox drained over TLS")
+        wait_for(lambda: len(sub.on(topics.event(STATION))) >= 5, what="events over TLS")
+        assert {json.loads(p)["event_id"] for p, _ in sub.on(topics.event(STATION))} == set(ids)
+    finally:
+        pub.stop()
+        link.stop()
+        sub.close()
+
+
+@needs_mosquitto
+@needs_openssl
+def test_tls_refuses_a_broker_signed_by_another_ca(tls_broker, home: Path, caplog) -> None:
+    broker, pki, other_ca = tls_broker
+    link = tls_link(broker.tls_port, other_ca, pki, reconnect_min_s=1, reconnect_max_s=1)
+    link.start()
+    try:
+        wait_for(lambda: link.last_error is not None, timeout=15, what="a connection error")
+        assert "certificate verify failed" in link.last_error
+        assert not link.is_connected()
+        assert "mqtt.tls.ca_file" in caplog.text, "the log says what to check"
+    finally:
+        link.stop()
+
+
+@needs_mosquitto
+@needs_openssl
+def test_only_the_insecure_setting_skips_verification(tls_broker, caplog) -> None:
+    broker, pki, other_ca = tls_broker
+    with caplog.at_level(logging.WARNING, logger="sync.mqtt"):
+        link = tls_link(broker.tls_port, other_ca, pki, tls_insecure_skip_verify=True)
+    assert "NOT checked" in caplog.text, "switching verification off is logged loudly"
+    link.start()
+    try:
+        assert link.wait_connected(15), link.last_error
+    finally:
+        link.stop()
+    assert MqttConfig().tls_insecure_skip_verify is False
+    assert [n for n in MqttConfig.model_fields if "insecure" in n or "verify" in n] == [
+        "tls_insecure_skip_verify"
+    ], "no other way to switch verification off"
