@@ -4,7 +4,9 @@
 crash, and the tests call it after every kill:
 
 - every original recording is either still on the recorder, byte for byte, or in
-  the store with the right SHA-256 *and* a catalog row (never only one of them);
+  the store with the right SHA-256 *and* a catalog row (a verified copy without a
+  row may exist only while the recording is still on the recorder: the next run
+  adopts it; after a completed run every store file is catalogued);
 - every catalog row points at a store file that exists, is read-only and re-hashes
   to the catalogued SHA-256;
 - a temp file (``.recdock-partial-*``) is never media: no catalog row and no
