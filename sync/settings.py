@@ -199,8 +199,10 @@ class UploadConfig(_Strict):
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=30.0, description="Connect and read timeout of every HTTP request."
     )
-    bandwidth_bytes_per_s: Annotated[int, Field(ge=1024)] | None = Field(
-        default=None, description="Upload rate limit in bytes per second; unset: unlimited."
+    bandwidth_bytes_per_s: int | None = Field(
+        default=None,
+        ge=1024,
+        description="Upload rate limit in bytes per second (at least 1024); unset: unlimited.",
     )
     allowed_hours: str | None = Field(
         default=None,
