@@ -404,6 +404,7 @@ class UploadWorker:
             logger.error("%s", exc)
             if exc.status in (404, 410):  # the endpoint itself: every file would fail
                 raise _PassFailed(str(exc)) from exc
+            self._save_url(row["id"], None)  # the server refused this upload: start anew
             outcome.detail = str(exc)
         except UploadError as exc:
             logger.error("%s", exc)

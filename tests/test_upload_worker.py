@@ -11,6 +11,7 @@ import os
 import socket
 import sqlite3
 import stat
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from sync.settings import UploadConfig
 from sync.tus import TusUploader
 from sync.upload_worker import FAULT_UPLOAD, UploadWorker
 from tests.central_server import TOKEN_A, TOKENS, FaultProxy, serve_app, wait_for
-from tests.recorders import make_folder_recorder, recdock
+from tests.recorders import BIN, make_folder_recorder, recdock
 
 STATION = "ST-A"  # the station TOKEN_A belongs to at the central store
 KiB = 1024
@@ -417,3 +418,39 @@ def test_recdock_sync_refuses_when_uploads_are_off(home, tmp_path):
     result = recdock("sync", "--once", home=home, config=config)
     assert result.returncode == EXIT_CONFIG
     assert "[upload] enabled = true" in result.stderr
+
+
+def test_a_killed_sync_resumes_from_the_server_offset(central, home, tmp_path):
+    url, data = central
+    size = 2 * MiB
+    catalog = offload(home, tmp_path, files=1, size=size)
+    config = write_config(tmp_path, f"{url}/files/")
+    with config.open("a") as f:
+        f.write(f"bandwidth_bytes_per_s = {256 * KiB}\n")  # slow enough to kill it mid-way
+    proc = subprocess.Popen(
+        [str(BIN / "recdock"), "--home", str(home), "--config", str(config), "sync", "--once"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def server_offset() -> int:
+        infos = list((data / "uploads").glob("*.json"))
+        return json.loads(infos[0].read_text())["offset"] if infos else 0
+
+    try:
+        wait_for(lambda: server_offset() >= 512 * KiB, 30)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    row = catalog.recordings()[0]
+    assert row["synced_at"] is None and row["upload_url"]  # kept before the first byte went
+    # HEAD waits for the PATCH the kill cut short: its offset is the server's durable one
+    head = requests.head(
+        row["upload_url"], headers={"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {TOKEN_A}"}
+    )
+    acknowledged = int(head.headers["Upload-Offset"])
+    assert 512 * KiB <= acknowledged < size
+    summary = worker(home, f"{url}/files/").run_once()
+    assert summary["synced"] == 1
+    assert summary["bytes_sent"] == size - acknowledged
+    assert json.loads(catalog.recordings()[0]["receipt"])["upload_url"] == row["upload_url"]
