@@ -64,6 +64,7 @@ from agent.store import (
     TEMP_PREFIX,
     Digest,
     Store,
+    fsync_dir,
     hash_file,
     source_error,
 )
@@ -397,6 +398,7 @@ class Offloader:
                 mtime_ns=before.st_mtime_ns,
                 progress=self._progress,
                 before_link=lambda d: self._check_unchanged(source, m, before, fd, d),
+                sync_dir=False,  # _commit fsyncs the group's folders before its catalog rows
             )
         finally:
             _close_source(fd, m.name)
@@ -491,6 +493,12 @@ class Offloader:
     ) -> None:
         if not group and not errors:
             return
+        # the copies' directory entries are durable before their rows are (invariant 1)
+        for folder in sorted({(self.store.root / p.store_path).parent for p in group}):
+            try:
+                fsync_dir(folder)
+            except OSError as exc:
+                raise StoreError(f"{folder}: cannot sync the store folder: {exc.strerror}") from exc
         at = now_utc()
         with self.catalog.tx() as conn:
             for p in group:
@@ -551,12 +559,18 @@ class Offloader:
                 (len(group), sum(p.digest.size for p in group), report.session_id),
             )
         if not self.keep_source:
-            for p in group:
-                row = self.catalog.query(
-                    "SELECT * FROM recordings WHERE store_path = ?", (p.store_path,)
-                )
-                if row:
-                    self._remove_source(source, p.media, p.mtime_ns, row[0], p.result, info)
+            # each file leaves the recorder only after its row is committed; the removals
+            # of a group are then recorded in one transaction (one fsync, not one per file)
+            removed: list[tuple[MediaFile, dict[str, Any]]] = []
+            try:
+                for p in group:
+                    row = self.catalog.query(
+                        "SELECT * FROM recordings WHERE store_path = ?", (p.store_path,)
+                    )
+                    if row and self._unlink_source(source, p.media, p.mtime_ns, row[0], p.result):
+                        removed.append((p.media, row[0]))
+            finally:
+                self._record_removals(removed, info)
         elif report.source_kept_reason is None:
             report.source_kept_reason = "keep-source is set"
 
@@ -598,24 +612,31 @@ class Offloader:
         info: RecorderInfo,
     ) -> None:
         """Remove one verified, catalogued file from the recorder (invariant 1)."""
+        if self._unlink_source(source, m, mtime_ns, row, result):
+            self._record_removals([(m, row)], info)
+
+    def _unlink_source(
+        self, source: Path, m: MediaFile, mtime_ns: int, row: dict[str, Any], result: FileResult
+    ) -> bool:
+        """Unlink one verified, catalogued file on the recorder; True when it was removed."""
         if self.keep_source:
-            return
+            return False
         reason = self._removal_refused(row)
         if reason:
             result.message = f"kept on the recorder: {reason}"
-            return
+            return False
         path = os.path.join(os.fsencode(source), m.relpath)
         try:
             now = os.lstat(path)
         except OSError:
-            return
+            return False
         if (
             not stat.S_ISREG(now.st_mode)
             or now.st_size != row["size"]
             or now.st_mtime_ns != mtime_ns
         ):
             result.message = "kept on the recorder: it changed since it was copied"
-            return
+            return False
         try:
             os.unlink(path)
         except OSError as exc:
@@ -623,21 +644,30 @@ class Offloader:
                 result.message = "kept on the recorder: mounted read-only"
             else:
                 result.message = f"kept on the recorder: cannot remove ({exc.strerror})"
-            return
+            return False
         result.removed = True
+        return True
+
+    def _record_removals(
+        self, removed: list[tuple[MediaFile, dict[str, Any]]], info: RecorderInfo
+    ) -> None:
+        if not removed:
+            return
+        at = now_utc()
         with self.catalog.tx() as conn:
-            conn.execute(
-                "UPDATE recordings SET source_removed_at = ? WHERE id = ?", (now_utc(), row["id"])
-            )
-            self.catalog.append_audit(
-                "file.removed_from_recorder",
-                m.name,
-                {
-                    "device_serial": info.serial,
-                    "sha256": row["sha256"],
-                    "store_path": row["store_path"],
-                },
-            )
+            for m, row in removed:
+                conn.execute(
+                    "UPDATE recordings SET source_removed_at = ? WHERE id = ?", (at, row["id"])
+                )
+                self.catalog.append_audit(
+                    "file.removed_from_recorder",
+                    m.name,
+                    {
+                        "device_serial": info.serial,
+                        "sha256": row["sha256"],
+                        "store_path": row["store_path"],
+                    },
+                )
 
     def _removal_refused(self, row: dict[str, Any]) -> str | None:
         """Why the catalog cannot be trusted to remove a source now, or None."""

@@ -192,12 +192,15 @@ class Store:
         mtime_ns: int | None = None,
         progress: Callable[[int], None] | None = None,
         before_link: Callable[[Digest], None] | None = None,
+        sync_dir: bool = True,
     ) -> Digest:
         """Copy an open source file to ``dest``: one read pass, hashed while writing.
 
         Returns the digest of what was read; the copy has been re-read from disk and
         matched before it appears under its final name. ``before_link`` may raise to
-        abandon the copy (the source changed meanwhile). Raises SourceReadError /
+        abandon the copy (the source changed meanwhile). With ``sync_dir`` False the
+        caller fsyncs ``dest.parent`` itself (once for many files) before it relies on
+        the copy, that is before the catalog row is committed. Raises SourceReadError /
         RecorderGoneError for the recorder's side, StoreError / StoreFullError for ours.
         """
         self.ensure_room(size_hint, source_name)
@@ -251,7 +254,8 @@ class Store:
                     f"{dest}: already exists in the store; it is never replaced"
                 ) from None
             os.unlink(tmp)
-            fsync_dir(dest.parent)
+            if sync_dir:
+                fsync_dir(dest.parent)
             return written
         except OSError as exc:
             _discard(tmp)
