@@ -139,11 +139,18 @@ def build_fat_image(image: Path, spec: RecorderSpec, now: datetime | None = None
         build_tree(Path(tmp), spec, now)
         env = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "MTOOLS_NO_VFAT": "0"}
         entries = sorted(os.listdir(tmp))
-        subprocess.run(
+        done = subprocess.run(
             [mcopy, "-s", "-m", "-i", str(image), *[os.path.join(tmp, e) for e in entries], "::/"],
-            check=True,
+            check=False,
             capture_output=True,
             env=env,
+        )
+    if done.returncode != 0:
+        image.unlink(missing_ok=True)  # a half-filled recorder is no test recorder
+        why = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise RecdockError(
+            f"{image}: mcopy could not fill the FAT32 image ({why[-1] if why else 'failed'}); "
+            "give a larger --capacity or fewer/smaller files"
         )
 
 
