@@ -143,3 +143,16 @@ def test_fat_image_is_not_overwritten(tmp_path: Path) -> None:
     assert result.returncode != 0 and "already exists" in result.stderr
     assert "Traceback" not in result.stderr
     assert image.read_bytes() == b"precious"
+
+
+def test_fat_image_too_small_for_its_files_is_a_clear_error(tmp_path: Path) -> None:
+    image = tmp_path / "small.img"
+    result = recdock(
+        "simulate", "recorder", str(image), "--fat", "--serial", "X", "--files", "3",
+        "--size", str(40 * 1024 * 1024), "--capacity", str(80 * 1024 * 1024),
+        home=tmp_path / "home",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    assert str(image) in result.stderr
+    assert not image.exists(), "a half-filled image is not left behind"
