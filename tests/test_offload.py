@@ -343,3 +343,48 @@ def test_spec_is_deterministic() -> None:
     b = b"".join(content_chunks(spec.serial, 1, 3 * 1024 * 1024 + 5))
     assert a == b and len(a) == 3 * 1024 * 1024 + 5
     assert a != b"".join(content_chunks(spec.serial, 2, 3 * 1024 * 1024 + 5))
+
+
+@needs_fusefat
+def test_redock_fat32_read_only_then_read_write(tmp_path: Path, home: Path) -> None:
+    """The station's way: offload from a read-only mount, then clear after a remount."""
+    image = make_fat_recorder(tmp_path / "rec.img", "FATRO1", files=3, size=SIZE)
+    config = write_config(tmp_path)
+    with fat_mount(image, tmp_path / "ro") as m:
+        result = recdock("offload", str(m.mountpoint), "--json", home=home, config=config)
+        report = json.loads(result.stdout)
+        assert result.returncode == 0, result.stderr
+        assert (report["stored"], report["removed"]) == (3, 0)
+        assert len(media_names(m.mountpoint)) == 3
+    with fat_mount(image, tmp_path / "rw", rw=True) as m:
+        result = recdock("offload", str(m.mountpoint), "--json", home=home, config=config)
+        report = json.loads(result.stdout)
+        assert result.returncode == 0, result.stderr
+        assert (report["stored"], report["already"], report["removed"]) == (0, 3, 3)
+        assert media_names(m.mountpoint) == []
+    assert len(catalog_rows(home)) == 3
+
+
+def test_redock_does_not_trust_a_damaged_store_copy(tmp_path: Path, home: Path) -> None:
+    rec = make_folder_recorder(tmp_path / "rec", "DAMAGE", files=2, size=SIZE)
+    config = write_config(tmp_path)
+    assert recdock("offload", str(rec), "--keep-source", home=home, config=config).returncode == 0
+    first = catalog_rows(home)[0]
+    damaged = home / "store" / first["store_path"]
+    damaged.chmod(0o644)
+    with damaged.open("r+b") as fh:
+        fh.write(b"rot")
+    damaged.chmod(0o444)
+    result = recdock("offload", str(rec), "--json", home=home, config=config)
+    report = json.loads(result.stdout)
+    # the damaged copy is not taken as proof: the file is stored again, then removed
+    assert (report["stored"], report["already"], report["removed"]) == (1, 1, 2)
+    rows = catalog_rows(home)
+    again = [r for r in rows if r["source_path"] == first["source_path"]]
+    assert len(again) == 2 and again[1]["store_path"] != first["store_path"]
+    path = home / "store" / again[1]["store_path"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == first["sha256"]
+    assert media_names(rec) == []
+    # and verify still names the damaged first copy
+    verify = recdock("verify", home=home, config=config)
+    assert verify.returncode == 1 and first["store_path"] in verify.stdout
