@@ -91,6 +91,7 @@ class ConsumerSettings:
     key_file: Path | None = None
     tls: bool = False
     persistent_session: bool = True
+    reconnect_max_s: int = 30
 
 
 class MqttConsumer:
@@ -120,6 +121,7 @@ class MqttConsumer:
             **kwargs,
         )
         client.enable_logger(logging.getLogger("paho.mqtt"))
+        client.reconnect_delay_set(1, max(1, settings.reconnect_max_s))
         if settings.tls or settings.ca_file or settings.cert_file:
             client.tls_set(
                 ca_certs=str(settings.ca_file) if settings.ca_file else None,

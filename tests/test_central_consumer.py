@@ -262,10 +262,12 @@ def test_events_exactly_once_across_a_broker_outage_and_station_restarts(
     broker = Mosquitto(tmp_path / "broker", persistence=True)
     broker.start()
     central_cat = CentralCatalog(tmp_path / "central.db")
-    consumer = MqttConsumer(central_cat, ConsumerSettings(port=broker.port))
+    consumer = MqttConsumer(central_cat, ConsumerSettings(port=broker.port, reconnect_max_s=2))
     consumer.start()
     station = Catalog(home / "catalog.db", station_id=STATION)
-    config = write_station_config(tmp_path / "station.toml", broker.port, STATION)
+    config = write_station_config(
+        tmp_path / "station.toml", broker.port, STATION, reconnect_max_s="2"
+    )
     procs = []
 
     def start() -> None:
