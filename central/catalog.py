@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -130,7 +131,7 @@ def age_hours(opened_at: str, now: datetime | None = None) -> float:
 class CentralCatalog:
     """The central SQLite catalog; safe to share between threads (a connection each)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -528,7 +529,8 @@ class CentralCatalog:
         ]
 
     def recorders(self, station: str | None = None) -> list[dict[str, Any]]:
-        sql, params = "SELECT * FROM recorders", ()
+        sql = "SELECT * FROM recorders"
+        params: tuple[str, ...] = ()
         if station is not None:
             sql, params = sql + " WHERE station = ?", (station,)
         return [
@@ -570,7 +572,8 @@ class CentralCatalog:
         return out
 
     def events(self, station: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        sql, params = "SELECT * FROM events", ()
+        sql = "SELECT * FROM events"
+        params: tuple[str, ...] = ()
         if station is not None:
             sql, params = sql + " WHERE station = ?", (station,)
         rows = self._rows(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))

@@ -270,7 +270,7 @@ class MqttConsumer:
         elif kind == "fault":
             if doc["id"] != key:
                 raise InvalidMessage(f"payload fault id {doc['id']!r} differs from {key!r}")
-            self.catalog.record_fault(station, key, doc, received_at=received_at)
+            self.catalog.record_fault(station, doc["id"], doc, received_at=received_at)
         return "stored"
 
     def _cleared(self, station: str, kind: str, key: str | None, at: str) -> str:

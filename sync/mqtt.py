@@ -56,8 +56,8 @@ PAYLOAD_KINDS = ("status", "bay", "recorder", "event", "fault")
 STATUS_STATES = ("online", "offline", "stopped")
 
 
-class LinkError(RecdockError):
-    """The MQTT link could not be set up (bad TLS files, bad settings)."""
+class LinkError(ConfigError):
+    """The MQTT link could not be set up (missing or unreadable TLS files): a config error."""
 
 
 # -- payloads and their schemas ---------------------------------------------------------------
