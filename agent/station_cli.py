@@ -15,8 +15,15 @@ import click
 
 from agent import errors
 from agent.config import StationConfig
+from agent.indicators import BayPins, IndicatorsConfig
 
 log = logging.getLogger("recdock.station")
+
+#: The station's embedded default under --simulate when no bays are configured:
+#: four bays with single LEDs and a buzzer, on mock pins only.
+SIMULATED_INDICATORS = IndicatorsConfig(
+    bays={n: BayPins(led=pin) for n, pin in ((1, 17), (2, 27), (3, 22), (4, 23))}, buzzer=18
+)
 
 
 @click.command()
@@ -51,6 +58,12 @@ def run_command(c: Any, simulate: bool) -> None:
         from agent.simulate import apply_firmware
 
         log.warning("SIMULATION (--simulate): simulated dock, mock GPIO, simulated clock")
+        if not config.indicators.bays:
+            config = config.model_copy(update={"indicators": SIMULATED_INDICATORS})
+            log.info(
+                "simulation: no [indicators.bays] configured: four simulated bays "
+                "(mock LEDs on BCM 17, 27, 22, 23; mock buzzer on BCM 18)"
+            )
         if mount_dir == StationConfig().mount_dir:
             mount_dir = home / "run" / "mnt"
             log.info("simulation: mounting virtual recorders under %s", mount_dir)
