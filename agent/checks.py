@@ -95,8 +95,10 @@ class CheckReport:
 # -- formatting -------------------------------------------------------------------------
 
 
-def _gib(n: float) -> str:
-    return f"{n / GiB:.1f} GiB"
+def _size(n: float) -> str:
+    if n >= GiB:
+        return f"{n / GiB:.1f} GiB"
+    return f"{n / 1024**2:.1f} MiB"
 
 
 def _pct(p: float) -> str:
@@ -182,7 +184,7 @@ def _minutes_to(pct: float, need: float, info: RecorderInfo, profile: Profile) -
 def check_storage(free_bytes: int | None, profile: Profile, config: Config) -> CheckResult:
     need = shift_need_bytes(profile, config)
     threshold = (
-        f">= {_gib(need)} ({config.checks.shift_hours:g} h at "
+        f">= {_size(need)} ({config.checks.shift_hours:g} h at "
         f"{profile.media.bitrate_mbps:g} Mbit/s)"
     )
     if free_bytes is None:
@@ -190,7 +192,7 @@ def check_storage(free_bytes: int | None, profile: Profile, config: Config) -> C
     ok = free_bytes >= need
     hours = free_bytes * 8 / (profile.media.bitrate_mbps * 1e6) / 3600
     detail = f"room for about {hours:.1f} h of recording"
-    return CheckResult("storage", ok, f"{_gib(free_bytes)} free", threshold, detail)
+    return CheckResult("storage", ok, f"{_size(free_bytes)} free", threshold, detail)
 
 
 def check_firmware(info: RecorderInfo | None, profile: Profile, config: Config) -> CheckResult:
@@ -319,7 +321,10 @@ def write_time_file(root: Path, profile: Profile, station_now: datetime) -> Path
     try:
         fd = os.open(path, flags, 0o644)
         try:
-            os.write(fd, text.encode("ascii"))
+            data = text.encode("ascii")
+            os.write(fd, data)
+            if os.fstat(fd).st_size > len(data):  # fusefat does not honour O_TRUNC
+                os.ftruncate(fd, len(data))
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -340,7 +345,8 @@ def check_clock(
     info: RecorderInfo | None,
     *,
     clock: StationClock,
-    station_now: datetime,
+    device_clock: datetime | None,
+    measured_at: datetime,
     writable: bool,
     reconnect: Callable[[], Path] | None,
 ) -> _ClockOutcome:
@@ -351,7 +357,7 @@ def check_clock(
             "clock", None, "unknown", threshold, "this recorder model does not report its clock"
         )
         return _ClockOutcome(r, None, None, False)
-    offset = clock_offset(info.clock if info else None, station_now)
+    offset = clock_offset(device_clock, measured_at)
     value = _offset(offset) if offset is not None else "not reported"
     if offset is not None and abs(offset) <= tol:
         detail = "within tolerance, not set"
@@ -454,6 +460,7 @@ def run_checks(
     writable: bool = False,
     reconnect: Callable[[], Path] | None = None,
     catalog: Catalog | None = None,
+    clock_read_at: datetime | None = None,
 ) -> CheckReport:
     """Run every pre-shift check on the recorder mounted at ``root``.
 
@@ -463,7 +470,10 @@ def run_checks(
     and late flags; without it, the media are listed and looked up in ``catalog``.
     ``writable`` allows setting the clock; ``reconnect`` makes the dock reconnect the
     recorder so its firmware applies the time file, and returns the new root.
-    A recorder that went away raises RecorderGoneError.
+    ``clock_read_at`` is the station time when ``info`` was read at docking: the
+    recorder writes its clock into its status file when it is docked, so after a long
+    offload the offset is measured from ``info.clock`` at that time, not from the
+    status file read again now. A recorder that went away raises RecorderGoneError.
     """
     media: list[MediaFile] = []
     problems: list[str] = []
@@ -489,6 +499,10 @@ def run_checks(
         off = check_offload_catalog(media, problems, serial, catalog)
         late = late_from_media(media, profile, config, station_now)
     late_r = check_late(late, config)
+    if clock_read_at is not None and info is not None and info.clock is not None:
+        device_clock, measured_at = info.clock, clock_read_at
+    else:
+        device_clock, measured_at = (current.clock if current else None), station_now
     # last: setting the clock may reconnect the recorder (a new mount)
     outcome = check_clock(
         root,
@@ -496,7 +510,8 @@ def run_checks(
         config,
         current,
         clock=clock,
-        station_now=station_now,
+        device_clock=device_clock,
+        measured_at=measured_at,
         writable=writable,
         reconnect=reconnect,
     )

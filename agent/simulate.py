@@ -36,6 +36,7 @@ TIME_FILE = "TIME.TXT"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 MEDIA_DIR = "DCIM/100RDSIM"
 CHUNK = 1024 * 1024
+MIN_FAT_CAPACITY = 72 * 1024 * 1024  # see build_fat_image
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class RecorderSpec:
     firmware: str = "2.1.0"
     age_hours: float = 2.0
     sparse: bool = False
-    capacity: int | None = None  # FAT image size in bytes (default: content + 32 MiB)
+    capacity: int | None = None  # FAT image bytes (default: content + 40 MiB; at least 72 MiB)
 
 
 def media_name(start: datetime, index: int) -> str:
@@ -124,14 +125,17 @@ def build_fat_image(image: Path, spec: RecorderSpec, now: datetime | None = None
     mcopy = _need("mcopy", "mtools")
     content = spec.files * spec.size + 1024 * 1024
     capacity = spec.capacity or content + 40 * 1024 * 1024
-    capacity = max(capacity, 40 * 1024 * 1024)  # FAT32 needs about 33 MiB at least
+    # 1 KiB clusters: with 512-byte ones fusefat 0.1a reports a size of zero (statvfs
+    # f_blocks = 0), so no free-space check could work; and mtools takes a volume of
+    # fewer than 65525 clusters for FAT16, so FAT32 needs 64 MiB and a margin
+    capacity = max(capacity, MIN_FAT_CAPACITY)
     if image.exists():
         raise RecdockError(f"{image}: already exists; remove it or choose another name")
     image.parent.mkdir(parents=True, exist_ok=True)
     if spec.size >= 4 * 1024**3:
         raise RecdockError("FAT32 cannot hold a file of 4 GiB or more: build a folder recorder")
     subprocess.run(
-        [mkfs, "-F", "32", "-n", "RECDOCK", "-C", str(image), str(capacity // 1024)],
+        [mkfs, "-F", "32", "-s", "2", "-n", "RECDOCK", "-C", str(image), str(capacity // 1024)],
         check=True,
         capture_output=True,
     )
@@ -185,6 +189,8 @@ def apply_firmware(root: Path, now: datetime | None = None) -> None:
     fd = os.open(status_path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         os.write(fd, data)
+        if os.fstat(fd).st_size > len(data):  # fusefat does not honour O_TRUNC
+            os.ftruncate(fd, len(data))
         os.fsync(fd)
     finally:
         os.close(fd)
