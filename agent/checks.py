@@ -499,10 +499,10 @@ def run_checks(
         off = check_offload_catalog(media, problems, serial, catalog)
         late = late_from_media(media, profile, config, station_now)
     late_r = check_late(late, config)
+    device_clock: datetime | None = current.clock if current else None
+    measured_at = station_now
     if clock_read_at is not None and info is not None and info.clock is not None:
         device_clock, measured_at = info.clock, clock_read_at
-    else:
-        device_clock, measured_at = (current.clock if current else None), station_now
     # last: setting the clock may reconnect the recorder (a new mount)
     outcome = check_clock(
         root,
