@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,17 @@ TARGET_VS_PLAIN = 0.85
 TARGET_VS_NAIVE = 2.0
 TARGET_RSS_BYTES = 100 * 1000 * 1000
 CPU = [0.0]  # CPU seconds of the children run by the current method
+CHILD: list[subprocess.Popen[bytes] | None] = [None]  # the command running now
+
+
+def stop_child() -> None:
+    """Stop the command running now (a stopped benchmark must not leave it reading)."""
+    proc = CHILD[0]
+    if proc is not None and proc.returncode is None:
+        proc.kill()
+        os.waitpid(proc.pid, 0)
+        proc.returncode = -9
+    CHILD[0] = None
 
 
 # -- the recorder -----------------------------------------------------------------------
@@ -142,8 +154,14 @@ class FatMount:
     def unmount(self) -> None:
         if self.proc is None:
             return
-        if os.path.ismount(self.mountpoint):
-            subprocess.run(["fusermount", "-u", str(self.mountpoint)], check=False)
+        for _ in range(20):
+            if not os.path.ismount(self.mountpoint):
+                break
+            done = subprocess.run(["fusermount", "-u", str(self.mountpoint)], capture_output=True)
+            if done.returncode != 0:
+                time.sleep(0.25)  # busy: a reader is still closing its files
+        else:
+            subprocess.run(["fusermount", "-u", "-z", str(self.mountpoint)], check=False)
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
@@ -208,17 +226,16 @@ def timed(
     Its CPU seconds are added to ``CPU[0]``.
     """
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out if stdout is None else stdout, stderr=subprocess.PIPE, env=env
-        )
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errf:
+        proc = subprocess.Popen(cmd, stdout=out if stdout is None else stdout, stderr=errf, env=env)
+        CHILD[0] = proc
         _pid, status, usage = os.wait4(proc.pid, 0)
+        CHILD[0] = None
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         CPU[0] += usage.ru_utime + usage.ru_stime
-        err = proc.stderr.read() if proc.stderr else b""
-        if proc.stderr:
-            proc.stderr.close()
+        errf.seek(0)
+        err = errf.read()
         out.seek(0)
         data = out.read()
     if proc.returncode != 0:
@@ -411,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the raw results to this JSON file")
     ap.add_argument("--keep", action="store_true", help="keep the workdir (for inspection)")
     args = ap.parse_args(argv)
+    # SIGTERM (or Ctrl-C) stops the run and still unmounts and removes the workdir
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sources = [s for s in args.sources.split(",") if s]
     methods = [m for m in args.methods.split(",") if m]
     if unknown := {*sources} - {"folder", "fat"} | {*methods} - set(METHODS):
@@ -434,8 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args, work, sources, methods, recdock, fat, info)
     finally:
+        stop_child()
         fat.unmount()
-        if args.keep:
+        if args.keep or os.path.ismount(fat.mountpoint):
             print(f"kept {work}")
         else:
             remove_tree(work)
