@@ -559,6 +559,7 @@ class Station:
             writable=True,
             reconnect=reconnect,
             catalog=catalog,
+            clock_read_at=report.info_read_at,
         )
         self._gone_or_stopping(d)
         record_checks(

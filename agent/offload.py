@@ -105,6 +105,8 @@ class OffloadReport:
     error: str | None = None
     bytes_copied: int = 0
     source_kept_reason: str | None = None
+    #: station time when the recorder's status (and its clock) was read
+    info_read_at: datetime | None = None
     #: the error that stopped the offload (the daemon tells a full store from a yanked recorder)
     exception: Exception | None = field(default=None, repr=False, compare=False)
 
@@ -234,20 +236,26 @@ class Offloader:
             media, found = list_media(source, profile)
             problems = [str(p) for p in found]
         info = read_info(source, profile, usb_serial=serial or usb_serial, media=media)
+        # the device wrote its clock when it was docked: measure the drift now, before
+        # a long offload makes the station clock move on (it is stored with the session)
+        info_read_at = self.clock()
+        drift = (info.clock - info_read_at).total_seconds() if info.clock else None
         if serial:
             info.serial = serial
         started = self.clock()
         sid = new_session_id(started)
         serial_label = safe_label(info.serial)
         store_dir = f"{started:%Y/%m/%d}/{serial_label}/{sid}"
-        report = OffloadReport(sid, info.serial, info, problems=problems)
+        report = OffloadReport(
+            sid, info.serial, info, problems=problems, info_read_at=info_read_at
+        )
         lock = SessionLock(self.home, sid)
         try:
             with self.catalog.tx() as conn:
                 conn.execute(
                     "INSERT INTO sessions (id, station_id, device_serial, officer_id, unit,"
-                    " profile, source, store_dir, started_at, device_info, files_seen, problems)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " profile, source, store_dir, started_at, device_info, files_seen, problems,"
+                    " clock_offset_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         sid,
                         self.config.station_id,
@@ -261,6 +269,7 @@ class Offloader:
                         _json({**info.as_dict(), **(session_extra or {})}),
                         len(media),
                         len(problems),
+                        round(drift, 3) if drift is not None else None,
                     ),
                 )
                 self.catalog.append_audit(
