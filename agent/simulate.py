@@ -134,8 +134,11 @@ def build_fat_image(image: Path, spec: RecorderSpec, now: datetime | None = None
     image.parent.mkdir(parents=True, exist_ok=True)
     if spec.size >= 4 * 1024**3:
         raise RecdockError("FAT32 cannot hold a file of 4 GiB or more: build a folder recorder")
+    # small images: 1 KiB clusters (above); large ones (a 32-64 GB recorder): mkfs.fat's
+    # own choice, so the FATs stay small and the sparse image file does too
+    cluster = ["-s", "2"] if capacity <= 1024**3 else []
     subprocess.run(
-        [mkfs, "-F", "32", "-s", "2", "-n", "RECDOCK", "-C", str(image), str(capacity // 1024)],
+        [mkfs, "-F", "32", *cluster, "-n", "RECDOCK", "-C", str(image), str(capacity // 1024)],
         check=True,
         capture_output=True,
     )
