@@ -30,6 +30,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +65,7 @@ from agent.store import (
     TEMP_PREFIX,
     Digest,
     Store,
+    discard_temp,
     fsync_dir,
     hash_file,
     source_error,
@@ -155,6 +157,7 @@ class _Pending:
     age_hours: float | None
     mtime_ns: int  # the source's mtime when it was opened for the copy
     result: FileResult
+    verified: Future[Digest] | None = None  # the verifier's verify-and-link of the copy
 
 
 class SessionLock:
@@ -215,7 +218,12 @@ class Offloader:
         self.progress = progress
         self.stop = stop or threading.Event()
         self.clock = clock
+        # three buffers bound the memory whatever the file size: the copy and its
+        # read-ahead, and the verifier's re-read
         self.buf = memoryview(bytearray(config.store.buffer_bytes))
+        self.buf2 = memoryview(bytearray(config.store.buffer_bytes))
+        self.vbuf = memoryview(bytearray(config.store.buffer_bytes))
+        self._verifier = ThreadPoolExecutor(1)  # replaced by run() with a fresh one
 
     # -- entry point --------------------------------------------------------------------
 
@@ -246,9 +254,7 @@ class Offloader:
         sid = new_session_id(started)
         serial_label = safe_label(info.serial)
         store_dir = f"{started:%Y/%m/%d}/{serial_label}/{sid}"
-        report = OffloadReport(
-            sid, info.serial, info, problems=problems, info_read_at=info_read_at
-        )
+        report = OffloadReport(sid, info.serial, info, problems=problems, info_read_at=info_read_at)
         lock = SessionLock(self.home, sid)
         try:
             with self.catalog.tx() as conn:
@@ -284,9 +290,11 @@ class Offloader:
                         "problems": problems,
                     },
                 )
+            self._verifier = ThreadPoolExecutor(1, thread_name_prefix="recdock-verify")
             self._offload_files(source, profile, info, media, report, store_dir)
         finally:
             try:
+                self._verifier.shutdown(wait=True)
                 self._finish(report, store_dir, profile, started, source)
             finally:
                 lock.release()
@@ -305,8 +313,23 @@ class Offloader:
     ) -> None:
         group: list[_Pending] = []
         errors: list[FileResult] = []
+        inflight: list[_Pending] = []  # copied, being verified by the verifier thread
         last_commit = time.monotonic()
         media_root = self.store.root / store_dir / MEDIA_DIR
+
+        def settle(keep: int) -> None:
+            """Wait for verifications until at most ``keep`` are in flight."""
+            while len(inflight) > keep:
+                p = inflight.pop(0)
+                try:
+                    assert p.verified is not None
+                    p.verified.result()
+                except StoreError as exc:
+                    p.result.message = str(exc)
+                    raise
+                group.append(p)
+                report.bytes_copied += p.media.size
+
         try:
             for m in media:
                 if self.stop.is_set():
@@ -321,8 +344,7 @@ class Offloader:
                         source, profile, info, m, media_root, store_dir, result
                     )
                     if pending is not None:
-                        group.append(pending)
-                        report.bytes_copied += m.size
+                        inflight.append(pending)
                 except (RecorderGoneError, StoreFullError, Stopped, CatalogError):
                     raise
                 except StoreError as exc:
@@ -333,11 +355,13 @@ class Offloader:
                     result.message = str(exc)
                     errors.append(result)
                     log.warning("%s: %s", info.serial, exc, extra=REPORTED)
+                settle(keep=1)  # one copy verifies while the next is copied
                 due = len(group) >= self.config.store.commit_every_files or (
                     group
                     and time.monotonic() - last_commit >= self.config.store.commit_every_seconds
                 )
                 if due or len(errors) >= 64:
+                    settle(keep=0)
                     self._commit(group, errors, report, source, info, profile)
                     group, errors = [], []
                     last_commit = time.monotonic()
@@ -351,6 +375,14 @@ class Offloader:
                     f.message = "not offloaded" if named else "not offloaded: " + str(exc)
             log.error("%s: offload stopped: %s", info.serial, exc, extra=REPORTED)
         finally:
+            # copies already being verified are linked into the store: wait for them and
+            # catalogue them too, whatever stopped the loop
+            while inflight:
+                try:
+                    settle(keep=0)
+                except StoreError as exc:
+                    if report.error is None:
+                        report.error, report.exception = str(exc), exc
             self._commit(group, errors, report, source, info, profile)
 
     def _one_file(
@@ -398,7 +430,7 @@ class Offloader:
                 os.lseek(fd, 0, os.SEEK_SET)
             rel = encode_relpath(m.relpath)
             dest = media_root / rel
-            digest = self.store.copy_in(
+            temp = self.store.write_temp(
                 fd,
                 dest,
                 self.buf,
@@ -406,24 +438,32 @@ class Offloader:
                 source_name=m.name,
                 mtime_ns=before.st_mtime_ns,
                 progress=self._progress,
-                before_link=lambda d: self._check_unchanged(source, m, before, fd, d),
-                sync_dir=False,  # _commit fsyncs the group's folders before its catalog rows
+                read_ahead=self.buf2,
             )
+            try:
+                self._check_unchanged(source, m, before, fd, temp.digest)
+            except BaseException:
+                discard_temp(temp)
+                raise
         finally:
             _close_source(fd, m.name)
         store_path = f"{store_dir}/{MEDIA_DIR}/{rel}"
-        result.sha256, result.store_path = digest.sha256, store_path
+        result.sha256, result.store_path = temp.digest.sha256, store_path
+        # verified from disk and linked into place by the verifier thread, while the
+        # next file is copied; _offload_files waits for it before the catalog commit
+        future = self._verifier.submit(self.store.finish, temp, self.vbuf, sync_dir=False)
         return _Pending(
             m,
             m.name,
             store_path,
-            digest,
+            temp.digest,
             start,
             end,
             late,
             result.age_hours,
             before.st_mtime_ns,
             result,
+            future,
         )
 
     def _progress(self, n: int) -> None:

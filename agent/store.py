@@ -22,9 +22,11 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import secrets
 import stat
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,11 +53,24 @@ GONE_ERRNOS = {errno.ENOTCONN, errno.ENODEV, errno.ENXIO, errno.ESHUTDOWN, errno
 FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 
+WRITEBACK_EVERY = 32 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Digest:
     size: int
     sha256: str
     sm3: str | None
+
+
+@dataclass(frozen=True)
+class TempCopy:
+    """A copy written, fsynced and read-only under its temp name, not yet verified."""
+
+    tmp: Path
+    dest: Path
+    digest: Digest
+    source_name: str
 
 
 class SourceReadError(RecorderError):
@@ -193,6 +208,7 @@ class Store:
         progress: Callable[[int], None] | None = None,
         before_link: Callable[[Digest], None] | None = None,
         sync_dir: bool = True,
+        read_ahead: memoryview | None = None,
     ) -> Digest:
         """Copy an open source file to ``dest``: one read pass, hashed while writing.
 
@@ -202,6 +218,46 @@ class Store:
         caller fsyncs ``dest.parent`` itself (once for many files) before it relies on
         the copy, that is before the catalog row is committed. Raises SourceReadError /
         RecorderGoneError for the recorder's side, StoreError / StoreFullError for ours.
+
+        The two halves, :meth:`write_temp` and :meth:`finish`, can run in different
+        threads: the offload verifies one file while it copies the next.
+        """
+        temp = self.write_temp(
+            src_fd,
+            dest,
+            buf,
+            size_hint=size_hint,
+            source_name=source_name,
+            mtime_ns=mtime_ns,
+            progress=progress,
+            read_ahead=read_ahead,
+        )
+        if before_link is not None:
+            try:
+                before_link(temp.digest)
+            except BaseException:
+                _discard(temp.tmp)
+                raise
+        return self.finish(temp, buf, sync_dir=sync_dir)
+
+    def write_temp(
+        self,
+        src_fd: int,
+        dest: Path,
+        buf: memoryview,
+        *,
+        size_hint: int,
+        source_name: str,
+        mtime_ns: int | None = None,
+        progress: Callable[[int], None] | None = None,
+        read_ahead: memoryview | None = None,
+    ) -> TempCopy:
+        """The copy's first half: read once, hash and write a temp file, fsync it, 0444.
+
+        With a second buffer (``read_ahead``) a reader thread fills one buffer from the
+        recorder while this thread hashes and writes the other. Writeback of what is
+        written starts every 32 MiB, so the final fsync is short and a large recording
+        never sits in memory as dirty pages.
         """
         self.ensure_room(size_hint, source_name)
         makedirs_durable(dest.parent)
@@ -214,39 +270,59 @@ class Store:
         try:
             hashers = _new_hashers(self.sm3)
             total = 0
+            flushed = 0
             try:
-                while True:
-                    try:
-                        n = os.readv(src_fd, [buf])
-                    except OSError as exc:
-                        raise source_error(exc, source_name) from exc
-                    if n == 0:
-                        break
-                    view = buf[:n]
-                    for h in hashers:
-                        h.update(view)
-                    off = 0
-                    while off < n:
-                        off += os.write(fd, view[off:])
-                    total += n
-                    if progress:
-                        progress(n)
+                chunks = (
+                    _read_ahead(src_fd, buf, read_ahead, source_name)
+                    if read_ahead is not None and size_hint > len(buf)
+                    else _read_plain(src_fd, buf, source_name)
+                )
+                try:
+                    for view in chunks:
+                        n = len(view)
+                        for h in hashers:
+                            h.update(view)
+                        off = 0
+                        while off < n:
+                            off += os.write(fd, view[off:])
+                        total += n
+                        if total - flushed >= WRITEBACK_EVERY:
+                            # starts writeback of the dirty range without waiting for it
+                            os.posix_fadvise(fd, flushed, total - flushed, os.POSIX_FADV_DONTNEED)
+                            flushed = total
+                        if progress:
+                            progress(n)
+                finally:
+                    chunks.close()
                 os.fsync(fd)
                 os.fchmod(fd, 0o444)
                 if mtime_ns is not None:
                     os.utime(fd, ns=(mtime_ns, mtime_ns))
             finally:
                 os.close(fd)
-            written = _digest(hashers, total)
+            return TempCopy(tmp, dest, _digest(hashers, total), source_name)
+        except OSError as exc:
+            _discard(tmp)
+            raise _store_error(exc, dest, source_name) from exc
+        except BaseException:
+            _discard(tmp)
+            raise
+
+    def finish(self, temp: TempCopy, buf: memoryview, *, sync_dir: bool = True) -> Digest:
+        """The copy's second half: re-read from disk, match, link into place (never replace).
+
+        On any failure the temp file is removed and the store is as it was.
+        """
+        dest, tmp, written = temp.dest, temp.tmp, temp.digest
+        try:
             reread = hash_file(tmp, buf, sm3=self.sm3)
             if reread != written:
                 raise VerifyMismatchError(
                     f"{dest}: the copy read back from disk does not match what was read from "
-                    f"{source_name} (sha256 {reread.sha256[:12]}… != {written.sha256[:12]}…); "
-                    "the copy was discarded and the recorder keeps the file. Check the store disk"
+                    f"{temp.source_name} (sha256 {reread.sha256[:12]}… != "
+                    f"{written.sha256[:12]}…); the copy was discarded and the recorder keeps "
+                    "the file. Check the store disk"
                 )
-            if before_link is not None:
-                before_link(written)
             try:
                 os.link(tmp, dest)
             except FileExistsError:
@@ -259,13 +335,7 @@ class Store:
             return written
         except OSError as exc:
             _discard(tmp)
-            if exc.errno in FULL_ERRNOS:
-                raise StoreFullError(
-                    f"{dest.parent}: the store disk is full while copying {source_name}; the "
-                    "partial copy was removed and the recorder keeps the file. Free space on "
-                    "the store"
-                ) from exc
-            raise StoreError(f"{dest}: writing to the store failed: {exc.strerror}") from exc
+            raise _store_error(exc, dest, temp.source_name) from exc
         except BaseException:
             _discard(tmp)
             raise
@@ -320,6 +390,81 @@ class Store:
                     os.unlink(os.path.join(dirpath, name))
                     removed += 1
         return removed
+
+
+def _store_error(exc: OSError, dest: Path, source_name: str) -> StoreError:
+    if exc.errno in FULL_ERRNOS:
+        return StoreFullError(
+            f"{dest.parent}: the store disk is full while copying {source_name}; the "
+            "partial copy was removed and the recorder keeps the file. Free space on "
+            "the store"
+        )
+    return StoreError(f"{dest}: writing to the store failed: {exc.strerror}")
+
+
+def _read_plain(src_fd: int, buf: memoryview, source_name: str) -> Generator[memoryview]:
+    while True:
+        try:
+            n = os.readv(src_fd, [buf])
+        except OSError as exc:
+            raise source_error(exc, source_name) from exc
+        if n == 0:
+            return
+        yield buf[:n]
+
+
+def _read_ahead(
+    src_fd: int, buf_a: memoryview, buf_b: memoryview, source_name: str
+) -> Generator[memoryview]:
+    """Chunks of the source, read by a helper thread one buffer ahead of the consumer.
+
+    os.readv releases the GIL, and so does hashlib on large updates, so reading the
+    recorder overlaps hashing and writing. A chunk is valid until the next one is asked for.
+    """
+    free: queue.Queue[memoryview | None] = queue.Queue()
+    full: queue.Queue[tuple[memoryview, int] | BaseException] = queue.Queue()
+    free.put(buf_a)
+    free.put(buf_b)
+
+    def reader() -> None:
+        try:
+            while True:
+                b = free.get()
+                if b is None:
+                    return
+                n = os.readv(src_fd, [b])
+                full.put((b, n))
+                if n == 0:
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            full.put(exc)
+
+    thread = threading.Thread(target=reader, name="recdock-read-ahead", daemon=True)
+    thread.start()
+    current: memoryview | None = None
+    try:
+        while True:
+            item = full.get()
+            if isinstance(item, BaseException):
+                if isinstance(item, OSError):
+                    raise source_error(item, source_name) from item
+                raise item
+            b, n = item
+            if current is not None:
+                free.put(current)
+            if n == 0:
+                return
+            current = b
+            yield b[:n]
+    finally:
+        free.put(None)
+        free.put(None)
+        thread.join(timeout=30)
+
+
+def discard_temp(temp: TempCopy) -> None:
+    """Remove a temp copy that will not be finished."""
+    _discard(temp.tmp)
 
 
 def _discard(path: Path) -> None:

@@ -29,6 +29,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,17 +283,32 @@ def _install_hook(point: str, argv: list[str]) -> None:
 
         os.link = link  # type: ignore[assignment]
     elif point == "after-link":
-        # file 1 linked into the store but not catalogued; file 2 half written (a temp)
-        real_copy_in = store.Store.copy_in
+        # file 1 linked into the store but not catalogued; file 2 half written (a temp).
+        # The offload verifies and links one file (Store.finish, in its verifier thread)
+        # while it writes the next (Store.write_temp): die in file 2's copy once file 1
+        # is linked.
+        real_write_temp = store.Store.write_temp
+        real_finish = store.Store.finish
         calls = {"n": 0}
+        linked = threading.Event()
 
-        def copy_in(self, src_fd, dest, buf, **kw):  # type: ignore[no-untyped-def]
+        def finish(self, temp, buf, **kw):  # type: ignore[no-untyped-def]
+            digest = real_finish(self, temp, buf, **kw)
+            linked.set()
+            return digest
+
+        def die_once_linked(_n: int) -> None:
+            linked.wait(timeout=30)
+            _die()
+
+        def write_temp(self, src_fd, dest, buf, **kw):  # type: ignore[no-untyped-def]
             calls["n"] += 1
             if calls["n"] == 2:
-                kw["progress"] = lambda n: _die()
-            return real_copy_in(self, src_fd, dest, buf, **kw)
+                kw["progress"] = die_once_linked
+            return real_write_temp(self, src_fd, dest, buf, **kw)
 
-        store.Store.copy_in = copy_in  # type: ignore[method-assign]
+        store.Store.write_temp = write_temp  # type: ignore[method-assign]
+        store.Store.finish = finish  # type: ignore[method-assign]
     elif point in ("after-commit", "after-unlink"):
         # a file is unlinked only on the recorder (the store and the locks live under
         # --home): "after-commit" dies just before the first removal from the recorder
