@@ -44,7 +44,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agent import sdnotify
 from agent.catalog import Catalog, now_utc, open_catalog
@@ -204,6 +204,15 @@ class Docking:
         return self.event.bay
 
 
+class Service(Protocol):
+    """A background part of the station (the MQTT publisher, the uploader)."""
+
+    def describe(self) -> str: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def wake(self) -> None: ...  # new recordings or events are waiting
+
+
 class Station:
     def __init__(
         self,
@@ -217,6 +226,7 @@ class Station:
         mounter: Mounter,
         simulate: bool = False,
         apply_firmware: Callable[[Path, Any], None] | None = None,
+        services: list[Service] | None = None,
     ) -> None:
         self.config = config
         self.home = home
@@ -227,6 +237,7 @@ class Station:
         self.mounter = mounter
         self.simulate = simulate
         self.apply_firmware = apply_firmware
+        self.services = list(services or [])
         self.events: queue.Queue[DockEvent] = queue.Queue()
         self.dockings: dict[str, Docking] = {}
         self.slots = threading.BoundedSemaphore(config.station.max_concurrent_offloads)
@@ -262,6 +273,9 @@ class Station:
         set_station_status(self.catalog, "online", {"pid": os.getpid(), "simulate": self.simulate})
         self._write_state_file()
         self.dock.start(self.events.put)
+        for service in self.services:
+            log.info("%s", service.describe())
+            service.start()
         log.info("station %s ready: bays %s", self.config.station_id, self.bays() or "none")
         sdnotify.ready(f"listening; bays {self.bays()}")
         watchdog = threading.Thread(target=self._watchdog, name="watchdog", daemon=True)
@@ -305,6 +319,11 @@ class Station:
             set_station_status(self.catalog, "stopped", {"pid": os.getpid()})
         except RecdockError:
             log.exception("could not record the clean stop")
+        for service in reversed(self.services):  # after the last events were queued
+            try:
+                service.stop()
+            except Exception:
+                log.exception("%s did not stop cleanly", service.describe())
         self.indicators.close()
         self.state_file.unlink(missing_ok=True)
         log.info("stopped")
@@ -569,6 +588,8 @@ class Station:
             session_id=report.session_id,
             bay=d.bay,
         )
+        for service in self.services:
+            service.wake()
         state = State.READY if checks.ready else State.NOT_READY
         reason = None if checks.ready else "; ".join(checks.reasons) or "not ready"
         self._verdict(d, catalog, state, reason, report, port)

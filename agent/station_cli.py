@@ -44,6 +44,7 @@ def run_command(c: Any, simulate: bool) -> None:
     )
     from agent.indicators import IndicatorError, Indicators, make_pin_factory
     from agent.mount import Mounter
+    from agent.services import configured_services
 
     setup_station_logging(logging.DEBUG if c.verbose > 1 else logging.INFO)
     config = c.config
@@ -97,6 +98,7 @@ def run_command(c: Any, simulate: bool) -> None:
         mounter=Mounter(mount_dir),
         simulate=simulate,
         apply_firmware=apply_firmware,
+        services=configured_services(config, home),
     )
     install_signal_handlers(station)
     sys.exit(station.run())

@@ -512,6 +512,16 @@ class OutboxPublisher(threading.Thread):
         self._wake.set()
         self.join(timeout)
 
+    def flush(self, timeout: float) -> bool:
+        """Send what is queued now; True once the outbox was seen empty, all acknowledged.
+
+        Unlike :meth:`wait_drained` it does not trust an earlier "empty": rows queued since
+        (a clean stop's last bay states and status) are waited for.
+        """
+        self._drained.clear()
+        self._wake.set()
+        return self._drained.wait(timeout)
+
     def wait_drained(self, timeout: float) -> bool:
         """Wait until the outbox was seen empty with nothing in flight."""
         return self._drained.wait(timeout)

@@ -123,10 +123,16 @@ class Station:
         return [(p["t"], p["state"]) for p in self.pins() if p["pin"] == number and p["t"] >= since]
 
 
-def start_station(tmp_path: Path, slots: int = 2, env: dict[str, str] | None = None) -> Station:
+def start_station(
+    tmp_path: Path,
+    slots: int = 2,
+    env: dict[str, str] | None = None,
+    config: Path | None = None,
+) -> Station:
     home = tmp_path / "home"
-    config = tmp_path / "recdock.toml"
-    config.write_text(CONFIG.format(slots=slots))
+    if config is None:
+        config = tmp_path / "recdock.toml"
+        config.write_text(CONFIG.format(slots=slots))
     log = tmp_path / "station.log"
     full_env = {k: v for k, v in os.environ.items() if k not in ("RECDOCK_CONFIG", "NOTIFY_SOCKET")}
     with log.open("ab") as out:
