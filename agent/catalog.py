@@ -178,6 +178,12 @@ def m002_faults_checks_bays(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m003_removal_intent(conn: sqlite3.Connection) -> None:
+    # a removal from a recorder is announced before the unlink and recorded after it
+    conn.execute("ALTER TABLE recordings ADD COLUMN removal_intent_at TEXT")
+
+
 def run_script(conn: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():

@@ -250,6 +250,7 @@ class Offloader:
         drift = (info.clock - info_read_at).total_seconds() if info.clock else None
         if serial:
             info.serial = serial
+        self._settle_removal_intents(info, media)
         started = self.clock()
         sid = new_session_id(started)
         serial_label = safe_label(info.serial)
@@ -425,7 +426,7 @@ class Offloader:
                         result.status, result.sha256 = "already", digest.sha256
                         result.store_path = row["store_path"]
                         result.message = "already in the store"
-                        self._remove_source(source, m, before.st_mtime_ns, row, result, info)
+                        self._remove_batch(source, [(m, before.st_mtime_ns, row, result)], info)
                         return None
                 os.lseek(fd, 0, os.SEEK_SET)
             rel = encode_relpath(m.relpath)
@@ -608,18 +609,15 @@ class Offloader:
                 (len(group), sum(p.digest.size for p in group), report.session_id),
             )
         if not self.keep_source:
-            # each file leaves the recorder only after its row is committed; the removals
-            # of a group are then recorded in one transaction (one fsync, not one per file)
-            removed: list[tuple[MediaFile, dict[str, Any]]] = []
-            try:
-                for p in group:
-                    row = self.catalog.query(
-                        "SELECT * FROM recordings WHERE store_path = ?", (p.store_path,)
-                    )
-                    if row and self._unlink_source(source, p.media, p.mtime_ns, row[0], p.result):
-                        removed.append((p.media, row[0]))
-            finally:
-                self._record_removals(removed, info)
+            # each file leaves the recorder only after its row is committed
+            items = []
+            for p in group:
+                row = self.catalog.query(
+                    "SELECT * FROM recordings WHERE store_path = ?", (p.store_path,)
+                )
+                if row:
+                    items.append((p.media, p.mtime_ns, row[0], p.result))
+            self._remove_batch(source, items, info)
         elif report.source_kept_reason is None:
             report.source_kept_reason = "keep-source is set"
 
@@ -631,7 +629,7 @@ class Offloader:
         apply to every file (invariant 1). Returns how many files were removed.
         """
         saved, self.keep_source = self.keep_source, False
-        removed = 0
+        items = []
         try:
             for f in report.files:
                 if f.status not in ("stored", "already") or f.removed or not f.store_path:
@@ -642,41 +640,57 @@ class Offloader:
                 if not rows:
                     f.message = "kept on the recorder: its catalog row could not be read back"
                     continue
-                m = MediaFile(f.relpath, f.size, f.mtime_ns)
-                self._remove_source(source, m, f.mtime_ns, rows[0], f, report.info)
-                removed += int(f.removed)
+                items.append((MediaFile(f.relpath, f.size, f.mtime_ns), f.mtime_ns, rows[0], f))
+            removed = self._remove_batch(source, items, report.info)
         finally:
             self.keep_source = saved
         if removed:
             report.source_kept_reason = None
         return removed
 
-    def _remove_source(
+    def _remove_batch(
         self,
         source: Path,
-        m: MediaFile,
-        mtime_ns: int,
-        row: dict[str, Any],
-        result: FileResult,
+        items: list[tuple[MediaFile, int, dict[str, Any], FileResult]],
         info: RecorderInfo,
-    ) -> None:
-        """Remove one verified, catalogued file from the recorder (invariant 1)."""
-        if self._unlink_source(source, m, mtime_ns, row, result):
-            self._record_removals([(m, row)], info)
+    ) -> int:
+        """Remove verified, catalogued files from the recorder (invariant 1).
 
-    def _unlink_source(
+        Each removal is announced in the catalog first (``removal_intent_at``), then the
+        files are unlinked, then the removals are recorded with their audit entries: three
+        steps for a whole group, whatever its size. A crash between the unlink and the
+        record leaves the intent, and the next docking of the device records the removal
+        (see :meth:`_settle_removal_intents`), so the audit log misses none.
+        """
+        if self.keep_source:
+            return 0
+        ready = [it for it in items if self._removable(source, *it)]
+        if not ready:
+            return 0
+        with self.catalog.tx() as conn:
+            conn.executemany(
+                "UPDATE recordings SET removal_intent_at = ? WHERE id = ?",
+                [(now_utc(), row["id"]) for _m, _t, row, _r in ready],
+            )
+        removed: list[tuple[str, dict[str, Any]]] = []
+        try:
+            for m, _mtime, row, result in ready:
+                if self._unlink(source, m, result):
+                    removed.append((m.name, row))
+        finally:
+            self._record_removals(removed, info, [row for _m, _t, row, _r in ready])
+        return len(removed)
+
+    def _removable(
         self, source: Path, m: MediaFile, mtime_ns: int, row: dict[str, Any], result: FileResult
     ) -> bool:
-        """Unlink one verified, catalogued file on the recorder; True when it was removed."""
-        if self.keep_source:
-            return False
+        """May this file leave the recorder now? (catalog trusted, source unchanged)"""
         reason = self._removal_refused(row)
         if reason:
             result.message = f"kept on the recorder: {reason}"
             return False
-        path = os.path.join(os.fsencode(source), m.relpath)
         try:
-            now = os.lstat(path)
+            now = os.lstat(os.path.join(os.fsencode(source), m.relpath))
         except OSError:
             return False
         if (
@@ -686,8 +700,11 @@ class Offloader:
         ):
             result.message = "kept on the recorder: it changed since it was copied"
             return False
+        return True
+
+    def _unlink(self, source: Path, m: MediaFile, result: FileResult) -> bool:
         try:
-            os.unlink(path)
+            os.unlink(os.path.join(os.fsencode(source), m.relpath))
         except OSError as exc:
             if exc.errno == errno.EROFS:
                 result.message = "kept on the recorder: mounted read-only"
@@ -698,25 +715,45 @@ class Offloader:
         return True
 
     def _record_removals(
-        self, removed: list[tuple[MediaFile, dict[str, Any]]], info: RecorderInfo
+        self,
+        removed: list[tuple[str, dict[str, Any]]],
+        info: RecorderInfo,
+        announced: list[dict[str, Any]],
+        *,
+        note: str | None = None,
     ) -> None:
-        if not removed:
-            return
         at = now_utc()
         with self.catalog.tx() as conn:
-            for m, row in removed:
+            conn.executemany(
+                "UPDATE recordings SET removal_intent_at = NULL WHERE id = ?",
+                [(row["id"],) for row in announced],
+            )
+            for name, row in removed:
                 conn.execute(
                     "UPDATE recordings SET source_removed_at = ? WHERE id = ?", (at, row["id"])
                 )
-                self.catalog.append_audit(
-                    "file.removed_from_recorder",
-                    m.name,
-                    {
-                        "device_serial": info.serial,
-                        "sha256": row["sha256"],
-                        "store_path": row["store_path"],
-                    },
-                )
+                data = {
+                    "device_serial": info.serial,
+                    "sha256": row["sha256"],
+                    "store_path": row["store_path"],
+                }
+                if note:
+                    data["note"] = note
+                self.catalog.append_audit("file.removed_from_recorder", name, data)
+
+    def _settle_removal_intents(self, info: RecorderInfo, media: list[MediaFile]) -> None:
+        """Record removals a dead process made but did not record (see _remove_batch)."""
+        rows = self.catalog.query(
+            "SELECT * FROM recordings WHERE device_serial = ? AND removal_intent_at IS NOT NULL",
+            (info.serial,),
+        )
+        if not rows:
+            return
+        present = {m.name for m in media}
+        gone = [(r["source_path"], r) for r in rows if r["source_path"] not in present]
+        self._record_removals(
+            gone, info, rows, note="removed before an interruption; recorded at the next docking"
+        )
 
     def _removal_refused(self, row: dict[str, Any]) -> str | None:
         """Why the catalog cannot be trusted to remove a source now, or None."""

@@ -364,5 +364,13 @@ def test_crash_at_a_named_moment_then_offload_completes(tmp_path: Path, point: s
     again = recdock("offload", str(rec), home=home, config=config)
     assert again.returncode == 0, again.stdout + again.stderr
     check_invariants(home, rec, serial, expected, final=True, context=f"after {point}")
+    # every file that left the recorder has exactly one removal in the audit log, also the
+    # one whose removal the crash interrupted before it was recorded
+    removals = catalog_rows(
+        home,
+        "SELECT json_extract(data, '$.sha256') AS sha FROM audit"
+        " WHERE kind = 'file.removed_from_recorder'",
+    )
+    assert sorted(r["sha"] for r in removals) == sorted(o.sha256 for o in expected.values())
     done = recdock("verify", home=home, config=config)
     assert done.returncode == 0 and "temp file" not in done.stdout, done.stdout + done.stderr
