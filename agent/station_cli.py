@@ -46,10 +46,10 @@ def run_command(c: Any, simulate: bool) -> None:
     from agent.mount import Mounter
     from agent.services import configured_services
 
-    setup_station_logging(logging.DEBUG if c.verbose > 1 else logging.INFO)
     config = c.config
     home: Path = c.home.resolve()  # mount points and the socket must not depend on the cwd
     home.mkdir(parents=True, exist_ok=True)
+    setup_station_logging(logging.DEBUG if c.verbose > 1 else logging.INFO, home / "logs")
     profiles = c.profiles()
     mount_dir = config.station.mount_dir
     apply_firmware = None
