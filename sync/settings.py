@@ -193,8 +193,9 @@ class UploadConfig(_Strict):
         "systemd credential 'upload-token' (LoadCredential=upload-token:FILE).",
     )
     chunk_bytes: Annotated[int, Field(ge=64 * 1024, le=1024 * 1024 * 1024)] = Field(
-        default=8 * 1024 * 1024,
-        description="Bytes per PATCH request; after a cut at most one chunk is sent again.",
+        default=64 * 1024 * 1024,
+        description="Bytes per PATCH request (the server fsyncs each before acknowledging it); "
+        "after a cut at most one chunk is sent again.",
     )
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=30.0, description="Connect and read timeout of every HTTP request."

@@ -45,8 +45,8 @@ TUS_VERSION = "1.0.0"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 #: Status of a receipt whose hash did not match (the tus checksum extension's code).
 STATUS_HASH_MISMATCH = 460
-DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
-_PIECE = 1024 * 1024  # bytes handed to the socket at a time; also the token-bucket granularity
+DEFAULT_CHUNK_SIZE = 64 * 1024 * 1024
+_PIECE = 4 * 1024 * 1024  # bytes handed to the socket at a time; also the token-bucket granularity
 
 _RETRY_STATUSES = frozenset({423, 429, 500, 502, 503, 504})
 _TRANSIENT_ERRORS = (
