@@ -33,7 +33,14 @@ from agent.catalog import Catalog, now_utc
 from agent.config import Config
 from agent.errors import RecorderError, RecorderGoneError
 from agent.profiles import Profile
-from agent.recorder import MediaFile, RecorderInfo, gone_or, list_media, read_info
+from agent.recorder import (
+    MediaFile,
+    RecorderInfo,
+    gone_or,
+    list_media,
+    read_info,
+    write_small_file,
+)
 from sync import outbox, topics
 
 if TYPE_CHECKING:
@@ -317,17 +324,8 @@ def write_time_file(root: Path, profile: Profile, station_now: datetime) -> Path
     else:
         if not stat.S_ISREG(st.st_mode):
             raise RecorderError(f"{path}: exists and is not a regular file: clock not set")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(path, flags, 0o644)
-        try:
-            data = text.encode("ascii")
-            os.write(fd, data)
-            if os.fstat(fd).st_size > len(data):  # fusefat does not honour O_TRUNC
-                os.ftruncate(fd, len(data))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_small_file(path, text.encode("ascii"))
     except OSError as exc:
         if exc.errno == errno.EROFS:
             raise RecorderError(

@@ -187,6 +187,24 @@ def open_source(root: Path, media: MediaFile) -> int:
         raise
 
 
+def write_small_file(path: Path, data: bytes, *, create: bool = True) -> None:
+    """Replace a small file on a (writable) recorder: no symlink followed, fsynced.
+
+    fusefat does not honour O_TRUNC, so a shorter content is cut explicitly.
+    """
+    flags = os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags | (os.O_CREAT if create else 0), 0o644)
+    try:
+        off = 0
+        while off < len(data):
+            off += os.write(fd, data[off:])
+        if os.fstat(fd).st_size > len(data):
+            os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _read_status(root: Path, profile: Profile) -> dict[str, Any] | None:
     name = profile.status.file
     if not name:

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from agent.errors import RecdockError
+from agent.recorder import write_small_file
 
 log = logging.getLogger(__name__)
 
@@ -188,12 +189,4 @@ def apply_firmware(root: Path, now: datetime | None = None) -> None:
     clock = (now + timedelta(seconds=offset) + timedelta(milliseconds=500)).astimezone(DEVICE_TZ)
     status["clock"] = clock.replace(tzinfo=None, microsecond=0).isoformat(timespec="seconds")
     status["rtc_offset_s"] = round(offset, 3)
-    data = (json.dumps(status, indent=1) + "\n").encode()
-    fd = os.open(status_path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        os.write(fd, data)
-        if os.fstat(fd).st_size > len(data):  # fusefat does not honour O_TRUNC
-            os.ftruncate(fd, len(data))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_small_file(status_path, (json.dumps(status, indent=1) + "\n").encode(), create=False)

@@ -46,6 +46,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from sync.tus import decode_metadata
+
 logger = logging.getLogger(__name__)
 
 TUS_VERSION = "1.0.0"
@@ -95,17 +97,6 @@ def encode_metadata(metadata: dict[str, str]) -> str:
     return ",".join(
         f"{k} {base64.b64encode(v.encode('utf-8')).decode('ascii')}" for k, v in metadata.items()
     )
-
-
-def decode_metadata(header: str | None) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for pair in (header or "").split(","):
-        pair = pair.strip()
-        if not pair:
-            continue
-        key, _, value = pair.partition(" ")
-        result[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    return result
 
 
 @dataclass
