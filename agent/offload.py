@@ -293,12 +293,18 @@ class Offloader:
                 )
             self._verifier = ThreadPoolExecutor(1, thread_name_prefix="recdock-verify")
             self._offload_files(source, profile, info, media, report, store_dir)
+        except BaseException:
+            # a commit failed (the catalog), or worse: copies may be linked into the store
+            # without their rows. The session stays open, so the next run's recovery finds
+            # and adopts them (an ended session is not searched for orphans).
+            self._verifier.shutdown(wait=True)
+            lock.release()
+            raise
+        try:
+            self._verifier.shutdown(wait=True)
+            self._finish(report, store_dir, profile, started, source)
         finally:
-            try:
-                self._verifier.shutdown(wait=True)
-                self._finish(report, store_dir, profile, started, source)
-            finally:
-                lock.release()
+            lock.release()
         return report
 
     # -- the per-file loop --------------------------------------------------------------

@@ -1,0 +1,69 @@
+"""A catalog commit that fails leaves nothing unaccounted for.
+
+When a group's catalog commit fails (disk full under the catalog, an I/O error), its
+copies are already verified and linked into the store. The session must stay open so
+the next offload adopts them; an ended session is never searched for orphans, so they
+would otherwise sit in the store uncatalogued and `recdock verify` would report them
+as added files for ever.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from agent.catalog import open_catalog
+from agent.config import Config, StoreConfig
+from agent.errors import CatalogError
+from agent.offload import Offloader
+from agent.profiles import ProfileSet
+from agent.store import Store
+from agent.verify import verify
+from tests.recorders import make_folder_recorder
+
+
+def test_failed_commit_keeps_the_session_open_and_the_next_run_adopts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = Config(store=StoreConfig(reserve_bytes=0, commit_every_files=2))
+    home = tmp_path / "home"
+    rec = make_folder_recorder(tmp_path / "rec", "CF0001", files=5, size=64 * 1024)
+    profile = ProfileSet.load(config.profiles.dirs).get("simulated")
+
+    real_commit = Offloader._commit
+    calls = {"n": 0}
+
+    def failing_commit(self, group, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if group:
+            calls["n"] += 1
+            if calls["n"] == 2:  # the second group: its copies are linked, its rows never land
+                raise CatalogError("catalog.db: disk I/O error (injected)")
+        return real_commit(self, group, *args, **kwargs)
+
+    catalog = open_catalog(home, config.station_id)
+    with monkeypatch.context() as m:
+        m.setattr(Offloader, "_commit", failing_commit)
+        with pytest.raises(CatalogError):
+            Offloader(config, home, catalog).run(rec, profile)
+    (open_session,) = catalog.query("SELECT * FROM sessions WHERE ended_at IS NULL")
+    linked = [p for p in (home / "store").rglob("*.MP4") if not p.name.startswith(".recdock-")]
+    catalogued = catalog.query("SELECT store_path FROM recordings")
+    assert len(linked) > len(catalogued), "the test must leave linked copies without rows"
+    catalog.close()
+
+    # the next offload adopts them and finishes the job
+    catalog = open_catalog(home, config.station_id)
+    report = Offloader(config, home, catalog).run(rec, profile)
+    assert report.ok, report.failures
+    rows = catalog.query("SELECT * FROM recordings WHERE session_id = ?", (open_session["id"],))
+    assert any(r["adopted"] for r in rows)
+    assert list((rec / "DCIM" / "100RDSIM").iterdir()) == []
+    result = verify(catalog, Store(home / "store", reserve_bytes=0))
+    assert result.ok, result.problems
+    conn = sqlite3.connect(home / "catalog.db")
+    per_sha = conn.execute(
+        "SELECT sha256, count(*) FROM recordings GROUP BY sha256 HAVING count(*) > 1"
+    ).fetchall()
+    assert per_sha == [], "a file was catalogued twice"
