@@ -237,16 +237,38 @@ class Catalog:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE); re-raises the original error."""
+        """One write transaction (BEGIN IMMEDIATE).
+
+        An error of the caller's is re-raised as it is, after the rollback; an SQLite error
+        (disk full, I/O error, locked for too long) becomes a :class:`CatalogError` naming the
+        catalog, so every caller that handles the project's errors handles it too.
+        """
         with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
             try:
                 yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
+            except BaseException as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._error(exc) from exc
                 raise
             else:
-                self.conn.execute("COMMIT")
+                try:
+                    self.conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.Error) -> CatalogError:
+        return CatalogError(
+            f"{self.path}: catalog error ({exc}); nothing is removed from recorders until it "
+            "is fixed (free space under the catalog, or restore it from a backup)"
+        )
 
     def _migrate(self) -> None:
         self.conn.execute(
@@ -355,7 +377,10 @@ class Catalog:
     def query(
         self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()
     ) -> list[dict[str, Any]]:
-        return list(self.db.query(sql, params))
+        try:
+            return list(self.db.query(sql, params))
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     def recordings(self) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM recordings ORDER BY id")

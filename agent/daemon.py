@@ -258,7 +258,8 @@ class Station:
         self.heartbeat = time.monotonic()
         self.station_fault = False
         self._fault_lock = threading.Lock()
-        self.registered = set(config.registered())
+        # serial -> profile name of every registered device
+        self.registered = {d.serial: d.profile for d in config.devices}
         self.catalog: Catalog | None = None
         self.state_file = home / "run" / "station.json"
 

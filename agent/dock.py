@@ -26,7 +26,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -105,12 +105,26 @@ def is_matched(match: object, event: DockEvent) -> bool:
     )
 
 
-def match_event(event: DockEvent, profiles: ProfileSet, registered: set[str]) -> Matched | None:
-    """The firmware profile for a docked device, by USB ids (and serial where the profile
-    asks for a registered device); None for storage nothing matches (a USB stick)."""
+def match_event(
+    event: DockEvent, profiles: ProfileSet, registered: Mapping[str, str] | set[str]
+) -> Matched | None:
+    """The firmware profile for a docked device; None for storage nothing matches (a USB stick).
+
+    A device whose USB serial is in the station's register (``[[devices]]``: serial ->
+    profile name) is read with the profile its entry names; any other device is matched by
+    its USB ids through the profiles, first match wins.
+    """
     if event.kind != "add" or not event.vendor_id or not event.product_id:
         return None
-    profile = profiles.match_usb(event.vendor_id, event.product_id, event.serial, registered)
+    named = (
+        registered.get(event.serial) if isinstance(registered, Mapping) and event.serial else None
+    )
+    if named:
+        profile: Profile | None = profiles.get(named)
+    else:
+        profile = profiles.match_usb(
+            event.vendor_id, event.product_id, event.serial, set(registered)
+        )
     if profile is None:
         return None
     return Matched(event, profile, bool(event.serial and event.serial in registered), _MATCH_TOKEN)
@@ -377,9 +391,15 @@ class SimulatedDock:
                 conn.settimeout(5)
                 try:
                     line = conn.makefile("rb").readline(64 * 1024)
-                    answer = self.request(json.loads(line or b"{}"), emit)
+                    req = json.loads(line or b"{}")
+                    if not isinstance(req, dict):
+                        raise DockError("a request is a JSON object")
+                    answer = self.request(req, emit)
                 except (ValueError, OSError, DockError) as exc:
                     answer = {"ok": False, "error": str(exc)}
+                except Exception as exc:  # never let one request end the dock
+                    log.exception("simulated dock: request failed")
+                    answer = {"ok": False, "error": f"internal error: {exc}"}
                 with contextlib.suppress(OSError):
                     conn.sendall(json.dumps(answer).encode() + b"\n")
 

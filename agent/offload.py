@@ -163,11 +163,23 @@ class _Pending:
 class SessionLock:
     """An flock held while a session runs; a dead process's locks vanish with it."""
 
-    def __init__(self, home: Path, session_id: str):
+    def __init__(self, home: Path, session_id: str, *, blocking: bool = True):
         self.path = home / "run" / "locks" / f"{session_id}.lock"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    @classmethod
+    def try_acquire(cls, home: Path, session_id: str) -> SessionLock | None:
+        """The session's lock, or None when a live process (or a recovering one) holds it."""
+        try:
+            return cls(home, session_id, blocking=False)
+        except BlockingIOError:
+            return None
 
     def release(self) -> None:
         try:
@@ -175,21 +187,6 @@ class SessionLock:
         except FileNotFoundError:
             pass
         os.close(self.fd)
-
-    @staticmethod
-    def is_held(home: Path, session_id: str) -> bool:
-        path = home / "run" / "locks" / f"{session_id}.lock"
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
 
 
 def new_session_id(now: datetime) -> str:
@@ -863,10 +860,12 @@ def finalize_session(catalog: Catalog, store: Store, session_id: str, state: str
         }
         store.write_session_files(session_dir, manifest, record)
     with catalog.tx() as conn:
-        conn.execute(
+        cur = conn.execute(
             "UPDATE sessions SET state = ?, ended_at = ? WHERE id = ? AND ended_at IS NULL",
             (state, ended, session_id),
         )
+        if cur.rowcount != 1:
+            return  # already ended: one session.end entry per session
         catalog.append_audit(
             "session.end",
             session_id,
@@ -879,24 +878,32 @@ def recover_interrupted(catalog: Catalog, store: Store, home: Path, buf: memoryv
     recovered = 0
     for sess in catalog.query("SELECT * FROM sessions WHERE ended_at IS NULL ORDER BY started_at"):
         sid = sess["id"]
-        if SessionLock.is_held(home, sid):
-            continue  # a live process owns it
-        session_dir = store.root / sess["store_dir"]
-        removed = store.remove_temp_files(session_dir)
-        adopted = _adopt_orphans(catalog, store, sess, session_dir, buf)
-        log.warning(
-            "session %s (%s) was interrupted: %d temp files removed, %d verified copies adopted",
-            sid,
-            sess["device_serial"],
-            removed,
-            adopted,
-        )
-        finalize_session(catalog, store, sid, "interrupted")
+        # holding the session's lock while recovering it: two bays starting at once after
+        # a power cut must not both clean up and adopt the same session
+        lock = SessionLock.try_acquire(home, sid)
+        if lock is None:
+            continue  # a live process owns it, or another one is recovering it
         try:
-            os.unlink(home / "run" / "locks" / f"{sid}.lock")
-        except FileNotFoundError:
-            pass
-        recovered += 1
+            still_open = catalog.query(
+                "SELECT 1 FROM sessions WHERE id = ? AND ended_at IS NULL", (sid,)
+            )
+            if not still_open:
+                continue  # recovered meanwhile by another process
+            session_dir = store.root / sess["store_dir"]
+            removed = store.remove_temp_files(session_dir)
+            adopted = _adopt_orphans(catalog, store, sess, session_dir, buf)
+            log.warning(
+                "session %s (%s) was interrupted: %d temp files removed, "
+                "%d verified copies adopted",
+                sid,
+                sess["device_serial"],
+                removed,
+                adopted,
+            )
+            finalize_session(catalog, store, sid, "interrupted")
+            recovered += 1
+        finally:
+            lock.release()
     return recovered
 
 

@@ -260,13 +260,16 @@ class Store:
         never sits in memory as dirty pages.
         """
         self.ensure_room(size_hint, source_name)
-        makedirs_durable(dest.parent)
         if os.path.lexists(dest):
             raise StoreError(f"{dest}: already exists in the store; it is never replaced")
         tmp = dest.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
+        try:
+            makedirs_durable(dest.parent)
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
+        except OSError as exc:  # no inode left, read-only store...
+            raise _store_error(exc, dest, source_name) from exc
         try:
             hashers = _new_hashers(self.sm3)
             total = 0

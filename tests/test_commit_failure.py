@@ -67,3 +67,64 @@ def test_failed_commit_keeps_the_session_open_and_the_next_run_adopts(
         "SELECT sha256, count(*) FROM recordings GROUP BY sha256 HAVING count(*) > 1"
     ).fetchall()
     assert per_sha == [], "a file was catalogued twice"
+
+
+def test_two_bays_recovering_the_same_session_at_once_do_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a power cut two bays start offloading together: one recovers, one skips."""
+    import threading
+
+    from agent.offload import recover_interrupted
+
+    config = Config(store=StoreConfig(reserve_bytes=0, commit_every_files=2))
+    home = tmp_path / "home"
+    rec = make_folder_recorder(tmp_path / "rec", "CF0002", files=6, size=64 * 1024)
+    profile = ProfileSet.load(config.profiles.dirs).get("simulated")
+    real_commit = Offloader._commit
+
+    def failing_commit(self, group, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if group and self.catalog.query("SELECT count(*) AS n FROM recordings")[0]["n"] >= 2:
+            raise CatalogError("catalog.db: disk I/O error (injected)")
+        return real_commit(self, group, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(Offloader, "_commit", failing_commit)
+        with pytest.raises(CatalogError):
+            Offloader(config, home, open_catalog(home, config.station_id)).run(rec, profile)
+
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+    counts: list[int] = []
+
+    def recover() -> None:
+        catalog = open_catalog(home, config.station_id)
+        try:
+            barrier.wait()
+            counts.append(
+                recover_interrupted(
+                    catalog,
+                    Store(home / "store", reserve_bytes=0),
+                    home,
+                    memoryview(bytearray(1 << 20)),
+                )
+            )
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+        finally:
+            catalog.close()
+
+    threads = [threading.Thread(target=recover) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert sorted(counts) == [0, 1]
+    catalog = open_catalog(home, config.station_id)
+    ends = catalog.query("SELECT count(*) AS n FROM audit WHERE kind = 'session.end'")[0]["n"]
+    assert ends == 1
+    dup = catalog.query("SELECT store_path FROM recordings GROUP BY store_path HAVING count(*) > 1")
+    assert dup == []
+    result = verify(catalog, Store(home / "store", reserve_bytes=0))
+    assert result.ok, result.problems

@@ -372,3 +372,19 @@ def test_bay_state_row_audit_and_retained_topic_commit_together(tmp_path):
     assert calls["n"] == 1
     assert catalog.query("SELECT state FROM bays WHERE bay = 2")[0]["state"] == "not_ready"
     assert len(catalog.query("SELECT * FROM outbox WHERE topic = 'recdock/st-1/bay/2'")) == 1
+
+
+def test_a_registered_device_is_read_with_the_profile_its_entry_names() -> None:
+    """[[devices]] serial -> profile: not the first any_usb profile in file order."""
+    from agent.config import SHIPPED_PROFILES
+    from agent.dock import DockEvent, match_event
+    from agent.profiles import ProfileSet
+
+    profiles = ProfileSet.load([SHIPPED_PROFILES])
+    event = DockEvent("add", "/devices/x/sdb1", 1, "0781", "5567", "SER123", "/dev/sdb1")
+    match = match_event(event, profiles, {"SER123": "generic-msc"})
+    assert match is not None and match.profile.name == "generic-msc"
+    match = match_event(event, profiles, {"SER123": "gat947"})
+    assert match is not None and match.profile.name == "gat947"
+    unregistered = DockEvent("add", "/devices/x/sdc1", 2, "0781", "5567", "OTHER", "/dev/sdc1")
+    assert match_event(unregistered, profiles, {"SER123": "generic-msc"}) is None
