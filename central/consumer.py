@@ -21,10 +21,12 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import sqlite3
 import ssl
 import threading
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -207,19 +209,27 @@ class MqttConsumer:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                with self.catalog.tx():
-                    for m in batch:
-                        self.handle(m.topic, m.payload, retained=m.retained)
-            except Exception:
-                # the catalog could not store them (disk full, I/O error): no acknowledgement,
-                # so the broker delivers them again after the next reconnect
-                self.stats["errors"] += len(batch)
-                logger.exception(
-                    "central consumer: could not store %d messages; they stay unacknowledged",
-                    len(batch),
-                )
-                continue
+            delay = 0.5
+            while True:
+                try:
+                    with self.catalog.tx():
+                        for m in batch:
+                            self.handle(m.topic, m.payload, retained=m.retained)
+                    break
+                except Exception:
+                    # the catalog could not store them (disk full, I/O error, locked): no
+                    # acknowledgement, and the same batch is tried again (not dropped: the
+                    # broker would not send it again before a reconnect, and its in-flight
+                    # window would stay full)
+                    self.stats["errors"] += len(batch)
+                    logger.exception(
+                        "central consumer: could not store %d messages; retrying in %.1f s",
+                        len(batch),
+                        delay,
+                    )
+                    if self._stop.wait(delay):
+                        return
+                    delay = min(delay * 2, 30.0)
             for m in batch:
                 if m.qos > 0:
                     self.client.ack(m.mid, m.qos)
@@ -228,16 +238,31 @@ class MqttConsumer:
 
     def handle(self, topic: str, payload: bytes, *, retained: bool = False) -> str:
         """Validate and store one message; returns what happened (``stored``, ``duplicate``,
-        ``cleared`` or ``rejected``). Raises only when the catalog cannot store it."""
-        with self._lock, self.catalog.tx():
+        ``cleared`` or ``rejected``).
+
+        A message that cannot be stored for what it contains (invalid, or one that makes any
+        step fail other than the catalog itself) is rolled back to its own savepoint and kept
+        as rejected: one bad message never holds up the others. Raises only for a catalog
+        that cannot store anything now (``sqlite3.OperationalError``: locked, disk full).
+        """
+        with self._lock, self.catalog.tx() as conn:
             self.stats["received"] += 1
+            conn.execute("SAVEPOINT message")
             try:
                 outcome = self._handle(topic, payload, retained)
-            except InvalidMessage as exc:
+            except sqlite3.OperationalError:
+                conn.execute("ROLLBACK TO message")
+                conn.execute("RELEASE message")
+                raise
+            except Exception as exc:  # InvalidMessage, or content no check foresaw
+                conn.execute("ROLLBACK TO message")
+                conn.execute("RELEASE message")
                 self.stats["rejected"] += 1
-                logger.warning("central consumer: dropped a message on %s: %s", topic, exc)
-                self.catalog.record_rejected(topic, str(exc), payload)
+                reason = str(exc) if isinstance(exc, InvalidMessage) else f"{type(exc).__name__}"
+                logger.warning("central consumer: dropped a message on %s: %s", topic, reason)
+                self.catalog.record_rejected(topic, reason, payload)
                 return "rejected"
+            conn.execute("RELEASE message")
             self.stats[outcome] += 1
             return outcome
 
@@ -257,7 +282,14 @@ class MqttConsumer:
             raise InvalidMessage(
                 f"payload station {doc.get('station')!r} differs from the topic's {station!r}"
             )
+        for field in ("at", "opened_at"):
+            if field in doc and not _is_time(doc[field]):
+                raise InvalidMessage(f"{field} {str(doc[field])[:40]!r} is not an ISO 8601 time")
         if kind == "event":
+            if not str(doc.get("event_id", "")).startswith(f"{station}:"):
+                raise InvalidMessage(
+                    f"event_id {str(doc.get('event_id'))[:60]!r} does not start with {station!r}:"
+                )
             return self.catalog.record_event(doc, received_at=received_at)
         if kind == "status":
             self.catalog.record_status(station, doc, live=not retained, received_at=received_at)
@@ -277,7 +309,7 @@ class MqttConsumer:
         if kind == "status":
             self.catalog.record_status(station, None, live=False, received_at=at)
         elif kind == "bay":
-            if key is None or not key.isdigit():
+            if key is None or not (key.isascii() and key.isdigit()):
                 raise InvalidMessage(f"bay topic level {key!r} is not a number")
             self.catalog.record_bay(station, int(key), None, received_at=at)
         elif kind == "fault":
@@ -287,13 +319,23 @@ class MqttConsumer:
         return "cleared"
 
 
+def _is_time(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _decode(payload: bytes) -> Any:
     if not payload:
         return None
     try:
         doc = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidMessage(f"payload is not UTF-8 JSON: {exc}") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError too
+        raise InvalidMessage(f"payload is not UTF-8 JSON: {type(exc).__name__}") from exc
     if not isinstance(doc, dict):
         raise InvalidMessage("payload is not a JSON object")
     return doc

@@ -184,6 +184,40 @@ def test_invalid_messages_are_counted_and_kept_not_crashing(central: MqttConsume
     assert central.handle(topics.status(STATION), ok) == "stored"
 
 
+def test_poison_messages_in_a_batch_do_not_hold_up_the_others(
+    home: Path, central: MqttConsumer
+) -> None:
+    """One station's bad message is rejected alone; the rest of its batch is stored."""
+    station = Catalog(home / "catalog.db", station_id=STATION)
+    add_events(station, 3)
+    good = station_messages(station)
+    event = json.loads(good[0][1])
+    poison = [
+        (topics.event(STATION), b"[" * 100_000 + b"]" * 100_000),  # RecursionError
+        (topics.event(STATION), b'{"n": ' + b"9" * 5000 + b"}"),  # int too large to parse
+        (topics.event(STATION), json.dumps({**event, "subject": "\ud800"}).encode()),
+        (
+            topics.event(STATION),
+            json.dumps({**event, "seq": 2**70, "event_id": f"{STATION}:x"}).encode(),
+        ),
+        (topics.event(STATION), json.dumps({**event, "at": "garbage"}).encode()),
+        # another station's event ids must not shadow this one's
+        (topics.event("ST-OTHER"), json.dumps({**event, "station": "ST-OTHER"}).encode()),
+        (topics.bay(STATION, 1).replace("/1", "/\u00b2"), b""),
+        (
+            topics.bay(STATION, 2**70),
+            json.dumps({"station": STATION, "bay": 2**70, "state": "idle"}).encode(),
+        ),
+    ]
+    with central.catalog.tx():  # as the consumer's writer does: one batch, one transaction
+        outcomes = [central.handle(t, p) for t, p in poison + good]
+    assert outcomes[: len(poison)] == ["rejected"] * len(poison)
+    assert outcomes[len(poison) :] == ["stored"] * len(good)
+    info = central.catalog.station(STATION)
+    assert info is not None and info["chain"]["state"] == "ok", info
+    central.catalog.faults(include_resolved=True)  # no stored garbage time breaks the API
+
+
 def test_faults_open_and_clear_with_age_against_24_hours(home: Path, central: MqttConsumer) -> None:
     station = Catalog(home / "catalog.db", station_id=STATION)
     report_fault(station, "store.full", "store", "the store reached its reserve")
