@@ -240,7 +240,11 @@ class UploadWorker:
         logger.info("upload worker started for %s", self.upload.endpoint)
         try:
             while not self.stop.is_set():
-                summary = self.run_once()
+                try:
+                    summary = self.run_once()
+                except Exception as exc:  # the uploader must outlive any one bad pass
+                    logger.exception("upload pass crashed; next pass in %.1f s", delay)
+                    summary = {"window_open": True, "opens_in_s": None, "error": repr(exc)}
                 if self.stop.is_set():
                     break
                 if not summary["window_open"]:
@@ -384,7 +388,12 @@ class UploadWorker:
             logger.info("%s: upload stopped; it resumes from the server's offset", store_path)
         except UploadHashMismatch as exc:
             outcome.status, outcome.detail = "rejected", self._rejected(row, path, exc)
-        except (UploadRetriesExhausted, UploadReceiptTimeout, requests.RequestException) as exc:
+        except UploadReceiptTimeout as exc:
+            # this file's verification is slow or stuck at the centre: the others go on;
+            # the upload URL is kept, so the next pass asks for its receipt again
+            outcome.status, outcome.detail = "unconfirmed", f"no receipt yet: {exc}"
+            logger.warning("%s: %s", store_path, exc)
+        except (UploadRetriesExhausted, requests.RequestException) as exc:
             logger.warning("%s: %s", store_path, exc)
             raise _PassFailed(f"the central store is unreachable: {exc}") from exc
         except (UploadAuthError, UploadForbidden) as exc:

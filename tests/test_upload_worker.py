@@ -373,6 +373,32 @@ def test_uploader_factory_is_used(central, home, tmp_path):
     assert summary["synced"] == 1 and len(made) == 1 and made[0].bytes_sent == 300_000
 
 
+def test_the_uploader_outlives_a_pass_that_crashes(central, home, tmp_path):
+    """An unexpected error in one pass is logged and backed off, not the end of uploads."""
+    url, _ = central
+    catalog = offload(home, tmp_path, files=2)
+    calls = {"n": 0}
+
+    def factory(cfg: UploadConfig) -> TusUploader:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("injected: the first pass crashes")
+        return TusUploader(cfg.endpoint, cfg.token, chunk_size=cfg.chunk_bytes)
+
+    stop = threading.Event()
+    w = worker(home, f"{url}/files/", stop=stop, uploader_factory=factory, idle_s=0.05)
+    thread = threading.Thread(target=w.run_forever, daemon=True)
+    thread.start()
+    try:
+        # both recordings synced after the crashed pass
+        wait_for(lambda: all(r["synced_at"] for r in catalog.recordings()), 30)
+        assert calls["n"] >= 2 and thread.is_alive()
+    finally:
+        stop.set()
+        w.wake()
+        thread.join(30)
+
+
 def test_the_bandwidth_limit_paces_uploads(central, home, tmp_path):
     url, _ = central
     offload(home, tmp_path, files=1, size=600_000)
