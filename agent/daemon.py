@@ -495,6 +495,23 @@ class Station:
     # -- one docking's work (its own thread and catalog connection) ------------------------
 
     def _work(self, d: Docking) -> None:
+        """A bay's worker thread: whatever fails, the bay ends with a verdict."""
+        try:
+            self._work_on(d)
+        except Exception:
+            # the handlers themselves failed (the catalog unusable, say): the officer must
+            # still see that this recorder is not ready, and the bay must not stay "working"
+            log.exception("bay %s: the work failed without a verdict", d.bay)
+            with d.lock:
+                if d.verdict is None:
+                    d.verdict = State.YANKED if d.gone.is_set() else State.NOT_READY
+                state = d.verdict
+            try:
+                self._show(d.bay, state)
+            except Exception:
+                log.exception("bay %s: indicator failed", d.bay)
+
+    def _work_on(self, d: Docking) -> None:
         assert d.match is not None
         set_log_context(d.bay, d.event.label())
         catalog = open_catalog(self.home, self.config.station_id)
@@ -686,11 +703,14 @@ class Station:
             if bay is None or (now - last < PROGRESS_EVERY_S and done < total):
                 return
             last = now
-            with catalog.tx() as conn:
-                conn.execute(
-                    "UPDATE bays SET progress_bytes = ?, progress_total = ? WHERE bay = ?",
-                    (done, total, bay),
-                )
+            try:  # progress is for `recdock status` only: never a reason to abandon a copy
+                with catalog.tx() as conn:
+                    conn.execute(
+                        "UPDATE bays SET progress_bytes = ?, progress_total = ? WHERE bay = ?",
+                        (done, total, bay),
+                    )
+            except RecdockError as exc:
+                log.warning("bay %s: progress not recorded: %s", bay, exc)
 
         return hook
 

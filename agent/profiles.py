@@ -45,6 +45,11 @@ class Match(Strict):
         description="A file at the storage root whose presence identifies the model "
         "(used for the simulated dock and for `recdock offload` without --profile).",
     )
+    simulation_only: bool = Field(
+        default=False,
+        description="Only the simulated dock (`recdock run --simulate`) matches this profile: "
+        "on a real dock it never matches, whatever USB ids a device presents (invariant 7).",
+    )
     any_usb: bool = Field(
         default=False,
         description="Match any USB mass-storage device (use with registered_only = true).",
@@ -240,6 +245,10 @@ class ProfileSet:
                 seen[profile.name] = path
                 profiles.append(profile)
         return cls(profiles)
+
+    def for_real_dock(self) -> ProfileSet:
+        """The profiles a real (udev) dock may match: none that is for simulation only."""
+        return ProfileSet([p for p in self.profiles if not p.match.simulation_only])
 
     def get(self, name: str) -> Profile:
         for p in self.profiles:

@@ -84,6 +84,7 @@ def run_command(c: Any, simulate: bool) -> None:
             raise errors.ConfigError(str(exc)) from exc
         clock = make_clock("system")
         dock = UdevDock(config)
+        profiles = profiles.for_real_dock()
     try:
         indicators = Indicators(config.indicators, factory)
     except IndicatorError as exc:

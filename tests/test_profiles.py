@@ -183,3 +183,14 @@ def test_match_root_not_a_folder_named_like_the_marker(tmp_path: Path) -> None:
     root = tmp_path / "rec"
     (root / "DEVICE.JSN").mkdir(parents=True)
     assert ProfileSet.load([SHIPPED_PROFILES]).match_root(root) is None
+
+
+def test_the_simulated_model_never_matches_on_a_real_dock() -> None:
+    """1209:0001 is a public test id: only `recdock run --simulate` may match it (invariant 7)."""
+    from agent.config import SHIPPED_PROFILES
+    from agent.profiles import ProfileSet
+
+    profiles = ProfileSet.load([SHIPPED_PROFILES])
+    assert profiles.match_usb("1209", "0001", None, set()).name == "simulated"
+    assert profiles.for_real_dock().match_usb("1209", "0001", None, set()) is None
+    assert "generic-msc" in {p.name for p in profiles.for_real_dock().profiles}
