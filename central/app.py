@@ -61,7 +61,7 @@ def create_app(
         while True:
             try:
                 await asyncio.to_thread(store.expire_uploads, upload_expiry)
-            except OSError:
+            except Exception:  # the clean-up must keep running whatever one round met
                 logger.exception("expiring abandoned uploads in %s failed", store.uploads_dir)
             await asyncio.sleep(expiry_interval)
 

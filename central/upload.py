@@ -284,7 +284,15 @@ class UploadStore:
 
     def _forget_job(self, upload_id: str) -> None:
         with self._lock:
-            self._jobs.pop(upload_id, None)
+            job = self._jobs.pop(upload_id, None)
+        exc = job.exception() if job is not None and not job.cancelled() else None
+        if exc is not None:
+            # not a hash mismatch (that is recorded in _verify) but the server's own trouble
+            # (disk full, I/O error): log it; the upload stays complete and is verified
+            # again at the next receipt request or restart
+            logger.error(
+                "upload %s: verification failed: %s: %s", upload_id, type(exc).__name__, exc
+            )
 
     def verifying(self, upload_id: str) -> Future | None:
         with self._lock:
@@ -339,15 +347,19 @@ class UploadStore:
             )
             return
         obj.parent.mkdir(parents=True, exist_ok=True)
-        if obj.exists():
-            part.unlink()
+        os.chmod(part, 0o444)
+        with open(part, "rb") as f:
+            os.fsync(f.fileno())
+        try:
+            # link, never rename: two uploads of the same content finishing together must
+            # not replace a stored object (same bytes, but "never changed once written")
+            os.link(part, obj)
+        except FileExistsError:
+            pass  # already stored by an earlier upload of the same content
         else:
-            os.chmod(part, 0o444)
-            with open(part, "rb") as f:
-                os.fsync(f.fileno())
-            os.rename(part, obj)
             for d in (obj.parent, obj.parent.parent, self.objects_dir):
                 _fsync_dir(d)
+        part.unlink()
         _fsync_dir(self.uploads_dir)
         self._done(info, obj)
 
@@ -383,6 +395,8 @@ class UploadStore:
         expired = []
         for path in self.uploads_dir.iterdir():
             stem = path.name.split(".", 1)[0]
+            if not self.valid_id(stem):
+                continue  # not an upload of ours: never touched
             with self._lock:
                 busy = stem in self._active or stem in self._jobs
             if busy:
