@@ -42,8 +42,11 @@ def enqueue(
 ) -> None:
     """Queue one message inside the caller's open transaction.
 
-    A retained topic keeps only its newest queued value: an older, unsent value of
-    the same retained topic is superseded (the broker would overwrite it anyway).
+    A retained topic keeps only its newest queued value: an older value of the same
+    retained topic is superseded, even one already handed to the broker and not yet
+    acknowledged (the broker keeps only the newest retained value anyway). This is the one
+    exception to "a row leaves the outbox only on PUBACK": it applies to retained state
+    (status, bays, recorder health, faults), never to events.
     """
     if not conn.in_transaction:
         raise RuntimeError("outbox.enqueue must run inside the caller's transaction")
