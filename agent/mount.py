@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -86,7 +87,11 @@ class Mounter:
     def mount_readonly(self, event: DockEvent) -> Mount:
         if event.source is not None and event.fs_type == "folder":
             return Mount(event, event.source, "folder")
-        mnt = self.mountpoint(event)
+        # a mount point of its own per docking: a yanked recorder's late unmount must never
+        # hit the next recorder docked in the same bay
+        mnt = self.mountpoint(event).with_name(
+            f"{self.mountpoint(event).name}-{secrets.token_hex(3)}"
+        )
         self._prepare(mnt)
         if event.source is not None:
             return self._fuse(event, mnt, writable=False)
@@ -165,6 +170,8 @@ class Mounter:
                 log.warning("umount %s failed (%s): lazy unmount", mount.path, done.stderr.strip())
                 self._run_quiet(["umount", "-l", str(mount.path)])
         mount.writable = False
+        with contextlib.suppress(OSError):
+            mount.path.rmdir()  # its own mount point: empty once unmounted
 
     def yank(self, mount: Mount) -> None:
         """Simulated unplug: kill the FUSE process, so the mount dies like a pulled cable."""

@@ -211,7 +211,8 @@ def test_block_device_mounts_read_only_then_read_write_with_a_match(tmp_path):
     mounter = Mounter(tmp_path / "mnt", run=run)
     event = block_event()
     mount = mounter.mount_readonly(event)
-    mnt = str(tmp_path / "mnt" / "2")
+    mnt = str(mount.path)  # a mount point of its own per docking, named after the bay
+    assert mount.path.parent == tmp_path / "mnt" and mount.path.name.startswith("2-")
     assert run.calls[-1] == [
         "mount",
         "-t",
