@@ -284,6 +284,16 @@ class Station:
         self.catalog = open_catalog(self.home, self.config.station_id)
         self.mounter.clean_stale()
         self._reset_bays("station started")
+        # a station fault left open by the previous run is still a fault: show it, and
+        # let the periodic check clear it when its cause is gone
+        open_kinds = {
+            r["kind"]
+            for r in self.catalog.query("SELECT kind FROM faults WHERE resolved_at IS NULL")
+        }
+        if open_kinds & set(STATION_FAULT_KINDS):
+            log.error("STATION FAULT still open from before the start: %s", sorted(open_kinds))
+            self.station_fault = True
+            self.indicators.station_fault(True)
         set_station_status(self.catalog, "online", {"pid": os.getpid(), "simulate": self.simulate})
         self._write_state_file()
         self.dock.start(self.events.put)

@@ -549,3 +549,25 @@ def test_sigterm_mid_offload_stops_cleanly_and_the_next_start_resumes(tmp_path):
         assert len(rows) == 6 and media_on(image) == []
     finally:
         assert stop_station(s2) == 0
+
+
+def test_a_store_fault_left_open_by_the_last_run_is_cleared_once_there_is_room(tmp_path):
+    """The fault survives a restart as a fault (shown), and clears when its cause is gone."""
+    from agent.catalog import open_catalog
+    from agent.faults import report_fault
+
+    catalog = open_catalog(tmp_path / "home", "st-test")
+    report_fault(catalog, "store", "store", "the store reached its reserve (before the restart)")
+    catalog.close()
+    s = start_station(tmp_path)
+    try:
+        wait_for(
+            lambda: s.query("SELECT resolved_at FROM faults WHERE kind = 'store'")[0][
+                "resolved_at"
+            ],
+            30,
+            f"the old store fault to clear; log:\n{s.log.read_text()[-2000:]}",
+        )
+        assert "STATION FAULT still open from before the start" in s.log.read_text()
+    finally:
+        assert stop_station(s) == 0
