@@ -487,14 +487,15 @@ class Station:
             self.mounter.yank(docking.mount)  # a simulated pull: the mount dies like a cable
         if finished:
             self.dockings.pop(event.key, None)
-            self._show(docking.bay, State.IDLE)
-            set_bay_state(
-                self.catalog,
-                docking.bay,
-                State.IDLE,
-                detail="undocked",
-                port=event.id_path if docking.bay is None else None,
-            )
+            with docking.lock:  # after the verdict was shown in full (see _verdict)
+                self._show(docking.bay, State.IDLE)
+                set_bay_state(
+                    self.catalog,
+                    docking.bay,
+                    State.IDLE,
+                    detail="undocked",
+                    port=event.id_path if docking.bay is None else None,
+                )
         # otherwise the worker notices, shows YANKED, and _reap forgets the docking
 
     def _reap(self) -> None:
@@ -668,6 +669,8 @@ class Station:
         if self.stopping.is_set() and not d.gone.is_set():
             log.info("station stopping: no verdict for this docking (%s)", reason)
             return
+        # the lock is held until the LED and the bays row show the verdict, so an unplug
+        # handled meanwhile (IDLE) cannot be overwritten by it: the two are serialised
         with d.lock:
             if d.gone.is_set() and state is not State.YANKED:
                 state, reason = (
@@ -678,6 +681,20 @@ class Station:
                     ),
                 )
             d.verdict = state
+            self._show_verdict(d, catalog, state, reason, report, port)
+        if state is State.YANKED and d.mount is not None:
+            self.mounter.unmount(d.mount)
+            d.mount = None
+
+    def _show_verdict(
+        self,
+        d: Docking,
+        catalog: Catalog,
+        state: State,
+        reason: str | None,
+        report: OffloadReport | None,
+        port: str | None,
+    ) -> None:
         if state is State.YANKED:
             reason = reason or "left the bay before its verdict"
             log.warning("yanked: %s", reason)
@@ -696,9 +713,6 @@ class Station:
             session_id=report.session_id if report else None,
             port=port,
         )
-        if state is State.YANKED and d.mount is not None:
-            self.mounter.unmount(d.mount)
-            d.mount = None
 
     def _progress_hook(
         self, catalog: Catalog, bay: int | None, total: int
