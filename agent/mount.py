@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -68,10 +69,34 @@ class Mount:
         return f"{what} mounted {mode} at {self.path}"
 
 
+def same_device(devnode: str, devpath: str, sys_root: str = "/sys") -> bool:
+    """Is ``devnode`` still the block device udev reported at ``devpath`` (its DEVPATH)?
+
+    A device name (/dev/sdb1) is reused by the kernel as soon as a device is gone: a
+    recorder pulled and a USB stick plugged in a moment later can get the same name. The
+    DEVPATH names the device itself; the node's major:minor leads to it through sysfs.
+    """
+    try:
+        st = os.stat(devnode)
+    except OSError:
+        return False
+    if not stat.S_ISBLK(st.st_mode):
+        return False
+    link = f"{sys_root}/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    return os.path.realpath(link) == os.path.realpath(sys_root + devpath)
+
+
 class Mounter:
-    def __init__(self, mount_dir: Path, *, run: Runner = run_command) -> None:
+    def __init__(
+        self,
+        mount_dir: Path,
+        *,
+        run: Runner = run_command,
+        device_check: Callable[[str, str], bool] = same_device,
+    ) -> None:
         self.mount_dir = mount_dir
         self.run = run
+        self.device_check = device_check  # tests without block devices pass their own
 
     def mountpoint(self, event: DockEvent) -> Path:
         name = (
@@ -102,6 +127,11 @@ class Mounter:
             )
         if not event.devnode:
             raise MountError(f"{event.key}: no device node to mount")
+        if not self.device_check(event.devnode, event.key):
+            raise MountError(
+                f"{event.devnode}: no longer the device that was docked ({event.key}): the "
+                "recorder was pulled and the name given to other storage; not mounted"
+            )
         self._check(
             ["mount", "-t", event.fs_type, "-o", f"ro,{SAFE_OPTIONS}", event.devnode, str(mnt)],
             f"{event.devnode}: cannot mount read-only at {mnt}",
@@ -135,10 +165,10 @@ class Mounter:
         if mount.kind == "folder":
             return mount
         self.unmount(mount)
-        self._prepare(mount.path)
         if mount.kind == "fuse":
+            self._prepare(mount.path)
             return self._fuse(mount.event, mount.path, writable=True)
-        fresh = self.mount_readonly(mount.event)
+        fresh = self.mount_readonly(mount.event)  # checks the device node is still this device
         return self.mount_readwrite(fresh, match)
 
     @staticmethod
@@ -230,6 +260,7 @@ class Mounter:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C at the daemon must not pull the recorders first
         )
         deadline = time.monotonic() + MOUNT_TIMEOUT_S
         while not os.path.ismount(mnt):

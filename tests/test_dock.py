@@ -202,13 +202,18 @@ class Recorder:
         return subprocess.CompletedProcess(cmd, rc, "", "busy" if rc else "")
 
 
+def SAME(_devnode: str, _devpath: str) -> bool:
+    """The device-node check at the seam: these tests have no real block device."""
+    return True
+
+
 def block_event(fs: str = "vfat") -> DockEvent:
     return DockEvent("add", "/devices/x/sda/sda1", 2, "1209", "0001", "S1", "/dev/sda1", PORT, fs)
 
 
 def test_block_device_mounts_read_only_then_read_write_with_a_match(tmp_path):
     run = Recorder()
-    mounter = Mounter(tmp_path / "mnt", run=run)
+    mounter = Mounter(tmp_path / "mnt", run=run, device_check=SAME)
     event = block_event()
     mount = mounter.mount_readonly(event)
     mnt = str(mount.path)  # a mount point of its own per docking, named after the bay
@@ -233,7 +238,7 @@ def test_block_device_mounts_read_only_then_read_write_with_a_match(tmp_path):
 
 def test_read_write_is_refused_without_a_real_match(tmp_path):
     run = Recorder()
-    mounter = Mounter(tmp_path / "mnt", run=run)
+    mounter = Mounter(tmp_path / "mnt", run=run, device_check=SAME)
     event = block_event()
     mount = mounter.mount_readonly(event)
     profiles = ProfileSet.load([SHIPPED_PROFILES])
@@ -248,7 +253,7 @@ def test_read_write_is_refused_without_a_real_match(tmp_path):
 
 
 def test_other_file_systems_are_refused(tmp_path):
-    mounter = Mounter(tmp_path / "mnt", run=Recorder())
+    mounter = Mounter(tmp_path / "mnt", run=Recorder(), device_check=SAME)
     with pytest.raises(MountError, match="'ext4' refused"):
         mounter.mount_readonly(block_event("ext4"))
 
@@ -280,7 +285,7 @@ def test_fat_image_mounts_read_only_and_read_write_only_when_matched(tmp_path):
 def test_folder_is_used_in_place(tmp_path):
     folder = make_folder_recorder(tmp_path / "rec", files=1, size=10)
     event = DockEvent("add", "sim:1", 1, "1209", "0001", None, None, None, "folder", folder)
-    mount = Mounter(tmp_path / "mnt", run=Recorder()).mount_readonly(event)
+    mount = Mounter(tmp_path / "mnt", run=Recorder(), device_check=SAME).mount_readonly(event)
     assert mount.path == folder and "not mounted" in mount.describe()
 
 
@@ -389,3 +394,26 @@ def test_a_registered_device_is_read_with_the_profile_its_entry_names() -> None:
     assert match is not None and match.profile.name == "gat947"
     unregistered = DockEvent("add", "/devices/x/sdc1", 2, "0781", "5567", "OTHER", "/dev/sdc1")
     assert match_event(unregistered, profiles, {"SER123": "generic-msc"}) is None
+
+
+def test_a_device_node_now_naming_other_storage_is_not_mounted(tmp_path):
+    """A recorder pulled and a stick given its /dev name: the DEVPATH check refuses it."""
+    import os
+
+    from agent.mount import MountError, same_device
+
+    vda = next((d for d in ("/dev/vda", "/dev/sda", "/dev/nvme0n1") if os.path.exists(d)), None)
+    if vda is None:
+        pytest.skip("no block device on this machine to check the sysfs path of")
+    st = os.stat(vda)
+    real = os.path.realpath(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
+    devpath = real.removeprefix("/sys")
+    assert same_device(vda, devpath)
+    assert not same_device(vda, devpath + "-other")
+    assert not same_device(str(tmp_path / "missing"), devpath)
+    run = Recorder()
+    mounter = Mounter(tmp_path / "mnt", run=run)  # the real check
+    event = DockEvent("add", devpath + "-other", 2, "0781", "5567", "S1", vda, PORT, "vfat")
+    with pytest.raises(MountError, match="no longer the device"):
+        mounter.mount_readonly(event)
+    assert not any(c and c[0] == "mount" for c in run.calls)
