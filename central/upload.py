@@ -657,19 +657,25 @@ def create_upload_router(
         info, err = own(upload_id, station)
         if err is not None and err.status_code != 410:
             return err
+        job = None
         if info is not None:
             if info.offset < info.length:
                 return _error(409, "incomplete", "the upload is not complete", offset=info.offset)
             job = store.start_verify(info)
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job)), receipt_wait)
+            except TimeoutError:
+                pass  # still verifying: 202 below
+            except Exception:  # noqa: BLE001 - the job's own error, answered below
+                pass
         receipt = store.receipt(upload_id)
         if receipt is not None:
             return JSONResponse(receipt, headers=_tus_headers())
         failure = store.failure(upload_id)
         if failure is not None:
             return JSONResponse(failure, status_code=STATUS_HASH_MISMATCH, headers=_tus_headers())
-        job = store.verifying(upload_id)
+        # the job this request waited for (the store forgets a finished job at once)
+        job = job or store.verifying(upload_id)
         if job is not None and job.done() and job.exception() is not None:
             logger.error("verifying upload %s failed", upload_id, exc_info=job.exception())
             return _error(500, "verify_failed", "verification failed on the server; ask again")

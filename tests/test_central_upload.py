@@ -262,3 +262,34 @@ def test_tokens_file_and_cli_help(tmp_path):
     assert result.exit_code == 0
     for option in ("--data", "--tokens", "--host", "--port"):
         assert option in result.output
+
+
+def test_a_verification_the_server_cannot_finish_is_an_error_not_endless_waiting(central, tmp_path):
+    """Disk trouble on the central side: the receipt request says so (500), never 202 forever."""
+    import hashlib
+    import shutil
+    from urllib.parse import urljoin
+
+    url, data, _app = central
+    objects = data / "objects"
+    shutil.rmtree(objects, ignore_errors=True)
+    objects.write_text("not a folder: storing the object fails\n")
+    body = b"evidence" * 1000
+    sha = hashlib.sha256(body).hexdigest()
+    created = create(url, TOKEN_A, len(body), sha, station="ST-A")
+    assert created.status_code == 201, created.text
+    location = urljoin(f"{url}/files/", created.headers["Location"])
+    patched = requests.patch(
+        location,
+        data=body,
+        headers={
+            **auth(TOKEN_A),
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        },
+        timeout=10,
+    )
+    assert patched.status_code == 204, patched.text
+    answer = requests.get(f"{location}/receipt", headers=auth(TOKEN_A), timeout=30)
+    assert answer.status_code == 500, answer.text
+    assert "verify_failed" in answer.text
