@@ -385,16 +385,6 @@ class Catalog:
     def recordings(self) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM recordings ORDER BY id")
 
-    def find_recording(
-        self, device_serial: str, source_path: str, size: int, sha256: str
-    ) -> dict[str, Any] | None:
-        rows = self.query(
-            "SELECT * FROM recordings WHERE device_serial = ? AND source_path = ?"
-            " AND size = ? AND sha256 = ? ORDER BY id LIMIT 1",
-            (device_serial, source_path, size, sha256),
-        )
-        return rows[0] if rows else None
-
     def known_source(self, device_serial: str, source_path: str, size: int) -> list[dict[str, Any]]:
         return self.query(
             "SELECT * FROM recordings WHERE device_serial = ? AND source_path = ? AND size = ?",

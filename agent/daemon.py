@@ -681,38 +681,27 @@ class Station:
                     ),
                 )
             d.verdict = state
-            self._show_verdict(d, catalog, state, reason, report, port)
+            if state is State.YANKED:
+                reason = reason or "left the bay before its verdict"
+                log.warning("yanked: %s", reason)
+            elif state is State.READY:
+                log.info("ready")
+            else:
+                log.warning("not ready: %s", reason)
+            self._show(d.bay, state)
+            set_bay_state(
+                catalog,
+                d.bay,
+                state,
+                device_serial=(report.device_serial if report else d.event.serial),
+                profile=d.match.profile.name if d.match else None,
+                reason=reason,
+                session_id=report.session_id if report else None,
+                port=port,
+            )
         if state is State.YANKED and d.mount is not None:
             self.mounter.unmount(d.mount)
             d.mount = None
-
-    def _show_verdict(
-        self,
-        d: Docking,
-        catalog: Catalog,
-        state: State,
-        reason: str | None,
-        report: OffloadReport | None,
-        port: str | None,
-    ) -> None:
-        if state is State.YANKED:
-            reason = reason or "left the bay before its verdict"
-            log.warning("yanked: %s", reason)
-        elif state is State.READY:
-            log.info("ready")
-        else:
-            log.warning("not ready: %s", reason)
-        self._show(d.bay, state)
-        set_bay_state(
-            catalog,
-            d.bay,
-            state,
-            device_serial=(report.device_serial if report else d.event.serial),
-            profile=d.match.profile.name if d.match else None,
-            reason=reason,
-            session_id=report.session_id if report else None,
-            port=port,
-        )
 
     def _progress_hook(
         self, catalog: Catalog, bay: int | None, total: int

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -67,8 +66,8 @@ from agent.store import (
     Store,
     discard_temp,
     fsync_dir,
+    hash_fd,
     hash_file,
-    source_error,
 )
 
 log = logging.getLogger(__name__)
@@ -220,7 +219,7 @@ class Offloader:
         self.buf = memoryview(bytearray(config.store.buffer_bytes))
         self.buf2 = memoryview(bytearray(config.store.buffer_bytes))
         self.vbuf = memoryview(bytearray(config.store.buffer_bytes))
-        self._verifier = ThreadPoolExecutor(1)  # replaced by run() with a fresh one
+        self._verifier: ThreadPoolExecutor | None = None  # one per run()
 
     # -- entry point --------------------------------------------------------------------
 
@@ -294,11 +293,13 @@ class Offloader:
             # a commit failed (the catalog), or worse: copies may be linked into the store
             # without their rows. The session stays open, so the next run's recovery finds
             # and adopts them (an ended session is not searched for orphans).
-            self._verifier.shutdown(wait=True)
+            if self._verifier is not None:
+                self._verifier.shutdown(wait=True)
             lock.release()
             raise
         try:
-            self._verifier.shutdown(wait=True)
+            if self._verifier is not None:
+                self._verifier.shutdown(wait=True)
             self._finish(report, store_dir, profile, started, source)
         finally:
             lock.release()
@@ -422,7 +423,7 @@ class Offloader:
             # already in the store? (re-dock, or a run after a crash)
             known = self.catalog.known_source(info.serial, m.name, before.st_size)
             if known:
-                digest = self._hash_source(fd, m)
+                digest = hash_fd(fd, self.buf, progress=self._progress, source_name=m.name)
                 self._check_unchanged(source, m, before, fd, digest)
                 for row in known:
                     if row["sha256"] == digest.sha256 and self._store_copy_ok(row, rehash=True):
@@ -455,6 +456,7 @@ class Offloader:
         result.sha256, result.store_path = temp.digest.sha256, store_path
         # verified from disk and linked into place by the verifier thread, while the
         # next file is copied; _offload_files waits for it before the catalog commit
+        assert self._verifier is not None
         future = self._verifier.submit(self.store.finish, temp, self.vbuf, sync_dir=False)
         return _Pending(
             m,
@@ -478,21 +480,6 @@ class Offloader:
             )
         if self.progress:
             self.progress(n)
-
-    def _hash_source(self, fd: int, m: MediaFile) -> Digest:
-        h = hashlib.sha256()
-        total = 0
-        while True:
-            try:
-                n = os.readv(fd, [self.buf])
-            except OSError as exc:
-                raise source_error(exc, m.name) from exc
-            if n == 0:
-                break
-            h.update(self.buf[:n])
-            total += n
-            self._progress(n)
-        return Digest(total, h.hexdigest(), None)
 
     def _check_unchanged(
         self, source: Path, m: MediaFile, before: os.stat_result, fd: int, digest: Digest

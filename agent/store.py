@@ -113,25 +113,48 @@ def _digest(hashers: list[Any], size: int) -> Digest:
     )
 
 
+def hash_fd(
+    fd: int,
+    buf: memoryview,
+    *,
+    sm3: bool = False,
+    progress: Callable[[int], None] | None = None,
+    source_name: str | None = None,
+) -> Digest:
+    """Hash an open file from its current position to its end, through ``buf``.
+
+    With ``source_name`` the file is on a recorder: a read error becomes the recorder's
+    error (SourceReadError, or RecorderGoneError when it went away).
+    """
+    hashers = _new_hashers(sm3)
+    size = 0
+    while True:
+        try:
+            n = os.readv(fd, [buf])
+        except OSError as exc:
+            if source_name is None:
+                raise
+            raise source_error(exc, source_name) from exc
+        if n == 0:
+            return _digest(hashers, size)
+        view = buf[:n]
+        for h in hashers:
+            h.update(view)
+        size += n
+        if progress:
+            progress(n)
+
+
 def hash_file(path: Path, buf: memoryview, *, sm3: bool = False, drop_cache: bool = True) -> Digest:
     """Hash a file as it is on disk (its cached pages dropped first when asked)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         if drop_cache:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        hashers = _new_hashers(sm3)
-        size = 0
-        while True:
-            n = os.readv(fd, [buf])
-            if n == 0:
-                break
-            view = buf[:n]
-            for h in hashers:
-                h.update(view)
-            size += n
+        digest = hash_fd(fd, buf, sm3=sm3)
         if drop_cache:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        return _digest(hashers, size)
+        return digest
     finally:
         os.close(fd)
 
@@ -195,50 +218,6 @@ class Store:
             )
 
     # -- writing ----------------------------------------------------------------------
-
-    def copy_in(
-        self,
-        src_fd: int,
-        dest: Path,
-        buf: memoryview,
-        *,
-        size_hint: int,
-        source_name: str,
-        mtime_ns: int | None = None,
-        progress: Callable[[int], None] | None = None,
-        before_link: Callable[[Digest], None] | None = None,
-        sync_dir: bool = True,
-        read_ahead: memoryview | None = None,
-    ) -> Digest:
-        """Copy an open source file to ``dest``: one read pass, hashed while writing.
-
-        Returns the digest of what was read; the copy has been re-read from disk and
-        matched before it appears under its final name. ``before_link`` may raise to
-        abandon the copy (the source changed meanwhile). With ``sync_dir`` False the
-        caller fsyncs ``dest.parent`` itself (once for many files) before it relies on
-        the copy, that is before the catalog row is committed. Raises SourceReadError /
-        RecorderGoneError for the recorder's side, StoreError / StoreFullError for ours.
-
-        The two halves, :meth:`write_temp` and :meth:`finish`, can run in different
-        threads: the offload verifies one file while it copies the next.
-        """
-        temp = self.write_temp(
-            src_fd,
-            dest,
-            buf,
-            size_hint=size_hint,
-            source_name=source_name,
-            mtime_ns=mtime_ns,
-            progress=progress,
-            read_ahead=read_ahead,
-        )
-        if before_link is not None:
-            try:
-                before_link(temp.digest)
-            except BaseException:
-                _discard(temp.tmp)
-                raise
-        return self.finish(temp, buf, sync_dir=sync_dir)
 
     def write_temp(
         self,
