@@ -39,8 +39,12 @@ class StoreConfig(Strict):
     sm3: bool = Field(
         default=False, description="Also fingerprint every file with SM3 (GB/T 32905)."
     )
-    buffer_bytes: Annotated[int, Field(ge=64 * 1024, le=64 * MiB)] = Field(
-        default=4 * MiB, description="Size of the reused copy buffer (memory is bounded by it)."
+    buffer_bytes: Annotated[int, Field(ge=64 * 1024, le=64 * MiB, multiple_of=64 * 1024)] = Field(
+        default=4 * MiB,
+        description=(
+            "Size of each of the six reused copy buffers (memory is bounded by them); "
+            "a multiple of 64 KiB, so O_DIRECT can use it."
+        ),
     )
     commit_every_files: Annotated[int, Field(ge=1, le=10_000)] = Field(
         default=64, description="Catalog rows committed together (each file is fsynced on its own)."

@@ -63,7 +63,9 @@ from agent.store import (
     SESSION_RECORD,
     TEMP_PREFIX,
     Digest,
+    Follower,
     Store,
+    aligned_buffer,
     discard_temp,
     fsync_dir,
     hash_fd,
@@ -156,7 +158,7 @@ class _Pending:
     age_hours: float | None
     mtime_ns: int  # the source's mtime when it was opened for the copy
     result: FileResult
-    verified: Future[Digest] | None = None  # the verifier's verify-and-link of the copy
+    verified: Future[Digest | None] | None = None  # the verifier's verify-and-link of the copy
 
 
 class SessionLock:
@@ -214,11 +216,14 @@ class Offloader:
         self.progress = progress
         self.stop = stop or threading.Event()
         self.clock = clock
-        # three buffers bound the memory whatever the file size: the copy and its
-        # read-ahead, and the verifier's re-read
-        self.buf = memoryview(bytearray(config.store.buffer_bytes))
-        self.buf2 = memoryview(bytearray(config.store.buffer_bytes))
-        self.vbuf = memoryview(bytearray(config.store.buffer_bytes))
+        # six buffers bound the memory whatever the file size: the copy (one being read,
+        # one hashed, two being written to the store disk) and the verifier's re-read
+        # (one being read, one hashed)
+        self.buf = aligned_buffer(config.store.buffer_bytes)
+        self.buf2 = aligned_buffer(config.store.buffer_bytes)
+        self.spare = [aligned_buffer(config.store.buffer_bytes) for _ in range(2)]
+        self.vbuf = aligned_buffer(config.store.buffer_bytes)
+        self.vbuf2 = aligned_buffer(config.store.buffer_bytes)  # the re-read's read-ahead
         self._verifier: ThreadPoolExecutor | None = None  # one per run()
 
     # -- entry point --------------------------------------------------------------------
@@ -435,29 +440,41 @@ class Offloader:
                 os.lseek(fd, 0, os.SEEK_SET)
             rel = encode_relpath(m.relpath)
             dest = media_root / rel
-            temp = self.store.write_temp(
-                fd,
-                dest,
-                self.buf,
-                size_hint=before.st_size,
-                source_name=m.name,
-                mtime_ns=before.st_mtime_ns,
-                progress=self._progress,
-                read_ahead=self.buf2,
+            # the verifier thread reads the copy back from disk while it is written, and
+            # links it into place once complete; _offload_files waits for it (while the
+            # next file is copied) before the catalog commit
+            follow = Follower()
+            assert self._verifier is not None
+            future = self._verifier.submit(
+                self.store.finish, follow, self.vbuf, read_ahead=self.vbuf2, sync_dir=False
             )
             try:
-                self._check_unchanged(source, m, before, fd, temp.digest)
+                temp = self.store.write_temp(
+                    fd,
+                    dest,
+                    self.buf,
+                    size_hint=before.st_size,
+                    source_name=m.name,
+                    mtime_ns=before.st_mtime_ns,
+                    progress=self._progress,
+                    read_ahead=self.buf2,
+                    spare=self.spare,
+                    follow=follow,
+                )
+                try:
+                    self._check_unchanged(source, m, before, fd, temp.digest)
+                except BaseException:
+                    follow.abandon()
+                    discard_temp(temp)
+                    raise
             except BaseException:
-                discard_temp(temp)
+                follow.abandon()
                 raise
+            follow.complete(temp)
         finally:
             _close_source(fd, m.name)
         store_path = f"{store_dir}/{MEDIA_DIR}/{rel}"
         result.sha256, result.store_path = temp.digest.sha256, store_path
-        # verified from disk and linked into place by the verifier thread, while the
-        # next file is copied; _offload_files waits for it before the catalog commit
-        assert self._verifier is not None
-        future = self._verifier.submit(self.store.finish, temp, self.vbuf, sync_dir=False)
         return _Pending(
             m,
             m.name,

@@ -17,16 +17,22 @@ The rules (docs/architecture.md states them first):
 
 from __future__ import annotations
 
+import collections
+import ctypes
 import errno
+import fcntl
+import functools
 import hashlib
 import json
 import logging
+import mmap
 import os
 import queue
 import secrets
 import stat
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +59,8 @@ GONE_ERRNOS = {errno.ENOTCONN, errno.ENODEV, errno.ENXIO, errno.ESHUTDOWN, errno
 FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 
+#: Every this many bytes written, writeback of them starts, and the verifier may read
+#: them back from disk while the rest of the file is still being copied.
 WRITEBACK_EVERY = 32 * 1024 * 1024
 
 
@@ -159,6 +167,159 @@ def hash_file(path: Path, buf: memoryview, *, sm3: bool = False, drop_cache: boo
         os.close(fd)
 
 
+#: O_DIRECT wants the buffer's address, the length and the file offset aligned to the
+#: disk's logical block; a page is a multiple of the block size of every disk a station uses.
+DIRECT_ALIGN = mmap.PAGESIZE
+
+
+def aligned_buffer(size: int) -> memoryview:
+    """A reusable page-aligned buffer (an anonymous mmap), which O_DIRECT can write from."""
+    return memoryview(mmap.mmap(-1, size))
+
+
+def _is_aligned(buf: memoryview) -> bool:
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(buf)) % DIRECT_ALIGN == 0
+    except (TypeError, ValueError):  # a read-only or empty buffer
+        return False
+
+
+def set_direct(fd: int, on: bool) -> bool:
+    """Switch O_DIRECT on or off for an open file; whether it is now on.
+
+    Written with O_DIRECT, a copy goes from the offload's own buffer to the disk and
+    never through the page cache: no second copy of every byte in memory, no dirty
+    pages, and nothing cached that the verifier could mistake for the disk. File
+    systems without it (tmpfs on older kernels, some FUSE) say EINVAL: then the copy
+    is written through the page cache as before.
+    """
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT if on else flags & ~os.O_DIRECT)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL and on:
+            return False
+        raise
+    return on
+
+
+class Follower:
+    """One copy handed from its writer (``Store.write_temp``) to its verifier (``Store.finish``).
+
+    The writer says when the temp file exists (``start``), how far writeback has been
+    started (``written``), and at the end either ``complete`` (fsynced, read-only, the
+    source unchanged: it may be linked) or ``abandon`` (it is being removed). The
+    verifier waits on it and never links a copy that was not completed.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._tmp: Path | None = None
+        self.dest: Path = Path()
+        self.source_name = ""
+        self._written = 0
+        self._temp: TempCopy | None = None
+        self._abandoned = False
+
+    # -- the writer's side --------------------------------------------------------------
+
+    def start(self, tmp: Path, dest: Path, source_name: str) -> None:
+        with self._cond:
+            self._tmp, self.dest, self.source_name = tmp, dest, source_name
+            self._cond.notify_all()
+
+    def written(self, n: int) -> None:
+        with self._cond:
+            self._written = n
+            self._cond.notify_all()
+
+    def complete(self, temp: TempCopy) -> None:
+        with self._cond:
+            if not self._abandoned:
+                self._temp = temp
+            self._cond.notify_all()
+
+    def abandon(self) -> None:
+        with self._cond:
+            if self._temp is None:
+                self._abandoned = True
+            self._cond.notify_all()
+
+    # -- the verifier's side -------------------------------------------------------------
+
+    def wait_started(self) -> Path | None:
+        """The temp file once the writer created it; None if the copy was abandoned."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._tmp is not None or self._abandoned)
+            return None if self._abandoned else self._tmp
+
+    def wait_written(self, want: int) -> tuple[int | None, TempCopy | None]:
+        """Wait until ``want`` bytes are written, or the copy is completed or abandoned.
+
+        Returns (bytes written, None) while the copy goes on, (bytes, the completed copy)
+        once it is complete, (None, None) when it was abandoned.
+        """
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._written >= want or self._temp is not None or self._abandoned
+            )
+            if self._abandoned:
+                return None, None
+            return self._written, self._temp
+
+
+SYNC_FILE_RANGE_WAIT_BEFORE = 1
+SYNC_FILE_RANGE_WRITE = 2
+SYNC_FILE_RANGE_WAIT_AFTER = 4
+
+
+def _libc_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # not glibc/Linux
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_sync_file_range = _libc_sync_file_range()
+
+
+def wait_on_disk(fd: int, offset: int, length: int) -> None:
+    """Write out ``length`` bytes of a file from ``offset`` and wait until they are on disk.
+
+    sync_file_range(2) (no Python binding: ctypes) waits for just that range, so the
+    verifier can read it back while later ranges are still being written. Where it is
+    missing, fdatasync(2) of the whole file does the same, more slowly.
+    """
+    flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER
+    if _sync_file_range is not None and _sync_file_range(fd, offset, length, flags) == 0:
+        return
+    os.fdatasync(fd)
+
+
+def _hash_range(
+    fd: int, bufs: list[memoryview], hashers: list[Any], pos: int, end: int | None
+) -> int:
+    """Read from ``pos`` up to ``end`` (None: the end of file) and hash; the new position.
+
+    With two buffers the next piece is read (a Prefetcher) while this one is hashed. A
+    read O_DIRECT refuses (EINVAL: an unaligned piece) is read again through the cache.
+    """
+    os.lseek(fd, pos, os.SEEK_SET)
+    reader = Prefetcher(fd, bufs, limit=None if end is None else end - pos)
+    try:
+        for view, release in reader:
+            for h in hashers:
+                h.update(view)
+            pos += len(view)
+            release()
+    finally:
+        reader.close()
+    return pos
+
+
 class Store:
     def __init__(self, root: Path, *, reserve_bytes: int, sm3: bool = False):
         self.root = root
@@ -230,13 +391,19 @@ class Store:
         mtime_ns: int | None = None,
         progress: Callable[[int], None] | None = None,
         read_ahead: memoryview | None = None,
+        spare: Sequence[memoryview] = (),
+        follow: Follower | None = None,
     ) -> TempCopy:
         """The copy's first half: read once, hash and write a temp file, fsync it, 0444.
 
         With a second buffer (``read_ahead``) a reader thread fills one buffer from the
-        recorder while this thread hashes and writes the other. Writeback of what is
+        recorder while this thread hashes and writes the other; with ``spare`` buffers as
+        well, that many writes are in flight at once while this thread hashes. Writeback of what is
         written starts every 32 MiB, so the final fsync is short and a large recording
-        never sits in memory as dirty pages.
+        never sits in memory as dirty pages; with ``follow`` each such range is handed
+        to the verifier (``finish``), which reads it back while the copy goes on. On
+        failure the copy is abandoned (``follow`` told) and the temp file removed; on
+        success the caller completes or abandons ``follow``.
         """
         self.ensure_room(size_hint, source_name)
         if os.path.lexists(dest):
@@ -248,34 +415,45 @@ class Store:
                 tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
             )
         except OSError as exc:  # no inode left, read-only store...
+            if follow is not None:
+                follow.abandon()
             raise _store_error(exc, dest, source_name) from exc
+        if follow is not None:
+            follow.start(tmp, dest, source_name)
         try:
+            # aligned buffers: read and write around the page cache (see set_direct)
+            bufs = [buf, *([read_ahead] if read_ahead is not None else []), *spare]
+            if all(_is_aligned(b) for b in bufs):
+                set_direct(src_fd, True)  # the recorder's file, where it can
+                set_direct(fd, True)
             hashers = _new_hashers(self.sm3)
             total = 0
-            flushed = 0
             try:
-                chunks = (
-                    _read_ahead(src_fd, buf, read_ahead, source_name)
-                    if read_ahead is not None and size_hint > len(buf)
-                    else _read_plain(src_fd, buf, source_name)
-                )
+                if len(bufs) > 1 and size_hint > len(buf):
+                    # a reader thread, this thread hashing, up to len(bufs) - 2 writes in flight
+                    reader = Prefetcher(src_fd, bufs, error=lambda e: source_error(e, source_name))
+                    writes = _Writes(fd, max(0, len(bufs) - 2), follow)
+                else:
+                    reader, writes = None, _Writes(fd, 0, follow)
                 try:
-                    for view in chunks:
+                    chunks = (
+                        iter(reader)
+                        if reader is not None
+                        else ((v, _nothing) for v in _read_plain(src_fd, buf, source_name))
+                    )
+                    for view, release in chunks:
                         n = len(view)
                         for h in hashers:
                             h.update(view)
-                        off = 0
-                        while off < n:
-                            off += os.write(fd, view[off:])
+                        writes.put(view, total, release)
                         total += n
-                        if total - flushed >= WRITEBACK_EVERY:
-                            # starts writeback of the dirty range without waiting for it
-                            os.posix_fadvise(fd, flushed, total - flushed, os.POSIX_FADV_DONTNEED)
-                            flushed = total
                         if progress:
                             progress(n)
+                    writes.drain()
                 finally:
-                    chunks.close()
+                    writes.close()
+                    if reader is not None:
+                        reader.close()
                 os.fsync(fd)
                 os.fchmod(fd, 0o444)
                 if mtime_ns is not None:
@@ -284,26 +462,79 @@ class Store:
                 os.close(fd)
             return TempCopy(tmp, dest, _digest(hashers, total), source_name)
         except OSError as exc:
+            if follow is not None:
+                follow.abandon()
             _discard(tmp)
             raise _store_error(exc, dest, source_name) from exc
         except BaseException:
+            if follow is not None:
+                follow.abandon()
             _discard(tmp)
             raise
 
-    def finish(self, temp: TempCopy, buf: memoryview, *, sync_dir: bool = True) -> Digest:
-        """The copy's second half: re-read from disk, match, link into place (never replace).
+    def finish(
+        self,
+        follow: Follower,
+        buf: memoryview,
+        *,
+        read_ahead: memoryview | None = None,
+        sync_dir: bool = True,
+    ) -> Digest | None:
+        """The copy's second half: re-read it from disk, match, link into place (never replace).
 
-        On any failure the temp file is removed and the store is as it was.
+        Runs in the verifier thread while ``write_temp`` writes the copy: every range the
+        writer hands over (``Follower.written``) is waited for until it is on the disk,
+        dropped from the page cache and read back, so a large recording is verified
+        while it is copied rather than after. Nothing is linked before the writer calls
+        ``Follower.complete`` (the copy fsynced, read-only, its source checked unchanged)
+        and the whole file read back from disk matches the hash taken while copying.
+
+        None when the writer abandoned the copy. On any failure the temp file is
+        removed and the store is as it was.
         """
-        dest, tmp, written = temp.dest, temp.tmp, temp.digest
+        tmp = follow.wait_started()
+        if tmp is None:
+            return None
+        temp: TempCopy | None = None
         try:
-            reread = hash_file(tmp, buf, sm3=self.sm3)
+            hashers = _new_hashers(self.sm3)
+            pos = 0
+            fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                # from the disk into the buffer, not through the page cache, where it can
+                if _is_aligned(buf):
+                    set_direct(fd, True)
+                bufs = [buf] if read_ahead is None else [buf, read_ahead]
+                while temp is None:
+                    ready, temp = follow.wait_written(pos + WRITEBACK_EVERY)
+                    if ready is None:
+                        return None  # abandoned by the writer, who removes the temp file
+                    if temp is None:
+                        # on the disk, out of the cache, then read back
+                        wait_on_disk(fd, pos, ready - pos)
+                        os.posix_fadvise(fd, pos, ready - pos, os.POSIX_FADV_DONTNEED)
+                    else:
+                        # the writer fsynced the whole copy; the rest, to the end of file
+                        os.posix_fadvise(fd, pos, 0, os.POSIX_FADV_DONTNEED)
+                        ready = None
+                    pos = _hash_range(fd, bufs, hashers, pos, ready)
+                    if ready is not None and pos < ready:
+                        raise VerifyMismatchError(
+                            f"{follow.dest}: the copy on disk is shorter ({pos} bytes) than "
+                            f"what was written ({ready}); the copy was discarded and the "
+                            "recorder keeps the file. Check the store disk"
+                        )
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+            dest, written = temp.dest, temp.digest
+            reread = _digest(hashers, pos)
             if reread != written:
                 raise VerifyMismatchError(
                     f"{dest}: the copy read back from disk does not match what was read from "
                     f"{temp.source_name} (sha256 {reread.sha256[:12]}… != "
-                    f"{written.sha256[:12]}…); the copy was discarded and the recorder keeps "
-                    "the file. Check the store disk"
+                    f"{written.sha256[:12]}…, {reread.size} != {written.size} bytes); the copy "
+                    "was discarded and the recorder keeps the file. Check the store disk"
                 )
             try:
                 os.link(tmp, dest)
@@ -317,7 +548,7 @@ class Store:
             return written
         except OSError as exc:
             _discard(tmp)
-            raise _store_error(exc, dest, temp.source_name) from exc
+            raise _store_error(exc, follow.dest, follow.source_name) from exc
         except BaseException:
             _discard(tmp)
             raise
@@ -384,10 +615,25 @@ def _store_error(exc: OSError, dest: Path, source_name: str) -> StoreError:
     return StoreError(f"{dest}: writing to the store failed: {exc.strerror}")
 
 
+def _read_source(fd: int, buf: memoryview) -> int:
+    """One read from the recorder; with O_DIRECT refused for it, again without."""
+    try:
+        return os.readv(fd, [buf])
+    except OSError as exc:
+        if exc.errno != errno.EINVAL or not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            raise
+    set_direct(fd, False)
+    return os.readv(fd, [buf])
+
+
+def _nothing() -> None:
+    pass
+
+
 def _read_plain(src_fd: int, buf: memoryview, source_name: str) -> Generator[memoryview]:
     while True:
         try:
-            n = os.readv(src_fd, [buf])
+            n = _read_source(src_fd, buf)
         except OSError as exc:
             raise source_error(exc, source_name) from exc
         if n == 0:
@@ -395,53 +641,164 @@ def _read_plain(src_fd: int, buf: memoryview, source_name: str) -> Generator[mem
         yield buf[:n]
 
 
-def _read_ahead(
-    src_fd: int, buf_a: memoryview, buf_b: memoryview, source_name: str
-) -> Generator[memoryview]:
-    """Chunks of the source, read by a helper thread one buffer ahead of the consumer.
+class Prefetcher:
+    """Reads a file ahead, in order, into a pool of reused buffers, on a helper thread.
 
-    os.readv releases the GIL, and so does hashlib on large updates, so reading the
-    recorder overlaps hashing and writing. A chunk is valid until the next one is asked for.
+    Iterating yields ``(chunk, release)``: the chunk's buffer is read into again only
+    after ``release()``, so a consumer may hold several chunks at once (the copy keeps
+    two in flight to the disk). os.readv releases the GIL, and so do hashlib on large
+    updates, os.pwrite and a socket's send. ``error`` turns a read's OSError into the
+    exception raised to the consumer. Reads stop after ``limit`` bytes when given.
     """
-    free: queue.Queue[memoryview | None] = queue.Queue()
-    full: queue.Queue[tuple[memoryview, int] | BaseException] = queue.Queue()
-    free.put(buf_a)
-    free.put(buf_b)
 
-    def reader() -> None:
+    def __init__(
+        self,
+        fd: int,
+        bufs: list[memoryview],
+        *,
+        limit: int | None = None,
+        error: Callable[[OSError], BaseException] | None = None,
+    ) -> None:
+        self._free: queue.Queue[memoryview | None] = queue.Queue()
+        self._full: queue.Queue[tuple[memoryview, int] | BaseException] = queue.Queue()
+        for b in bufs:
+            self._free.put(b)
+        self._fd, self._limit, self._error, self._n = fd, limit, error, len(bufs)
+        self._thread = threading.Thread(target=self._read, name="recdock-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        left = self._limit
         try:
             while True:
-                b = free.get()
+                b = self._free.get()
                 if b is None:
                     return
-                n = os.readv(src_fd, [b])
-                full.put((b, n))
+                if left == 0:
+                    n = 0
+                else:
+                    n = _read_source(self._fd, b if left is None else b[: min(len(b), left)])
+                self._full.put((b, n))
                 if n == 0:
                     return
+                if left is not None:
+                    left -= n
         except BaseException as exc:  # handed to the consumer, which raises it
-            full.put(exc)
+            self._full.put(exc)
 
-    thread = threading.Thread(target=reader, name="recdock-read-ahead", daemon=True)
-    thread.start()
-    current: memoryview | None = None
-    try:
+    def __iter__(self) -> Iterator[tuple[memoryview, Callable[[], None]]]:
         while True:
-            item = full.get()
+            item = self._full.get()
             if isinstance(item, BaseException):
-                if isinstance(item, OSError):
-                    raise source_error(item, source_name) from item
+                if isinstance(item, OSError) and self._error is not None:
+                    raise self._error(item) from item
                 raise item
             b, n = item
-            if current is not None:
-                free.put(current)
             if n == 0:
                 return
-            current = b
-            yield b[:n]
+            yield b[:n], functools.partial(self._free.put, b)
+
+    def close(self) -> None:
+        for _ in range(self._n + 1):
+            self._free.put(None)
+        self._thread.join(timeout=30)
+
+
+def prefetch_chunks(
+    fd: int,
+    buf_a: memoryview,
+    buf_b: memoryview,
+    *,
+    limit: int | None = None,
+    error: Callable[[OSError], BaseException] | None = None,
+) -> Generator[memoryview]:
+    """Chunks of a file read one buffer ahead (a ``Prefetcher`` of two buffers).
+
+    A chunk is valid until the next one is asked for.
+    """
+    reader = Prefetcher(fd, [buf_a, buf_b], limit=limit, error=error)
+    try:
+        previous: Callable[[], None] | None = None
+        for view, release in reader:
+            if previous is not None:
+                previous()
+            previous = release
+            yield view
     finally:
-        free.put(None)
-        free.put(None)
-        thread.join(timeout=30)
+        reader.close()
+
+
+class _Writes:
+    """A copy's writes, each at its offset; up to ``in_flight`` at once on helper threads.
+
+    Two writes in flight keep the disk busy while the next piece is hashed (an O_DIRECT
+    write returns only when the disk has the data). Writes complete in order for the
+    verifier: a range is handed to ``follow`` only when everything before it is written.
+    """
+
+    def __init__(self, fd: int, in_flight: int, follow: Follower | None) -> None:
+        self.fd = fd
+        self.follow = follow
+        self.in_flight = in_flight
+        self.pool = (
+            ThreadPoolExecutor(in_flight, thread_name_prefix="recdock-write") if in_flight else None
+        )
+        self.pending: collections.deque[tuple[int, Future[None], Callable[[], None]]] = (
+            collections.deque()
+        )
+        self.flushed = 0
+
+    def put(self, view: memoryview, offset: int, release: Callable[[], None]) -> None:
+        end = offset + len(view)
+        if self.pool is None:
+            _pwrite_all(self.fd, view, offset)
+            release()
+            self._written(end)
+            return
+        self.pending.append((end, self.pool.submit(_pwrite_all, self.fd, view, offset), release))
+        while self.pending and (len(self.pending) > self.in_flight or self.pending[0][1].done()):
+            self._reap()
+
+    def _reap(self) -> None:
+        end, future, release = self.pending.popleft()
+        future.result()
+        release()
+        self._written(end)
+
+    def _written(self, end: int) -> None:
+        if end - self.flushed >= WRITEBACK_EVERY:
+            # starts writeback of the dirty range (if any) without waiting for it
+            os.posix_fadvise(self.fd, self.flushed, end - self.flushed, os.POSIX_FADV_DONTNEED)
+            self.flushed = end
+            if self.follow is not None:
+                self.follow.written(end)
+
+    def drain(self) -> None:
+        while self.pending:
+            self._reap()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)  # after a failure: let the writes in flight end
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    """Write all of ``view`` at ``offset``; a piece O_DIRECT cannot take goes through the cache."""
+    done = 0
+    while done < len(view):
+        rest = view[done:]
+        at = offset + done
+        direct = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
+        if direct and (len(rest) % DIRECT_ALIGN or at % DIRECT_ALIGN):
+            # the last piece of a file (or a short read): the page cache can write it
+            set_direct(fd, False)
+        try:
+            done += os.pwrite(fd, rest, at)
+        except OSError as exc:
+            if direct and exc.errno == errno.EINVAL:
+                set_direct(fd, False)
+                continue
+            raise
 
 
 def discard_temp(temp: TempCopy) -> None:

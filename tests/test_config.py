@@ -94,7 +94,8 @@ def test_unknown_key_names_file_and_dotted_key(tmp_path: Path, text: str, key: s
     [
         ("[store]\nreserve_bytes = 'lots'\n", "store.reserve_bytes", "integer"),
         ("[store]\nsm3 = 'perhaps'\n", "store.sm3", "boolean"),
-        ("[store]\nbuffer_bytes = 10\n", "store.buffer_bytes", "greater than or equal"),
+        ("[store]\nbuffer_bytes = 0\n", "store.buffer_bytes", "greater than or equal"),
+        ("[store]\nbuffer_bytes = 100000\n", "store.buffer_bytes", "multiple of 65536"),
         ("[gpio]\nfactory = 'pigpio'\n", "gpio.factory", "'lgpio' or 'mock'"),
         ("[checks]\nmin_battery_pct = 101\n", "checks.min_battery_pct", "less than or equal"),
         ("station_id = '../x'\n", "station_id", "letters, digits"),
