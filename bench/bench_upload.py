@@ -4,7 +4,7 @@
 
 One random file of ``--size-mib`` MiB is uploaded, in the same run and on loopback:
 
-    recdock tus     sync.tus.TusUploader (8 MiB chunks) to ``recdock-central`` (a subprocess):
+    recdock tus     sync.tus.TusUploader (64 MiB chunks) to ``recdock-central`` (a subprocess):
                     every chunk fsynced before its offset is acknowledged, the stored file
                     re-read and hashed, moved read-only into objects/, receipt fetched.
                     Timed to the receipt, and to the last acknowledged byte.

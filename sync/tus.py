@@ -39,6 +39,8 @@ from urllib.parse import urljoin
 
 import requests
 
+from agent.store import aligned_buffer, prefetch_chunks, set_direct
+
 logger = logging.getLogger(__name__)
 
 TUS_VERSION = "1.0.0"
@@ -98,6 +100,10 @@ class UploadRetriesExhausted(UploadError):
 
 class UploadReceiptTimeout(UploadError):
     """The server did not produce a receipt before the deadline; ask again later."""
+
+
+class UploadStopped(UploadError):
+    """The uploader's ``stop`` was set while it waited (a backoff, or for a receipt)."""
 
 
 class UploadReceiptInvalid(UploadError):
@@ -160,16 +166,18 @@ class TokenBucket:
 
 
 class _ChunkBody:
-    """The body of one PATCH: ``length`` bytes of ``fileobj`` from its current position.
+    """The body of one PATCH: ``length`` bytes of the file ``fd`` from its current position.
 
-    Iterable with a length (so ``requests`` sends a ``Content-Length`` and no chunked encoding),
-    read through one reused buffer; counts the bytes handed to the socket.
+    Iterable with a length (so ``requests`` sends a ``Content-Length`` and no chunked encoding).
+    A helper thread reads the next piece into one of two reused buffers while the socket sends
+    the other (``agent.store.prefetch_chunks``); counts the bytes handed to the socket.
     """
 
-    def __init__(self, fileobj, length: int, buf: bytearray, counter: list[int], bucket):
-        self._f = fileobj
+    def __init__(self, fd: int, name: str, length: int, bufs, counter: list[int], bucket):
+        self._fd = fd
+        self._name = name
         self._length = length
-        self._buf = buf
+        self._bufs = bufs
         self._counter = counter
         self._bucket = bucket
 
@@ -177,17 +185,16 @@ class _ChunkBody:
         return self._length
 
     def __iter__(self) -> Iterator[memoryview]:
-        view = memoryview(self._buf)
         left = self._length
-        while left > 0:
-            n = self._f.readinto(view[: min(left, len(view))])
-            if not n:
-                raise UploadError(f"{self._f.name}: file shrank while uploading", path=self._f.name)
+        for view in prefetch_chunks(self._fd, *self._bufs, limit=self._length):
+            n = len(view)
             if self._bucket is not None:
                 self._bucket.consume(n)
             self._counter[0] += n
             left -= n
-            yield view[:n]
+            yield view
+        if left > 0:
+            raise UploadError(f"{self._name}: file shrank while uploading", path=self._name)
 
 
 def encode_metadata(metadata: Mapping[str, str]) -> str:
@@ -251,6 +258,9 @@ class TusUploader:
         self._buffer_size = max(4096, min(buffer_size, chunk_size))
         #: Body bytes handed to the socket by this uploader, over its lifetime.
         self.bytes_sent = 0
+        #: When set, every wait (a retry's backoff, a receipt not ready yet) ends at once
+        #: with UploadStopped: a stopping station does not wait out ``receipt_timeout``.
+        self.stop: threading.Event | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -306,11 +316,24 @@ class TusUploader:
             status=code,
         )
 
-    def _sleep_backoff(self, attempt: int, resp: requests.Response | None = None) -> None:
+    def _sleep_backoff(
+        self, attempt: int, resp: requests.Response | None = None, path: Path | None = None
+    ) -> None:
         delay = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
         if resp is not None and resp.headers.get("Retry-After", "").isdigit():
             delay = min(self.max_backoff, max(delay, float(resp.headers["Retry-After"])))
-        time.sleep(delay)
+        self._wait(
+            delay,
+            f"{path}: stopped during a retry's backoff; the upload resumes from the server's "
+            "offset on the next pass",
+            path,
+        )
+
+    def _wait(self, seconds: float, why: str, path: Path | None) -> None:
+        if self.stop is None:
+            time.sleep(seconds)
+        elif self.stop.wait(seconds):
+            raise UploadStopped(why, path=path)
 
     # -- tus steps -----------------------------------------------------------------------------
 
@@ -354,11 +377,11 @@ class TusUploader:
             raise _Retry("HEAD answer without Upload-Offset")
         return offset, _receipt_url(resp, url)
 
-    def _patch(self, url: str, path: Path, f, offset: int, size: int, buf: bytearray):
+    def _patch(self, url: str, path: Path, f, offset: int, size: int, bufs):
         length = min(self.chunk_size, size - offset)
         f.seek(offset)
         counter = [0]
-        body = _ChunkBody(f, length, buf, counter, self.bucket)
+        body = _ChunkBody(f.fileno(), str(path), length, bufs, counter, self.bucket)
         try:
             resp = self._request(
                 "PATCH",
@@ -402,15 +425,18 @@ class TusUploader:
         if sm3:
             meta["sm3"] = sm3.lower()
         try:
-            f = open(path, "rb")  # noqa: SIM115 - closed below
+            f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
         except OSError as exc:
             raise UploadError(f"{path}: cannot open for upload: {exc}", path=path) from exc
         with f:
+            # read from the disk into the send buffers, not through the page cache (where the
+            # file system allows it; a piece O_DIRECT refuses is read through the cache)
+            set_direct(f.fileno(), True)
             size = os.fstat(f.fileno()).st_size
             return self._upload(f, path, size, sha256, meta, upload_url, on_url, on_progress)
 
     def _upload(self, f, path, size, sha256, meta, upload_url, on_url, on_progress) -> Receipt:
-        buf = bytearray(self._buffer_size)
+        bufs = (aligned_buffer(self._buffer_size), aligned_buffer(self._buffer_size))
         url = upload_url
         offset: int | None = None
         receipt_url: str | None = None
@@ -437,7 +463,7 @@ class TusUploader:
                     if offset > acked:
                         attempt, acked = 0, offset
                 while offset < size:
-                    last, offset = self._patch(url, path, f, offset, size, buf)
+                    last, offset = self._patch(url, path, f, offset, size, bufs)
                     attempt, acked = 0, offset
                     if on_progress is not None:
                         on_progress(offset, size)
@@ -464,7 +490,7 @@ class TusUploader:
                         path=path,
                     ) from exc
                 logger.info("%s: %s; retry %d/%d", path, exc, attempt, self.retries)
-                self._sleep_backoff(attempt)
+                self._sleep_backoff(attempt, path=path)
                 offset = None  # ask the server where it stands
         assert url is not None
         if receipt_url is None:
@@ -504,7 +530,12 @@ class TusUploader:
                     "ask again later (the upload is complete)",
                     path=path,
                 )
-            time.sleep(wait)
+            self._wait(
+                wait,
+                f"{path}: stopped while waiting for the receipt {receipt_url}; the upload is "
+                "complete and the next pass asks for the receipt again",
+                path,
+            )
         raw = _json(resp) or {}
         if str(raw.get("sha256", "")).lower() != sha256 or raw.get("size") != size:
             raise UploadReceiptInvalid(

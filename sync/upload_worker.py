@@ -25,8 +25,8 @@ Each goes out with :class:`sync.tus.TusUploader`; the rules it keeps:
   worker sleeps until the window opens, waking at once when ``stop`` is set. The bandwidth
   limit is the uploader's token bucket.
 * ``stop`` is honoured between chunks (the current PATCH finishes, its offset is durable on
-  the server) and between files. The uploader's own retry backoff is not interruptible: at
-  worst ``retries`` backoffs pass before a stop is seen.
+  the server), between files, and in every wait of the uploader (a retry's backoff, a receipt
+  the centre is still verifying): a stop is never held up by ``receipt_timeout``.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ from sync.tus import (
     UploadReceiptTimeout,
     UploadRejected,
     UploadRetriesExhausted,
+    UploadStopped,
 )
 
 logger = logging.getLogger(__name__)
@@ -275,6 +276,7 @@ class UploadWorker:
         summary.candidates, summary.set_aside = len(rows), set_aside
         if rows:
             uploader = self._factory(self.upload)
+            uploader.stop = self.stop  # no backoff or receipt wait outlasts a stop
             try:
                 self._pass(uploader, rows, summary)
             finally:
@@ -386,6 +388,9 @@ class UploadWorker:
         except _StopUpload:
             outcome.status, outcome.detail = "stopped", "stopped between chunks"
             logger.info("%s: upload stopped; it resumes from the server's offset", store_path)
+        except UploadStopped as exc:
+            outcome.status, outcome.detail = "stopped", str(exc)
+            logger.info("%s", exc)
         except UploadHashMismatch as exc:
             outcome.status, outcome.detail = "rejected", self._rejected(row, path, exc)
         except UploadReceiptTimeout as exc:

@@ -480,3 +480,43 @@ def test_a_killed_sync_resumes_from_the_server_offset(central, home, tmp_path):
     assert summary["synced"] == 1
     assert summary["bytes_sent"] == size - acknowledged
     assert json.loads(catalog.recordings()[0]["receipt"])["upload_url"] == row["upload_url"]
+
+
+def test_a_stop_is_not_held_up_by_a_receipt_the_centre_is_still_verifying(home, tmp_path):
+    """The centre answers 202 (still verifying) for a long time: a stop ends the wait at once."""
+    catalog = offload(home, tmp_path, files=1)
+    app = create_app(tmp_path / "central", TOKENS)
+    slow = threading.Event()
+    slow.set()
+    asked = threading.Event()
+
+    @app.middleware("http")
+    async def verifying_for_a_long_time(request, call_next):  # a centre with a slow verifier
+        if slow.is_set() and request.url.path.endswith("/receipt"):
+            asked.set()
+            from fastapi.responses import Response
+
+            return Response(status_code=202, headers={"Retry-After": "30"})
+        return await call_next(request)
+
+    stop = threading.Event()
+    with serve_app(app) as url:
+        w = worker(home, f"{url}/files/", stop=stop)
+        result: list[dict] = []
+        runner = threading.Thread(target=lambda: result.append(w.run_once()))
+        runner.start()
+        assert asked.wait(30), "the uploader never asked for its receipt"
+        t0 = time.monotonic()
+        stop.set()
+        runner.join(10)
+        assert not runner.is_alive(), "the stop waited for the receipt"
+        assert time.monotonic() - t0 < 5
+        assert result[0]["synced"] == 0 and result[0]["stopped"] is True
+        row = catalog.recordings()[0]
+        assert row["synced_at"] is None and row["receipt"] is None and row["upload_url"]
+        # the centre finished verifying: the next pass asks for the receipt, sends nothing again
+        slow.clear()
+        stop.clear()
+        again = w.run_once()
+        assert again["synced"] == 1 and again["bytes_sent"] == 0
+    assert catalog.recordings()[0]["synced_at"] is not None
