@@ -491,6 +491,12 @@ class OutboxPublisher(threading.Thread):
         self._cursor = 0  # highest row id handed to the link in this process
         self._retry: dict[int, float] = {}  # row id -> monotonic time it may be sent again
         self._drained = threading.Event()
+        # flush(): a request is answered only by an "empty" seen in a pass that began after
+        # it, so rows committed before flush() was called cannot be missed
+        self._flushes = threading.Condition()
+        self._flush_asked = 0
+        self._flush_seen = 0
+        self._pass_flush = 0  # the requests this pass of the loop answers
         link.add_listener(self)
 
     # -- LinkListener (called from the link's thread: queue and wake, nothing more) -------
@@ -518,9 +524,12 @@ class OutboxPublisher(threading.Thread):
         Unlike :meth:`wait_drained` it does not trust an earlier "empty": rows queued since
         (a clean stop's last bay states and status) are waited for.
         """
-        self._drained.clear()
+        with self._flushes:
+            self._flush_asked += 1
+            want = self._flush_asked
         self._wake.set()
-        return self._drained.wait(timeout)
+        with self._flushes:
+            return self._flushes.wait_for(lambda: self._flush_seen >= want, timeout)
 
     def wait_drained(self, timeout: float) -> bool:
         """Wait until the outbox was seen empty with nothing in flight."""
@@ -548,6 +557,8 @@ class OutboxPublisher(threading.Thread):
             while not self._stop_event.is_set():
                 self._wake.wait(self.idle_poll_s)
                 self._wake.clear()
+                with self._flushes:
+                    self._pass_flush = self._flush_asked
                 self.iterations += 1
                 self._apply_acks(catalog)
                 if self._stop_event.is_set():
@@ -600,6 +611,9 @@ class OutboxPublisher(threading.Thread):
             if not rows:
                 if not self._inflight and not self._retry:
                     self._drained.set()
+                    with self._flushes:
+                        self._flush_seen = max(self._flush_seen, self._pass_flush)
+                        self._flushes.notify_all()
                 return
             self._drained.clear()
             for row in rows:

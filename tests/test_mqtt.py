@@ -13,6 +13,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -94,6 +96,48 @@ def test_row_leaves_the_outbox_only_when_acknowledged(home: Path) -> None:
         pub.stop()
     sent = [json.loads(m.payload)["seq"] for m in link.broker.log]
     assert sent == [1, 2, 3, 4, 5], "rows go out in id order, each once"
+
+
+def test_flush_waits_for_rows_queued_while_the_publisher_was_finding_the_outbox_empty(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clean stop queues its last messages, then flushes: a pass that looked at the outbox
+    just before they were committed must not answer the flush."""
+    catalog = make_catalog(home)
+    link = MemoryLink()
+    link.connect()
+    pub = OutboxPublisher(catalog.path, STATION, link, idle_poll_s=0.05)
+    real_pending = outbox.pending
+    looked, go_on = threading.Event(), threading.Event()
+    hold = threading.Event()
+
+    def pending(*a, **kw):  # type: ignore[no-untyped-def]
+        rows = real_pending(*a, **kw)
+        if hold.is_set() and not rows:
+            hold.clear()
+            looked.set()  # the publisher saw an empty outbox ...
+            go_on.wait(10)  # ... and is held there while the caller queues and flushes
+        return rows
+
+    monkeypatch.setattr(outbox, "pending", pending)
+    pub.start()
+    try:
+        assert pub.wait_drained(5)
+        hold.set()
+        assert looked.wait(5)
+        add_events(catalog, 3)  # committed before flush() is called
+        flushed: list[bool] = []
+        flusher = threading.Thread(target=lambda: flushed.append(pub.flush(10)))
+        flusher.start()
+        time.sleep(0.2)
+        go_on.set()
+        flusher.join(15)
+        assert flushed == [True]
+        assert backlog(catalog) == 0, "flush() returned before the queued rows were acknowledged"
+        assert len(link.broker.log) == 3
+    finally:
+        go_on.set()
+        pub.stop()
 
 
 def test_unacknowledged_rows_are_resent_after_reconnect_and_replayed_after_restart(
