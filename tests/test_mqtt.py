@@ -257,6 +257,8 @@ def test_rows_stay_until_puback_from_a_frozen_broker_and_pahos_queue_is_capped(
     sub = Subscriber(broker.port)
     try:
         assert link.wait_connected(10)
+        # the link's own retained "online" takes one of paho's 5 places until its PUBACK
+        wait_for(lambda: not link.client._out_messages, what="'online' acknowledged")
         broker.pause()  # TCP stays up, no PUBACK comes back
         ids = add_events(catalog, 40)
         wait_for(lambda: pub.stats.not_taken > 0, what="paho refusing beyond its queue")
