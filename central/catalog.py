@@ -18,8 +18,8 @@ definition) and compares neighbours:
   to its stored neighbour (``prev_hash`` differs from the hash of seq - 1, or seq + 1 does not
   link to it).
 
-One connection per thread (``threading.local``); writes are short ``BEGIN IMMEDIATE``
-transactions.
+One connection per thread (``threading.local``), closed once its thread has ended (the API's
+worker threads come and go); writes are short ``BEGIN IMMEDIATE`` transactions.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ class CentralCatalog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
+        self._conns: dict[threading.Thread, sqlite3.Connection] = {}
         self._conns_lock = threading.Lock()
         with self.tx() as conn:
             for statement in SCHEMA:
@@ -154,7 +154,10 @@ class CentralCatalog:
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
             with self._conns_lock:
-                self._conns.append(conn)
+                # a thread that ended cannot use its connection again: close it here
+                for thread in [t for t in self._conns if not t.is_alive()]:
+                    self._conns.pop(thread).close()
+                self._conns[threading.current_thread()] = conn
         return conn
 
     @contextmanager
@@ -176,7 +179,7 @@ class CentralCatalog:
 
     def close(self) -> None:
         with self._conns_lock:
-            for conn in self._conns:
+            for conn in self._conns.values():
                 conn.close()
             self._conns.clear()
         self._local = threading.local()

@@ -18,6 +18,11 @@ Rules this module keeps:
   with ``Upload-Offset`` equal to ``Upload-Length`` and an ``Upload-Receipt``: nothing is re-sent.
 * A station sees only its own uploads and receipts; there is no route that reads stored media, and
   ``DELETE`` only terminates an unfinished upload.
+* Expiry deletes an unfinished upload only under a reservation a ``PATCH`` cannot take at the same
+  time (``begin_write``): never an upload being written, and a ``PATCH`` that comes while expiry
+  holds its upload is answered 404.
+* No handler reads SQLite or a file on the event loop (``run_in_threadpool``): a locked database
+  holds up only the requests that need it.
 """
 
 from __future__ import annotations
@@ -128,7 +133,8 @@ class UploadStore:
             db.executescript(_SCHEMA)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recdock-verify")
         self._jobs: dict[str, Future] = {}
-        self._active: set[str] = set()
+        self._writing: set[str] = set()  # uploads a PATCH is appending to
+        self._expiring: set[str] = set()  # uploads expiry is deciding about or deleting
         self._lock = threading.Lock()
 
     # -- paths and records --------------------------------------------------------------------
@@ -267,9 +273,22 @@ class UploadStore:
             raise
         return f
 
-    def mark_active(self, upload_id: str, active: bool) -> None:
+    def begin_write(self, upload_id: str) -> bool:
+        """Reserve an upload for a PATCH, so expiry leaves it alone until :meth:`end_write`.
+
+        False while expiry holds it (it may be deleting it): the PATCH must not touch it. Once
+        this returns True, the caller reads the upload's record: if expiry deleted it just
+        before, the record is gone.
+        """
         with self._lock:
-            (self._active.add if active else self._active.discard)(upload_id)
+            if upload_id in self._expiring:
+                return False
+            self._writing.add(upload_id)
+            return True
+
+    def end_write(self, upload_id: str) -> None:
+        with self._lock:
+            self._writing.discard(upload_id)
 
     # -- verification -------------------------------------------------------------------------
 
@@ -390,7 +409,13 @@ class UploadStore:
         return count
 
     def expire_uploads(self, older_than: float) -> list[str]:
-        """Delete unfinished uploads untouched for ``older_than`` seconds; return their ids."""
+        """Delete unfinished uploads untouched for ``older_than`` seconds; return their ids.
+
+        Each upload is reserved first (see :meth:`begin_write`): one that a PATCH is writing
+        is skipped, and a PATCH that arrives while its upload is reserved here is refused, so
+        an upload is never deleted under a PATCH that resumes it. The age is read after the
+        reservation, so a PATCH that finished just before counts as a touch.
+        """
         cutoff = time.time() - older_than
         expired = []
         for path in self.uploads_dir.iterdir():
@@ -398,28 +423,39 @@ class UploadStore:
             if not self.valid_id(stem):
                 continue  # not an upload of ours: never touched
             with self._lock:
-                busy = stem in self._active or stem in self._jobs
-            if busy:
-                continue
+                if stem in self._writing or stem in self._jobs or stem in self._expiring:
+                    continue
+                self._expiring.add(stem)
             try:
-                if path.stat().st_mtime >= cutoff:
-                    continue
-            except FileNotFoundError:
-                continue
-            if path.suffix == ".json" and self.valid_id(stem):
-                info = self.load(stem)
-                if info is not None and info.offset == info.length:
-                    self.start_verify(info)  # complete: verify, never expire
-                    continue
-                self._discard(stem)
-                expired.append(stem)
-            elif path.suffix == ".part" and not self._info_path(stem).exists():
-                path.unlink(missing_ok=True)  # orphan of a crash during creation
-            elif path.name.endswith(".json.tmp"):
-                path.unlink(missing_ok=True)
+                if self._expire(path, stem, cutoff):
+                    expired.append(stem)
+            finally:
+                with self._lock:
+                    self._expiring.discard(stem)
         if expired:
             logger.info("expired %d abandoned uploads", len(expired))
         return expired
+
+    def _expire(self, path: Path, upload_id: str, cutoff: float) -> bool:
+        """One entry of the uploads folder, reserved by the caller; True when the upload was
+        deleted."""
+        try:
+            if path.stat().st_mtime >= cutoff:
+                return False
+        except FileNotFoundError:
+            return False
+        if path.suffix == ".json":
+            info = self.load(upload_id)
+            if info is not None and info.offset == info.length:
+                self.start_verify(info)  # complete: verify, never expire
+                return False
+            self._discard(upload_id)
+            return True
+        if path.suffix == ".part" and not self._info_path(upload_id).exists():
+            path.unlink(missing_ok=True)  # orphan of a crash during creation
+        elif path.name.endswith(".json.tmp"):
+            path.unlink(missing_ok=True)
+        return False
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
@@ -489,7 +525,8 @@ def create_upload_router(
         return str(request.url_for("tus_receipt", upload_id=upload_id))
 
     def own(upload_id: str, station: str) -> tuple[UploadInfo | None, JSONResponse | None]:
-        """The caller's unfinished upload, or the error response to send."""
+        """The caller's unfinished upload, or the error response to send. Reads files and
+        SQLite (which may wait for a lock): call it with ``run_in_threadpool``."""
         if not store.valid_id(upload_id):
             return None, _error(404, "not_found", "no such upload")
         info = store.load(upload_id)
@@ -573,11 +610,11 @@ def create_upload_router(
         if (bad := check_version(request)) is not None:
             return bad
         async with lock_for(upload_id):  # wait for a PATCH still writing
-            info, err = own(upload_id, station)
+            info, err = await run_in_threadpool(own, upload_id, station)
         if err is not None:
             return Response(status_code=err.status_code, headers=_tus_headers())
         if info is None:
-            receipt = store.receipt(upload_id)
+            receipt = await run_in_threadpool(store.receipt, upload_id)
             assert receipt is not None
             length, offset = receipt["size"], receipt["size"]
             meta = receipt["metadata"]
@@ -607,22 +644,25 @@ def create_upload_router(
         except TimeoutError:
             return _error(423, "locked", "another request is writing this upload; retry")
         try:
-            info, err = own(upload_id, station)
-            if err is not None:
-                return err
-            if info is None:
-                return _error(403, "complete", "this upload is complete and verified")
-            if int(offset_header) != info.offset:
-                return JSONResponse(
-                    {"error": "offset_mismatch", "detail": "HEAD for the current offset"},
-                    status_code=409,
-                    headers=_tus_headers({"Upload-Offset": str(info.offset)}),
-                )
-            store.mark_active(upload_id, True)
+            # reserve before reading the record: expiry cannot delete it from here on, and
+            # one it deleted just before is found gone
+            if not store.begin_write(upload_id):
+                return _error(404, "not_found", "this unfinished upload expired; create it again")
             try:
+                info, err = await run_in_threadpool(own, upload_id, station)
+                if err is not None:
+                    return err
+                if info is None:
+                    return _error(403, "complete", "this upload is complete and verified")
+                if int(offset_header) != info.offset:
+                    return JSONResponse(
+                        {"error": "offset_mismatch", "detail": "HEAD for the current offset"},
+                        status_code=409,
+                        headers=_tus_headers({"Upload-Offset": str(info.offset)}),
+                    )
                 too_much = await _receive(store, info, request)
             finally:
-                store.mark_active(upload_id, False)
+                store.end_write(upload_id)
         finally:
             lock.release()
         headers = {"Upload-Offset": str(info.offset)}
@@ -642,7 +682,7 @@ def create_upload_router(
         if (bad := check_version(request)) is not None:
             return bad
         async with lock_for(upload_id):
-            info, err = own(upload_id, station)
+            info, err = await run_in_threadpool(own, upload_id, station)
             if err is not None:
                 return err
             if info is None or info.offset == info.length:
@@ -654,7 +694,7 @@ def create_upload_router(
 
     @router.get("/{upload_id}/receipt", name="tus_receipt")
     async def tus_receipt(upload_id: str, station: str = Depends(auth)) -> Response:
-        info, err = own(upload_id, station)
+        info, err = await run_in_threadpool(own, upload_id, station)
         if err is not None and err.status_code != 410:
             return err
         job = None
@@ -668,10 +708,10 @@ def create_upload_router(
                 pass  # still verifying: 202 below
             except Exception:  # noqa: BLE001 - the job's own error, answered below
                 pass
-        receipt = store.receipt(upload_id)
+        receipt = await run_in_threadpool(store.receipt, upload_id)
         if receipt is not None:
             return JSONResponse(receipt, headers=_tus_headers())
-        failure = store.failure(upload_id)
+        failure = await run_in_threadpool(store.failure, upload_id)
         if failure is not None:
             return JSONResponse(failure, status_code=STATUS_HASH_MISMATCH, headers=_tus_headers())
         # the job this request waited for (the store forgets a finished job at once)

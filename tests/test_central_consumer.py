@@ -12,6 +12,7 @@ import json
 import os
 import random
 import signal
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -239,6 +240,32 @@ def test_faults_open_and_clear_with_age_against_24_hours(home: Path, central: Mq
 
 
 # -- the JSON API over HTTP ----------------------------------------------------------------
+
+
+def test_catalog_closes_the_connections_of_threads_that_ended(tmp_path: Path) -> None:
+    """The API reads the catalog from the server's worker threads, which come and go (anyio
+    ends one idle for 10 s): a connection per thread must not outlive its thread."""
+    catalog = CentralCatalog(tmp_path / "central.db")
+    db = os.path.realpath(catalog.path)
+
+    def open_on_db() -> int:
+        fds = os.listdir("/proc/self/fd")
+        return sum(1 for fd in fds if os.path.realpath(f"/proc/self/fd/{fd}") == db)
+
+    def readers(n: int) -> int:
+        for _ in range(n):
+            reader = threading.Thread(target=catalog.counts)
+            reader.start()
+            reader.join()
+        return open_on_db()
+
+    # SQLite may keep a closed connection's descriptor for reuse while the file is locked by
+    # another connection of the process: count after a first round, then check none are added
+    after_some = readers(5)
+    assert readers(30) == after_some <= 4, "connections of ended threads are still open"
+    assert catalog.counts()["stations"] == 0
+    catalog.close()
+    assert open_on_db() == 0
 
 
 def test_api_serves_the_catalog_to_reader_tokens_only(home: Path, tmp_path: Path) -> None:

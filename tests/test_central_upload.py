@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import stat
+import threading
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -227,6 +230,94 @@ def test_expire_uploads_removes_only_abandoned_ones(central, tmp_path):
         os.utime(data / "uploads" / f"{old}{suffix}", (past, past))
     assert app.state.uploads.expire_uploads(older_than=600) == [old]
     assert sorted(p.name for p in (data / "uploads").iterdir()) == [f"{new}.json", f"{new}.part"]
+
+
+def patch(location: str, offset: int, body: bytes, timeout: float = 10) -> requests.Response:
+    headers = {
+        **auth(TOKEN_A),
+        "Upload-Offset": str(offset),
+        "Content-Type": "application/offset+octet-stream",
+    }
+    return requests.patch(location, data=body, headers=headers, timeout=timeout)
+
+
+def test_expiry_leaves_an_upload_alone_while_a_patch_writes_it(central, tmp_path):
+    url, data, app = central
+    path, sha = make_file(tmp_path / "clip.mp4", 1536 * 1024)
+    body = path.read_bytes()
+    location = create(url, TOKEN_A, len(body), sha).headers["Location"]
+    part = data / "uploads" / f"{location.rsplit('/', 1)[1]}.part"
+    conn = http.client.HTTPConnection(urlsplit(url).netloc, timeout=10)
+    conn.putrequest("PATCH", urlsplit(location).path)
+    for name, value in {
+        **auth(TOKEN_A),
+        "Upload-Offset": "0",
+        "Content-Type": "application/offset+octet-stream",
+        "Content-Length": str(len(body)),
+    }.items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    first = 1024 * 1024 + 4096  # more than the server's write batch: it reaches the disk
+    conn.send(body[:first])
+    wait_for(lambda: part.stat().st_size >= 1024 * 1024)  # the PATCH is writing
+    assert app.state.uploads.expire_uploads(older_than=0) == []
+    conn.send(body[first:])
+    resp = conn.getresponse()
+    assert resp.status == 204 and resp.getheader("Upload-Offset") == str(len(body))
+    conn.close()
+    receipt = wait_for(
+        lambda: (
+            requests.get(f"{location}/receipt", headers=auth(TOKEN_A), timeout=5)
+            .json()
+            .get("sha256")
+        )
+    )
+    assert receipt == sha
+    assert (data / "objects" / "sha256" / sha[:2] / sha[2:4] / sha).read_bytes() == body
+
+
+def test_a_patch_racing_expiry_is_refused_never_acknowledged_then_lost(
+    central, tmp_path, monkeypatch
+):
+    """Expiry has decided to delete an upload when the PATCH resuming it arrives: the PATCH is
+    answered 404 (the upload is gone), never 204 for bytes that are then deleted."""
+    url, data, app = central
+    store = app.state.uploads
+    path, sha = make_file(tmp_path / "clip.mp4", 4000)
+    body = path.read_bytes()
+    location = create(url, TOKEN_A, len(body), sha).headers["Location"]
+    upload_id = location.rsplit("/", 1)[1]
+    assert patch(location, 0, body[:1000]).status_code == 204
+    # hold expiry right after it has read the upload's record: the moment it decides
+    deciding, go = threading.Event(), threading.Event()
+    outcome: list[list[str]] = []
+    expiry = threading.Thread(target=lambda: outcome.append(store.expire_uploads(older_than=0)))
+    real_load = store.load
+
+    def load(some_id):
+        info = real_load(some_id)
+        if threading.current_thread() is expiry and some_id == upload_id:
+            deciding.set()
+            go.wait(10)
+        return info
+
+    monkeypatch.setattr(store, "load", load)
+    expiry.start()
+    try:
+        assert deciding.wait(10)
+        resumed = patch(location, 1000, body[1000:2000])
+    finally:
+        go.set()
+        expiry.join(10)
+    assert outcome == [[upload_id]]
+    assert resumed.status_code in (404, 410), (
+        f"PATCH answered {resumed.status_code} while its upload was being deleted"
+    )
+    assert not list((data / "uploads").iterdir())
+    # after expiry: a clean 404 for HEAD and PATCH, and the station sends the file again
+    assert requests.head(location, headers=auth(TOKEN_A), timeout=5).status_code == 404
+    assert patch(location, 1000, body[1000:]).status_code == 404
+    assert TusUploader(f"{url}/files/", TOKEN_A).upload(path, sha256=sha).sha256 == sha
 
 
 def test_independent_tus_client_tuspy(central, tmp_path):

@@ -1,0 +1,81 @@
+"""The central store keeps answering while its receipts database is locked by someone else.
+
+Requests that need the database wait for the lock (SQLite's 30 s busy timeout) in a worker
+thread; every other request (OPTIONS, HEAD of an unfinished upload) is answered at once, because
+no handler waits for SQLite or a file on the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+from central.app import create_app
+from tests.central_server import TOKEN_A, TOKENS, serve_app
+from tests.test_central_upload import auth, create
+
+# Another process takes the database for itself: in WAL mode only the exclusive locking mode
+# keeps readers out (a plain BEGIN EXCLUSIVE does not), so that is what the holder uses.
+_HOLDER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
+db.execute("PRAGMA locking_mode=EXCLUSIVE")
+db.execute("BEGIN EXCLUSIVE")
+db.execute("DELETE FROM failures WHERE 0")
+print("locked", flush=True)
+sys.stdin.read()
+db.execute("COMMIT")
+"""
+
+
+@contextlib.contextmanager
+def locked(db: Path) -> Iterator[None]:
+    """Hold ``db`` locked from another process until the block ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        yield
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        assert holder.wait(10) == 0
+
+
+def test_server_answers_while_the_receipts_database_is_locked(tmp_path: Path) -> None:
+    data = tmp_path / "central"
+    with serve_app(create_app(data, TOKENS)) as url, ThreadPoolExecutor(4) as pool:
+        unfinished = create(url, TOKEN_A, 10, "c" * 64).headers["Location"]
+        with locked(data / "receipts.sqlite"):
+            # a receipt of an unknown upload is looked up in the database: these wait
+            waiting = [
+                pool.submit(
+                    requests.get,
+                    f"{url}/files/{secrets.token_hex(16)}/receipt",
+                    headers=auth(TOKEN_A),
+                    timeout=60,
+                )
+                for _ in range(3)
+            ]
+            end = time.monotonic() + 3.0
+            while time.monotonic() < end:
+                start = time.monotonic()
+                assert requests.options(f"{url}/files/", timeout=2).status_code == 204
+                head = requests.head(unfinished, headers=auth(TOKEN_A), timeout=2)
+                assert head.status_code == 200 and head.headers["Upload-Offset"] == "0"
+                assert time.monotonic() - start < 1.0
+            assert not any(f.done() for f in waiting), "the lookups did not wait for the lock"
+        for f in waiting:
+            assert f.result().status_code == 404
