@@ -86,6 +86,16 @@ def encode_relpath(raw: bytes) -> str:
     return "/".join(encode_component(p) for p in parts)
 
 
+def decode_relpath(text: str) -> bytes:
+    """Inverse of :func:`encode_relpath` for every path whose components fit."""
+    return b"/".join(decode_component(c) for c in text.split("/"))
+
+
+def round_trips(raw: bytes) -> bool:
+    """Whether the store path of ``raw`` gives ``raw`` back (no component was cut)."""
+    return decode_relpath(encode_relpath(raw)) == b"/".join(p for p in raw.split(b"/") if p)
+
+
 def display(raw: bytes) -> str:
     """The readable, reversible text form of a recorder path (for catalog and messages).
 

@@ -46,7 +46,7 @@ from agent.errors import (
     StoreError,
     StoreFullError,
 )
-from agent.names import decode_component, display, encode_relpath, safe_label
+from agent.names import decode_relpath, display, encode_relpath, round_trips, safe_label
 from agent.profiles import Profile
 from agent.recorder import (
     MediaFile,
@@ -70,6 +70,7 @@ from agent.store import (
     fsync_dir,
     hash_fd,
     hash_file,
+    source_name_of,
 )
 
 log = logging.getLogger(__name__)
@@ -460,6 +461,7 @@ class Offloader:
                     read_ahead=self.buf2,
                     spare=self.spare,
                     follow=follow,
+                    source_xattr=None if round_trips(m.relpath) else m.relpath,
                 )
                 try:
                     self._check_unchanged(source, m, before, fd, temp.digest)
@@ -932,8 +934,8 @@ def _adopt_orphans(
             rel_store = full.relative_to(store.root).as_posix()
             if rel_store in known:
                 continue
-            rel_media = full.relative_to(media_root).as_posix()
-            raw = b"/".join(decode_component(c) for c in rel_media.split("/"))
+            # the recorder's path: kept on the file when its store name was cut
+            raw = source_name_of(full) or decode_relpath(full.relative_to(media_root).as_posix())
             digest = hash_file(full, buf, sm3=store.sm3)
             st = full.stat()
             with catalog.tx() as conn:

@@ -49,6 +49,9 @@ from agent.errors import (
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".recdock-partial-"
+# the recorder's own path of a copy whose store name was cut (names.round_trips): kept on
+# the file itself, so a copy adopted after a crash is catalogued under its real name
+SOURCE_XATTR = "user.recdock.source"
 MARKER = ".catalog-id"
 MANIFEST = "manifest-sha256.txt"
 SESSION_RECORD = "session.json"
@@ -170,6 +173,29 @@ def hash_file(path: Path, buf: memoryview, *, sm3: bool = False, drop_cache: boo
 #: O_DIRECT wants the buffer's address, the length and the file offset aligned to the
 #: disk's logical block; a page is a multiple of the block size of every disk a station uses.
 DIRECT_ALIGN = mmap.PAGESIZE
+
+
+def _keep_source_name(fd: int, dest: Path, raw: bytes, source_name: str) -> None:
+    try:
+        os.setxattr(fd, SOURCE_XATTR, raw)
+    except OSError as exc:
+        # the copy is as good without it; only its adoption after a crash loses the name
+        log.warning(
+            "%s: the store's file system keeps no extended attribute (%s): if the offload "
+            "is interrupted before this copy is catalogued, it is catalogued under its "
+            "shortened store name %s and the next offload stores it once more",
+            source_name,
+            exc.strerror,
+            dest.name,
+        )
+
+
+def source_name_of(path: Path) -> bytes | None:
+    """The recorder path kept on a store file by ``write_temp(source_xattr=...)``."""
+    try:
+        return os.getxattr(path, SOURCE_XATTR, follow_symlinks=False)
+    except OSError:
+        return None
 
 
 def aligned_buffer(size: int) -> memoryview:
@@ -393,8 +419,12 @@ class Store:
         read_ahead: memoryview | None = None,
         spare: Sequence[memoryview] = (),
         follow: Follower | None = None,
+        source_xattr: bytes | None = None,
     ) -> TempCopy:
         """The copy's first half: read once, hash and write a temp file, fsync it, 0444.
+
+        ``source_xattr``, when given, is kept on the file as :data:`SOURCE_XATTR` (the
+        recorder's path of a copy whose store name cannot give it back).
 
         With a second buffer (``read_ahead``) a reader thread fills one buffer from the
         recorder while this thread hashes and writes the other; with ``spare`` buffers as
@@ -420,6 +450,8 @@ class Store:
             raise _store_error(exc, dest, source_name) from exc
         if follow is not None:
             follow.start(tmp, dest, source_name)
+        if source_xattr is not None:
+            _keep_source_name(fd, dest, source_xattr, source_name)
         try:
             # aligned buffers: read and write around the page cache (see set_direct)
             bufs = [buf, *([read_ahead] if read_ahead is not None else []), *spare]

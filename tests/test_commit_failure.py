@@ -9,6 +9,8 @@ as added files for ever.
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 from pathlib import Path
 
@@ -128,3 +130,75 @@ def test_two_bays_recovering_the_same_session_at_once_do_it_once(
     assert dup == []
     result = verify(catalog, Store(home / "store", reserve_bytes=0))
     assert result.ok, result.problems
+
+
+def test_a_copy_whose_store_name_was_cut_is_adopted_under_its_own_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recorder name escaped past 255 bytes (here GBK bytes, as a recorder with a Chinese
+    code page writes them) is cut in the store; adoption after a crash must still know the
+    recorder's name, or the next offload copies the file a second time."""
+    config = Config(store=StoreConfig(reserve_bytes=0, commit_every_files=1))
+    home = tmp_path / "home"
+    rec = make_folder_recorder(tmp_path / "rec", "CF0002", files=3, size=64 * 1024)
+    folder = rec / "DCIM" / "100RDSIM"
+    first = sorted(folder.iterdir())[0]
+    long_name = "执法记录".encode("gbk") * 20 + b"_" + first.name.encode()  # ~190 bytes
+    os.rename(first, os.path.join(os.fsencode(folder), long_name))
+    profile = ProfileSet.load(config.profiles.dirs).get("simulated")
+
+    real_commit = Offloader._commit
+    groups = {"n": 0}
+
+    def failing_commit(self, group, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if group:
+            groups["n"] += 1
+            if groups["n"] == 2:  # the long name sorts last: its copy is linked, no row lands
+                raise CatalogError("catalog.db: disk I/O error (injected)")
+        return real_commit(self, group, *args, **kwargs)
+
+    catalog = open_catalog(home, config.station_id)
+    with monkeypatch.context() as m:
+        m.setattr(Offloader, "_commit", failing_commit)
+        with pytest.raises(CatalogError):
+            Offloader(config, home, catalog).run(rec, profile)
+    linked = [p for p in (home / "store").rglob("*") if p.is_file() and "~" in p.name]
+    assert linked, "the long name must have been cut in the store and the copy linked"
+    catalog.close()
+
+    catalog = open_catalog(home, config.station_id)
+    report = Offloader(config, home, catalog).run(rec, profile)
+    assert report.ok, report.failures
+    rows = catalog.query("SELECT source_path, sha256, adopted FROM recordings")
+    assert len(rows) == 3 and len({r["sha256"] for r in rows}) == 3, rows
+    adopted = [r for r in rows if r["adopted"]]
+    assert len(adopted) == 1 and adopted[0]["source_path"].endswith(first.name), adopted
+    assert list(folder.iterdir()) == []
+    result = verify(catalog, Store(home / "store", reserve_bytes=0))
+    assert result.ok, result.problems
+
+
+def test_a_store_without_extended_attributes_still_takes_a_cut_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FAT or an old tmpfs as the store: the name cannot be kept on the copy; the offload
+    says so for that file and goes on."""
+    config = Config(store=StoreConfig(reserve_bytes=0))
+    home = tmp_path / "home"
+    rec = make_folder_recorder(tmp_path / "rec", "CF0003", files=2, size=64 * 1024)
+    folder = rec / "DCIM" / "100RDSIM"
+    first = sorted(folder.iterdir())[0]
+    os.rename(first, os.path.join(os.fsencode(folder), "执法记录".encode("gbk") * 20 + b".MP4"))
+    profile = ProfileSet.load(config.profiles.dirs).get("simulated")
+
+    def no_xattrs(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOTSUP, os.strerror(errno.ENOTSUP))
+
+    monkeypatch.setattr(os, "setxattr", no_xattrs)
+    catalog = open_catalog(home, config.station_id)
+    report = Offloader(config, home, catalog).run(rec, profile)
+    assert report.ok, report.failures
+    assert len(catalog.query("SELECT * FROM recordings")) == 2
+    (warning,) = [r.getMessage() for r in caplog.records if "extended attribute" in r.getMessage()]
+    assert warning.startswith("DCIM/100RDSIM/") and "%B7%A8%BC%C7" in warning
+    assert "stores it once more" in warning

@@ -16,6 +16,7 @@ from agent.names import (
     encode_bytes,
     encode_component,
     encode_relpath,
+    round_trips,
     safe_label,
 )
 from agent.store import TEMP_PREFIX
@@ -160,3 +161,9 @@ def test_percent_is_escaped_so_names_do_not_collide() -> None:
 def test_safe_label_is_one_safe_component(value: str | None) -> None:
     label = safe_label(value)
     assert_safe(label)
+
+
+def test_round_trips_tells_a_cut_name_from_one_that_comes_back() -> None:
+    assert round_trips("执法记录".encode() * 5 + b"/A.MP4")
+    assert round_trips(b"/DCIM//100RDSIM/\xff.MP4"), "empty components are dropped, not cut"
+    assert not round_trips(b"DCIM/" + "执法记录".encode("gbk") * 20 + b".MP4")
