@@ -16,14 +16,39 @@ from pathlib import Path
 
 import pytest
 
-from agent.catalog import open_catalog
+from agent.catalog import Catalog, open_catalog
 from agent.config import Config, StoreConfig
 from agent.errors import CatalogError
 from agent.offload import Offloader
-from agent.profiles import ProfileSet
+from agent.profiles import Profile, ProfileSet
 from agent.store import Store
 from agent.verify import verify
 from tests.recorders import make_folder_recorder
+
+
+def offload_failing_second_commit(
+    monkeypatch: pytest.MonkeyPatch,
+    config: Config,
+    home: Path,
+    catalog: Catalog,
+    rec: Path,
+    profile: Profile,
+) -> None:
+    """Offload ``rec`` with the second non-empty group's catalog commit failing."""
+    real_commit = Offloader._commit
+    groups = {"n": 0}
+
+    def failing_commit(self, group, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if group:
+            groups["n"] += 1
+            if groups["n"] == 2:
+                raise CatalogError("catalog.db: disk I/O error (injected)")
+        return real_commit(self, group, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(Offloader, "_commit", failing_commit)
+        with pytest.raises(CatalogError):
+            Offloader(config, home, catalog).run(rec, profile)
 
 
 def test_failed_commit_keeps_the_session_open_and_the_next_run_adopts(
@@ -34,21 +59,9 @@ def test_failed_commit_keeps_the_session_open_and_the_next_run_adopts(
     rec = make_folder_recorder(tmp_path / "rec", "CF0001", files=5, size=64 * 1024)
     profile = ProfileSet.load(config.profiles.dirs).get("simulated")
 
-    real_commit = Offloader._commit
-    calls = {"n": 0}
-
-    def failing_commit(self, group, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if group:
-            calls["n"] += 1
-            if calls["n"] == 2:  # the second group: its copies are linked, its rows never land
-                raise CatalogError("catalog.db: disk I/O error (injected)")
-        return real_commit(self, group, *args, **kwargs)
-
+    # the second group's copies are linked, its rows never land
     catalog = open_catalog(home, config.station_id)
-    with monkeypatch.context() as m:
-        m.setattr(Offloader, "_commit", failing_commit)
-        with pytest.raises(CatalogError):
-            Offloader(config, home, catalog).run(rec, profile)
+    offload_failing_second_commit(monkeypatch, config, home, catalog, rec, profile)
     (open_session,) = catalog.query("SELECT * FROM sessions WHERE ended_at IS NULL")
     linked = [p for p in (home / "store").rglob("*.MP4") if not p.name.startswith(".recdock-")]
     catalogued = catalog.query("SELECT store_path FROM recordings")
@@ -147,21 +160,9 @@ def test_a_copy_whose_store_name_was_cut_is_adopted_under_its_own_name(
     os.rename(first, os.path.join(os.fsencode(folder), long_name))
     profile = ProfileSet.load(config.profiles.dirs).get("simulated")
 
-    real_commit = Offloader._commit
-    groups = {"n": 0}
-
-    def failing_commit(self, group, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if group:
-            groups["n"] += 1
-            if groups["n"] == 2:  # the long name sorts last: its copy is linked, no row lands
-                raise CatalogError("catalog.db: disk I/O error (injected)")
-        return real_commit(self, group, *args, **kwargs)
-
+    # the long name sorts last: its copy is linked in the second group, its row never lands
     catalog = open_catalog(home, config.station_id)
-    with monkeypatch.context() as m:
-        m.setattr(Offloader, "_commit", failing_commit)
-        with pytest.raises(CatalogError):
-            Offloader(config, home, catalog).run(rec, profile)
+    offload_failing_second_commit(monkeypatch, config, home, catalog, rec, profile)
     linked = [p for p in (home / "store").rglob("*") if p.is_file() and "~" in p.name]
     assert linked, "the long name must have been cut in the store and the copy linked"
     catalog.close()
