@@ -295,16 +295,20 @@ class UploadStore:
     def start_verify(self, info: UploadInfo) -> Future:
         with self._lock:
             job = self._jobs.get(info.id)
-            if job is None:
-                job = self._executor.submit(self._verify, info)
-                self._jobs[info.id] = job
-                job.add_done_callback(lambda _f, i=info.id: self._forget_job(i))
-            return job
+            if job is not None:
+                return job
+            job = self._executor.submit(self._verify, info)
+            self._jobs[info.id] = job
+        # outside the lock: a job already over runs its callback here and now, and the
+        # callback takes the lock (under it, the event loop calling this would deadlock)
+        job.add_done_callback(lambda done, i=info.id: self._forget_job(i, done))
+        return job
 
-    def _forget_job(self, upload_id: str) -> None:
+    def _forget_job(self, upload_id: str, job: Future) -> None:
         with self._lock:
-            job = self._jobs.pop(upload_id, None)
-        exc = job.exception() if job is not None and not job.cancelled() else None
+            if self._jobs.get(upload_id) is job:
+                del self._jobs[upload_id]
+        exc = job.exception() if not job.cancelled() else None
         if exc is not None:
             # not a hash mismatch (that is recorded in _verify) but the server's own trouble
             # (disk full, I/O error): log it; the upload stays complete and is verified

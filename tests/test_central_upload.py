@@ -384,3 +384,36 @@ def test_a_verification_the_server_cannot_finish_is_an_error_not_endless_waiting
     answer = requests.get(f"{location}/receipt", headers=auth(TOKEN_A), timeout=30)
     assert answer.status_code == 500, answer.text
     assert "verify_failed" in answer.text
+
+
+def test_a_verification_finished_before_it_is_registered_does_not_freeze_the_server(tmp_path):
+    """start_verify runs on the event loop. A job can be over (a tiny file, or the server's
+    own disk failing at once) before start_verify has registered its clean-up: that must
+    neither deadlock the caller nor leave the finished job registered."""
+    from concurrent.futures import wait
+
+    from central.upload import UploadStore
+
+    store = UploadStore(tmp_path / "central")
+    info = store.create("ST-A", 3, hashlib.sha256(b"abc").hexdigest(), None, {})
+    real_submit = store._executor.submit
+
+    def submit_and_let_it_finish(fn, *args):  # type: ignore[no-untyped-def]
+        job = real_submit(fn, *args)
+        wait([job])  # the job is over before start_verify goes on
+        return job
+
+    store._executor.submit = submit_and_let_it_finish  # type: ignore[method-assign]
+    with store.open_for_append(info) as f:
+        f.write(b"abc")
+    info.offset = 3
+    store.save(info)
+    started: list[object] = []
+    caller = threading.Thread(target=lambda: started.append(store.start_verify(info)), daemon=True)
+    caller.start()
+    caller.join(5)
+    assert not caller.is_alive(), "start_verify deadlocked on a job that had already finished"
+    assert started[0].result() is None
+    assert store.verifying(info.id) is None, "a finished job stays registered"
+    assert store.receipt(info.id)["sha256"] == hashlib.sha256(b"abc").hexdigest()
+    store.close()
