@@ -255,6 +255,8 @@ class Station:
         self.dockings: dict[str, Docking] = {}
         self.slots = threading.BoundedSemaphore(config.station.max_concurrent_offloads)
         self.stopping = threading.Event()
+        # SIGTERM/SIGINT: the handler only queues (see request_stop); a thread sets the events
+        self._stop_requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self.heartbeat = time.monotonic()
         self.station_fault = False
         self._fault_lock = threading.Lock()
@@ -272,10 +274,21 @@ class Station:
     # -- life cycle ------------------------------------------------------------------------
 
     def request_stop(self, *_args: object) -> None:
-        """SIGTERM/SIGINT: stop; every bay's work abandons its file in flight at once."""
-        self.stopping.set()
-        for d in list(self.dockings.values()):
-            d.stop.set()
+        """SIGTERM/SIGINT: stop; every bay's work abandons its file in flight at once.
+
+        The signal handler. Python runs it on the main thread between any two bytecodes,
+        also inside ``Event.set()`` of a docking's stop (an unplug), whose lock that thread
+        then holds: setting an event here would wait for ever on its own thread. So it only
+        queues the request (``SimpleQueue.put`` is reentrant) for :meth:`_stop_on_request`.
+        """
+        self._stop_requests.put(True)
+
+    def _stop_on_request(self) -> None:
+        """The thread behind :meth:`request_stop` (started by install_signal_handlers)."""
+        if self._stop_requests.get():
+            self.stopping.set()
+            for d in list(self.dockings.values()):
+                d.stop.set()
 
     def run(self) -> int:
         set_log_context(None, None)
@@ -350,6 +363,7 @@ class Station:
                 log.exception("%s did not stop cleanly", service.describe())
         self.indicators.close()
         self.state_file.unlink(missing_ok=True)
+        self._stop_requests.put(False)  # ends _stop_on_request if no signal came
         log.info("stopped")
 
     def _write_state_file(self) -> None:
@@ -771,6 +785,7 @@ class Station:
 
 
 def install_signal_handlers(station: Station) -> None:
+    threading.Thread(target=station._stop_on_request, name="stop-request", daemon=True).start()
     signal.signal(signal.SIGTERM, station.request_stop)
     signal.signal(signal.SIGINT, station.request_stop)
 

@@ -571,3 +571,62 @@ def test_a_store_fault_left_open_by_the_last_run_is_cleared_once_there_is_room(t
         assert "STATION FAULT still open from before the start" in s.log.read_text()
     finally:
         assert stop_station(s) == 0
+
+
+def test_a_stop_signal_landing_inside_a_docking_stop_event_does_not_deadlock(tmp_path):
+    """Python runs a signal handler on the main thread between two bytecodes, also while
+    that thread is inside ``Event.set()`` of a docking's stop (an unplug) and so holds the
+    event's lock. The SIGTERM handler must not wait for that lock: the daemon would hang.
+    The signal is sent from inside ``set()`` (a real signal, the real handler); a SIGALRM
+    ends the test instead of hanging it."""
+    from gpiozero.pins.mock import MockFactory
+
+    from agent.catalog import open_catalog
+    from agent.clock import make_clock
+    from agent.config import Config
+    from agent.daemon import Docking, Station, install_signal_handlers
+    from agent.dock import DockEvent, SimulatedDock
+    from agent.indicators import Indicators
+    from agent.mount import Mounter
+    from agent.profiles import ProfileSet
+
+    config = Config(station_id="st-test")
+    station = Station(
+        config,
+        tmp_path,
+        dock=SimulatedDock(tmp_path, set()),
+        indicators=Indicators(config.indicators, MockFactory()),
+        clock=make_clock("simulated", synchronised=True),
+        profiles=ProfileSet([]),
+        mounter=Mounter(tmp_path / "mnt"),
+    )
+    station.catalog = open_catalog(tmp_path, "st-test")
+    event = DockEvent("add", "sim:1", 1, source=tmp_path)
+    docking = Docking(event, None)
+    station.dockings[event.key] = docking
+    notify_all = docking.stop._cond.notify_all
+
+    def signal_while_the_lock_is_held() -> None:
+        notify_all()
+        os.kill(os.getpid(), signal.SIGTERM)  # its handler runs here, on this thread
+
+    def deadlocked(*_args: object) -> None:
+        raise TimeoutError("the SIGTERM handler waits for a lock its own thread holds")
+
+    docking.stop._cond.notify_all = signal_while_the_lock_is_held  # type: ignore[method-assign]
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)}
+    try:
+        install_signal_handlers(station)
+        signal.signal(signal.SIGALRM, deadlocked)
+        signal.setitimer(signal.ITIMER_REAL, 5)
+        try:
+            station._undocked(DockEvent("remove", "sim:1", 1, source=tmp_path))
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        wait_for(station.stopping.is_set, 5, "the station to stop")
+        assert docking.stop.is_set() and docking.gone.is_set()
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        station.catalog.close()
+        station.indicators.close()
