@@ -592,3 +592,50 @@ def test_only_the_insecure_setting_skips_verification(tls_broker, caplog) -> Non
     assert [n for n in MqttConfig.model_fields if "insecure" in n or "verify" in n] == [
         "tls_insecure_skip_verify"
     ], "no other way to switch verification off"
+
+
+@needs_mosquitto
+def test_a_stop_signal_landing_inside_the_publisher_process_wait_does_not_deadlock(
+    broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``python -m sync.mqtt`` waits for its stop in ``stop.wait(0.5)`` on the main thread,
+    and Python runs a signal handler on that thread between two bytecodes, also while
+    ``wait()`` holds the event's lock. The SIGTERM handler must not wait for that lock: the
+    process would hang instead of stopping. The signal is sent from inside ``wait()`` (a
+    real signal, the real handler); a SIGALRM ends the test instead of hanging it."""
+    import sync.mqtt
+
+    home = tmp_path / "home"
+    make_catalog(home).close()
+    config = write_station_config(tmp_path / "station.toml", broker.port)
+    real_run_publisher = sync.mqtt.run_publisher
+
+    def run_publisher(*args, stop: threading.Event, **kwargs):  # type: ignore[no-untyped-def]
+        wait = stop._cond.wait  # type: ignore[attr-defined]
+        signalled: list[bool] = []
+
+        def signal_while_the_lock_is_held(timeout=None):  # type: ignore[no-untyped-def]
+            if not signalled:
+                signalled.append(True)
+                os.kill(os.getpid(), signal.SIGTERM)  # its handler runs here, on this thread
+            return wait(timeout)
+
+        stop._cond.wait = signal_while_the_lock_is_held  # type: ignore[attr-defined]
+        return real_run_publisher(*args, stop=stop, **kwargs)
+
+    def deadlocked(*_args: object) -> None:
+        raise TimeoutError("the SIGTERM handler waits for a lock its own thread holds")
+
+    monkeypatch.setattr(sync.mqtt, "run_publisher", run_publisher)
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)}
+    try:
+        signal.signal(signal.SIGALRM, deadlocked)
+        signal.setitimer(signal.ITIMER_REAL, 10)
+        try:
+            code = sync.mqtt.main(["--home", str(home), "--config", str(config)])
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    assert code == 0
