@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import signal
 import sys
 import threading
@@ -367,15 +368,31 @@ def sync_command(c: Ctx, once: bool, as_json: bool) -> None:
             "tus URL in the configuration"
         )
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    # Python runs a signal handler on the main thread between two bytecodes, also while the
+    # worker's stop.wait() there holds the event's lock: setting the event in the handler
+    # would wait for ever on its own thread. The handler only queues the signal
+    # (SimpleQueue.put is reentrant); a thread sets the event.
+    asked: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def stop_on_request() -> None:
+        if asked.get():
+            stop.set()
+
+    threading.Thread(target=stop_on_request, name="stop-request", daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda signum, _frame: asked.put(signum))
     worker = UploadWorker(c.config, c.home, stop=stop, catalog=c.catalog(create=False))
     if not once:
         try:
             worker.run_forever()
         except KeyboardInterrupt:
             stop.set()
+        finally:
+            asked.put(0)  # ends stop_on_request when no signal came
         return
-    summary = worker.run_once()
+    try:
+        summary = worker.run_once()
+    finally:
+        asked.put(0)
     if as_json:
         click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     elif not summary["window_open"]:

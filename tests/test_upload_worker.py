@@ -520,3 +520,51 @@ def test_a_stop_is_not_held_up_by_a_receipt_the_centre_is_still_verifying(home, 
         again = w.run_once()
         assert again["synced"] == 1 and again["bytes_sent"] == 0
     assert catalog.recordings()[0]["synced_at"] is not None
+
+
+def test_a_stop_signal_landing_inside_the_sync_command_wait_does_not_deadlock(
+    home, tmp_path, monkeypatch
+):
+    """`recdock sync` (no --once) waits between passes in ``stop.wait()`` on the main
+    thread, and Python runs a signal handler on that thread between two bytecodes, also while
+    ``wait()`` holds the event's lock. The SIGTERM handler must not wait for that lock: the
+    uploader would hang instead of stopping. The signal is sent from inside ``wait()`` (a
+    real signal, the real handler); a SIGALRM ends the test instead of hanging it."""
+    import signal
+
+    import sync.upload_worker
+    from agent.cli import cli
+
+    open_catalog(home, STATION).close()
+    config = write_config(tmp_path, "http://127.0.0.1:9/files/")
+    signalled: list[bool] = []
+
+    class SignalledWorker(UploadWorker):
+        def __init__(self, *args, stop: threading.Event, **kwargs) -> None:
+            super().__init__(*args, stop=stop, **kwargs)
+            wait = stop._cond.wait
+
+            def signal_while_the_lock_is_held(timeout=None):
+                if not signalled:
+                    signalled.append(True)
+                    os.kill(os.getpid(), signal.SIGTERM)  # its handler runs here, on this thread
+                return wait(timeout)
+
+            stop._cond.wait = signal_while_the_lock_is_held
+
+    def deadlocked(*_args: object) -> None:
+        raise TimeoutError("the SIGTERM handler waits for a lock its own thread holds")
+
+    monkeypatch.setattr(sync.upload_worker, "UploadWorker", SignalledWorker)
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)}
+    try:
+        signal.signal(signal.SIGALRM, deadlocked)
+        signal.setitimer(signal.ITIMER_REAL, 10)
+        try:
+            cli.main(["--home", str(home), "--config", str(config), "sync"], standalone_mode=False)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    assert signalled
