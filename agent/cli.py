@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import signal
 import sys
 import threading
@@ -25,6 +24,7 @@ from agent.checks_cli import check_command
 from agent.config import Config, load_config, resolve_home
 from agent.errors import RecdockError
 from agent.profiles import Profile, ProfileSet
+from agent.signals import SignalRelay
 
 log = logging.getLogger("recdock")
 
@@ -132,7 +132,7 @@ def offload(
     # SIGTERM (systemd stop, kill) is a clean stop: the file in flight is abandoned
     # (its temp file removed), what is verified is catalogued, the session ends.
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    relay = SignalRelay(stop.set, [signal.SIGTERM])  # never set in the handler itself
     if not c.verbose:
         # one line per problem: what the report below prints is not logged again
         for handler in logging.getLogger().handlers:
@@ -159,6 +159,7 @@ def offload(
             stop=stop,
         ).run(source, profile, serial=serial)
     finally:
+        relay.close()
         if bar is not None:
             bar.__exit__(None, None, None)
     d = report.as_dict()
@@ -368,31 +369,17 @@ def sync_command(c: Ctx, once: bool, as_json: bool) -> None:
             "tus URL in the configuration"
         )
     stop = threading.Event()
-    # Python runs a signal handler on the main thread between two bytecodes, also while the
-    # worker's stop.wait() there holds the event's lock: setting the event in the handler
-    # would wait for ever on its own thread. The handler only queues the signal
-    # (SimpleQueue.put is reentrant); a thread sets the event.
-    asked: queue.SimpleQueue[int] = queue.SimpleQueue()
-
-    def stop_on_request() -> None:
-        if asked.get():
-            stop.set()
-
-    threading.Thread(target=stop_on_request, name="stop-request", daemon=True).start()
-    signal.signal(signal.SIGTERM, lambda signum, _frame: asked.put(signum))
     worker = UploadWorker(c.config, c.home, stop=stop, catalog=c.catalog(create=False))
-    if not once:
-        try:
-            worker.run_forever()
-        except KeyboardInterrupt:
-            stop.set()
-        finally:
-            asked.put(0)  # ends stop_on_request when no signal came
-        return
-    try:
+    # SIGTERM sets stop from a relay thread: the worker waits in stop.wait() on this thread,
+    # and a handler setting it there could deadlock (agent/signals.py)
+    with SignalRelay(stop.set, [signal.SIGTERM]):
+        if not once:
+            try:
+                worker.run_forever()
+            except KeyboardInterrupt:
+                stop.set()
+            return
         summary = worker.run_once()
-    finally:
-        asked.put(0)
     if as_json:
         click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     elif not summary["window_open"]:

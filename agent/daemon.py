@@ -38,7 +38,6 @@ import logging.handlers
 import os
 import queue
 import shutil
-import signal
 import threading
 import time
 import uuid
@@ -64,6 +63,7 @@ from agent.mount import Mount, Mounter
 from agent.offload import Offloader, OffloadReport, Stopped
 from agent.profiles import ProfileSet
 from agent.recorder import list_media
+from agent.signals import SignalRelay
 from sync import outbox, topics
 
 log = logging.getLogger(__name__)
@@ -255,8 +255,6 @@ class Station:
         self.dockings: dict[str, Docking] = {}
         self.slots = threading.BoundedSemaphore(config.station.max_concurrent_offloads)
         self.stopping = threading.Event()
-        # SIGTERM/SIGINT: the handler only queues (see request_stop); a thread sets the events
-        self._stop_requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self.heartbeat = time.monotonic()
         self.station_fault = False
         self._fault_lock = threading.Lock()
@@ -273,22 +271,15 @@ class Station:
 
     # -- life cycle ------------------------------------------------------------------------
 
-    def request_stop(self, *_args: object) -> None:
+    def request_stop(self) -> None:
         """SIGTERM/SIGINT: stop; every bay's work abandons its file in flight at once.
 
-        The signal handler. Python runs it on the main thread between any two bytecodes,
-        also inside ``Event.set()`` of a docking's stop (an unplug), whose lock that thread
-        then holds: setting an event here would wait for ever on its own thread. So it only
-        queues the request (``SimpleQueue.put`` is reentrant) for :meth:`_stop_on_request`.
+        Never call it from a signal handler (it sets events): install_signal_handlers runs
+        it on a relay thread (agent/signals.py says why).
         """
-        self._stop_requests.put(True)
-
-    def _stop_on_request(self) -> None:
-        """The thread behind :meth:`request_stop` (started by install_signal_handlers)."""
-        if self._stop_requests.get():
-            self.stopping.set()
-            for d in list(self.dockings.values()):
-                d.stop.set()
+        self.stopping.set()
+        for d in list(self.dockings.values()):
+            d.stop.set()
 
     def run(self) -> int:
         set_log_context(None, None)
@@ -363,7 +354,6 @@ class Station:
                 log.exception("%s did not stop cleanly", service.describe())
         self.indicators.close()
         self.state_file.unlink(missing_ok=True)
-        self._stop_requests.put(False)  # ends _stop_on_request if no signal came
         log.info("stopped")
 
     def _write_state_file(self) -> None:
@@ -784,10 +774,9 @@ class Station:
                 self.indicators.station_fault(False)
 
 
-def install_signal_handlers(station: Station) -> None:
-    threading.Thread(target=station._stop_on_request, name="stop-request", daemon=True).start()
-    signal.signal(signal.SIGTERM, station.request_stop)
-    signal.signal(signal.SIGINT, station.request_stop)
+def install_signal_handlers(station: Station) -> SignalRelay:
+    """SIGTERM and SIGINT stop the station (close the relay when the station has stopped)."""
+    return SignalRelay(station.request_stop)
 
 
 # --- simulation: observable mock pins ------------------------------------------------------------

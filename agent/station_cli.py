@@ -101,8 +101,9 @@ def run_command(c: Any, simulate: bool) -> None:
         apply_firmware=apply_firmware,
         services=configured_services(config, home),
     )
-    install_signal_handlers(station)
-    sys.exit(station.run())
+    with install_signal_handlers(station):
+        code = station.run()
+    sys.exit(code)
 
 
 @click.command()

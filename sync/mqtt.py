@@ -31,8 +31,6 @@ import collections
 import fnmatch
 import json
 import logging
-import queue
-import signal
 import ssl
 import sys
 import threading
@@ -47,6 +45,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from agent.errors import ConfigError, RecdockError
+from agent.signals import SignalRelay
 from sync import outbox, topics
 from sync.settings import MqttConfig
 
@@ -716,27 +715,15 @@ def main(argv: list[str] | None = None) -> int:
         print("recdock: mqtt.enabled is false: nothing to publish to", file=sys.stderr)
         return 78
     stop = threading.Event()
-    # Python runs a signal handler on the main thread between two bytecodes, also while
-    # run_publisher's stop.wait() there holds the event's lock: setting the event in the
-    # handler would wait for ever on its own thread. The handler only queues the signal
-    # (SimpleQueue.put is reentrant); this thread sets the event.
-    asked: queue.SimpleQueue[int] = queue.SimpleQueue()
-
-    def stop_on_request() -> None:
-        if asked.get():
-            stop.set()
-
-    threading.Thread(target=stop_on_request, name="stop-request", daemon=True).start()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: asked.put(signum))
     home = resolve_home(args.home)
-    try:
-        return run_publisher(home / "catalog.db", config.station_id, mqtt_config, stop=stop)
-    except RecdockError as exc:
-        print(f"recdock: {exc}", file=sys.stderr)
-        return exc.exit_code
-    finally:
-        asked.put(0)  # ends stop_on_request when no signal came
+    # SIGTERM/SIGINT set stop from a relay thread: run_publisher waits in stop.wait() on this
+    # thread, and a handler setting it there could deadlock (agent/signals.py)
+    with SignalRelay(stop.set):
+        try:
+            return run_publisher(home / "catalog.db", config.station_id, mqtt_config, stop=stop)
+        except RecdockError as exc:
+            print(f"recdock: {exc}", file=sys.stderr)
+            return exc.exit_code
 
 
 if __name__ == "__main__":
