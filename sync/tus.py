@@ -31,7 +31,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,13 +180,24 @@ class _ChunkBody:
         self._bufs = bufs
         self._counter = counter
         self._bucket = bucket
+        self._chunks: Generator[memoryview] | None = None
 
     def __len__(self) -> int:
         return self._length
 
+    def close(self) -> None:
+        """Stop the read-ahead thread now, wherever the request left the iteration.
+
+        A send that failed mid-body leaves the iterator in the failed frame, alive as long
+        as its exception is (a log record, a debugger); its thread would go on using the file
+        and the buffers the next PATCH uses."""
+        if self._chunks is not None:
+            self._chunks.close()
+
     def __iter__(self) -> Iterator[memoryview]:
         left = self._length
-        for view in prefetch_chunks(self._fd, *self._bufs, limit=self._length):
+        self._chunks = prefetch_chunks(self._fd, *self._bufs, limit=self._length)
+        for view in self._chunks:
             n = len(view)
             if self._bucket is not None:
                 self._bucket.consume(n)
@@ -390,6 +401,7 @@ class TusUploader:
                 headers={"Upload-Offset": str(offset), "Content-Type": OFFSET_CONTENT_TYPE},
             )
         finally:
+            body.close()
             self.bytes_sent += counter[0]
         if resp.status_code == 409:
             raise _Retry("offset mismatch (409)")
