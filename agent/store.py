@@ -400,8 +400,9 @@ class Store:
         if free - size < self.reserve_bytes:
             raise StoreFullError(
                 f"{self.root}: no room for {what} ({size} bytes): {free} bytes free, "
-                f"reserve {self.reserve_bytes}. Free space on the store (sync and purge) or "
-                "lower store.reserve_bytes; the recorder keeps the file"
+                f"reserve {self.reserve_bytes}. Give the store more room or lower "
+                "store.reserve_bytes (never delete store files by hand); the recorder keeps "
+                "the file"
             )
 
     # -- writing ----------------------------------------------------------------------
