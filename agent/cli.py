@@ -1,7 +1,7 @@
 """The `recdock` command line: a thin click layer over the agent library.
 
 A user sees one clear line per problem, not a traceback; the log keeps the
-traceback (``-v`` shows it). Exit codes are in agent/errors.py and
+traceback (``-vv`` shows it). Exit codes are in agent/errors.py and
 docs/operations.md.
 """
 
@@ -358,7 +358,7 @@ simulate.add_command(unplug_command, "unplug")
 def sync_command(c: Ctx, once: bool, as_json: bool) -> None:
     """Upload recordings without a central receipt to the central store ([upload]).
 
-    Held and late recordings go first; uploads resume where they stopped. Without --once,
+    Late recordings go first; uploads resume where they stopped. Without --once,
     keep uploading until SIGTERM or Ctrl-C (the station daemon runs the same worker).
     """
     from sync.upload_worker import UploadWorker

@@ -180,7 +180,7 @@ class UploadConfig(_Strict):
     enabled: bool = Field(
         default=False,
         description="Upload recordings to the central store. Off: recordings stay only in "
-        "the station store, and nothing is purged (only a central receipt allows it).",
+        "the station store.",
     )
     endpoint: str | None = Field(
         default=None,
