@@ -279,9 +279,23 @@ def test_rows_stay_until_puback_from_a_frozen_broker_and_pahos_queue_is_capped(
 
 
 @needs_mosquitto
-def test_broker_down_rows_stay_and_drain_when_it_returns(broker: Mosquitto, home: Path) -> None:
+def test_broker_down_rows_stay_and_drain_when_it_returns(
+    broker: Mosquitto, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     catalog = make_catalog(home)
     link = MqttLink(link_config(broker.port), STATION)
+    # The restarted broker keeps no sessions: an event the link hands it before the test's
+    # subscriber has subscribed reaches nobody, and the link's reconnect (paho's back-off)
+    # may land in that window. The link waits for the subscriber; it goes on as it would.
+    listening = threading.Event()
+    listening.set()
+    publish = link.publish
+
+    def publish_once_the_subscriber_listens(*args, **kwargs):  # type: ignore[no-untyped-def]
+        assert listening.wait(30), "the test subscriber never subscribed"
+        return publish(*args, **kwargs)
+
+    monkeypatch.setattr(link, "publish", publish_once_the_subscriber_listens)
     pub = OutboxPublisher(catalog.path, STATION, link, idle_poll_s=0.05)
     pub.start()
     link.start()
@@ -293,8 +307,10 @@ def test_broker_down_rows_stay_and_drain_when_it_returns(broker: Mosquitto, home
         passes = pub.iterations
         wait_for(lambda: pub.iterations >= passes + 5, what="the publisher looked five times")
         assert backlog(catalog) == 40, "no broker, no PUBACK, no deletion"
+        listening.clear()
         broker.start()
         sub = Subscriber(broker.port)
+        listening.set()
         wait_for(lambda: backlog(catalog) == 0, timeout=30, what="outbox drained after restart")
         wait_for(lambda: len(sub.on(topics.event(STATION))) >= 40, what="all at subscriber")
         got = {json.loads(p)["event_id"] for p, _ in sub.on(topics.event(STATION))}
