@@ -390,7 +390,9 @@ def test_unknown_usb_stick_is_never_mounted_or_written(station: Station, tmp_pat
     bay = station.wait_state(2, "unknown_device")
     assert "matches no firmware profile" in bay["reason"]
     assert_blinks(station, BAY_PINS[2], time.time(), 1.0, 1.0)
-    assert [round(b, 1) for b in wait_beeps(station, t0 - 1, 2)] == [0.4, 0.4]
+    # two long beeps (0.4 s), with assert_blinks' slack: a loaded box may wake the buzzer late
+    long_beeps = wait_beeps(station, t0 - 1, 2)
+    assert len(long_beeps) == 2 and all(abs(b - 0.4) <= 0.16 for b in long_beeps), long_beeps
     assert station.query("SELECT * FROM sessions") == []
     assert station.query("SELECT * FROM checks") == []
     unknown = station.query("SELECT * FROM audit WHERE kind = 'device.unknown'")
@@ -420,7 +422,7 @@ def _fusefat_pids(image: Path) -> list[int]:
 
 def test_recorder_yanked_mid_offload_loses_nothing_and_redock_completes(station: Station, tmp_path):
     image = make_fat_recorder(tmp_path / "r.img", "SIMYANK", files=6, size=4 * MiB)
-    t0 = station.plug(1, image)
+    station.plug(1, image)
     # freeze the recorder mid-copy (SIGSTOP its fusefat), then pull it out
     wait_for(lambda: (station.bay_row(1) or {}).get("progress_bytes"), 30, "progress")
     pids = _fusefat_pids(image)
@@ -428,10 +430,8 @@ def test_recorder_yanked_mid_offload_loses_nothing_and_redock_completes(station:
     os.kill(pids[0], signal.SIGSTOP)
     row = station.bay_row(1)
     assert row and row["progress_bytes"] < row["progress_total"], row
-    # while it works, the bay blinks "recognised" (0.5 s / 0.5 s)
-    wait_for(lambda: len(station.pin(BAY_PINS[1], t0 - 1)) >= 3, 5, "the recognised blink")
-    ons, offs = periods(station.pin(BAY_PINS[1], t0 - 1))
-    assert 0.3 <= ons[0] <= 0.7 and 0.3 <= offs[0] <= 0.7, (ons, offs)
+    # while it works (held by the frozen recorder), the bay blinks "recognised" (0.5 s / 0.5 s)
+    assert_blinks(station, BAY_PINS[1], time.time(), 0.5, 0.5)
     station.unplug(1)
     bay = station.wait_state(1, "yanked")
     assert "dock it again" in bay["reason"]
