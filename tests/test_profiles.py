@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -48,6 +51,39 @@ def test_every_shipped_profile_loads(path: Path) -> None:
 def test_the_shipped_folder_loads_as_a_set() -> None:
     names = [p.name for p in ProfileSet.load([SHIPPED_PROFILES]).profiles]
     assert names == sorted(p.stem for p in SHIPPED)
+
+
+def test_an_installed_wheel_finds_its_profiles_with_the_default_config(tmp_path: Path) -> None:
+    """Not only a checkout: a station installed with pip from a wheel has its profiles where
+    the default profiles.dirs looks (a plain install without them exits 78 at start)."""
+    # built from a copy: setuptools builds in the source tree, and a build/ left there by an
+    # earlier build would hide what pyproject.toml leaves out
+    root = tmp_path / "src"
+    shutil.copytree(
+        Path(__file__).resolve().parent.parent,
+        root,
+        ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__"),
+    )
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", tmp_path / "wheel", root], check=True)
+    (wheel,) = (tmp_path / "wheel").glob("recdock-*.whl")
+    target = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", target, wheel], check=True)
+    probe = (
+        "import agent; from agent.config import Config; from agent.profiles import ProfileSet\n"
+        "print(agent.__file__)\n"
+        "print(' '.join(p.name for p in ProfileSet.load(Config().profiles.dirs).profiles))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(target)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert out[0].startswith(str(target)), "the probe must import the installed copy"
+    assert out[1].split() == sorted(p.stem for p in SHIPPED)
 
 
 @pytest.mark.parametrize(
