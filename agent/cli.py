@@ -52,7 +52,8 @@ def setup_logging(verbose: int) -> None:
 
 
 class RecdockGroup(click.Group):
-    """Turns RecdockError into one clear line and its exit code."""
+    """Turns RecdockError into one clear line and its exit code, and any other exception (a
+    bug) into one line and exit 70; -vv logs the traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -62,6 +63,16 @@ class RecdockGroup(click.Group):
             for line in str(exc).splitlines():
                 click.echo(f"recdock: {line}", err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise  # click's own: usage errors, --help, Ctrl-C at a prompt
+        except Exception as exc:
+            log.debug("unexpected error", exc_info=True)
+            click.echo(
+                f"recdock: unexpected error (a bug): {type(exc).__name__}: {exc}; run it again "
+                "with -vv for the traceback and report it",
+                err=True,
+            )
+            ctx.exit(errors.EXIT_SOFTWARE)
 
 
 @click.group(cls=RecdockGroup)
