@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -129,7 +128,8 @@ def test_flush_waits_for_rows_queued_while_the_publisher_was_finding_the_outbox_
         flushed: list[bool] = []
         flusher = threading.Thread(target=lambda: flushed.append(pub.flush(10)))
         flusher.start()
-        time.sleep(0.2)
+        # flush() asks for a pass by waking the publisher; held inside a pass, it clears no wake
+        wait_for(pub._wake.is_set, what="flush() to ask while the empty pass is held")
         go_on.set()
         flusher.join(15)
         assert flushed == [True]
