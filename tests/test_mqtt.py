@@ -177,8 +177,15 @@ def test_rejected_message_stays_queued_and_is_retried(home: Path) -> None:
     catalog = make_catalog(home)
     add_events(catalog, 1)
 
+    looked = threading.Event()
+
     class Rejecting(MemoryLink):
         rejects = 1
+
+        def publish(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if not self.rejects:  # the retry: held until the test has seen the row stay
+                looked.wait(10)
+            return super().publish(*args, **kwargs)
 
         def _ack(self, token: int) -> None:
             if self.rejects:
@@ -196,8 +203,10 @@ def test_rejected_message_stays_queued_and_is_retried(home: Path) -> None:
     try:
         wait_for(lambda: pub.stats.rejected == 1, what="a rejection")
         assert backlog(catalog) == 1, "a rejected message is not an acknowledged one"
+        looked.set()
         wait_for(lambda: backlog(catalog) == 0, what="the retry acknowledged")
     finally:
+        looked.set()
         pub.stop()
     assert len(link.broker.log) == 2
 
