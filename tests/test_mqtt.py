@@ -37,6 +37,7 @@ from sync.mqtt import (
 from sync.settings import MqttConfig, MqttTls
 from tests.mosquitto import MOSQUITTO, Mosquitto, Subscriber, make_certs
 from tests.recorders import wait_for
+from tests.signal_tools import deadlock_alarm, signal_inside
 
 STATION = "ST-T1"
 needs_mosquitto = pytest.mark.skipif(
@@ -635,32 +636,14 @@ def test_a_stop_signal_landing_inside_the_publisher_process_wait_does_not_deadlo
     config = write_station_config(tmp_path / "station.toml", broker.port)
     real_run_publisher = sync.mqtt.run_publisher
 
+    signalled: list[list[bool]] = []
+
     def run_publisher(*args, stop: threading.Event, **kwargs):  # type: ignore[no-untyped-def]
-        wait = stop._cond.wait  # type: ignore[attr-defined]
-        signalled: list[bool] = []
-
-        def signal_while_the_lock_is_held(timeout=None):  # type: ignore[no-untyped-def]
-            if not signalled:
-                signalled.append(True)
-                os.kill(os.getpid(), signal.SIGTERM)  # its handler runs here, on this thread
-            return wait(timeout)
-
-        stop._cond.wait = signal_while_the_lock_is_held  # type: ignore[attr-defined]
+        signalled.append(signal_inside(stop, "wait"))
         return real_run_publisher(*args, stop=stop, **kwargs)
 
-    def deadlocked(*_args: object) -> None:
-        raise TimeoutError("the SIGTERM handler waits for a lock its own thread holds")
-
     monkeypatch.setattr(sync.mqtt, "run_publisher", run_publisher)
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)}
-    try:
-        signal.signal(signal.SIGALRM, deadlocked)
-        signal.setitimer(signal.ITIMER_REAL, 10)
-        try:
-            code = sync.mqtt.main(["--home", str(home), "--config", str(config)])
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    finally:
-        for s, handler in saved.items():
-            signal.signal(s, handler)
+    with deadlock_alarm(10):
+        code = sync.mqtt.main(["--home", str(home), "--config", str(config)])
+    assert signalled == [[True]]
     assert code == 0

@@ -10,40 +10,25 @@ from collections.abc import Iterator
 import pytest
 
 from agent.signals import SignalRelay
+from tests.signal_tools import deadlock_alarm, signal_inside
 
 
 @pytest.fixture
 def handlers_restored() -> Iterator[None]:
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)}
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     yield
-    signal.setitimer(signal.ITIMER_REAL, 0)
     for s, handler in saved.items():
         signal.signal(s, handler)
 
 
-def deadlocked(*_args: object) -> None:
-    raise TimeoutError("the signal handler waits for a lock its own thread holds")
-
-
-def test_a_signal_inside_event_set_on_the_same_event_does_not_deadlock(
-    handlers_restored: None,
-) -> None:
+def test_a_signal_inside_event_set_on_the_same_event_does_not_deadlock() -> None:
     stop = threading.Event()
-    notify_all = stop._cond.notify_all  # type: ignore[attr-defined]
-
-    def signal_while_the_lock_is_held() -> None:
-        notify_all()
-        if threading.current_thread() is threading.main_thread():
-            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs here, on this thread
-
-    stop._cond.notify_all = signal_while_the_lock_is_held  # type: ignore[attr-defined]
+    signalled = signal_inside(stop, "notify_all")
     acted = threading.Event()
-    with SignalRelay(lambda: (stop.set(), acted.set())):
-        signal.signal(signal.SIGALRM, deadlocked)
-        signal.setitimer(signal.ITIMER_REAL, 5)
+    with deadlock_alarm(10), SignalRelay(lambda: (stop.set(), acted.set())):
         stop.set()  # the main thread, holding the event's lock, receives SIGTERM
-        signal.setitimer(signal.ITIMER_REAL, 0)
         assert acted.wait(5), "the relay thread did not act on the signal"
+    assert signalled == [True]
 
 
 def test_every_signal_is_relayed_and_close_puts_the_old_handlers_back(

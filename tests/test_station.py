@@ -28,6 +28,7 @@ import pytest
 
 from tests.conftest import needs_fusefat
 from tests.recorders import BIN, make_fat_recorder, recdock, wait_for
+from tests.signal_tools import deadlock_alarm, signal_inside
 
 pytestmark = needs_fusefat
 
@@ -604,33 +605,12 @@ def test_a_stop_signal_landing_inside_a_docking_stop_event_does_not_deadlock(tmp
     event = DockEvent("add", "sim:1", 1, source=tmp_path)
     docking = Docking(event, None)
     station.dockings[event.key] = docking
-    notify_all = docking.stop._cond.notify_all
-
-    signalled: list[bool] = []
-
-    def signal_while_the_lock_is_held() -> None:
-        notify_all()
-        if not signalled:  # once: the stop that follows sets this event again
-            signalled.append(True)
-            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs here, on this thread
-
-    def deadlocked(*_args: object) -> None:
-        raise TimeoutError("the SIGTERM handler waits for a lock its own thread holds")
-
-    docking.stop._cond.notify_all = signal_while_the_lock_is_held  # type: ignore[method-assign]
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)}
+    signalled = signal_inside(docking.stop, "notify_all")  # once: the stop sets it again
     try:
-        with install_signal_handlers(station):
-            signal.signal(signal.SIGALRM, deadlocked)
-            signal.setitimer(signal.ITIMER_REAL, 5)
-            try:
-                station._undocked(DockEvent("remove", "sim:1", 1, source=tmp_path))
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
+        with install_signal_handlers(station), deadlock_alarm(5):
+            station._undocked(DockEvent("remove", "sim:1", 1, source=tmp_path))
             wait_for(station.stopping.is_set, 5, "the station to stop")
-        assert docking.stop.is_set() and docking.gone.is_set()
+        assert signalled and docking.stop.is_set() and docking.gone.is_set()
     finally:
-        for s, handler in saved.items():
-            signal.signal(s, handler)
         station.catalog.close()
         station.indicators.close()

@@ -34,6 +34,7 @@ from sync.tus import TusUploader
 from sync.upload_worker import FAULT_UPLOAD, UploadWorker
 from tests.central_server import TOKEN_A, TOKENS, FaultProxy, serve_app, wait_for
 from tests.recorders import BIN, make_folder_recorder, recdock
+from tests.signal_tools import deadlock_alarm, signal_inside
 
 STATION = "ST-A"  # the station TOKEN_A belongs to at the central store
 KiB = 1024
@@ -530,41 +531,19 @@ def test_a_stop_signal_landing_inside_the_sync_command_wait_does_not_deadlock(
     ``wait()`` holds the event's lock. The SIGTERM handler must not wait for that lock: the
     uploader would hang instead of stopping. The signal is sent from inside ``wait()`` (a
     real signal, the real handler); a SIGALRM ends the test instead of hanging it."""
-    import signal
-
     import sync.upload_worker
     from agent.cli import cli
 
     open_catalog(home, STATION).close()
     config = write_config(tmp_path, "http://127.0.0.1:9/files/")
-    signalled: list[bool] = []
+    signalled: list[list[bool]] = []
 
     class SignalledWorker(UploadWorker):
         def __init__(self, *args, stop: threading.Event, **kwargs) -> None:
             super().__init__(*args, stop=stop, **kwargs)
-            wait = stop._cond.wait
-
-            def signal_while_the_lock_is_held(timeout=None):
-                if not signalled:
-                    signalled.append(True)
-                    os.kill(os.getpid(), signal.SIGTERM)  # its handler runs here, on this thread
-                return wait(timeout)
-
-            stop._cond.wait = signal_while_the_lock_is_held
-
-    def deadlocked(*_args: object) -> None:
-        raise TimeoutError("the SIGTERM handler waits for a lock its own thread holds")
+            signalled.append(signal_inside(stop, "wait"))
 
     monkeypatch.setattr(sync.upload_worker, "UploadWorker", SignalledWorker)
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)}
-    try:
-        signal.signal(signal.SIGALRM, deadlocked)
-        signal.setitimer(signal.ITIMER_REAL, 10)
-        try:
-            cli.main(["--home", str(home), "--config", str(config), "sync"], standalone_mode=False)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    finally:
-        for s, handler in saved.items():
-            signal.signal(s, handler)
-    assert signalled
+    with deadlock_alarm(10):
+        cli.main(["--home", str(home), "--config", str(config), "sync"], standalone_mode=False)
+    assert signalled == [[True]]
