@@ -40,6 +40,9 @@ def test_docked_recorder_reaches_the_central_store(tmp_path: Path) -> None:
     )
     try:
         with serve_app(app) as url:
+            # the consumer's first session starts with its subscription: what the station
+            # publishes before it would reach nobody
+            assert app.state.consumer.wait_subscribed(10)
             station = start_sync_station(tmp_path, broker.port, url)
             try:
                 image = make_fat_recorder(tmp_path / "r1.img", "E2E0001", files=3, size=1 << 20)
