@@ -159,15 +159,22 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, shape: Shape) -
 
     kills, rounds, history = 0, 0, []
     moments: Counter[str] = Counter()
-    while kills < target:
+
+    def none_after_copying_began() -> bool:
+        return all(m == "before any copy" for m in moments)
+
+    # the delays span the whole run; on a small recorder most of it is start-up, and a loaded
+    # machine can put every kill there: then more rounds, aimed at the run's last part
+    while kills < target or none_after_copying_began():
         rounds += 1
-        assert rounds <= 4 * target, f"only {kills} kills in {rounds} rounds (seed {SEED})"
+        assert rounds <= 4 * target + 20, f"only {kills} kills in {rounds} rounds (seed {SEED})"
+        low = 0.0 if kills < target else 0.6
         with docked(tmp_path, shape, f"{shape.name[:4].upper()}{rounds:02d}") as rec:
             cmd = recdock_cmd(home, config, "offload", str(rec.root))
             seen_temps: set[Path] = set()
             # one to three kills in a row on the same recorder, then a run to completion
             for attempt in range(rng.randint(1, 3)):
-                delay = rng.uniform(0.0, 1.0) * duration
+                delay = rng.uniform(low, 1.0) * duration
                 context = (
                     f"seed {SEED}, {shape.name}, round {rounds}, attempt {attempt}, "
                     f"delay {delay:.3f}s of {duration:.3f}s"
@@ -195,8 +202,8 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, shape: Shape) -
         f"{duration:.2f}s; what the kills interrupted: {dict(moments)}; "
         f"(round, attempt, delay, killed): {history}"
     )
-    # the delays spanned the offload: kills landed after copying had begun
-    assert sum(n for m, n in moments.items() if m != "before any copy") >= 1, moments
+    # the kills did land after copying had begun
+    assert not none_after_copying_began(), moments
 
 
 # -- 2. the recorder yanked ----------------------------------------------------------------
