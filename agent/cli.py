@@ -140,10 +140,7 @@ def offload(
     """
     from agent.offload import Offloader
 
-    # SIGTERM (systemd stop, kill) is a clean stop: the file in flight is abandoned
-    # (its temp file removed), what is verified is catalogued, the session ends.
     stop = threading.Event()
-    relay = SignalRelay(stop.set, [signal.SIGTERM])  # never set in the handler itself
     if not c.verbose:
         # one line per problem: what the report below prints is not logged again
         for handler in logging.getLogger().handlers:
@@ -160,6 +157,10 @@ def offload(
         bar = click.progressbar(length=total, label="offloading", show_pos=False, width=30)
         bar.__enter__()
         progress = bar.update
+    # SIGTERM (systemd stop, kill) is a clean stop: the file in flight is abandoned
+    # (its temp file removed), what is verified is catalogued, the session ends. Set from
+    # a relay thread, never in the handler itself (agent/signals.py)
+    relay = SignalRelay(stop.set, [signal.SIGTERM])
     try:
         report = Offloader(
             c.config,

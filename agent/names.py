@@ -91,11 +91,6 @@ def decode_relpath(text: str) -> bytes:
     return b"/".join(decode_component(c) for c in text.split("/"))
 
 
-def round_trips(raw: bytes) -> bool:
-    """Whether the store path of ``raw`` gives ``raw`` back (no component was cut)."""
-    return decode_relpath(encode_relpath(raw)) == b"/".join(p for p in raw.split(b"/") if p)
-
-
 def display(raw: bytes) -> str:
     """The readable, reversible text form of a recorder path (for catalog and messages).
 

@@ -46,7 +46,7 @@ from agent.errors import (
     StoreError,
     StoreFullError,
 )
-from agent.names import decode_relpath, display, encode_relpath, round_trips, safe_label
+from agent.names import decode_relpath, display, encode_relpath, safe_label
 from agent.profiles import Profile
 from agent.recorder import (
     MediaFile,
@@ -461,7 +461,8 @@ class Offloader:
                     read_ahead=self.buf2,
                     spare=self.spare,
                     follow=follow,
-                    source_xattr=None if round_trips(m.relpath) else m.relpath,
+                    # a store name cut to fit cannot give the recorder's name back
+                    source_xattr=None if decode_relpath(rel) == m.relpath else m.relpath,
                 )
                 try:
                     self._check_unchanged(source, m, before, fd, temp.digest)

@@ -49,7 +49,7 @@ from agent.errors import (
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".recdock-partial-"
-# the recorder's own path of a copy whose store name was cut (names.round_trips): kept on
+# the recorder's own path of a copy whose store name was cut (names.encode_component): kept on
 # the file itself, so a copy adopted after a crash is catalogued under its real name
 SOURCE_XATTR = "user.recdock.source"
 MARKER = ".catalog-id"
