@@ -6,6 +6,13 @@ The CLI prints ``str(error)`` as one line; the log keeps the traceback.
 
 from __future__ import annotations
 
+import errno
+
+#: errno values that mean the recorder itself went away (unplugged, FUSE process died).
+GONE_ERRNOS = {errno.ENOTCONN, errno.ENODEV, errno.ENXIO, errno.ESHUTDOWN, errno.ENOENT}
+#: errno values that mean a disk is full.
+FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
 # Exit codes (documented in docs/operations.md). Values follow sysexits.h where one fits.
 EXIT_OK = 0
 EXIT_FAILED = 1  # some files failed, recorder not ready, verify found problems
@@ -72,3 +79,12 @@ class SourceChangedError(RecorderError):
 
 class VerifyMismatchError(StoreError):
     """A copy read back from disk does not match the hash taken while copying."""
+
+
+class IndicatorError(RecdockError):
+    """An LED or the buzzer could not be driven, or the GPIO seam could not be set up.
+
+    Raised by constructors and :func:`make_pin_factory` (start-up: the daemon stops with the
+    message). *Returned*, not raised, by ``show`` and ``sound``: a dead LED never stops an
+    offload.
+    """

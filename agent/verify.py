@@ -1,4 +1,4 @@
-"""`recdock verify`: re-hash the whole store and check the audit log.
+"""`recdock verify`: re-hash the whole store and check the audit log (rule 2, docs/architecture.md).
 
 It names every problem it finds:
 
@@ -20,9 +20,12 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from agent.catalog import Catalog
-from agent.store import MANIFEST, MARKER, SESSION_RECORD, TEMP_PREFIX, Store, hash_file
+from agent.catalog import Catalog, sessions
+from agent.catalog.audit import AuditEntry
+from agent.store import MANIFEST, MARKER, SESSION_RECORD, TEMP_PREFIX, Store
+from agent.store.hashing import hash_file
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,30 @@ def verify(catalog: Catalog, store: Store, *, buffer_bytes: int = 4 * 1024 * 102
     report.problems.extend(catalog.check_audit_chain())
     audit = {e.seq: e for e in catalog.audit_entries()}
     report.audit_entries = len(audit)
+    _check_marker(catalog, store, report)
+    by_session: dict[str, list[dict[str, Any]]] = {}
+    for row in catalog.recordings():
+        by_session.setdefault(row["session_id"], []).append(row)
+        _check_recording(row, audit, store, buf, report)
+    session_dirs = sessions.store_dirs(catalog)
+    _check_manifests(by_session, session_dirs, store, report)
+    known = {r["store_path"] for rows in by_session.values() for r in rows}
+    _check_unknown_files(known, session_dirs, store, report)
+    with catalog.tx():
+        catalog.append_audit(
+            "verify",
+            "store",
+            {
+                "ok": report.ok,
+                "files": report.files_checked,
+                "bytes": report.bytes_checked,
+                "problems": len(report.problems),
+            },
+        )
+    return report
 
+
+def _check_marker(catalog: Catalog, store: Store, report: VerifyReport) -> None:
     marker = store.root / MARKER
     if store.root.exists():
         found = marker.read_text().strip() if marker.exists() else None
@@ -55,47 +81,55 @@ def verify(catalog: Catalog, store: Store, *, buffer_bytes: int = 4 * 1024 * 102
                 f"{marker}: the store is not bound to this catalog ({found or 'no marker'})"
             )
 
-    known: set[str] = set()
-    sessions: dict[str, list[dict]] = {}
-    for row in catalog.recordings():
-        rel = row["store_path"]
-        known.add(rel)
-        sessions.setdefault(row["session_id"], []).append(row)
-        entry = audit.get(row["audit_seq"])
-        if entry is None:
-            report.problems.append(
-                f"{rel}: its audit entry {row['audit_seq']} is missing from the audit log"
-            )
-        elif entry.data.get("sha256") != row["sha256"] or entry.subject != rel:
-            report.problems.append(
-                f"{rel}: the catalog row disagrees with its audit entry {entry.seq} "
-                "(the catalog was edited)"
-            )
-        path = store.root / rel
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            report.problems.append(f"{rel}: missing from the store (removed)")
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            report.problems.append(f"{rel}: is no longer a regular file")
-            continue
-        if st.st_mode & 0o222:
-            report.problems.append(f"{rel}: is writable; store files must be read-only")
-        digest = hash_file(path, buf, drop_cache=True)
-        report.files_checked += 1
-        report.bytes_checked += digest.size
-        if digest.sha256 != row["sha256"] or digest.size != row["size"]:
-            report.problems.append(
-                f"{rel}: changed in the store (sha256 {digest.sha256[:12]}…, catalogued "
-                f"{row['sha256'][:12]}…)"
-            )
 
-    session_dirs = {
-        s["id"]: s["store_dir"]
-        for s in catalog.query("SELECT id, store_dir, ended_at FROM sessions")
-    }
-    for sid, rows in sessions.items():
+def _check_recording(
+    row: dict[str, Any],
+    audit: dict[int, AuditEntry],
+    store: Store,
+    buf: memoryview,
+    report: VerifyReport,
+) -> None:
+    """The row agrees with its audit entry, and the store copy with the row."""
+    rel = row["store_path"]
+    entry = audit.get(row["audit_seq"])
+    if entry is None:
+        report.problems.append(
+            f"{rel}: its audit entry {row['audit_seq']} is missing from the audit log"
+        )
+    elif entry.data.get("sha256") != row["sha256"] or entry.subject != rel:
+        report.problems.append(
+            f"{rel}: the catalog row disagrees with its audit entry {entry.seq} "
+            "(the catalog was edited)"
+        )
+    path = store.root / rel
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        report.problems.append(f"{rel}: missing from the store (removed)")
+        return
+    if not stat.S_ISREG(st.st_mode):
+        report.problems.append(f"{rel}: is no longer a regular file")
+        return
+    if st.st_mode & 0o222:
+        report.problems.append(f"{rel}: is writable; store files must be read-only")
+    digest = hash_file(path, buf, drop_cache=True)
+    report.files_checked += 1
+    report.bytes_checked += digest.size
+    if digest.sha256 != row["sha256"] or digest.size != row["size"]:
+        report.problems.append(
+            f"{rel}: changed in the store (sha256 {digest.sha256[:12]}…, catalogued "
+            f"{row['sha256'][:12]}…)"
+        )
+
+
+def _check_manifests(
+    by_session: dict[str, list[dict[str, Any]]],
+    session_dirs: dict[str, str],
+    store: Store,
+    report: VerifyReport,
+) -> None:
+    """Each ended session's manifest lists exactly its catalogued files."""
+    for sid, rows in by_session.items():
         sdir = session_dirs.get(sid)
         if sdir is None:
             report.problems.append(f"session {sid}: recordings point at an unknown session")
@@ -118,30 +152,23 @@ def verify(catalog: Catalog, store: Store, *, buffer_bytes: int = 4 * 1024 * 102
                 f"(extra {extra}, missing {missing}, changed {changed})"
             )
 
+
+def _check_unknown_files(
+    known: set[str], session_dirs: dict[str, str], store: Store, report: VerifyReport
+) -> None:
+    """A file in the store that the catalog does not know was added (temp files aside)."""
     session_files = set()
     for sdir in session_dirs.values():
         session_files.add(f"{sdir}/{MANIFEST}")
         session_files.add(f"{sdir}/{SESSION_RECORD}")
-    if store.root.exists():
-        for dirpath, _dirs, files in os.walk(store.root):
-            for name in files:
-                rel = Path(dirpath, name).relative_to(store.root).as_posix()
-                if rel == MARKER or rel in known or rel in session_files:
-                    continue
-                if name.startswith(TEMP_PREFIX):
-                    report.notes.append(f"{rel}: temp file of an interrupted copy (not media)")
-                    continue
-                report.problems.append(f"{rel}: in the store but not in the catalog (added)")
-
-    with catalog.tx():
-        catalog.append_audit(
-            "verify",
-            "store",
-            {
-                "ok": report.ok,
-                "files": report.files_checked,
-                "bytes": report.bytes_checked,
-                "problems": len(report.problems),
-            },
-        )
-    return report
+    if not store.root.exists():
+        return
+    for dirpath, _dirs, files in os.walk(store.root):
+        for name in files:
+            rel = Path(dirpath, name).relative_to(store.root).as_posix()
+            if rel == MARKER or rel in known or rel in session_files:
+                continue
+            if name.startswith(TEMP_PREFIX):
+                report.notes.append(f"{rel}: temp file of an interrupted copy (not media)")
+                continue
+            report.problems.append(f"{rel}: in the store but not in the catalog (added)")

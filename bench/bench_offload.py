@@ -4,7 +4,7 @@
 
 It builds one recorder of the ``simulated`` model (about 2 GiB: 1 x 1 GiB,
 9 x 100 MiB and 100 x 1 MiB media, scaled by --total-gib), once as a folder and
-once as a FAT32 image (agent.simulate.build_fat_image, filled with mcopy) that
+once as a FAT32 image (agent.recorder.simulated.build_fat_image, filled with mcopy) that
 it mounts read-only with ``fusefat -f -o ro``. For each source, each method
 starts from a cold cache (``sync; echo 3 > /proc/sys/vm/drop_caches`` as root,
 else ``posix_fadvise(DONTNEED)`` on every file; a fusefat source is also
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.simulate import MEDIA_DIR, RecorderSpec, build_fat_image, build_tree
+from agent.recorder.simulated import MEDIA_DIR, RecorderSpec, build_fat_image, build_tree
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

@@ -29,10 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from agent.catalog import Catalog  # noqa: E402
-from sync import outbox  # noqa: E402
-from sync.mqtt import MqttLink, OutboxPublisher  # noqa: E402
-from sync.settings import MqttConfig  # noqa: E402
+from agent.catalog import (
+    Catalog,  # noqa: E402
+    outbox,  # noqa: E402
+)
+from agent.config.links import MqttConfig  # noqa: E402
+from sync.mqtt.link import MqttLink  # noqa: E402
+from sync.mqtt.publisher import OutboxPublisher  # noqa: E402
 from tests.mosquitto import Mosquitto  # noqa: E402
 
 STATION = "ST-BENCH"

@@ -4,7 +4,8 @@
 
 One random file of ``--size-mib`` MiB is uploaded, in the same run and on loopback:
 
-    recdock tus     sync.tus.TusUploader (64 MiB chunks) to ``recdock-central`` (a subprocess):
+    recdock tus     sync.upload.tus.TusUploader (64 MiB chunks) to ``recdock-central``
+                    (a subprocess):
                     every chunk fsynced before its offset is acknowledged, the stored file
                     re-read and hashed, moved read-only into objects/, receipt fetched.
                     Timed to the receipt, and to the last acknowledged byte.
@@ -145,7 +146,7 @@ def process(args: list[str], port: int):
 
 
 def run_tus(work: Path, path: Path, sha: str, rep: int, token: str, tokens: Path, chunk: int):
-    from sync.tus import TusUploader
+    from sync.upload.tus import TusUploader
 
     data = work / f"central-{rep}"
     port = free_port()

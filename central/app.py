@@ -14,7 +14,7 @@ import click
 from fastapi import FastAPI
 
 from central.api import ReaderAuth, create_api_router, load_reader_tokens
-from central.auth import CredentialsError, TokenAuth, load_tokens
+from central.auth import CredentialsError, TokenAuth, load_tokens, read_credential
 from central.catalog import CentralCatalog
 from central.consumer import ConsumerSettings, MqttConsumer
 from central.upload import DEFAULT_MAX_SIZE, UploadStore, create_upload_router
@@ -172,8 +172,6 @@ def main(
     Exit codes: 0 clean stop, 2 usage error, 3 bad credentials.
     """
     import uvicorn
-
-    from sync.settings import read_credential
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:

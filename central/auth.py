@@ -32,6 +32,18 @@ class CredentialsError(Exception):
     """The credentials file is missing or malformed; the message says which and how to fix it."""
 
 
+def read_credential(name: str) -> str | None:
+    """``$CREDENTIALS_DIRECTORY/<name>`` (systemd ``LoadCredential=``) without its trailing
+    newline, or None when absent."""
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not cred_dir:
+        return None
+    try:
+        return (Path(cred_dir) / name).read_text(encoding="utf-8").rstrip("\r\n")
+    except FileNotFoundError:
+        return None
+
+
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 

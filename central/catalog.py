@@ -5,7 +5,7 @@ the chain holds), ``bays``, ``recorders`` (health), ``events`` (de-duplicated by
 and ``faults``; ``rejected`` keeps the last invalid messages for diagnosis.
 
 Chain checking, per station. Every event carries ``seq``, ``prev_hash`` and ``hash``; the
-catalog recomputes ``hash`` from the content (:func:`sync.chain.entry_hash`, the station's own
+catalog recomputes ``hash`` from the content (:func:`sync.wire.chain.entry_hash`, the station's own
 definition) and compares neighbours:
 
 * a **gap** (``seq`` jumps ahead) is not an error: events may arrive out of order or late (the
@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sync.chain import GENESIS, canonical, entry_hash
+from sync.wire.chain import GENESIS, canonical, entry_hash
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from central.catalog import CentralCatalog, now_utc
-from sync.mqtt import load_schema, topic_kind
+from sync.wire.payloads import load_schema, topic_kind
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ Rules this module keeps:
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import json
@@ -51,11 +50,10 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from sync.tus import decode_metadata
+from sync.wire.tusmeta import TUS_VERSION, decode_metadata, encode_metadata
 
 logger = logging.getLogger(__name__)
 
-TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,termination"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 STATUS_HASH_MISMATCH = 460
@@ -96,12 +94,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def encode_metadata(metadata: dict[str, str]) -> str:
-    return ",".join(
-        f"{k} {base64.b64encode(v.encode('utf-8')).decode('ascii')}" for k, v in metadata.items()
-    )
 
 
 @dataclass

@@ -34,8 +34,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.simulate import MEDIA_DIR as RECORDER_MEDIA_DIR
-from agent.simulate import content_chunks
+from agent.recorder.simulated import MEDIA_DIR as RECORDER_MEDIA_DIR
+from agent.recorder.simulated import content_chunks
 from agent.store import MANIFEST, MEDIA_DIR, SESSION_RECORD, TEMP_PREFIX
 from tests.recorders import BIN
 
@@ -56,7 +56,7 @@ def originals(root: Path, serial: str, files: int, size: int) -> dict[str, Origi
     """The recordings of a freshly built simulated recorder, with their true hashes.
 
     Names come from the recorder's listing (they carry the build time); content
-    from agent.simulate.content_chunks, so the hash is known independently of
+    from agent.recorder.simulated.content_chunks, so the hash is known independently of
     any read through the recorder's file system.
     """
     names = sorted(os.listdir(root / RECORDER_MEDIA_DIR))
@@ -265,7 +265,7 @@ def _die() -> None:
 
 
 def _install_hook(point: str, argv: list[str]) -> None:
-    from agent import store
+    import agent.store as store
     from agent.store import MARKER
 
     if point in ("marker", "finalize"):
@@ -331,7 +331,7 @@ def _main(argv: list[str]) -> None:
     point, sep, *rest = argv
     assert sep == "--", "usage: python -m tests.crash_tools POINT -- RECDOCK-ARGS"
     _install_hook(point, rest)
-    from agent.cli import cli
+    from agent.cli.main import cli
 
     cli.main(args=rest, prog_name="recdock")
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.simulate import RecorderSpec, build_fat_image, build_tree
+from agent.recorder.simulated import RecorderSpec, build_fat_image, build_tree
 
 BIN = Path(sys.executable).parent
 HAVE_FUSEFAT = shutil.which("fusefat") is not None and os.path.exists("/dev/fuse")

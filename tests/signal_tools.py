@@ -1,7 +1,8 @@
 """Tests of stop signals that land while the main thread holds an event's lock.
 
 Python runs a signal handler on the main thread between two bytecodes, also inside
-``Event.set()`` or ``Event.wait()`` while that thread holds the event's lock (agent/signals.py).
+``Event.set()`` or ``Event.wait()`` while that thread holds the event's lock
+(agent/seams/signals.py).
 These tools send a real signal from exactly there, and turn a deadlock into a test failure.
 """
 

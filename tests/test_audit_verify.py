@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.catalog import GENESIS, entry_hash
 from agent.errors import EXIT_FAILED
+from sync.wire.chain import GENESIS, entry_hash
 from tests.recorders import make_folder_recorder, recdock
 
 FILES = 3

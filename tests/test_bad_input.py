@@ -23,10 +23,10 @@ import pytest
 from agent.catalog import open_catalog
 from agent.config import SHIPPED_PROFILES, Config, StoreConfig
 from agent.errors import EXIT_CANTCREAT
-from agent.names import decode_text, encode_relpath
 from agent.offload import Offloader
-from agent.profiles import ProfileSet
-from agent.simulate import MEDIA_DIR, content_chunks
+from agent.recorder.names import decode_text, encode_relpath
+from agent.recorder.profiles import ProfileSet
+from agent.recorder.simulated import MEDIA_DIR, content_chunks
 from agent.store import TEMP_PREFIX
 from tests.conftest import needs_fusefat
 from tests.recorders import fat_mount, make_fat_recorder, make_folder_recorder, recdock, wait_for

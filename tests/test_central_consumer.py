@@ -1,6 +1,6 @@
 """The central store's MQTT consumer, its catalog and JSON API.
 
-Station messages are produced by the station's own code (agent.catalog, agent.faults) so the
+Station messages are produced by the station's own code (agent.catalog, agent.catalog.faults) so the
 central side is tested against what stations really send. The end-to-end tests run a real
 Mosquitto, the station's publisher as a separate process (so it can be SIGKILLed), and the
 real consumer.
@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from agent.catalog import Catalog
-from agent.faults import report_fault, resolve_fault
+from agent.catalog import Catalog, outbox
+from agent.catalog.faults import report_fault, resolve_fault
 from central.app import create_app
 from central.catalog import CentralCatalog
 from central.consumer import ConsumerSettings, MqttConsumer
-from sync import outbox, topics
-from sync.chain import GENESIS, entry_hash
+from sync.wire import topics
+from sync.wire.chain import GENESIS, entry_hash
 from tests.central_server import TOKENS, serve_app
 from tests.mosquitto import Mosquitto
 from tests.recorders import wait_for

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from central.app import create_app, main
 from central.auth import CredentialsError, load_tokens
-from sync.tus import TusUploader, UploadForbidden, UploadHashMismatch, encode_metadata
+from sync.upload.tus import TusUploader, UploadForbidden, UploadHashMismatch
+from sync.wire.tusmeta import encode_metadata
 from tests.central_server import (
     TOKEN_A,
     TOKEN_B,

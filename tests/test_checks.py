@@ -13,13 +13,13 @@ import pytest
 
 from agent.catalog import Catalog, open_catalog
 from agent.checks import CheckReport, record_checks, run_checks, shift_need_bytes
-from agent.clock import SimulatedClock
 from agent.config import SHIPPED_PROFILES, Config
 from agent.offload import FileResult, Offloader, OffloadReport
-from agent.profiles import Profile, ProfileSet
-from agent.recorder import RecorderInfo, read_info
-from agent.simulate import STATUS_FILE, TIME_FILE, apply_firmware
-from sync import topics
+from agent.recorder.media import RecorderInfo, read_info
+from agent.recorder.profiles import Profile, ProfileSet
+from agent.recorder.simulated import STATUS_FILE, TIME_FILE, apply_firmware
+from agent.seams.clock.simulated import SimulatedClock
+from sync.wire import topics
 from tests.conftest import needs_fusefat
 from tests.recorders import fat_mount, make_fat_recorder, make_folder_recorder, recdock
 
@@ -520,7 +520,7 @@ def test_record_checks_is_one_transaction(
     def broken(*_a: object, **_k: object) -> None:
         raise RuntimeError("outbox unavailable")
 
-    monkeypatch.setattr("agent.checks.outbox.enqueue", broken)
+    monkeypatch.setattr("agent.catalog.checks.outbox.enqueue", broken)
     with pytest.raises(RuntimeError):
         record_checks(catalog, rep, device_serial="SIM0001", session_id=None, bay=None)
     assert catalog.query("SELECT * FROM checks") == []

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from agent import clock as clockmod
-from agent.clock import (
+import agent.seams.clock.system as clockmod
+from agent.seams.clock import make_clock
+from agent.seams.clock.simulated import SimulatedClock
+from agent.seams.clock.system import (
     MAX_ERROR_US,
     AdjtimexUnavailable,
-    SimulatedClock,
     SystemClock,
-    make_clock,
     read_adjtimex,
 )
 

@@ -20,7 +20,7 @@ from agent.catalog import Catalog, open_catalog
 from agent.config import Config, StoreConfig
 from agent.errors import CatalogError
 from agent.offload import Offloader
-from agent.profiles import Profile, ProfileSet
+from agent.recorder.profiles import Profile, ProfileSet
 from agent.store import Store
 from agent.verify import verify
 from tests.recorders import make_folder_recorder

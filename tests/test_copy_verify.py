@@ -16,20 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from agent import store as store_mod
+import agent.store as store_mod
 from agent.catalog import open_catalog
 from agent.config import SHIPPED_PROFILES, Config, OffloadConfig, StoreConfig
 from agent.offload import Offloader
-from agent.profiles import ProfileSet
-from agent.simulate import MEDIA_DIR
-from agent.store import (
-    TEMP_PREFIX,
-    WRITEBACK_EVERY,
-    Follower,
-    Store,
-    aligned_buffer,
-    set_direct,
-)
+from agent.recorder.profiles import ProfileSet
+from agent.recorder.simulated import MEDIA_DIR
+from agent.store import TEMP_PREFIX, Store
+from agent.store.follower import Follower, TempCopy
+from agent.store.hashing import hash_range
+from agent.store.io import WRITEBACK_EVERY, aligned_buffer, set_direct
 from tests.recorders import make_folder_recorder
 
 BIG = 2 * WRITEBACK_EVERY + 1_000_003  # three ranges, the last one not page aligned
@@ -89,7 +85,7 @@ def test_a_copy_damaged_on_disk_is_refused_and_the_recorder_keeps_it(
         # the whole copy written and fsynced; its last, unaligned page is wrong on disk
         real_complete = Follower.complete
 
-        def complete(self: Follower, temp: store_mod.TempCopy) -> None:
+        def complete(self: Follower, temp: TempCopy) -> None:
             if not damaged:
                 damage(temp.tmp, temp.digest.size - 7)
                 damaged.append(temp.tmp)
@@ -208,8 +204,8 @@ def test_unaligned_direct_reads_fall_back(tmp_path: Path) -> None:
         if not set_direct(fd, True):
             pytest.skip(f"{tmp_path}: this file system has no O_DIRECT")
         h = hashlib.sha256()
-        pos = store_mod._hash_range(fd, [aligned_buffer(8192)], [h], 5, 5 + 4099)
-        pos = store_mod._hash_range(fd, [aligned_buffer(8192)], [h], pos, None)
+        pos = hash_range(fd, [aligned_buffer(8192)], [h], 5, 5 + 4099)
+        pos = hash_range(fd, [aligned_buffer(8192)], [h], pos, None)
     finally:
         os.close(fd)
     assert pos == len(data)

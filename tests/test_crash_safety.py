@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import EXIT_UNAVAILABLE
-from agent.simulate import MEDIA_DIR as RECORDER_MEDIA_DIR
+from agent.recorder.simulated import MEDIA_DIR as RECORDER_MEDIA_DIR
 from agent.store import MEDIA_DIR, TEMP_PREFIX
 from tests.conftest import needs_fusefat
 from tests.crash_tools import (

@@ -19,22 +19,16 @@ from typing import Any
 
 import pytest
 
-from agent import sdnotify
 from agent.catalog import open_catalog
+from agent.catalog.bays import set_bay_state
 from agent.config import SHIPPED_PROFILES, Config
-from agent.daemon import set_bay_state
-from agent.dock import (
-    DockError,
-    DockEvent,
-    Matched,
-    SimulatedDock,
-    UdevDock,
-    match_event,
-    send_request,
-)
-from agent.indicators import State
-from agent.mount import Mounter, MountError, NotMatchedError
-from agent.profiles import ProfileSet
+from agent.recorder.profiles import ProfileSet
+from agent.seams import sdnotify
+from agent.seams.dock import DockError, DockEvent, Matched, match_event
+from agent.seams.dock.simulated import SimulatedDock, send_request
+from agent.seams.dock.udev import UdevDock
+from agent.seams.indicators.patterns import State
+from agent.seams.mount import Mounter, MountError, NotMatchedError
 from tests.conftest import needs_fusefat
 from tests.recorders import make_fat_recorder, make_folder_recorder
 
@@ -383,8 +377,8 @@ def test_bay_state_row_audit_and_retained_topic_commit_together(tmp_path):
 def test_a_registered_device_is_read_with_the_profile_its_entry_names() -> None:
     """[[devices]] serial -> profile: not the first any_usb profile in file order."""
     from agent.config import SHIPPED_PROFILES
-    from agent.dock import DockEvent, match_event
-    from agent.profiles import ProfileSet
+    from agent.recorder.profiles import ProfileSet
+    from agent.seams.dock import DockEvent, match_event
 
     profiles = ProfileSet.load([SHIPPED_PROFILES])
     event = DockEvent("add", "/devices/x/sdb1", 1, "0781", "5567", "SER123", "/dev/sdb1")
@@ -400,7 +394,7 @@ def test_a_device_node_now_naming_other_storage_is_not_mounted(tmp_path):
     """A recorder pulled and a stick given its /dev name: the DEVPATH check refuses it."""
     import os
 
-    from agent.mount import MountError, same_device
+    from agent.seams.mount import MountError, same_device
 
     vda = next((d for d in ("/dev/vda", "/dev/sda", "/dev/nvme0n1") if os.path.exists(d)), None)
     if vda is None:

@@ -24,7 +24,10 @@ pytestmark = pytest.mark.hardware
 
 @pytest.mark.skipif(not HAVE_GPIO, reason="no /dev/gpiochip*: not a Raspberry Pi")
 def test_lgpio_factory_drives_a_real_led() -> None:
-    from agent.indicators import BayIndicator, BayPins, State, make_pin_factory
+    from agent.config.indicators import BayPins
+    from agent.seams.indicators.devices import BayIndicator
+    from agent.seams.indicators.patterns import State
+    from agent.seams.indicators.pins import make_pin_factory
 
     pin = int(os.environ.get("RECDOCK_HW_LED_PIN", "17"))
     factory = make_pin_factory("lgpio")
@@ -40,7 +43,9 @@ def test_lgpio_factory_drives_a_real_led() -> None:
 
 @pytest.mark.skipif(not HAVE_GPIO, reason="no /dev/gpiochip*: not a Raspberry Pi")
 def test_lgpio_factory_drives_the_buzzer() -> None:
-    from agent.indicators import Sound, StationBuzzer, make_pin_factory
+    from agent.seams.indicators.devices import StationBuzzer
+    from agent.seams.indicators.patterns import Sound
+    from agent.seams.indicators.pins import make_pin_factory
 
     pin = int(os.environ.get("RECDOCK_HW_BUZZER_PIN", "18"))
     buzzer = StationBuzzer(pin, make_pin_factory("lgpio"))
@@ -53,7 +58,7 @@ def test_lgpio_factory_drives_the_buzzer() -> None:
 @pytest.mark.skipif(not os.environ.get("RECDOCK_HW_RECORDER"), reason="no recorder docked")
 def test_udev_sees_a_docked_recorder() -> None:
     from agent.config import Config
-    from agent.dock import UdevDock
+    from agent.seams.dock.udev import UdevDock
 
     events = []
     dock = UdevDock(Config())

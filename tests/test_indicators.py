@@ -15,22 +15,17 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPin
 from pydantic import ValidationError
 
-from agent.indicators import (
+from agent.config.indicators import BayPins, IndicatorsConfig, parse_quiet_hours
+from agent.errors import IndicatorError
+from agent.seams.indicators.devices import BayIndicator, Indicators, StationBuzzer
+from agent.seams.indicators.patterns import (
     BUZZER_PATTERNS,
     LED_PATTERNS,
     STATE_SOUNDS,
-    BayIndicator,
-    BayPins,
-    IndicatorError,
-    Indicators,
-    IndicatorsConfig,
     Sound,
     State,
-    StationBuzzer,
-    describe,
-    make_pin_factory,
-    parse_quiet_hours,
 )
+from agent.seams.indicators.pins import describe, make_pin_factory
 
 LED_PIN = 17
 RGB = {"red": 22, "green": 23, "blue": 24}
@@ -250,7 +245,7 @@ def test_a_gpio_error_is_logged_and_returned_not_raised(caplog):
     factory = MockFactory(pin_class=FailingPin)
     bay = BayIndicator(BayPins(led=LED_PIN), factory, name="bay 3")
     factory.pin(LED_PIN).fail = True
-    with caplog.at_level(logging.ERROR, logger="agent.indicators"):
+    with caplog.at_level(logging.ERROR, logger="agent.seams.indicators.devices"):
         error = bay.show(State.NOT_READY)
     assert isinstance(error, IndicatorError)
     assert "bay 3" in str(error)

@@ -1,7 +1,8 @@
 """The station's MQTT side: outbox publisher, Last Will, clean stop, TLS; with a real Mosquitto.
 
-Behaviour without a broker is shown on :class:`sync.mqtt.MemoryLink`; everything the broker does
-(PUBACK, retained messages, the Last Will) is shown on a real ``mosquitto`` on loopback.
+Behaviour without a broker is shown on :class:`tests.memory_link.MemoryLink`; everything the
+broker does (PUBACK, retained messages, the Last Will) is shown on a real ``mosquitto`` on
+loopback.
 """
 
 from __future__ import annotations
@@ -20,21 +21,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.catalog import Catalog
-from sync import outbox, topics
-from sync.mqtt import (
+from agent.catalog import Catalog, outbox
+from agent.config.links import MqttConfig, MqttTls
+from sync.mqtt.link import MqttLink
+from sync.mqtt.publisher import OutboxPublisher
+from sync.wire import topics
+from sync.wire.payloads import (
     PAYLOAD_KINDS,
     STATUS_STATES,
-    MemoryBroker,
-    MemoryLink,
-    MqttLink,
-    OutboxPublisher,
     decode_payload,
     load_schema,
     status_payload,
     topic_kind,
 )
-from sync.settings import MqttConfig, MqttTls
+from tests.memory_link import MemoryBroker, MemoryLink
 from tests.mosquitto import MOSQUITTO, Mosquitto, Subscriber, make_certs
 from tests.recorders import wait_for
 from tests.signal_tools import deadlock_alarm, signal_inside
@@ -427,15 +427,16 @@ def test_schemas_are_valid_json_schemas() -> None:
 
 
 def test_every_topic_payload_the_station_sends_validates(tmp_path: Path, home: Path) -> None:
+    from agent.catalog.bays import set_bay_state
+    from agent.catalog.faults import report_fault, resolve_fault
+    from agent.catalog.station import set_station_status
     from agent.checks import record_checks, run_checks
-    from agent.clock import SimulatedClock
     from agent.config import SHIPPED_PROFILES, Config
-    from agent.daemon import set_bay_state, set_station_status
-    from agent.faults import report_fault, resolve_fault
-    from agent.indicators import State
     from agent.offload import Offloader
-    from agent.profiles import ProfileSet
-    from agent.simulate import apply_firmware
+    from agent.recorder.profiles import ProfileSet
+    from agent.recorder.simulated import apply_firmware
+    from agent.seams.clock.simulated import SimulatedClock
+    from agent.seams.indicators.patterns import State
     from tests.recorders import make_folder_recorder
 
     cfg = Config.model_validate({"station_id": STATION, "checks": {"shift_hours": 0.01}})
@@ -528,7 +529,7 @@ _json = st.recursive(
 @settings(max_examples=200, deadline=None)
 @given(data=st.dictionaries(st.text(max_size=10), _json, max_size=6))
 def test_payload_encode_decode_round_trip_keeps_the_chain_verifiable(data: dict) -> None:
-    from sync.chain import GENESIS, canonical, entry_hash
+    from sync.wire.chain import GENESIS, canonical, entry_hash
 
     try:
         canonical(data).encode("utf-8")
@@ -629,12 +630,12 @@ def test_a_stop_signal_landing_inside_the_publisher_process_wait_does_not_deadlo
     ``wait()`` holds the event's lock. The SIGTERM handler must not wait for that lock: the
     process would hang instead of stopping. The signal is sent from inside ``wait()`` (a
     real signal, the real handler); a SIGALRM ends the test instead of hanging it."""
-    import sync.mqtt
+    import sync.mqtt.__main__ as publisher_main
 
     home = tmp_path / "home"
     make_catalog(home).close()
     config = write_station_config(tmp_path / "station.toml", broker.port)
-    real_run_publisher = sync.mqtt.run_publisher
+    real_run_publisher = publisher_main.run_publisher
 
     signalled: list[list[bool]] = []
 
@@ -642,8 +643,8 @@ def test_a_stop_signal_landing_inside_the_publisher_process_wait_does_not_deadlo
         signalled.append(signal_inside(stop, "wait"))
         return real_run_publisher(*args, stop=stop, **kwargs)
 
-    monkeypatch.setattr(sync.mqtt, "run_publisher", run_publisher)
+    monkeypatch.setattr(publisher_main, "run_publisher", run_publisher)
     with deadlock_alarm(10):
-        code = sync.mqtt.main(["--home", str(home), "--config", str(config)])
+        code = publisher_main.main(["--home", str(home), "--config", str(config)])
     assert signalled == [[True]]
     assert code == 0

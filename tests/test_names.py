@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from agent.names import (
+from agent.recorder.names import (
     MAX_COMPONENT,
     decode_component,
     decode_relpath,

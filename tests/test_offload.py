@@ -18,8 +18,8 @@ from agent.catalog import open_catalog
 from agent.config import SHIPPED_PROFILES, Config, OffloadConfig, StoreConfig
 from agent.errors import EXIT_IOERR
 from agent.offload import Offloader
-from agent.profiles import ProfileSet
-from agent.simulate import MEDIA_DIR, RecorderSpec, content_chunks
+from agent.recorder.profiles import ProfileSet
+from agent.recorder.simulated import MEDIA_DIR, RecorderSpec, content_chunks
 from tests.conftest import needs_fusefat
 from tests.recorders import (
     BIN,

@@ -13,8 +13,8 @@ import pytest
 
 from agent.config import SHIPPED_PROFILES
 from agent.errors import ProfileError
-from agent.profiles import ProfileSet, load_profile
-from agent.recorder import MediaFile, read_info, recorded_times
+from agent.recorder.media import MediaFile, read_info, recorded_times
+from agent.recorder.profiles import ProfileSet, load_profile
 
 SHIPPED = sorted(SHIPPED_PROFILES.glob("*.toml"))
 
@@ -70,7 +70,8 @@ def test_an_installed_wheel_finds_its_profiles_with_the_default_config(tmp_path:
     target = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", target, wheel], check=True)
     probe = (
-        "import agent; from agent.config import Config; from agent.profiles import ProfileSet\n"
+        "import agent; from agent.config import Config\n"
+        "from agent.recorder.profiles import ProfileSet\n"
         "print(agent.__file__)\n"
         "print(' '.join(p.name for p in ProfileSet.load(Config().profiles.dirs).profiles))\n"
     )
@@ -224,7 +225,7 @@ def test_match_root_not_a_folder_named_like_the_marker(tmp_path: Path) -> None:
 def test_the_simulated_model_never_matches_on_a_real_dock() -> None:
     """1209:0001 is a public test id: only `recdock run --simulate` may match it (invariant 7)."""
     from agent.config import SHIPPED_PROFILES
-    from agent.profiles import ProfileSet
+    from agent.recorder.profiles import ProfileSet
 
     profiles = ProfileSet.load([SHIPPED_PROFILES])
     assert profiles.match_usb("1209", "0001", None, set()).name == "simulated"

@@ -1,4 +1,4 @@
-"""agent/signals.py: a stop signal is acted on by a relay thread, never inside the handler."""
+"""agent/seams/signals.py: a stop signal is acted on by a relay thread, never inside the handler."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.signals import SignalRelay
+from agent.seams.signals import SignalRelay
 from tests.signal_tools import deadlock_alarm, signal_inside
 
 

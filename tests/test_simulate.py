@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from agent.config import SHIPPED_PROFILES
-from agent.profiles import ProfileSet
-from agent.recorder import list_media, read_info
-from agent.simulate import MEDIA_DIR, RecorderSpec, content_chunks, status_document
+from agent.recorder.media import list_media, read_info
+from agent.recorder.profiles import ProfileSet
+from agent.recorder.simulated import MEDIA_DIR, RecorderSpec, content_chunks, status_document
 from tests.conftest import needs_fusefat
 from tests.recorders import fat_mount, recdock
 

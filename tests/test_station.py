@@ -556,7 +556,7 @@ def test_sigterm_mid_offload_stops_cleanly_and_the_next_start_resumes(tmp_path):
 def test_a_store_fault_left_open_by_the_last_run_is_cleared_once_there_is_room(tmp_path):
     """The fault survives a restart as a fault (shown), and clears when its cause is gone."""
     from agent.catalog import open_catalog
-    from agent.faults import report_fault
+    from agent.catalog.faults import report_fault
 
     catalog = open_catalog(tmp_path / "home", "st-test")
     report_fault(catalog, "store", "store", "the store reached its reserve (before the restart)")
@@ -584,13 +584,14 @@ def test_a_stop_signal_landing_inside_a_docking_stop_event_does_not_deadlock(tmp
     from gpiozero.pins.mock import MockFactory
 
     from agent.catalog import open_catalog
-    from agent.clock import make_clock
     from agent.config import Config
-    from agent.daemon import Docking, Station, install_signal_handlers
-    from agent.dock import DockEvent, SimulatedDock
-    from agent.indicators import Indicators
-    from agent.mount import Mounter
-    from agent.profiles import ProfileSet
+    from agent.recorder.profiles import ProfileSet
+    from agent.seams.clock import make_clock
+    from agent.seams.dock import DockEvent
+    from agent.seams.dock.simulated import SimulatedDock
+    from agent.seams.indicators.devices import Indicators
+    from agent.seams.mount import Mounter
+    from agent.station.daemon import Docking, Station, install_signal_handlers
 
     config = Config(station_id="st-test")
     station = Station(

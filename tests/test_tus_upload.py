@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from central.app import create_app
-from sync.tus import (
+from sync.upload.tus import (
     TokenBucket,
     TusUploader,
     UploadAuthError,
@@ -166,7 +166,7 @@ def test_memory_stays_bounded_for_a_256_mib_file(central, tmp_path):
     script = textwrap.dedent(
         f"""
         import json, resource, sys
-        from sync.tus import TusUploader
+        from sync.upload.tus import TusUploader
         up = TusUploader({url + "/files/"!r}, {TOKEN_A!r})
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         receipt = up.upload({str(path)!r}, sha256={sha.hexdigest()!r})

@@ -23,15 +23,15 @@ import requests
 import uvicorn
 
 from agent.catalog import Catalog, open_catalog
+from agent.catalog.faults import fault_id, list_faults, resolve_fault
 from agent.config import SHIPPED_PROFILES, Config, StoreConfig
+from agent.config.links import UploadConfig
 from agent.errors import EXIT_CONFIG, EXIT_UNAVAILABLE
-from agent.faults import fault_id, list_faults, resolve_fault
 from agent.offload import Offloader
-from agent.profiles import ProfileSet
+from agent.recorder.profiles import ProfileSet
 from central.app import create_app
-from sync.settings import UploadConfig
-from sync.tus import TusUploader
-from sync.upload_worker import FAULT_UPLOAD, UploadWorker
+from sync.upload.tus import TusUploader
+from sync.upload.worker import FAULT_UPLOAD, UploadWorker
 from tests.central_server import TOKEN_A, TOKENS, FaultProxy, serve_app, wait_for
 from tests.recorders import BIN, make_folder_recorder, recdock
 from tests.signal_tools import deadlock_alarm, signal_inside
@@ -317,7 +317,7 @@ def test_a_central_store_that_is_down_then_back(home, tmp_path, caplog):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
     endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}/files/"
-    with caplog.at_level(logging.WARNING, logger="sync.upload_worker"):
+    with caplog.at_level(logging.WARNING, logger="sync.upload.worker"):
         down = worker(home, endpoint).run_once()
     assert down["synced"] == 0 and down["failed"] == 1 and "unreachable" in down["error"]
     assert len(down["files"]) == 1  # the pass ended at the first failure
@@ -347,7 +347,7 @@ def test_a_server_without_receipts_leaves_files_unsynced(home, tmp_path, caplog)
     catalog = offload(home, tmp_path, files=1)
     app = FastAPI()
     app.include_router(create_tus_router(prefix="files", files_dir=str(tmp_path / "tuspy")))
-    with serve_app(app) as url, caplog.at_level(logging.WARNING, logger="sync.upload_worker"):
+    with serve_app(app) as url, caplog.at_level(logging.WARNING, logger="sync.upload.worker"):
         w = worker(home, f"{url}/files")
         first = w.run_once()
         assert first["unconfirmed"] == 1 and first["synced"] == 0
@@ -531,8 +531,8 @@ def test_a_stop_signal_landing_inside_the_sync_command_wait_does_not_deadlock(
     ``wait()`` holds the event's lock. The SIGTERM handler must not wait for that lock: the
     uploader would hang instead of stopping. The signal is sent from inside ``wait()`` (a
     real signal, the real handler); a SIGALRM ends the test instead of hanging it."""
-    import sync.upload_worker
-    from agent.cli import cli
+    import sync.upload.worker
+    from agent.cli.main import cli
 
     open_catalog(home, STATION).close()
     config = write_config(tmp_path, "http://127.0.0.1:9/files/")
@@ -543,7 +543,7 @@ def test_a_stop_signal_landing_inside_the_sync_command_wait_does_not_deadlock(
             super().__init__(*args, stop=stop, **kwargs)
             signalled.append(signal_inside(stop, "wait"))
 
-    monkeypatch.setattr(sync.upload_worker, "UploadWorker", SignalledWorker)
+    monkeypatch.setattr(sync.upload.worker, "UploadWorker", SignalledWorker)
     with deadlock_alarm(10):
         cli.main(["--home", str(home), "--config", str(config), "sync"], standalone_mode=False)
     assert signalled == [[True]]

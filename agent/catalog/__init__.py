@@ -1,0 +1,208 @@
+"""The catalog: the station's index of sessions, recordings, audit log and outbox.
+
+SQLite, WAL, ``synchronous=FULL``. Migrations are registered functions
+(agent/catalog/migrations.py), each run in one transaction together with its record.
+
+Every SQL statement of the station lives in this package, and every table has one owner
+module: ``sessions``, ``recordings``, ``audit``, ``outbox``, ``faults``, ``checks``, ``bays``
+(and ``meta`` here). Other layers call their named functions; tests/test_sql_only_in_catalog.py
+keeps it so. A write that must be atomic with others runs inside :meth:`Catalog.tx`
+(``BEGIN IMMEDIATE``): the owner modules' write functions take the open connection and never
+commit (rule 3, docs/architecture.md).
+
+A catalog belongs to one store: both carry the same ``catalog_id`` (the store in
+``store/.catalog-id``). A catalog that is new, missing or does not match its store is never
+trusted to remove anything (rule 1, and Frigate's lesson).
+
+Queries use sqlite3 with a dict row factory. sqlite-utils serves introspection
+(:attr:`Catalog.db`), imported only when asked for: its import costs more than `recdock status`
+may spend in all (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.catalog.migrations import MIGRATIONS
+from agent.errors import CatalogError
+from sync.wire.chain import canonical
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+    from agent.catalog.audit import AuditEntry
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Catalog", "canonical", "now_utc", "open_catalog"]
+
+
+def now_utc() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
+
+
+class Catalog:
+    """One connection to the catalog; use one Catalog per thread."""
+
+    def __init__(self, path: Path, *, station_id: str, create: bool = True):
+        self.path = path
+        self.station_id = station_id
+        existed = path.exists()
+        if not existed and not create:
+            raise CatalogError(f"{path}: catalog not found (the station has not run here yet?)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self.conn = conn
+            self._lock = threading.RLock()
+            self._migrate()
+            if self._meta("catalog_id") is None:
+                with self.tx():
+                    self._set_meta("catalog_id", uuid.uuid4().hex)
+                    self._set_meta("station_id", station_id)
+                    self._set_meta("created_at", now_utc())
+        except sqlite3.DatabaseError as exc:
+            raise CatalogError(
+                f"{path}: catalog unreadable ({exc}); restore it from a backup — "
+                "nothing is removed from recorders meanwhile"
+            ) from exc
+        self.catalog_id: str = self._meta("catalog_id") or ""
+
+    # -- transactions and migrations ------------------------------------------------
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE).
+
+        An error of the caller's is re-raised as it is, after the rollback; an SQLite error
+        (disk full, I/O error, locked for too long) becomes a :class:`CatalogError` naming the
+        catalog, so every caller that handles the project's errors handles it too.
+        """
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            try:
+                yield self.conn
+            except BaseException as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._error(exc) from exc
+                raise
+            else:
+                try:
+                    self.conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.Error) -> CatalogError:
+        return CatalogError(
+            f"{self.path}: catalog error ({exc}); nothing is removed from recorders until it "
+            "is fixed (free space under the catalog, or restore it from a backup)"
+        )
+
+    def _migrate(self) -> None:
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
+        )
+        done = {r[0] for r in self.conn.execute("SELECT name FROM migrations")}
+        for name, fn in MIGRATIONS:
+            if name in done:
+                continue
+            with self.tx() as conn:
+                fn(conn)
+                conn.execute(
+                    "INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, now_utc())
+                )
+            log.info("catalog %s: applied migration %s", self.path, name)
+
+    def _meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def is_empty(self) -> bool:
+        """No session was ever recorded in this catalog."""
+        return self.conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- for the owner modules --------------------------------------------------------
+
+    def query(
+        self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()
+    ) -> list[dict[str, Any]]:
+        """Rows as dicts; an SQLite error becomes a :class:`CatalogError`. Only the owner
+        modules of agent/catalog/ call it: everything else calls their named functions."""
+        try:
+            cur = self.conn.cursor()
+            cur.row_factory = _dict_row
+            return cur.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def append_audit(self, kind: str, subject: str, data: dict[str, Any]) -> AuditEntry:
+        """Append one hash-chained entry, and queue it for MQTT, in the open transaction."""
+        from agent.catalog import audit
+
+        return audit.append(self, kind, subject, data)
+
+    def head(self) -> tuple[int, str]:
+        """The audit log's last sequence number and hash."""
+        from agent.catalog import audit
+
+        return audit.head(self)
+
+    def audit_entries(self) -> Iterator[AuditEntry]:
+        from agent.catalog import audit
+
+        return audit.entries(self)
+
+    def check_audit_chain(self) -> list[str]:
+        from agent.catalog import audit
+
+        return audit.check_chain(self)
+
+    def recordings(self) -> list[dict[str, Any]]:
+        """Every catalogued recording, in the order they were stored."""
+        from agent.catalog import recordings
+
+        return recordings.listing(self)
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """sqlite-utils on this connection, for introspection (tables, indexes, columns)."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
+
+
+def open_catalog(home: Path, station_id: str, *, create: bool = True) -> Catalog:
+    return Catalog(home / "catalog.db", station_id=station_id, create=create)

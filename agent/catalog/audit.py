@@ -1,0 +1,119 @@
+"""The audit log (table ``audit``): every state change, hash-chained, also queued for MQTT.
+
+Entry ``seq`` commits to its content and to the previous entry's hash
+(:func:`sync.wire.chain.entry_hash`, the one definition the central store shares). It is
+written in the transaction of the change it records, and the same transaction queues it in the
+outbox as an event (rule 3, docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agent.catalog import canonical, now_utc, outbox
+from sync.wire import topics
+from sync.wire.chain import GENESIS, entry_hash
+
+if TYPE_CHECKING:
+    from agent.catalog import Catalog
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    at: str
+    kind: str
+    subject: str
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+def head(catalog: Catalog) -> tuple[int, str]:
+    """The last entry's sequence number and hash (0 and the genesis hash for an empty log)."""
+    row = catalog.conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    return (int(row[0]), str(row[1])) if row else (0, GENESIS)
+
+
+def append(catalog: Catalog, kind: str, subject: str, data: dict[str, Any]) -> AuditEntry:
+    """Append one hash-chained entry, and queue it for MQTT, in the open transaction."""
+    conn = catalog.conn
+    if not conn.in_transaction:
+        raise RuntimeError("append_audit must run inside Catalog.tx()")
+    prev_seq, prev_hash = head(catalog)
+    seq, at, text = prev_seq + 1, now_utc(), canonical(data)
+    digest = entry_hash(prev_hash, seq, at, kind, subject, text)
+    conn.execute(
+        "INSERT INTO audit (seq, at, kind, subject, data, prev_hash, hash)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (seq, at, kind, subject, text, prev_hash, digest),
+    )
+    event_id = f"{catalog.station_id}:{catalog.catalog_id}:{seq}"
+    outbox.enqueue(
+        conn,
+        topics.event(catalog.station_id),
+        {
+            "event_id": event_id,
+            "station": catalog.station_id,
+            "seq": seq,
+            "at": at,
+            "kind": kind,
+            "subject": subject,
+            "data": data,
+            "prev_hash": prev_hash,
+            "hash": digest,
+        },
+        event_id=event_id,
+    )
+    return AuditEntry(seq, at, kind, subject, data, prev_hash, digest)
+
+
+def entries(catalog: Catalog) -> Iterator[AuditEntry]:
+    for seq, at, kind, subject, data, prev_hash, digest in catalog.conn.execute(
+        "SELECT seq, at, kind, subject, data, prev_hash, hash FROM audit ORDER BY seq"
+    ):
+        yield AuditEntry(seq, at, kind, subject, json.loads(data), prev_hash, digest)
+
+
+def check_chain(catalog: Catalog) -> list[str]:
+    """Problems in the hash chain: altered, removed or reordered entries."""
+    problems: list[str] = []
+    expected_seq, prev = 1, GENESIS
+    rows = catalog.conn.execute(
+        "SELECT seq, at, kind, subject, data, prev_hash, hash FROM audit ORDER BY rowid"
+    )
+    for seq, at, kind, subject, data, prev_hash, digest in rows:
+        if seq != expected_seq:
+            problems.append(
+                f"audit log: entry {seq} found where entry {expected_seq} was expected "
+                "(an entry was removed or the log reordered)"
+            )
+        if prev_hash != prev:
+            problems.append(
+                f"audit log: entry {seq} does not follow the entry before it "
+                "(removed, inserted or reordered entries)"
+            )
+        if entry_hash(prev_hash, seq, at, kind, subject, data) != digest:
+            problems.append(f"audit log: entry {seq} ({kind} {subject}) was altered")
+        expected_seq, prev = seq + 1, digest
+    return problems
+
+
+def last_seq(catalog: Catalog, kind: str, subject: str) -> int:
+    """The sequence number of the last ``kind`` entry about ``subject`` (0: none)."""
+    row = catalog.conn.execute(
+        "SELECT coalesce(max(seq), 0) FROM audit WHERE kind = ? AND subject = ?", (kind, subject)
+    ).fetchone()
+    return int(row[0])
+
+
+def count_since(catalog: Catalog, kind: str, subject: str, after_seq: int) -> int:
+    """How many ``kind`` entries about ``subject`` came after entry ``after_seq``."""
+    row = catalog.conn.execute(
+        "SELECT count(*) FROM audit WHERE kind = ? AND subject = ? AND seq > ?",
+        (kind, subject, after_seq),
+    ).fetchone()
+    return int(row[0])

@@ -1,0 +1,157 @@
+"""The catalog's schema: migrations as registered functions, each run once, in order.
+
+Each runs in one transaction together with its record in ``migrations``
+(:meth:`agent.catalog.Catalog._migrate`). The schema is created here; every table's rows are
+then read and written only by its owner module in agent/catalog/.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    """Register a migration; they run in registration order, each exactly once."""
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_initial(conn: sqlite3.Connection) -> None:
+    # one statement at a time: executescript() would COMMIT the migration's transaction
+    run_script(
+        conn,
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            station_id TEXT NOT NULL,
+            device_serial TEXT NOT NULL,
+            officer_id TEXT,
+            unit TEXT,
+            profile TEXT NOT NULL,
+            source TEXT NOT NULL,
+            store_dir TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            ended_at TEXT,
+            state TEXT NOT NULL DEFAULT 'running',
+            device_info TEXT,
+            clock_offset_s REAL,
+            files_seen INTEGER NOT NULL DEFAULT 0,
+            files_stored INTEGER NOT NULL DEFAULT 0,
+            bytes_stored INTEGER NOT NULL DEFAULT 0,
+            problems INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE recordings (
+            id INTEGER PRIMARY KEY,
+            session_id TEXT NOT NULL REFERENCES sessions(id),
+            station_id TEXT NOT NULL,
+            device_serial TEXT NOT NULL,
+            officer_id TEXT,
+            unit TEXT,
+            profile TEXT NOT NULL,
+            source_path TEXT NOT NULL,
+            source_size INTEGER NOT NULL,
+            source_mtime REAL,
+            store_path TEXT NOT NULL UNIQUE,
+            size INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            sm3 TEXT,
+            recorded_start TEXT,
+            recorded_end TEXT,
+            offloaded_at TEXT NOT NULL,
+            age_hours REAL,
+            late INTEGER NOT NULL DEFAULT 0,
+            adopted INTEGER NOT NULL DEFAULT 0,
+            audit_seq INTEGER NOT NULL,
+            source_removed_at TEXT,
+            hold INTEGER NOT NULL DEFAULT 0,
+            upload_url TEXT,
+            synced_at TEXT,
+            receipt TEXT
+        );
+        CREATE INDEX recordings_identity
+            ON recordings (device_serial, source_path, size, sha256);
+        CREATE INDEX recordings_session ON recordings (session_id);
+        CREATE INDEX recordings_sha256 ON recordings (sha256);
+        CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            data TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL UNIQUE,
+            topic TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            qos INTEGER NOT NULL DEFAULT 1,
+            retain INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL
+        );
+        """,
+    )
+
+
+@migration
+def m002_faults_checks_bays(conn: sqlite3.Connection) -> None:
+    run_script(
+        conn,
+        """
+        CREATE TABLE faults (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            severity TEXT NOT NULL DEFAULT 'error',
+            detail TEXT NOT NULL,
+            opened_at TEXT NOT NULL,
+            last_seen_at TEXT NOT NULL,
+            resolved_at TEXT,
+            occurrences INTEGER NOT NULL DEFAULT 1
+        );
+        CREATE INDEX faults_open ON faults (resolved_at);
+        CREATE TABLE checks (
+            id INTEGER PRIMARY KEY,
+            session_id TEXT,
+            device_serial TEXT NOT NULL,
+            bay INTEGER,
+            at TEXT NOT NULL,
+            ready INTEGER NOT NULL,
+            results TEXT NOT NULL,
+            clock_offset_s REAL,
+            clock_offset_after_s REAL
+        );
+        CREATE INDEX checks_device ON checks (device_serial, at);
+        CREATE TABLE bays (
+            bay INTEGER PRIMARY KEY,
+            state TEXT NOT NULL,
+            device_serial TEXT,
+            profile TEXT,
+            reason TEXT,
+            session_id TEXT,
+            progress_bytes INTEGER,
+            progress_total INTEGER,
+            detail TEXT,
+            updated_at TEXT NOT NULL
+        )
+        """,
+    )
+
+
+@migration
+def m003_removal_intent(conn: sqlite3.Connection) -> None:
+    # a removal from a recorder is announced before the unlink and recorded after it
+    conn.execute("ALTER TABLE recordings ADD COLUMN removal_intent_at TEXT")
+
+
+def run_script(conn: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)

@@ -1,0 +1,153 @@
+"""The recordings (table ``recordings``): one row per file verified in the store.
+
+A row is written in the transaction of its ``file.stored`` (or ``file.recovered``) audit entry
+and points at it (``audit_seq``). Its removal from the recorder is announced
+(``removal_intent_at``) before the unlink and recorded (``source_removed_at``) after it; its
+upload ends with the central receipt (``synced_at``, ``receipt``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.catalog import Catalog
+
+#: The columns a new row may set; the rest keep their defaults.
+COLUMNS = (
+    "session_id",
+    "station_id",
+    "device_serial",
+    "officer_id",
+    "unit",
+    "profile",
+    "source_path",
+    "source_size",
+    "source_mtime",
+    "store_path",
+    "size",
+    "sha256",
+    "sm3",
+    "recorded_start",
+    "recorded_end",
+    "offloaded_at",
+    "age_hours",
+    "late",
+    "adopted",
+    "audit_seq",
+)
+
+
+def insert(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
+    """Add one recording inside the caller's transaction."""
+    unknown = set(row) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"recordings: unknown columns {sorted(unknown)}")
+    names = [c for c in COLUMNS if c in row]
+    conn.execute(
+        f"INSERT INTO recordings ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+        [row[c] for c in names],
+    )
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def listing(catalog: Catalog) -> list[dict[str, Any]]:
+    """Every recording, in the order they were stored."""
+    return catalog.query("SELECT * FROM recordings ORDER BY id")
+
+
+def by_store_path(catalog: Catalog, store_path: str) -> dict[str, Any] | None:
+    rows = catalog.query("SELECT * FROM recordings WHERE store_path = ?", (store_path,))
+    return rows[0] if rows else None
+
+
+def fingerprint(catalog: Catalog, recording_id: int) -> dict[str, Any] | None:
+    """The row's hash, size and store path, read afresh (before a removal trusts it)."""
+    rows = catalog.query(
+        "SELECT sha256, size, store_path FROM recordings WHERE id = ?", (recording_id,)
+    )
+    return rows[0] if rows else None
+
+
+def known_source(
+    catalog: Catalog, device_serial: str, source_path: str, size: int
+) -> list[dict[str, Any]]:
+    """Earlier copies of this device's file at this path and size."""
+    return catalog.query(
+        "SELECT * FROM recordings WHERE device_serial = ? AND source_path = ? AND size = ?",
+        (device_serial, source_path, size),
+    )
+
+
+def of_session(catalog: Catalog, session_id: str) -> list[dict[str, Any]]:
+    """A session's recordings in the order they were stored (its manifest's order)."""
+    return catalog.query("SELECT * FROM recordings WHERE session_id = ? ORDER BY id", (session_id,))
+
+
+# -- removal from the recorder (rule 1) ------------------------------------------------------
+
+
+def announce_removals(conn: sqlite3.Connection, ids: list[int], at: str) -> None:
+    """Mark rows whose sources are about to be unlinked (before the unlink)."""
+    conn.executemany(
+        "UPDATE recordings SET removal_intent_at = ? WHERE id = ?", [(at, i) for i in ids]
+    )
+
+
+def settle_removals(
+    conn: sqlite3.Connection, announced: list[int], removed: list[int], at: str
+) -> None:
+    """After the unlinks: clear the announcements, record the removals that happened."""
+    conn.executemany(
+        "UPDATE recordings SET removal_intent_at = NULL WHERE id = ?", [(i,) for i in announced]
+    )
+    conn.executemany(
+        "UPDATE recordings SET source_removed_at = ? WHERE id = ?", [(at, i) for i in removed]
+    )
+
+
+def announced_removals(catalog: Catalog, device_serial: str) -> list[dict[str, Any]]:
+    """Rows of this device whose removal was announced and never recorded (a crash)."""
+    return catalog.query(
+        "SELECT * FROM recordings WHERE device_serial = ? AND removal_intent_at IS NOT NULL",
+        (device_serial,),
+    )
+
+
+# -- uploads ---------------------------------------------------------------------------------
+
+
+def count_unsynced(catalog: Catalog) -> int:
+    row = catalog.conn.execute("SELECT count(*) FROM recordings WHERE synced_at IS NULL").fetchone()
+    return int(row[0])
+
+
+def pending_upload(catalog: Catalog) -> list[dict[str, Any]]:
+    """Recordings without a central receipt, in upload order: held, then late, then oldest."""
+    return catalog.query(
+        "SELECT * FROM recordings WHERE synced_at IS NULL"
+        " ORDER BY hold DESC, late DESC, offloaded_at, id"
+    )
+
+
+def set_upload_url(conn: sqlite3.Connection, recording_id: int, url: str | None) -> None:
+    """Keep (or forget, with None) where an unfinished upload resumes."""
+    conn.execute(
+        "UPDATE recordings SET upload_url = ? WHERE id = ? AND synced_at IS NULL",
+        (url, recording_id),
+    )
+
+
+def mark_synced(
+    conn: sqlite3.Connection, recording_id: int, *, at: str, receipt: str, upload_url: str
+) -> bool:
+    """Record the central receipt; False when the row was already synced."""
+    cur = conn.execute(
+        "UPDATE recordings SET synced_at = ?, receipt = ?, upload_url = ?"
+        " WHERE id = ? AND synced_at IS NULL",
+        (at, receipt, upload_url, recording_id),
+    )
+    return cur.rowcount > 0

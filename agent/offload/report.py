@@ -1,0 +1,81 @@
+"""What an offload tells its caller: per file, stored / already stored / failed, and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from agent.errors import RecdockError
+from agent.recorder.media import RecorderInfo
+
+#: ``extra`` of log records whose content the OffloadReport also carries: the CLI prints
+#: the report, so it leaves these out of its own stderr (the daemon's journal keeps them).
+REPORTED = {"recdock_reported": True}
+
+
+class Stopped(RecdockError):
+    """The offload was asked to stop (SIGTERM); the file in flight was abandoned."""
+
+
+@dataclass
+class FileResult:
+    source_path: str
+    status: str  # stored | already | failed
+    message: str = ""
+    sha256: str | None = None
+    store_path: str | None = None
+    size: int = 0
+    removed: bool = False
+    late: bool = False
+    age_hours: float | None = None
+    relpath: bytes = b""  # as on the recorder
+    mtime_ns: int = 0  # the source's mtime when it was copied (or found already stored)
+
+
+@dataclass
+class OffloadReport:
+    session_id: str
+    device_serial: str
+    info: RecorderInfo
+    files: list[FileResult] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    error: str | None = None
+    bytes_copied: int = 0
+    source_kept_reason: str | None = None
+    #: station time when the recorder's status (and its clock) was read
+    info_read_at: datetime | None = None
+    #: the error that stopped the offload (the daemon tells a full store from a yanked recorder)
+    exception: Exception | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.error is None
+            and not self.problems
+            and all(f.status in ("stored", "already") for f in self.files)
+        )
+
+    @property
+    def failures(self) -> list[str]:
+        lines = [f"{f.source_path}: {f.message}" for f in self.files if f.status == "failed"]
+        return self.problems + lines + ([self.error] if self.error else [])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "device_serial": self.device_serial,
+            "ok": self.ok,
+            "stored": sum(1 for f in self.files if f.status == "stored"),
+            "already": sum(1 for f in self.files if f.status == "already"),
+            "failed": sum(1 for f in self.files if f.status == "failed"),
+            "removed": sum(1 for f in self.files if f.removed),
+            "late": [
+                {"source_path": f.source_path, "age_hours": f.age_hours}
+                for f in self.files
+                if f.late
+            ],
+            "bytes_copied": self.bytes_copied,
+            "problems": self.failures,
+            "source_kept_reason": self.source_kept_reason,
+        }

@@ -1,0 +1,168 @@
+"""`recdock status`: what the station shows, read from the catalog (works while it runs).
+
+The daemon writes every bay state change, check and fault to the catalog (WAL: readers
+never block it), and ``<home>/run/station.json`` while it runs. This module only reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent.catalog import Catalog, bays, checks, outbox
+from agent.catalog.faults import list_faults
+from agent.config import Config
+from agent.seams.indicators.patterns import LED_PATTERNS, State
+from agent.station.faults import STATION_FAULT_KINDS
+
+
+def led_pattern(state: State) -> str:
+    """The LED pattern of a state in words, as docs/indicators.md has it."""
+    p = LED_PATTERNS[state]
+    if not p.lit:
+        return "dark"
+    if not p.blinks:
+        return "steady"
+    return f"blink {p.on_time:g} s on / {p.off_time:g} s off"
+
+
+def daemon_info(home: Path) -> dict[str, Any]:
+    path = home / "run" / "station.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"running": False}
+    pid = data.get("pid")
+    alive = False
+    if isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+    return {**data, "running": alive}
+
+
+def _last_check(catalog: Catalog, bay: int, session_id: str | None) -> dict[str, Any] | None:
+    row = checks.last_at_bay(catalog, bay)
+    if row is None:
+        return None
+    try:
+        results = json.loads(row["results"])
+    except ValueError:
+        results = row["results"]
+    return {
+        "at": row["at"],
+        "device_serial": row["device_serial"],
+        "session_id": row["session_id"],
+        "ready": bool(row["ready"]),
+        "clock_offset_s": row["clock_offset_s"],
+        "clock_offset_after_s": row["clock_offset_after_s"],
+        "results": results,
+        "current": session_id is not None and row["session_id"] == session_id,
+    }
+
+
+def snapshot(catalog: Catalog, config: Config, home: Path) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    faults = [f.as_dict(now) for f in list_faults(catalog)]
+    station_fault = any(f["kind"] in STATION_FAULT_KINDS for f in faults)
+    daemon = daemon_info(home)
+    rows = bays.rows(catalog)
+    numbers = sorted(set(config.bays.values()) | set(config.indicators.bays) | set(rows))
+    ports = {n: p for p, n in config.bays.items()}
+    return {
+        "station_id": config.station_id,
+        "daemon": daemon,
+        "station_fault": station_fault,
+        "bays": [
+            _bay_view(catalog, n, ports.get(n), rows.get(n) or {}, daemon["running"], station_fault)
+            for n in numbers
+        ],
+        "sync_backlog": outbox.backlog(catalog.conn),
+        "faults": faults,
+    }
+
+
+def _bay_view(
+    catalog: Catalog,
+    n: int,
+    port: str | None,
+    row: dict[str, Any],
+    running: bool,
+    station_fault: bool,
+) -> dict[str, Any]:
+    state = State(row.get("state") or State.IDLE.value)
+    led = State.STATION_FAULT if station_fault and running else state
+    if not running:
+        led = State.IDLE  # nobody drives the LEDs
+    return {
+        "bay": n,
+        "port": port,
+        "state": state.value,
+        "led": led.value,
+        "led_pattern": led_pattern(led),
+        "device_serial": row.get("device_serial"),
+        "profile": row.get("profile"),
+        "reason": row.get("reason"),
+        "detail": row.get("detail"),
+        "session_id": row.get("session_id"),
+        "progress": {"bytes": row.get("progress_bytes"), "total": row.get("progress_total")},
+        "updated_at": row.get("updated_at"),
+        "last_check": _last_check(catalog, n, row.get("session_id")),
+    }
+
+
+def render(snap: dict[str, Any]) -> str:
+    """The human-readable status."""
+    d = snap["daemon"]
+    lines = []
+    if d.get("running"):
+        mode = "SIMULATED station" if d.get("simulate") else "station"
+        lines.append(
+            f"{mode} {snap['station_id']}: running (pid {d['pid']}, since "
+            f"{d.get('started_at', '?')})"
+        )
+        lines.extend(f"  {s}" for s in d.get("seams", []))
+    else:
+        lines.append(f"station {snap['station_id']}: NOT RUNNING")
+    if snap["station_fault"]:
+        lines.append("STATION FAULT: every bay shows it; see the faults below")
+    lines.append("")
+    lines.append(f"{'bay':>3}  {'state':<15} {'LED':<44} {'device':<14} {'profile':<11} reason")
+    for b in snap["bays"]:
+        led = f"{b['led']} ({b['led_pattern']})"
+        lines.append(
+            f"{b['bay']:>3}  {b['state']:<15} {led:<44} {(b['device_serial'] or '-')[:14]:<14} "
+            f"{(b['profile'] or '-')[:11]:<11} {b['reason'] or b['detail'] or ''}"
+        )
+        prog = b["progress"]
+        if prog["total"]:
+            pct = 100 * (prog["bytes"] or 0) / prog["total"]
+            lines.append(f"     progress {prog['bytes']}/{prog['total']} bytes ({pct:.0f} %)")
+        check = b["last_check"]
+        if check and check["current"]:
+            for r in check["results"] if isinstance(check["results"], list) else []:
+                ok = {True: "ok", False: "FAIL", None: "n/a"}.get(r.get("ok"), "?")
+                lines.append(
+                    f"     {ok:<4} {r.get('name', '?'):<16} {r.get('value', '')} "
+                    f"(needs {r.get('threshold', '')}) {r.get('detail', '')}".rstrip()
+                )
+    lines.append("")
+    lines.append(f"sync backlog: {snap['sync_backlog']} messages waiting for the broker")
+    if snap["faults"]:
+        lines.append(f"open faults: {len(snap['faults'])}")
+        for f in snap["faults"]:
+            overdue = "  OVERDUE (24 h)" if f["overdue"] else ""
+            lines.append(
+                f"  {f['age_hours']:>6.1f} h  {f['kind']:<9} {f['subject']:<20} "
+                f"{f['detail']}{overdue}"
+            )
+    else:
+        lines.append("open faults: none")
+    return "\n".join(lines)

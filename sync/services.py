@@ -1,0 +1,101 @@
+"""The station's background services: the MQTT outbox publisher and the uploader.
+
+Both are off unless configured (``[mqtt] enabled``, ``[upload] enabled``): a station
+works with no broker and no central store, its outbox and store simply wait. The
+daemon starts them once the dock listens and stops them after its last events were
+queued, so the clean "stopped" status and the final events still go out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from agent.config import Config
+from agent.station.daemon import Service
+
+log = logging.getLogger(__name__)
+
+
+class MqttService:
+    """The MQTT link (Last Will "offline", retained status) and the outbox publisher."""
+
+    def __init__(self, config: Config, home: Path) -> None:
+        from sync.mqtt.link import MqttLink
+        from sync.mqtt.publisher import OutboxPublisher
+
+        self.config = config
+        self.link = MqttLink(config.mqtt, config.station_id)
+        self.publisher = OutboxPublisher(
+            home / "catalog.db",
+            config.station_id,
+            self.link,
+            max_inflight=config.mqtt.max_inflight,
+            batch=config.mqtt.publish_batch,
+        )
+
+    def describe(self) -> str:
+        m = self.config.mqtt
+        return f"MQTT: publishing the outbox to {m.host}:{m.port} (MQTT {m.protocol})"
+
+    def start(self) -> None:
+        self.publisher.start()
+        self.link.start()
+
+    def wake(self) -> None:
+        """Nothing to do: the publisher picks up new outbox rows within half a second."""
+
+    def stop(self) -> None:
+        # give the last queued events (bay states, "stopped") a moment to go out
+        if not self.publisher.flush(timeout=5.0):
+            log.warning("MQTT: stopping with messages still in the outbox; they are sent later")
+        self.publisher.stop()
+        self.link.stop()
+
+
+class UploadService:
+    """The tus uploader, one pass after another, in its own thread."""
+
+    def __init__(self, config: Config, home: Path) -> None:
+        from sync.upload.worker import UploadWorker
+
+        self.config = config
+        self.stop_event = threading.Event()
+        self.worker = UploadWorker(config, home, stop=self.stop_event)
+        self.thread = threading.Thread(target=self._run, name="uploader", daemon=True)
+
+    def describe(self) -> str:
+        return f"uploads: to {self.config.upload.endpoint}"
+
+    def _run(self) -> None:
+        try:
+            self.worker.run_forever()
+        except Exception:
+            log.exception("the uploader stopped; recordings wait in the store until restart")
+        finally:
+            self.worker.close()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def wake(self) -> None:
+        self.worker.wake()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.worker.wake()
+        self.thread.join(timeout=60)
+
+
+def configured_services(config: Config, home: Path) -> list[Service]:
+    services: list[Service] = []
+    if config.mqtt.enabled:
+        services.append(MqttService(config, home))
+    else:
+        log.info("MQTT: off ([mqtt] enabled = false): events wait in the outbox")
+    if config.upload.enabled:
+        services.append(UploadService(config, home))
+    else:
+        log.info("uploads: off ([upload] enabled = false): recordings wait in the store")
+    return services

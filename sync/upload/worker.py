@@ -1,0 +1,549 @@
+"""The upload worker: recordings from the station store to the central store, over tus.
+
+One *pass* (:meth:`UploadWorker.run_once`) takes the catalogued recordings that have no
+receipt yet (``synced_at IS NULL``): held ones first, then late ones, then the oldest offload.
+Each goes out with :class:`sync.upload.tus.TusUploader`; the rules it keeps:
+
+* The tus upload URL is written to the catalog (``recordings.upload_url``, its own short
+  transaction) as soon as the server made it, so after a crash or a stop the next pass asks
+  the server for its offset and sends only what is missing.
+* A recording counts as synced only when the server's receipt confirms its hash (``verified``,
+  same SHA-256 and size as the catalog row). Then ONE transaction sets ``synced_at`` and
+  ``receipt`` and appends the audit entry ``file.synced`` (which also queues its event for
+  MQTT, invariant 3). A server that gives no receipt (tusd, tuspyserver) leaves the recording
+  unsynced: only a receipt ever lets the station purge a file (invariant 4).
+* The server rejecting the file's hash (:class:`~sync.upload.tus.UploadHashMismatch`): the URL is
+  cleared, ``file.upload_rejected`` is audited, and the next pass sends it again from zero.
+  The worker re-hashes its store copy: when the copy itself no longer matches the catalog (bit
+  rot), re-sending cannot help and an ``upload`` fault is opened at once; otherwise after
+  ``max_rejections`` rejections. A recording with an open ``upload`` fault is set aside until
+  the fault is resolved (then its count starts again).
+* Nothing is marked synced on a failure path. When the central store cannot be reached the
+  pass ends (the URL stays, so the next pass resumes), and :meth:`run_forever` waits with an
+  exponential backoff before the next pass.
+* Uploads run only inside ``allowed_hours`` (local time, may wrap midnight); outside it the
+  worker sleeps until the window opens, waking at once when ``stop`` is set. The bandwidth
+  limit is the uploader's token bucket.
+* ``stop`` is honoured between chunks (the current PATCH finishes, its offset is durable on
+  the server), between files, and in every wait of the uploader (a retry's backoff, a receipt
+  the centre is still verifying): a stop is never held up by ``receipt_timeout``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import requests
+
+from agent.catalog import Catalog, audit, canonical, now_utc, open_catalog, recordings
+from agent.catalog.faults import fault_id, open_subjects, report_fault, resolve_fault
+from agent.config import Config
+from agent.config.links import UploadConfig, within_hours
+from agent.errors import ConfigError
+from agent.store.hashing import hash_file
+from sync.upload.tus import (
+    Receipt,
+    TusUploader,
+    UploadAuthError,
+    UploadError,
+    UploadForbidden,
+    UploadHashMismatch,
+    UploadReceiptInvalid,
+    UploadReceiptTimeout,
+    UploadRejected,
+    UploadRetriesExhausted,
+    UploadStopped,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Fault kind for one recording the central store keeps rejecting (subject: its store path).
+FAULT_UPLOAD = "upload"
+#: Fault kind for a station the central store does not accept (subject: the station id).
+FAULT_CREDENTIALS = "upload-credentials"
+_WAIT_SLICE = 0.5  # seconds: how quickly a wait notices wake()
+_MAX_WINDOW_WAIT = 600.0  # re-read the clock at least this often while waiting for the window
+
+UploaderFactory = Callable[[UploadConfig], TusUploader]
+
+
+def local_now() -> datetime:
+    """The station's local time, aware (``allowed_hours`` is local time)."""
+    return datetime.now().astimezone()
+
+
+def default_uploader(upload: UploadConfig, *, backoff: float = 1.0) -> TusUploader:
+    """A :class:`TusUploader` for the ``[upload]`` settings."""
+    if upload.endpoint is None:
+        raise ConfigError("upload.endpoint is not set: give the central store's tus URL")
+    token = upload.resolved_token()
+    if token is None:
+        logger.warning(
+            "no upload token (upload.token or the credential 'upload-token'): "
+            "uploading to %s without one",
+            upload.endpoint,
+        )
+    return TusUploader(
+        upload.endpoint,
+        token,
+        chunk_size=upload.chunk_bytes,
+        timeout=(min(10.0, upload.timeout_s), upload.timeout_s),
+        retries=upload.retries,
+        backoff=backoff,
+        bandwidth_limit=upload.bandwidth_bytes_per_s,
+        ca_file=upload.ca_file,
+    )
+
+
+class _StopUpload(Exception):
+    """Internal: raised from the progress callback when ``stop`` is set."""
+
+
+class _PassFailed(Exception):
+    """Internal: the central store cannot be used right now; end the pass."""
+
+
+@dataclass
+class FileOutcome:
+    store_path: str
+    status: str  # synced | unconfirmed | rejected | failed | stopped | missing
+    detail: str = ""
+    bytes_sent: int = 0
+
+
+@dataclass
+class PassSummary:
+    window_open: bool = True
+    opens_in_s: float | None = None
+    candidates: int = 0
+    set_aside: int = 0
+    synced: int = 0
+    unconfirmed: int = 0
+    rejected: int = 0
+    failed: int = 0
+    remaining: int = 0
+    bytes_sent: int = 0
+    stopped: bool = False
+    error: str | None = None
+    files: list[FileOutcome] = field(default_factory=list)
+
+    def count(self, outcome: FileOutcome) -> None:
+        self.files.append(outcome)
+        self.bytes_sent += outcome.bytes_sent
+        if outcome.status in ("synced", "unconfirmed", "rejected", "failed"):
+            setattr(self, outcome.status, getattr(self, outcome.status) + 1)
+        elif outcome.status == "missing":
+            self.failed += 1
+
+
+class UploadWorker:
+    """Uploads unsynced recordings of one station home; see the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        home: Path,
+        *,
+        stop: threading.Event,
+        upload: UploadConfig | None = None,
+        catalog: Catalog | None = None,
+        clock: Callable[[], datetime] = local_now,
+        uploader_factory: UploaderFactory | None = None,
+        backoff: float = 1.0,
+        max_backoff: float = 300.0,
+        idle_s: float = 60.0,
+        max_rejections: int = 3,
+        on_progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
+        """``upload`` overrides ``config.upload``; ``backoff`` is the first wait (seconds)
+        after a failed pass and of the uploader's request retries, doubling up to
+        ``max_backoff``; ``idle_s`` the wait after a complete pass; ``on_progress(store_path,
+        offset, size)`` is called after every acknowledged chunk."""
+        self.config = config
+        self.upload = upload if upload is not None else config.upload
+        self.home = Path(home)
+        self.store_root = self.home / "store"
+        self.stop = stop
+        self.clock = clock
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.idle_s = idle_s
+        self.max_rejections = max(1, max_rejections)
+        self.on_progress = on_progress
+        self._factory = uploader_factory or (lambda u: default_uploader(u, backoff=backoff))
+        self._catalog = catalog
+        self._own_catalog = catalog is None
+        self._wake = threading.Event()
+        self._window = self.upload.window()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = open_catalog(self.home, self.config.station_id)
+        return self._catalog
+
+    def close(self) -> None:
+        if self._own_catalog and self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+
+    def wake(self) -> None:
+        """Start the next pass now (e.g. after an offload), instead of after the idle wait."""
+        self._wake.set()
+
+    def _wait(self, seconds: float) -> None:
+        """Wait ``seconds``, returning early on ``stop`` or :meth:`wake`."""
+        deadline = seconds
+        while deadline > 0 and not self.stop.is_set():
+            if self._wake.is_set():
+                break
+            step = min(_WAIT_SLICE, deadline)
+            if self.stop.wait(step):
+                break
+            deadline -= step
+        self._wake.clear()
+
+    # -- the allowed hours -----------------------------------------------------------------
+
+    def seconds_until_window(self) -> float:
+        """0 inside ``allowed_hours`` (or when none is set), else seconds until it opens."""
+        if self._window is None:
+            return 0.0
+        now = self.clock()
+        if within_hours(self._window, now.time()):
+            return 0.0
+        start = self._window[0]
+        opens = now.replace(hour=start.hour, minute=start.minute, second=0, microsecond=0)
+        if opens <= now:
+            opens += timedelta(days=1)
+        return max(1.0, (opens - now).total_seconds())
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        """Passes until ``stop`` is set: back off after failures, sleep outside the window."""
+        if not self.upload.enabled:
+            raise ConfigError(
+                "uploads are off: set [upload] enabled = true and endpoint = the central "
+                "store's tus URL in the configuration"
+            )
+        delay = self.backoff
+        logger.info("upload worker started for %s", self.upload.endpoint)
+        try:
+            while not self.stop.is_set():
+                try:
+                    summary = self.run_once()
+                except Exception as exc:  # the uploader must outlive any one bad pass
+                    logger.exception("upload pass crashed; next pass in %.1f s", delay)
+                    summary = {"window_open": True, "opens_in_s": None, "error": repr(exc)}
+                if self.stop.is_set():
+                    break
+                if not summary["window_open"]:
+                    wait = min(summary["opens_in_s"] or _MAX_WINDOW_WAIT, _MAX_WINDOW_WAIT)
+                    logger.info("outside the allowed upload hours; next look in %.0f s", wait)
+                    self._wait(wait)
+                elif summary["error"] is not None:
+                    logger.warning(
+                        "upload pass failed (%s); next pass in %.1f s", summary["error"], delay
+                    )
+                    self._wait(delay)
+                    delay = min(delay * 2, self.max_backoff)
+                else:
+                    delay = self.backoff
+                    self._wait(self.idle_s)
+        finally:
+            logger.info("upload worker stopped")
+
+    def run_once(self) -> dict[str, Any]:
+        """One pass over the unsynced recordings; returns what happened (JSON-able)."""
+        summary = PassSummary()
+        wait = self.seconds_until_window()
+        if wait > 0:
+            summary.window_open, summary.opens_in_s = False, wait
+            summary.remaining = self._count_unsynced()
+            return _as_dict(summary)
+        rows, set_aside = self._candidates()
+        summary.candidates, summary.set_aside = len(rows), set_aside
+        if rows:
+            uploader = self._factory(self.upload)
+            uploader.stop = self.stop  # no backoff or receipt wait outlasts a stop
+            try:
+                self._pass(uploader, rows, summary)
+            finally:
+                uploader.close()
+        summary.remaining = self._count_unsynced()
+        logger.info(
+            "upload pass: %d synced, %d unconfirmed, %d rejected, %d failed, %d left%s",
+            summary.synced,
+            summary.unconfirmed,
+            summary.rejected,
+            summary.failed,
+            summary.remaining,
+            f" ({summary.error})" if summary.error else "",
+        )
+        return _as_dict(summary)
+
+    def _pass(self, uploader: TusUploader, rows: list[dict[str, Any]], summary: PassSummary):
+        credentials_ok = False
+        for row in rows:
+            if self.stop.is_set():
+                summary.stopped = True
+                break
+            wait = self.seconds_until_window()
+            if wait > 0:
+                summary.window_open, summary.opens_in_s = False, wait
+                break
+            try:
+                outcome = self._upload_one(uploader, row)
+            except _PassFailed as exc:
+                summary.error = str(exc)
+                summary.count(FileOutcome(row["store_path"], "failed", str(exc)))
+                break
+            summary.count(outcome)
+            if outcome.status == "stopped":
+                summary.stopped = True
+                break
+            if outcome.status == "synced" and not credentials_ok:
+                credentials_ok = True
+                resolve_fault(
+                    self.catalog, FAULT_CREDENTIALS, self.config.station_id, "uploads accepted"
+                )
+
+    # -- choosing recordings ---------------------------------------------------------------
+
+    def _count_unsynced(self) -> int:
+        return recordings.count_unsynced(self.catalog)
+
+    def _candidates(self) -> tuple[list[dict[str, Any]], int]:
+        """Unsynced recordings in upload order, without those set aside by an open fault."""
+        rows = recordings.pending_upload(self.catalog)
+        aside = open_subjects(self.catalog, FAULT_UPLOAD)
+        picked = [r for r in rows if r["store_path"] not in aside]
+        return picked, len(rows) - len(picked)
+
+    # -- one recording ---------------------------------------------------------------------
+
+    def _metadata(self, row: dict[str, Any]) -> dict[str, str]:
+        meta = {
+            "station": self.config.station_id,
+            "device_serial": row["device_serial"],
+            "officer_id": row["officer_id"],
+            "unit": row["unit"],
+            "recorded_start": row["recorded_start"],
+            "recorded_end": row["recorded_end"],
+            "session_id": row["session_id"],
+            "source_path": row["source_path"],
+            "filename": PurePosixPath(row["source_path"]).name,
+            # what tus clients conventionally send; some servers (tuspyserver) require it
+            "filetype": mimetypes.guess_type(row["source_path"])[0] or "application/octet-stream",
+        }
+        return {k: str(v) for k, v in meta.items() if v is not None}
+
+    def _upload_one(self, uploader: TusUploader, row: dict[str, Any]) -> FileOutcome:
+        store_path = row["store_path"]
+        path = self.store_root / store_path
+        if not path.is_file():
+            return self._missing(uploader, row, path)
+        sent_before = uploader.bytes_sent
+        outcome = FileOutcome(store_path, "failed")
+
+        def progress(offset: int, size: int) -> None:
+            if self.on_progress is not None:
+                self.on_progress(store_path, offset, size)
+            if self.stop.is_set():
+                raise _StopUpload
+
+        try:
+            receipt = uploader.upload(
+                path,
+                sha256=row["sha256"],
+                sm3=row["sm3"],
+                metadata=self._metadata(row),
+                upload_url=row["upload_url"],
+                on_url=lambda url: self._save_url(row["id"], url),
+                on_progress=progress,
+            )
+        except _StopUpload:
+            outcome.status, outcome.detail = "stopped", "stopped between chunks"
+            logger.info("%s: upload stopped; it resumes from the server's offset", store_path)
+        except UploadStopped as exc:
+            outcome.status, outcome.detail = "stopped", str(exc)
+            logger.info("%s", exc)
+        except UploadHashMismatch as exc:
+            outcome.status, outcome.detail = "rejected", self._rejected(row, path, exc)
+        except UploadReceiptTimeout as exc:
+            # this file's verification is slow or stuck at the centre: the others go on;
+            # the upload URL is kept, so the next pass asks for its receipt again
+            outcome.status, outcome.detail = "unconfirmed", f"no receipt yet: {exc}"
+            logger.warning("%s: %s", store_path, exc)
+        except (UploadRetriesExhausted, requests.RequestException) as exc:
+            logger.warning("%s: %s", store_path, exc)
+            raise _PassFailed(f"the central store is unreachable: {exc}") from exc
+        except (UploadAuthError, UploadForbidden) as exc:
+            logger.error("%s", exc)
+            report_fault(
+                self.catalog,
+                FAULT_CREDENTIALS,
+                self.config.station_id,
+                f"the central store refuses this station's uploads: {exc}",
+            )
+            raise _PassFailed(str(exc)) from exc
+        except UploadReceiptInvalid as exc:
+            logger.error("%s", exc)
+            self._save_url(row["id"], None)
+            outcome.detail = str(exc)
+        except UploadRejected as exc:
+            logger.error("%s", exc)
+            if exc.status in (404, 410):  # the endpoint itself: every file would fail
+                raise _PassFailed(str(exc)) from exc
+            self._save_url(row["id"], None)  # the server refused this upload: start anew
+            outcome.detail = str(exc)
+        except UploadError as exc:
+            logger.error("%s", exc)
+            outcome.detail = str(exc)
+        else:
+            outcome.status, outcome.detail = self._receipt(row, receipt)
+        outcome.bytes_sent = uploader.bytes_sent - sent_before
+        return outcome
+
+    def _save_url(self, recording_id: int, url: str | None) -> None:
+        with self.catalog.tx() as conn:
+            recordings.set_upload_url(conn, recording_id, url)
+
+    def _receipt(self, row: dict[str, Any], receipt: Receipt) -> tuple[str, str]:
+        store_path = row["store_path"]
+        if not receipt.verified or receipt.object_id is None:
+            why = (
+                "the server sent no receipt (a plain tus server?)"
+                if receipt.object_id is None
+                else "the server's receipt is not verified"
+            )
+            logger.warning(
+                "%s: uploaded to %s but %s; not marked synced (only a receipt that confirms "
+                "the hash does that)",
+                store_path,
+                receipt.upload_url,
+                why,
+            )
+            return "unconfirmed", why
+        if receipt.sha256 != row["sha256"] or receipt.size != row["size"]:
+            logger.error(
+                "%s: receipt names sha256 %s size %d, the catalog %s size %d; not synced",
+                store_path,
+                receipt.sha256,
+                receipt.size,
+                row["sha256"],
+                row["size"],
+            )
+            self._save_url(row["id"], None)
+            return "failed", "the receipt does not confirm the catalogued hash"
+        record = {**receipt.raw, "upload_url": receipt.upload_url}
+        with self.catalog.tx() as conn:
+            if recordings.mark_synced(
+                conn,
+                row["id"],
+                at=now_utc(),
+                receipt=canonical(record),
+                upload_url=receipt.upload_url,
+            ):
+                self.catalog.append_audit(
+                    "file.synced",
+                    store_path,
+                    {
+                        "session_id": row["session_id"],
+                        "device_serial": row["device_serial"],
+                        "sha256": receipt.sha256,
+                        "size": receipt.size,
+                        "object_id": receipt.object_id,
+                        "received_at": receipt.received_at,
+                        "upload_url": receipt.upload_url,
+                        "deduplicated": receipt.deduplicated,
+                    },
+                )
+        logger.info("%s: synced (%s)", store_path, receipt.object_id)
+        return "synced", receipt.object_id
+
+    def _rejections_since_resolved(self, store_path: str) -> int:
+        """``file.upload_rejected`` entries since this recording's upload fault was resolved."""
+        resolved = audit.last_seq(
+            self.catalog, "fault.resolved", fault_id(FAULT_UPLOAD, store_path)
+        )
+        return audit.count_since(self.catalog, "file.upload_rejected", store_path, resolved)
+
+    def _rejected(self, row: dict[str, Any], path: Path, exc: UploadHashMismatch) -> str:
+        store_path = row["store_path"]
+        try:
+            local = hash_file(path, memoryview(bytearray(1024 * 1024)))
+            intact: bool | None = local.sha256 == row["sha256"] and local.size == row["size"]
+        except OSError:
+            logger.exception("%s: cannot re-hash the store copy", store_path)
+            intact = None
+        attempt = self._rejections_since_resolved(store_path) + 1
+        with self.catalog.tx() as conn:
+            recordings.set_upload_url(conn, row["id"], None)
+            self.catalog.append_audit(
+                "file.upload_rejected",
+                store_path,
+                {
+                    "upload_url": row["upload_url"],
+                    "sha256": row["sha256"],
+                    "reason": exc.reason,
+                    "store_copy_intact": intact,
+                    "attempt": attempt,
+                },
+            )
+        if intact is False:
+            detail = (
+                f"{store_path}: the store copy no longer matches its catalogued SHA-256 "
+                f"{row['sha256']} (the central store rejected it); run `recdock verify` and "
+                "restore the file from a backup; resolve this fault to upload it again"
+            )
+        elif attempt >= self.max_rejections:
+            detail = (
+                f"{store_path}: the central store rejected the file's hash {attempt} times "
+                "while the store copy is intact: the data is damaged on the way; check the "
+                "network path (proxy, NIC, memory); resolve this fault to upload it again"
+            )
+        else:
+            logger.warning(
+                "%s: the central store found another hash (attempt %d of %d); "
+                "re-sending from zero next pass",
+                store_path,
+                attempt,
+                self.max_rejections,
+            )
+            return f"hash mismatch on the server (attempt {attempt}); re-send from zero"
+        logger.error("%s", detail)
+        report_fault(self.catalog, FAULT_UPLOAD, store_path, detail)
+        return detail
+
+    def _missing(self, uploader: TusUploader, row: dict[str, Any], path: Path) -> FileOutcome:
+        store_path = row["store_path"]
+        detail = (
+            f"{path}: the store copy is missing, so it cannot be uploaded; run `recdock verify`"
+        )
+        logger.error("%s", detail)
+        if row["upload_url"]:
+            try:
+                uploader.terminate(row["upload_url"])
+                self._save_url(row["id"], None)
+            except (UploadError, requests.RequestException):
+                logger.warning("%s: could not terminate %s", store_path, row["upload_url"])
+        report_fault(self.catalog, FAULT_UPLOAD, store_path, detail)
+        return FileOutcome(store_path, "missing", detail)
+
+
+def _as_dict(summary: PassSummary) -> dict[str, Any]:
+    d = asdict(summary)
+    d["files"] = [asdict(f) for f in summary.files]
+    return json.loads(json.dumps(d))
