@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from agent.catalog import Catalog, open_catalog
-from agent.checks import CheckReport, record_checks, run_checks, shift_need_bytes
+from agent.checks import CheckReport, record_checks, run_checks
+from agent.checks.rules import shift_need_bytes
 from agent.config import SHIPPED_PROFILES, Config
 from agent.offload import FileResult, Offloader, OffloadReport
-from agent.recorder.media import RecorderInfo, read_info
 from agent.recorder.profiles import Profile, ProfileSet
 from agent.recorder.simulated import STATUS_FILE, TIME_FILE, apply_firmware
+from agent.recorder.status import RecorderInfo, read_info
 from agent.seams.clock.simulated import SimulatedClock
 from sync.wire import topics
 from tests.conftest import needs_fusefat
@@ -599,6 +600,7 @@ def test_cli_simulated_station_clock_sets_then_redock_confirms(tmp_path: Path, h
         "check", str(root), "--simulated-station-clock", "synchronised", home=home, config=cfg
     )
     assert second.returncode == 0, second.stdout
+    apply_firmware(root)  # docked again: the firmware writes its running clock
     ro = recdock(
         "check",
         str(root),

@@ -13,8 +13,9 @@ import pytest
 
 from agent.config import SHIPPED_PROFILES
 from agent.errors import ProfileError
-from agent.recorder.media import MediaFile, read_info, recorded_times
+from agent.recorder.media import MediaFile, recorded_times
 from agent.recorder.profiles import ProfileSet, load_profile
+from agent.recorder.status import read_info
 
 SHIPPED = sorted(SHIPPED_PROFILES.glob("*.toml"))
 

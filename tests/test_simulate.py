@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from agent.config import SHIPPED_PROFILES
-from agent.recorder.media import list_media, read_info
+from agent.recorder.media import list_media
 from agent.recorder.profiles import ProfileSet
 from agent.recorder.simulated import MEDIA_DIR, RecorderSpec, content_chunks, status_document
+from agent.recorder.status import read_info
 from tests.conftest import needs_fusefat
 from tests.recorders import fat_mount, recdock
 

@@ -20,12 +20,8 @@ def migration(fn: Migration) -> Migration:
     return fn
 
 
-@migration
-def m001_initial(conn: sqlite3.Connection) -> None:
-    # one statement at a time: executescript() would COMMIT the migration's transaction
-    run_script(
-        conn,
-        """
+#: The first schema: sessions, recordings, the audit log and the outbox.
+SCHEMA_1 = """
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         CREATE TABLE sessions (
             id TEXT PRIMARY KEY,
@@ -96,8 +92,13 @@ def m001_initial(conn: sqlite3.Connection) -> None:
             retain INTEGER NOT NULL DEFAULT 0,
             created_at TEXT NOT NULL
         );
-        """,
-    )
+        """
+
+
+@migration
+def m001_initial(conn: sqlite3.Connection) -> None:
+    # one statement at a time: executescript() would COMMIT the migration's transaction
+    run_script(conn, SCHEMA_1)
 
 
 @migration

@@ -61,7 +61,7 @@ def check_command(
     """
     from agent.checks import record_checks, run_checks
     from agent.cli.common import pick_profile
-    from agent.recorder.media import RecorderInfo
+    from agent.recorder.status import RecorderInfo
     from agent.seams.clock import make_clock
 
     if not source.is_dir():

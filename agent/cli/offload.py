@@ -8,11 +8,15 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from agent import errors
 from agent.cli.common import Ctx, pick_profile
+
+if TYPE_CHECKING:
+    from agent.offload import OffloadReport
 from agent.errors import RecdockError
 from agent.seams.signals import SignalRelay
 
@@ -74,6 +78,17 @@ def offload(
         relay.close()
         if bar is not None:
             bar.__exit__(None, None, None)
+    _print(report, as_json)
+    for line in report.failures:
+        click.echo(f"recdock: {line}", err=True)
+    if not report.ok:
+        # the error that stopped the offload decides: 73 store full, 69 recorder gone, 74 I/O
+        stopped_by = report.exception
+        code = stopped_by.exit_code if isinstance(stopped_by, RecdockError) else None
+        sys.exit(code or errors.EXIT_FAILED)
+
+
+def _print(report: OffloadReport, as_json: bool) -> None:
     d = report.as_dict()
     if as_json:
         click.echo(json.dumps(d, indent=2, ensure_ascii=False))
@@ -86,10 +101,3 @@ def offload(
         )
         for late in d["late"]:
             click.echo(f"late: {late['source_path']}: {late['age_hours']} hours old at docking")
-    for line in report.failures:
-        click.echo(f"recdock: {line}", err=True)
-    if not report.ok:
-        # the error that stopped the offload decides: 73 store full, 69 recorder gone, 74 I/O
-        stopped_by = report.exception
-        code = stopped_by.exit_code if isinstance(stopped_by, RecdockError) else None
-        sys.exit(code or errors.EXIT_FAILED)

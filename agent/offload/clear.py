@@ -26,7 +26,8 @@ from typing import Any
 
 from agent.catalog import Catalog, now_utc, recordings
 from agent.offload.report import FileResult, OffloadReport
-from agent.recorder.media import MediaFile, RecorderInfo
+from agent.recorder.media import MediaFile
+from agent.recorder.status import RecorderInfo
 from agent.store import Store
 from agent.store.hashing import hash_file
 

@@ -26,9 +26,10 @@ from agent.config import Config
 from agent.errors import GONE_ERRNOS, RecorderError, RecorderGoneError, SourceChangedError
 from agent.offload.clear import Clearer
 from agent.offload.report import FileResult, Stopped
-from agent.recorder.media import MediaFile, RecorderInfo, open_source, recorded_times
+from agent.recorder.media import MediaFile, open_source, recorded_times
 from agent.recorder.names import decode_relpath, encode_relpath
 from agent.recorder.profiles import Profile
+from agent.recorder.status import RecorderInfo
 from agent.store import MEDIA_DIR, Store, discard_temp
 from agent.store.follower import Follower
 from agent.store.hashing import Digest, hash_fd

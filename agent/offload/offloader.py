@@ -37,9 +37,10 @@ from agent.offload.copy import Copier, Pending
 from agent.offload.recovery import recover_interrupted
 from agent.offload.report import REPORTED, FileResult, OffloadReport, Stopped
 from agent.offload.session import SessionLock, finalize_session, new_session_id, open_session
-from agent.recorder.media import MediaFile, RecorderInfo, list_media, read_info
+from agent.recorder.media import MediaFile, list_media
 from agent.recorder.names import safe_label
 from agent.recorder.profiles import Profile
+from agent.recorder.status import RecorderInfo, read_info
 from agent.store import Store
 from agent.store.io import aligned_buffer, fsync_dir
 
@@ -328,27 +329,7 @@ class Offloader:
         )
         recordings.insert(
             conn,
-            {
-                "session_id": session_id,
-                "station_id": self.config.station_id,
-                "device_serial": info.serial,
-                "officer_id": info.officer,
-                "unit": info.unit,
-                "profile": profile.name,
-                "source_path": p.source_path,
-                "source_size": p.media.size,
-                "source_mtime": p.media.mtime_ns / 1e9,
-                "store_path": p.store_path,
-                "size": p.digest.size,
-                "sha256": p.digest.sha256,
-                "sm3": p.digest.sm3,
-                "recorded_start": p.start.isoformat() if p.start else None,
-                "recorded_end": p.end.isoformat() if p.end else None,
-                "offloaded_at": at,
-                "age_hours": p.age_hours,
-                "late": 1 if p.late else 0,
-                "audit_seq": entry.seq,
-            },
+            _recording_row(p, session_id, self.config.station_id, info, profile, at, entry.seq),
         )
 
     def clear(self, source: Path, report: OffloadReport) -> int:
@@ -381,3 +362,35 @@ def _stopped_by(report: OffloadReport, exc: Exception) -> None:
             named = str(exc).startswith(f.source_path + ":")
             f.message = "not offloaded" if named else "not offloaded: " + str(exc)
     log.error("%s: offload stopped: %s", report.device_serial, exc, extra=REPORTED)
+
+
+def _recording_row(
+    p: Pending,
+    session_id: str,
+    station_id: str,
+    info: RecorderInfo,
+    profile: Profile,
+    at: str,
+    audit_seq: int,
+) -> dict[str, Any]:
+    return {
+        "session_id": session_id,
+        "station_id": station_id,
+        "device_serial": info.serial,
+        "officer_id": info.officer,
+        "unit": info.unit,
+        "profile": profile.name,
+        "source_path": p.source_path,
+        "source_size": p.media.size,
+        "source_mtime": p.media.mtime_ns / 1e9,
+        "store_path": p.store_path,
+        "size": p.digest.size,
+        "sha256": p.digest.sha256,
+        "sm3": p.digest.sm3,
+        "recorded_start": p.start.isoformat() if p.start else None,
+        "recorded_end": p.end.isoformat() if p.end else None,
+        "offloaded_at": at,
+        "age_hours": p.age_hours,
+        "late": 1 if p.late else 0,
+        "audit_seq": audit_seq,
+    }

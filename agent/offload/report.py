@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from agent.errors import RecdockError
-from agent.recorder.media import RecorderInfo
+from agent.recorder.status import RecorderInfo
 
 #: ``extra`` of log records whose content the OffloadReport also carries: the CLI prints
 #: the report, so it leaves these out of its own stderr (the daemon's journal keeps them).

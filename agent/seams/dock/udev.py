@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,20 @@ def _attr(device: Any, key: str) -> str | None:
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
     return value.strip() if value else None
+
+
+def _usb_ids(device: Any) -> tuple[str | None, str | None, str | None]:
+    """Vendor id, product id and serial, from the parent ``usb_device`` where there is one."""
+    usb = device.find_parent("usb", "usb_device")
+    vendor = product = serial = None
+    if usb is not None:
+        vendor = _prop(usb, "ID_VENDOR_ID") or _attr(usb, "idVendor")
+        product = _prop(usb, "ID_MODEL_ID") or _attr(usb, "idProduct")
+        serial = _prop(usb, "ID_SERIAL_SHORT") or _attr(usb, "serial")
+    vendor = vendor or _prop(device, "ID_VENDOR_ID")
+    product = product or _prop(device, "ID_MODEL_ID")
+    serial = serial or _prop(device, "ID_SERIAL_SHORT")
+    return vendor, product, serial
 
 
 class UdevDock:
@@ -101,17 +116,7 @@ class UdevDock:
                 added = self._known.pop(key, None)
             if added is None:
                 return None  # not a device we reported (a disk, a partition table...)
-            return DockEvent(
-                "remove",
-                key,
-                added.bay,
-                added.vendor_id,
-                added.product_id,
-                added.serial,
-                added.devnode,
-                added.id_path,
-                added.fs_type,
-            )
+            return replace(added, kind="remove")
         if action not in ("add", "change"):
             return None
         if _prop(device, "ID_FS_USAGE") != "filesystem" or _prop(device, "ID_BUS") != "usb":
@@ -123,15 +128,7 @@ class UdevDock:
         if devnode and self._mounted_elsewhere(devnode):
             log.info("%s is mounted outside the station (a system disk?): left alone", devnode)
             return None
-        usb = device.find_parent("usb", "usb_device")
-        vendor = product = serial = None
-        if usb is not None:
-            vendor = _prop(usb, "ID_VENDOR_ID") or _attr(usb, "idVendor")
-            product = _prop(usb, "ID_MODEL_ID") or _attr(usb, "idProduct")
-            serial = _prop(usb, "ID_SERIAL_SHORT") or _attr(usb, "serial")
-        vendor = vendor or _prop(device, "ID_VENDOR_ID")
-        product = product or _prop(device, "ID_MODEL_ID")
-        serial = serial or _prop(device, "ID_SERIAL_SHORT")
+        vendor, product, serial = _usb_ids(device)
         id_path = _prop(device, "ID_PATH")
         bay = self.config.bays.get(id_path) if id_path else None
         if bay is None:
