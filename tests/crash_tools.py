@@ -1,6 +1,6 @@
 """Helpers for the crash and unplug tests: what a recorder held, what the store must hold.
 
-``check_invariants`` states, in code, what invariant 1 and 2 promise after any
+``check_invariants`` states, in code, what rules 1 and 2 promise after any
 crash, and the tests call it after every kill:
 
 - every original recording is either still on the recorder, byte for byte, or in

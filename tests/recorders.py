@@ -1,6 +1,6 @@
 """Test helpers: virtual recorders as folders and real FAT32 images, fusefat mounts.
 
-Real parts (STYLE.md): a FAT32 image is made by dosfstools/mtools and mounted with
+Real parts, not fakes: a FAT32 image is made by dosfstools/mtools and mounted with
 fusefat in the foreground, so a test can kill the fusefat process to yank the
 recorder. Everything is written under the test's tmp_path.
 """

@@ -1,4 +1,4 @@
-"""`recdock verify` (invariant 2): every change, removal or reordering of store files and of
+"""`recdock verify` (rule 2): every change, removal or reordering of store files and of
 audit-log entries is found and named. Each test tampers with the real SQLite file or the store
 directly, as an intruder or a failing disk would."""
 

@@ -1,4 +1,4 @@
-"""A recorder is untrusted (invariant 6): each kind of bad input gets a clear error or a correct
+"""A recorder is untrusted (rule 6): each kind of bad input gets a clear error or a correct
 offload, the rest of the recorder still offloads, nothing is written outside the store and
 nothing is lost. Real FAT32 images through fusefat where the case allows, folders otherwise."""
 

@@ -500,7 +500,7 @@ def test_record_checks_writes_row_session_drift_audit_and_retained_health(
     assert payload["ready"] is True
     assert payload["checks"]["battery"]["value"] == "90 %"
     assert payload["clock_set"] is True
-    # the audit entry is queued as an event too (invariant 3)
+    # the audit entry is queued as an event too (rule 3)
     events = catalog.query("SELECT payload FROM outbox WHERE topic = ?", (topics.event("st-test"),))
     assert any(json.loads(e["payload"])["kind"] == "checks" for e in events)
 

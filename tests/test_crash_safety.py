@@ -1,6 +1,6 @@
 """Crash and unplug safety: SIGKILL at random and at named moments, a yanked recorder, SIGTERM.
 
-Invariants 1-3 (DESIGN.md) after any interruption, checked by
+Rules 1-3 (docs/architecture.md) after any interruption, checked by
 tests.crash_tools.check_invariants after every kill: each recording is still on
 the recorder unchanged or verified in the store with a catalog row; no catalog
 row points at a missing or wrong file; no temp file is taken for media; one
@@ -347,7 +347,7 @@ def test_crash_between_store_link_and_catalog_commit_is_adopted(tmp_path: Path) 
     assert row["source_removed_at"] is not None  # cleared: the source hash matched
     (audit,) = catalog_rows(home, "SELECT * FROM audit WHERE kind = 'file.recovered'")
     assert audit["subject"] == orphan_rel and audit["seq"] == row["audit_seq"]
-    # the same event went to the outbox, in the same transaction (invariant 3)
+    # the same event went to the outbox, in the same transaction (rule 3)
     assert catalog_rows(
         home, "SELECT 1 FROM outbox WHERE payload LIKE ?", ('%"kind":"file.recovered"%',)
     )

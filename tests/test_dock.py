@@ -182,7 +182,7 @@ def test_match_by_usb_ids_and_by_the_register():
     assert registered.profile.name in ("generic-msc", "gat947")
 
 
-# --- mounting: read-write only through a match (invariant 5) -------------------------------------
+# --- mounting: read-write only through a match (rule 5) -------------------------------------
 
 
 class Recorder:
@@ -239,7 +239,7 @@ def test_read_write_is_refused_without_a_real_match(tmp_path):
     forged = Matched(event, profiles.get("simulated"), False)  # not made by match_event
     other = match_event(DockEvent("add", "/devices/other", 1, "1209", "0001"), profiles, set())
     for bad in (forged, other, None):
-        with pytest.raises(NotMatchedError, match="invariant 5"):
+        with pytest.raises(NotMatchedError, match="rule 5"):
             mounter.mount_readwrite(mount, bad)  # type: ignore[arg-type]
         with pytest.raises(NotMatchedError):
             mounter.reconnect(mount, bad)  # type: ignore[arg-type]
@@ -340,7 +340,7 @@ def test_sd_notify_sends_datagrams_to_notify_socket(tmp_path, monkeypatch):
     assert sdnotify.ready() is False  # not under systemd: a no-op
 
 
-# --- one bay state change, one transaction (invariant 3) ---------------------------------
+# --- one bay state change, one transaction (rule 3) ---------------------------------
 
 
 def test_bay_state_row_audit_and_retained_topic_commit_together(tmp_path):

@@ -166,7 +166,7 @@ def test_match_usb_needs_a_registered_serial_for_registered_only(tmp_path: Path)
     profiles = ProfileSet.load([tmp_path])
     # exact ids win whatever the serial; vendor ids are case-insensitive
     assert profiles.match_usb("1d6b", "0104", None, set()).name == "a-model"
-    # an unknown stick: matched only when its serial is registered (invariant 5)
+    # an unknown stick: matched only when its serial is registered (rule 5)
     assert profiles.match_usb("0781", "5581", "S123", set()) is None
     assert profiles.match_usb("0781", "5581", None, {"S123"}) is None
     assert profiles.match_usb("0781", "5581", "S123", {"S123"}).name == "b-generic"
@@ -224,7 +224,7 @@ def test_match_root_not_a_folder_named_like_the_marker(tmp_path: Path) -> None:
 
 
 def test_the_simulated_model_never_matches_on_a_real_dock() -> None:
-    """1209:0001 is a public test id: only `recdock run --simulate` may match it (invariant 7)."""
+    """1209:0001 is a public test id: only `recdock run --simulate` may match it (rule 7)."""
     from agent.config import SHIPPED_PROFILES
     from agent.recorder.profiles import ProfileSet
 

@@ -48,7 +48,7 @@ class Match(Strict):
     simulation_only: bool = Field(
         default=False,
         description="Only the simulated dock (`recdock run --simulate`) matches this profile: "
-        "on a real dock it never matches, whatever USB ids a device presents (invariant 7).",
+        "on a real dock it never matches, whatever USB ids a device presents (rule 7).",
     )
     any_usb: bool = Field(
         default=False,
@@ -62,7 +62,7 @@ class Match(Strict):
     @model_validator(mode="after")
     def _any_needs_register(self) -> Match:
         if self.any_usb and not self.registered_only:
-            raise ValueError("any_usb = true needs registered_only = true (invariant 5)")
+            raise ValueError("any_usb = true needs registered_only = true (rule 5)")
         return self
 
 

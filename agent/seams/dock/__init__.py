@@ -14,7 +14,7 @@ Two implementations produce the same :class:`DockEvent` stream:
   chose it (rule 7).
 
 The dock only reports; matching (:func:`match_event`) decides what a device is,
-and only a :class:`Matched` device may ever be mounted read-write (agent/seams/mount.py).
+and only a :class:`Matched` device may ever be mounted read-write (agent/seams/mount/).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class DockEvent:
 class Matched:
     """A device a firmware profile (and, where asked, the device register) accepted.
 
-    Only :func:`match_event` makes one; mounting read-write requires one (invariant 5).
+    Only :func:`match_event` makes one; mounting read-write requires one (rule 5).
     """
 
     event: DockEvent

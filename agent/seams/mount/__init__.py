@@ -2,14 +2,13 @@
 
 * Block devices (udev dock): ``mount -t vfat|exfat -o ro,nosuid,nodev,noexec``; other
   file systems are refused. Read-write is ``mount -o remount,rw,nosuid,nodev,noexec``.
-* FAT images (simulated dock): fusefat in the foreground, ``-o ro,...``; fusefat cannot
-  remount, so read-write is an unmount and a new mount with ``rw+``.
-* Folders (simulated dock): used in place, not mounted (``recdock status`` says so).
+* FAT images and folders (simulated dock): agent/seams/mount/simulated.py, the fake beside
+  the real thing: an image is mounted with fusefat, a folder is used in place.
 
-Invariant 5 is kept by structure: :meth:`Mounter.mount_readonly` is the only way to a
-:class:`Mount`, and :meth:`Mounter.mount_readwrite` (and ``reconnect``) refuse anything
-but a :class:`~agent.seams.dock.Matched` made by :func:`~agent.seams.dock.match_event` for the same
-device. The daemon never mounts unmatched storage at all.
+Rule 5 (docs/architecture.md) is kept by structure: :meth:`Mounter.mount_readonly` is the
+only way to a :class:`Mount`, and :meth:`Mounter.mount_readwrite` (and ``reconnect``) refuse
+anything but a :class:`~agent.seams.dock.Matched` made by :func:`~agent.seams.dock.match_event`
+for the same device. The daemon never mounts unmatched storage at all.
 """
 
 from __future__ import annotations
@@ -18,55 +17,24 @@ import contextlib
 import logging
 import os
 import secrets
-import shutil
-import signal
 import stat
 import subprocess
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from agent.errors import RecdockError, RecorderError
 from agent.seams.dock import SUPPORTED_FS, DockEvent, Matched, is_matched
+from agent.seams.mount.mounts import SAFE_OPTIONS, Mount, MountError, NotMatchedError
+from agent.seams.mount.simulated import mount_image, pull_image, unmount_image
 
 log = logging.getLogger(__name__)
 
-SAFE_OPTIONS = "nosuid,nodev,noexec"
-MOUNT_TIMEOUT_S = 15.0
+__all__ = ["Mount", "MountError", "Mounter", "NotMatchedError", "same_device"]
 
 Runner = Callable[[list[str]], subprocess.CompletedProcess[str]]
 
 
-class MountError(RecorderError):
-    """Docked storage could not be mounted, remounted or unmounted."""
-
-
-class NotMatchedError(RecdockError):
-    """Read-write access was asked for storage no profile matched (invariant 5)."""
-
-
 def run_command(cmd: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-
-
-@dataclass
-class Mount:
-    """Docked storage made reachable at ``path``."""
-
-    event: DockEvent
-    path: Path
-    kind: Literal["block", "fuse", "folder"]
-    writable: bool = False
-    proc: subprocess.Popen[bytes] | None = None
-
-    def describe(self) -> str:
-        mode = "read-write" if self.writable else "read-only"
-        if self.kind == "folder":
-            return f"folder {self.path}, used in place (not mounted)"
-        what = self.event.devnode if self.kind == "block" else f"image {self.event.source}"
-        return f"{what} mounted {mode} at {self.path}"
 
 
 def same_device(devnode: str, devpath: str, sys_root: str = "/sys") -> bool:
@@ -119,7 +87,7 @@ class Mounter:
         )
         self._prepare(mnt)
         if event.source is not None:
-            return self._fuse(event, mnt, writable=False)
+            return mount_image(event, mnt, writable=False)
         if event.fs_type not in SUPPORTED_FS:
             raise MountError(
                 f"{event.devnode}: file system {event.fs_type or 'unknown'!r} refused: recorders "
@@ -138,7 +106,7 @@ class Mounter:
         )
         return Mount(event, mnt, "block")
 
-    # -- read-write: only with a match (invariant 5) ---------------------------------------
+    # -- read-write: only with a match (rule 5) ---------------------------------------
 
     def mount_readwrite(self, mount: Mount, match: Matched) -> Mount:
         """Make ``mount`` writable, for clearing verified files and setting the clock."""
@@ -151,7 +119,7 @@ class Mounter:
         if mount.kind == "fuse":
             self.unmount(mount)
             self._prepare(mount.path)
-            return self._fuse(mount.event, mount.path, writable=True)
+            return mount_image(mount.event, mount.path, writable=True)
         self._check(
             ["mount", "-o", f"remount,rw,{SAFE_OPTIONS}", str(mount.path)],
             f"{mount.event.devnode}: cannot remount read-write at {mount.path}",
@@ -167,7 +135,7 @@ class Mounter:
         self.unmount(mount)
         if mount.kind == "fuse":
             self._prepare(mount.path)
-            return self._fuse(mount.event, mount.path, writable=True)
+            return mount_image(mount.event, mount.path, writable=True)
         fresh = self.mount_readonly(mount.event)  # checks the device node is still this device
         return self.mount_readwrite(fresh, match)
 
@@ -176,7 +144,7 @@ class Mounter:
         if not is_matched(match, mount.event):
             raise NotMatchedError(
                 f"{mount.event.label()}: read-write access refused: no firmware profile or "
-                "registered device matched this storage (invariant 5)"
+                "registered device matched this storage (rule 5)"
             )
 
     # -- unmount ---------------------------------------------------------------------------
@@ -186,14 +154,7 @@ class Mounter:
         if mount.kind == "folder":
             return
         if mount.kind == "fuse":
-            self._run_quiet(["fusermount", "-u", str(mount.path)])
-            if mount.proc is not None:
-                try:
-                    mount.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.yank(mount)
-            # a dead FUSE endpoint (yanked) stays until it is lazily unmounted
-            self._run_quiet(["fusermount", "-u", "-z", str(mount.path)])
+            unmount_image(mount, self._run_quiet)
         else:
             done = self.run(["umount", str(mount.path)])
             if done.returncode != 0:
@@ -204,12 +165,10 @@ class Mounter:
             mount.path.rmdir()  # its own mount point: empty once unmounted
 
     def yank(self, mount: Mount) -> None:
-        """Simulated unplug: kill the FUSE process, so the mount dies like a pulled cable."""
-        if mount.kind == "fuse" and mount.proc is not None and mount.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(mount.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                mount.proc.wait(timeout=10)
+        """Simulated unplug: the image's mount dies like a pulled cable (agent/seams/mount/
+        simulated.py); a real recorder is pulled by hand."""
+        if mount.kind == "fuse":
+            pull_image(mount)
 
     def clean_stale(self) -> int:
         """Lazily unmount what a previous run left mounted under the mount folder."""
@@ -246,36 +205,6 @@ class Mounter:
         if os.path.ismount(mnt):
             log.warning("%s was still mounted: unmounting it first", mnt)
             self._run_quiet(["umount", "-l", str(mnt)])
-
-    def _fuse(self, event: DockEvent, mnt: Path, *, writable: bool) -> Mount:
-        assert event.source is not None
-        fusefat = shutil.which("fusefat")
-        if fusefat is None:
-            raise MountError("fusefat not found: install the Debian package fusefat")
-        if event.fs_type != "vfat":
-            raise MountError(f"{event.source}: not a FAT image: the simulated dock mounts FAT only")
-        opts = f"{'rw+' if writable else 'ro'},{SAFE_OPTIONS}"
-        proc = subprocess.Popen(
-            [fusefat, "-f", "-o", opts, str(event.source), str(mnt)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C at the daemon must not pull the recorders first
-        )
-        deadline = time.monotonic() + MOUNT_TIMEOUT_S
-        while not os.path.ismount(mnt):
-            if proc.poll() is not None:
-                raise MountError(
-                    f"{event.source}: fusefat could not mount it (exit {proc.returncode})"
-                )
-            if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                raise MountError(
-                    f"{event.source}: fusefat did not mount it within {MOUNT_TIMEOUT_S:.0f} s"
-                )
-            time.sleep(0.02)
-        return Mount(event, mnt, "fuse", writable=writable, proc=proc)
 
     def _check(self, cmd: list[str], what: str) -> None:
         done = self.run(cmd)
