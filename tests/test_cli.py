@@ -101,3 +101,58 @@ def test_an_unexpected_error_is_one_line_and_exit_70(tmp_path, monkeypatch) -> N
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "ZeroDivisionError: division by zero" in lines[0] and "-vv" in lines[0]
+
+
+@pytest.fixture(scope="module")
+def big_home(tmp_path_factory: pytest.TempPathFactory):
+    """A home whose catalog prints far more than a pipe holds (64 KiB)."""
+    from tests.recorders import BIN
+
+    base = tmp_path_factory.mktemp("pipes")
+    home = base / "home"
+    rec = base / "rec"
+    made = recdock(
+        "simulate",
+        "recorder",
+        str(rec),
+        "--serial",
+        "PIPE001",
+        "--files",
+        "300",
+        "--size",
+        "64",
+        home=home,
+    )
+    assert made.returncode == 0, made.stderr
+    done = recdock("offload", str(rec), home=home)
+    assert done.returncode == 0, done.stderr
+    assert BIN.exists()
+    return home
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("catalog", "--json"), ("catalog",), ("faults", "--all", "--json"), ("status",), ("--help",)],
+    ids=" ".join,
+)
+def test_a_reader_that_closes_early_ends_the_command_quietly_with_0(big_home, args) -> None:
+    """`recdock catalog --json | head -1`: like coreutils, no error, exit 0."""
+    import subprocess
+
+    from tests.recorders import BIN
+
+    proc = subprocess.Popen(
+        [str(BIN / "recdock"), "--home", str(big_home), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away, as head does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert first and err == ""
+    if args == ("catalog", "--json"):
+        # the test only proves something if the output did not fit in the pipe
+        full = recdock(*args, home=big_home)
+        assert len(full.stdout) > 128 * 1024, len(full.stdout)

@@ -10,6 +10,7 @@ only click and the standard library at the top; each command imports what it use
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,13 @@ class RecdockGroup(click.Group):
             for line in str(exc).splitlines():
                 click.echo(f"recdock: {line}", err=True)
             ctx.exit(exc.exit_code)
+        except BrokenPipeError:
+            # the reader closed the pipe early (`recdock catalog --json | head -1`): end
+            # quietly with 0, like coreutils (click alone would exit 1); stdout goes to
+            # /dev/null so the flush at exit fails no more
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(errors.EXIT_OK)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise  # click's own: usage errors, --help, Ctrl-C at a prompt
         except Exception as exc:
