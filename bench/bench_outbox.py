@@ -29,10 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from agent.catalog import (
-    Catalog,  # noqa: E402
-    outbox,  # noqa: E402
-)
+from agent.catalog import Catalog, outbox  # noqa: E402
 from agent.config.links import MqttConfig  # noqa: E402
 from sync.mqtt.link import MqttLink  # noqa: E402
 from sync.mqtt.publisher import OutboxPublisher  # noqa: E402

@@ -11,9 +11,13 @@ from tests.recorders import recdock
 
 
 def walk(command: click.Command, path: tuple[str, ...] = ("recdock",)):
+    """Every command, as a user reaches it (commands load lazily: ask the group)."""
     yield path, command
     if isinstance(command, click.Group):
-        for name, sub in sorted(command.commands.items()):
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            assert sub is not None, f"{' '.join(path)} {name}: listed but not found"
             yield from walk(sub, (*path, name))
 
 
@@ -156,3 +160,30 @@ def test_a_reader_that_closes_early_ends_the_command_quietly_with_0(big_home, ar
         # the test only proves something if the output did not fit in the pipe
         full = recdock(*args, home=big_home)
         assert len(full.stdout) > 128 * 1024, len(full.stdout)
+
+
+@pytest.mark.parametrize("args", [("--help",), ("status", "--json")], ids=" ".join)
+def test_help_and_status_import_nothing_they_do_not_use(tmp_path, args) -> None:
+    """No GPIO, MQTT, HTTP server or sqlite-utils for `recdock --help` and `recdock status`:
+    on a Pi each costs a noticeable part of a second (bench/bench_cli.py)."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    from agent.catalog import open_catalog
+    from agent.config import Config
+
+    open_catalog(home, Config().station_id).close()
+    probe = (
+        "import sys\n"
+        "from agent.cli.main import cli\n"
+        f"try:\n    cli({['--home', str(home), *args]!r}, prog_name='recdock')\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(' '.join(sorted(m.split('.')[0] for m in sys.modules)), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stderr.split())
+    heavy = {"gpiozero", "paho", "fastapi", "uvicorn", "starlette", "sqlite_utils", "requests"}
+    assert loaded & heavy == set(), sorted(loaded & heavy)
+    assert "click" in loaded  # the probe did run the command line

@@ -9,6 +9,7 @@ only click and the standard library at the top; each command imports what it use
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -18,16 +19,7 @@ from typing import Any
 import click
 
 from agent import errors
-from agent.cli.catalog import catalog
-from agent.cli.check import check_command
 from agent.cli.common import Ctx
-from agent.cli.faults import faults
-from agent.cli.offload import offload
-from agent.cli.run import run_command
-from agent.cli.simulate import simulate
-from agent.cli.status import status_command
-from agent.cli.sync import sync_command
-from agent.cli.verify import verify
 from agent.errors import RecdockError
 
 log = logging.getLogger("recdock")
@@ -42,9 +34,34 @@ def setup_logging(verbose: int) -> None:
     )
 
 
+#: Every command: its name, and where it lives (module, object). A command's module is
+#: imported only when that command runs or when help lists them all.
+COMMANDS = {
+    "offload": ("agent.cli.offload", "offload"),
+    "check": ("agent.cli.check", "check_command"),
+    "catalog": ("agent.cli.catalog", "catalog"),
+    "verify": ("agent.cli.verify", "verify"),
+    "faults": ("agent.cli.faults", "faults"),
+    "status": ("agent.cli.status", "status_command"),
+    "run": ("agent.cli.run", "run_command"),
+    "sync": ("agent.cli.sync", "sync_command"),
+    "simulate": ("agent.cli.simulate", "simulate"),
+}
+
+
 class RecdockGroup(click.Group):
     """Turns RecdockError into one clear line and its exit code, and any other exception (a
-    bug) into one line and exit 70; -vv logs the traceback."""
+    bug) into one line and exit 70; -vv logs the traceback. Loads each command's module
+    when the command is used (click's lazy-loading pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS and cmd_name not in self.commands:
+            module, name = COMMANDS[cmd_name]
+            self.add_command(getattr(importlib.import_module(module), name), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -102,20 +119,6 @@ def cli(ctx: click.Context, home: Path | None, config_path: Path | None, verbose
             click.echo(f"recdock: {line}", err=True)
         ctx.exit(exc.exit_code)
     ctx.obj = Ctx(resolve_home(home), config, verbose)
-
-
-for command in (
-    offload,
-    check_command,
-    catalog,
-    verify,
-    faults,
-    status_command,
-    run_command,
-    sync_command,
-    simulate,
-):
-    cli.add_command(command)
 
 
 def main() -> None:
