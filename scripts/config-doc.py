@@ -44,7 +44,13 @@ def _type_name(annotation: object) -> str:
         return f"table {_type_name(k)} → {_type_name(v)}"
     text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
     text = text or str(annotation)
-    for junk in ("typing.", "pathlib.", "agent.seams.indicators.", "agent.config.", "agent.config.links."):
+    for junk in (
+        "typing.",
+        "pathlib.",
+        "agent.config.indicators.",
+        "agent.config.links.",
+        "agent.config.",
+    ):
         text = text.replace(junk, "")
     return text.replace("Annotated[", "").replace("NoneType", "None")
 
