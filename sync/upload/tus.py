@@ -39,6 +39,19 @@ from urllib.parse import urljoin
 import requests
 
 from agent.store.io import aligned_buffer, prefetch_chunks, set_direct
+from sync.upload.errors import (
+    UploadAuthError,
+    UploadError,
+    UploadForbidden,
+    UploadHashMismatch,
+    UploadReceiptInvalid,
+    UploadReceiptTimeout,
+    UploadRejected,
+    UploadRetriesExhausted,
+    UploadStopped,
+    _Retry,
+    _UploadGone,
+)
 from sync.wire.tusmeta import TUS_VERSION, decode_metadata, encode_metadata
 
 logger = logging.getLogger(__name__)
@@ -55,69 +68,6 @@ _TRANSIENT_ERRORS = (
     requests.Timeout,
     requests.exceptions.ChunkedEncodingError,
 )
-
-
-# --------------------------------------------------------------------------------------------
-# Errors. UploadError is this module's base; it will be re-parented under the project's base.
-
-
-class UploadError(Exception):
-    """An upload failed. The message names the file and what to do."""
-
-    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
-        super().__init__(message)
-        self.path = path
-
-
-class UploadHashMismatch(UploadError):
-    """The server hashed the received file and it does not match: re-send from zero."""
-
-    def __init__(self, message: str, *, path: Path | str | None = None, reason: Any = None):
-        super().__init__(message, path=path)
-        self.reason = reason
-
-
-class UploadAuthError(UploadError):
-    """401: the station token is missing or unknown to the server."""
-
-
-class UploadForbidden(UploadError):
-    """403: the token's station may not do this (someone else's upload, or another station id)."""
-
-
-class UploadRejected(UploadError):
-    """The server refused the request for good (4xx other than the ones handled)."""
-
-    def __init__(self, message: str, *, path: Path | str | None = None, status: int = 0):
-        super().__init__(message, path=path)
-        self.status = status
-
-
-class UploadRetriesExhausted(UploadError):
-    """The network or server kept failing after all retries; the upload resumes next time."""
-
-
-class UploadReceiptTimeout(UploadError):
-    """The server did not produce a receipt before the deadline; ask again later."""
-
-
-class UploadStopped(UploadError):
-    """The uploader's ``stop`` was set while it waited (a backoff, or for a receipt)."""
-
-
-class UploadReceiptInvalid(UploadError):
-    """The receipt names another hash or size than the file's: do not count the file as synced."""
-
-
-class _UploadGone(Exception):
-    """Internal: the upload URL is unknown to the server (expired, terminated)."""
-
-
-class _Retry(Exception):
-    """Internal: a transient failure worth another attempt."""
-
-
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

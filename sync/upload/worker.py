@@ -12,7 +12,7 @@ Each goes out with :class:`sync.upload.tus.TusUploader`; the rules it keeps:
   ``receipt`` and appends the audit entry ``file.synced`` (which also queues its event for
   MQTT, invariant 3). A server that gives no receipt (tusd, tuspyserver) leaves the recording
   unsynced: only a receipt ever lets the station purge a file (invariant 4).
-* The server rejecting the file's hash (:class:`~sync.upload.tus.UploadHashMismatch`): the URL is
+* The server rejecting the file's hash (:class:`~sync.upload.errors.UploadHashMismatch`): the URL is
   cleared, ``file.upload_rejected`` is audited, and the next pass sends it again from zero.
   The worker re-hashes its store copy: when the copy itself no longer matches the catalog (bit
   rot), re-sending cannot help and an ``upload`` fault is opened at once; otherwise after
@@ -49,9 +49,7 @@ from agent.config import Config
 from agent.config.links import UploadConfig, within_hours
 from agent.errors import ConfigError
 from agent.store.hashing import hash_file
-from sync.upload.tus import (
-    Receipt,
-    TusUploader,
+from sync.upload.errors import (
     UploadAuthError,
     UploadError,
     UploadForbidden,
@@ -62,6 +60,7 @@ from sync.upload.tus import (
     UploadRetriesExhausted,
     UploadStopped,
 )
+from sync.upload.tus import Receipt, TusUploader
 
 logger = logging.getLogger(__name__)
 
