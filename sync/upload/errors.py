@@ -1,11 +1,27 @@
 """The upload errors: what can go wrong between a station file and the central store.
 
-:class:`UploadError` is the base of every error the tus client raises on purpose; each message
-names the file and what to do. The worker (sync/upload/worker.py) turns each kind into a file
-outcome, a fault or the end of a pass.
+:class:`UploadError` is the base of every error the tus client raises on purpose, and derives
+from the project's one base, :class:`agent.errors.RecdockError`: each kind carries the exit code
+the command line gives it should one reach it (agent/cli/main.py), and whether retrying can help
+(``permanent``). Each message names the file and what to do. The worker (sync/upload/worker.py)
+turns each kind into a file outcome, a fault or the end of a pass.
 
-``_UploadGone`` and ``_Retry`` are the client's internal signals, raised and caught inside the
-tus client (sync/upload/tus.py).
+==========================  =========  ===========
+error                       exit code  permanent
+==========================  =========  ===========
+UploadError                 1          no
+UploadHashMismatch          1          no (re-send from zero)
+UploadAuthError             78         yes (fix the station token)
+UploadForbidden             78         yes (fix the station id or its token)
+UploadRejected              1          yes
+UploadRetriesExhausted      69         no (the centre is unreachable; resume later)
+UploadReceiptTimeout        1          no (ask for the receipt again)
+UploadStopped               1          no
+UploadReceiptInvalid        1          no (re-send)
+==========================  =========  ===========
+
+``_UploadGone`` and ``_Retry`` are the client's internal control flow (see the comment above
+them), not errors for a caller, so they stay plain exceptions.
 """
 
 from __future__ import annotations
@@ -13,8 +29,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agent.errors import EXIT_CONFIG, EXIT_UNAVAILABLE, RecdockError
 
-class UploadError(Exception):
+
+class UploadError(RecdockError):
     """An upload failed. The message names the file and what to do."""
 
     def __init__(self, message: str, *, path: Path | str | None = None) -> None:
@@ -33,13 +51,21 @@ class UploadHashMismatch(UploadError):
 class UploadAuthError(UploadError):
     """401: the station token is missing or unknown to the server."""
 
+    exit_code = EXIT_CONFIG
+    permanent = True
+
 
 class UploadForbidden(UploadError):
     """403: the token's station may not do this (someone else's upload, or another station id)."""
 
+    exit_code = EXIT_CONFIG
+    permanent = True
+
 
 class UploadRejected(UploadError):
     """The server refused the request for good (4xx other than the ones handled)."""
+
+    permanent = True
 
     def __init__(self, message: str, *, path: Path | str | None = None, status: int = 0):
         super().__init__(message, path=path)
@@ -48,6 +74,8 @@ class UploadRejected(UploadError):
 
 class UploadRetriesExhausted(UploadError):
     """The network or server kept failing after all retries; the upload resumes next time."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 class UploadReceiptTimeout(UploadError):
@@ -60,6 +88,11 @@ class UploadStopped(UploadError):
 
 class UploadReceiptInvalid(UploadError):
     """The receipt names another hash or size than the file's: do not count the file as synced."""
+
+
+# The tus client's control flow (sync/upload/tus.py), plain exceptions because no caller is meant
+# to see them: upload() catches both in its retry loops. One escape is known and kept as it was:
+# terminate() lets a _Retry out when the server answers its DELETE with 423, 429 or a 5xx.
 
 
 class _UploadGone(Exception):
