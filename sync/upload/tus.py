@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,8 @@ from urllib.parse import urljoin
 
 import requests
 
-from agent.store.io import aligned_buffer, prefetch_chunks, set_direct
+from agent.store.io import aligned_buffer, set_direct
+from sync.upload.chunks import ChunkBody, TokenBucket
 from sync.upload.errors import (
     UploadAuthError,
     UploadError,
@@ -87,74 +88,6 @@ class Receipt:
     upload_url: str
     deduplicated: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
-
-
-class TokenBucket:
-    """A token bucket over bytes: ``consume(n)`` blocks until ``n`` bytes may go out."""
-
-    def __init__(self, rate: int, burst: int | None = None, *, clock=time.monotonic, sleep=None):
-        if rate <= 0:
-            raise ValueError("bandwidth limit must be a positive number of bytes per second")
-        self.rate = float(rate)
-        self.capacity = float(burst if burst is not None else max(rate // 4, 16 * 1024))
-        self._tokens = self.capacity
-        self._clock = clock
-        self._sleep = sleep or time.sleep
-        self._last = clock()
-        self._lock = threading.Lock()
-
-    def consume(self, n: int) -> None:
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
-            self._last = now
-            self._tokens -= n  # may go negative: the debt is paid by sleeping
-            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
-        if wait > 0:
-            self._sleep(wait)
-
-
-class _ChunkBody:
-    """The body of one PATCH: ``length`` bytes of the file ``fd`` from its current position.
-
-    Iterable with a length (so ``requests`` sends a ``Content-Length`` and no chunked encoding).
-    A helper thread reads the next piece into one of two reused buffers while the socket sends
-    the other (``agent.store.io.prefetch_chunks``); counts the bytes handed to the socket.
-    """
-
-    def __init__(self, fd: int, name: str, length: int, bufs, counter: list[int], bucket):
-        self._fd = fd
-        self._name = name
-        self._length = length
-        self._bufs = bufs
-        self._counter = counter
-        self._bucket = bucket
-        self._chunks: Generator[memoryview] | None = None
-
-    def __len__(self) -> int:
-        return self._length
-
-    def close(self) -> None:
-        """Stop the read-ahead thread now, wherever the request left the iteration.
-
-        A send that failed mid-body leaves the iterator in the failed frame, alive as long
-        as its exception is (a log record, a debugger); its thread would go on using the file
-        and the buffers the next PATCH uses."""
-        if self._chunks is not None:
-            self._chunks.close()
-
-    def __iter__(self) -> Iterator[memoryview]:
-        left = self._length
-        self._chunks = prefetch_chunks(self._fd, *self._bufs, limit=self._length)
-        for view in self._chunks:
-            n = len(view)
-            if self._bucket is not None:
-                self._bucket.consume(n)
-            self._counter[0] += n
-            left -= n
-            yield view
-        if left > 0:
-            raise UploadError(f"{self._name}: file shrank while uploading", path=self._name)
 
 
 class TusUploader:
@@ -316,7 +249,7 @@ class TusUploader:
         length = min(self.chunk_size, size - offset)
         f.seek(offset)
         counter = [0]
-        body = _ChunkBody(f.fileno(), str(path), length, bufs, counter, self.bucket)
+        body = ChunkBody(f.fileno(), str(path), length, bufs, counter, self.bucket)
         try:
             resp = self._request(
                 "PATCH",
