@@ -24,9 +24,8 @@ from sync.upload.tus import (
     TusUploader,
     UploadAuthError,
     UploadRetriesExhausted,
-    decode_metadata,
-    encode_metadata,
 )
+from sync.wire.tusmeta import decode_metadata, encode_metadata
 from tests.central_server import TOKEN_A, TOKENS, FaultProxy, make_file, serve_app
 
 MiB = 1024 * 1024

@@ -90,9 +90,10 @@ class UploadReceiptInvalid(UploadError):
     """The receipt names another hash or size than the file's: do not count the file as synced."""
 
 
-# The tus client's control flow (sync/upload/tus.py), plain exceptions because no caller is meant
-# to see them: upload() catches both in its retry loops. One escape is known and kept as it was:
-# terminate() lets a _Retry out when the server answers its DELETE with 423, 429 or a 5xx.
+# The tus client's control flow, plain exceptions because no caller is meant to see them: raised
+# by sync/upload/responses.py and sync/upload/tus.py, caught by upload()'s retry loops. One escape
+# is known and kept as it was: terminate() lets a _Retry out when the server answers its DELETE
+# with 423, 429 or a 5xx.
 
 
 class _UploadGone(Exception):

@@ -53,22 +53,41 @@ from sync.upload.errors import (
     _Retry,
     _UploadGone,
 )
-from sync.wire.tusmeta import TUS_VERSION, decode_metadata, encode_metadata
+from sync.upload.responses import (
+    STATUS_HASH_MISMATCH,
+    TRANSIENT_ERRORS,
+    check_status,
+    int_header,
+    json_body,
+    receipt_link,
+    remote_sha256,
+    retry_after,
+)
+from sync.wire.tusmeta import TUS_VERSION, encode_metadata
+
+# The client's public face: what a caller of TusUploader uses and catches, wherever it lives.
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "STATUS_HASH_MISMATCH",
+    "Receipt",
+    "TokenBucket",
+    "TusUploader",
+    "UploadAuthError",
+    "UploadError",
+    "UploadForbidden",
+    "UploadHashMismatch",
+    "UploadReceiptInvalid",
+    "UploadReceiptTimeout",
+    "UploadRejected",
+    "UploadRetriesExhausted",
+    "UploadStopped",
+]
 
 logger = logging.getLogger(__name__)
 
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
-#: Status of a receipt whose hash did not match (the tus checksum extension's code).
-STATUS_HASH_MISMATCH = 460
 DEFAULT_CHUNK_SIZE = 64 * 1024 * 1024
 _PIECE = 4 * 1024 * 1024  # bytes handed to the socket at a time; also the token-bucket granularity
-
-_RETRY_STATUSES = frozenset({423, 429, 500, 502, 503, 504})
-_TRANSIENT_ERRORS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-)
 
 
 @dataclass(frozen=True)
@@ -145,45 +164,6 @@ class TusUploader:
         kwargs["headers"] = self._headers(kwargs.get("headers"))
         return self.session.request(method, url, allow_redirects=False, **kwargs)
 
-    def _check(self, resp: requests.Response, path: Path, what: str) -> None:
-        """Raise the right error for a failed response; return for 2xx."""
-        code = resp.status_code
-        if 200 <= code < 300:
-            return
-        if code in _RETRY_STATUSES or code >= 500:
-            raise _Retry(f"{what}: HTTP {code}")
-        detail = _reason(resp)
-        if code == 401:
-            raise UploadAuthError(
-                f"{path}: the central store refused the station token ({what}, {detail}); "
-                "check the station's credentials",
-                path=path,
-            )
-        if code == 403:
-            raise UploadForbidden(
-                f"{path}: the central store forbids this station to {what} ({detail}); "
-                "check the station id in the configuration and its token",
-                path=path,
-            )
-        if code in (404, 410):
-            raise _UploadGone(f"{what}: HTTP {code}")
-        if code == STATUS_HASH_MISMATCH:
-            raise UploadHashMismatch(
-                f"{path}: the central store found another hash than the file's ({detail}); "
-                "re-send the file from zero",
-                path=path,
-                reason=_json(resp),
-            )
-        if code == 413:
-            raise UploadRejected(
-                f"{path}: too large for the central store ({detail})", path=path, status=code
-            )
-        raise UploadRejected(
-            f"{path}: the central store refused to {what}: HTTP {code} ({detail})",
-            path=path,
-            status=code,
-        )
-
     def _sleep_backoff(
         self, attempt: int, resp: requests.Response | None = None, path: Path | None = None
     ) -> None:
@@ -218,7 +198,7 @@ class TusUploader:
                 path=path,
                 status=resp.status_code,
             )
-        self._check(resp, path, "create an upload")
+        check_status(resp, path, "create an upload")
         if resp.status_code != 201 or "Location" not in resp.headers:
             raise UploadRejected(
                 f"{path}: the server answered the creation with HTTP {resp.status_code} and no "
@@ -230,20 +210,20 @@ class TusUploader:
 
     def _head(self, url: str, path: Path) -> requests.Response:
         resp = self._request("HEAD", url, headers={"Cache-Control": "no-store"})
-        self._check(resp, path, "ask for the upload offset")
+        check_status(resp, path, "ask for the upload offset")
         return resp
 
     def _server_offset(self, url: str, path: Path, size: int, sha256: str):
         """HEAD: (offset, receipt URL); offset None when the upload holds another file."""
         resp = self._head(url, path)
-        remote_len = _int_header(resp, "Upload-Length")
-        remote_sha = _remote_sha256(resp)
+        remote_len = int_header(resp, "Upload-Length")
+        remote_sha = remote_sha256(resp)
         if remote_len not in (None, size) or remote_sha not in (None, sha256):
             return None, None
-        offset = _int_header(resp, "Upload-Offset")
+        offset = int_header(resp, "Upload-Offset")
         if offset is None:
             raise _Retry("HEAD answer without Upload-Offset")
-        return offset, _receipt_url(resp, url)
+        return offset, receipt_link(resp, url)
 
     def _patch(self, url: str, path: Path, f, offset: int, size: int, bufs):
         length = min(self.chunk_size, size - offset)
@@ -262,8 +242,8 @@ class TusUploader:
             self.bytes_sent += counter[0]
         if resp.status_code == 409:
             raise _Retry("offset mismatch (409)")
-        self._check(resp, path, "send data")
-        new_offset = _int_header(resp, "Upload-Offset")
+        check_status(resp, path, "send data")
+        new_offset = int_header(resp, "Upload-Offset")
         if new_offset is None:
             raise _Retry("PATCH answer without Upload-Offset")
         return resp, new_offset
@@ -321,8 +301,8 @@ class TusUploader:
                     logger.info("%s: upload created at %s", path, url)
                     if on_url is not None:
                         on_url(url)
-                    offset = _int_header(resp, "Upload-Offset") or 0
-                    receipt_url = _receipt_url(resp, url)
+                    offset = int_header(resp, "Upload-Offset") or 0
+                    receipt_url = receipt_link(resp, url)
                 elif offset is None:
                     offset, receipt_url = self._server_offset(url, path, size, sha256)
                     if offset is None:
@@ -336,7 +316,7 @@ class TusUploader:
                     attempt, acked = 0, offset
                     if on_progress is not None:
                         on_progress(offset, size)
-                    receipt_url = _receipt_url(last, url) or receipt_url
+                    receipt_url = receipt_link(last, url) or receipt_url
                 if offset > size:
                     raise UploadRejected(
                         f"{path}: server reports offset {offset} beyond the file's {size} bytes",
@@ -350,7 +330,7 @@ class TusUploader:
                     ) from exc
                 logger.warning("%s: upload %s is gone (%s); creating anew", path, url, exc)
                 url, offset, created_again = None, None, True
-            except (_Retry, *_TRANSIENT_ERRORS) as exc:
+            except (_Retry, *TRANSIENT_ERRORS) as exc:
                 attempt += 1
                 if attempt > self.retries:
                     raise UploadRetriesExhausted(
@@ -375,11 +355,11 @@ class TusUploader:
             try:
                 resp = self._request("GET", receipt_url, headers={"Accept": "application/json"})
                 if resp.status_code != 202:
-                    self._check(resp, path, "fetch the receipt")
+                    check_status(resp, path, "fetch the receipt")
                     break
                 attempt = 0
-                wait = _retry_after(resp, 1.0)
-            except (_Retry, *_TRANSIENT_ERRORS) as exc:
+                wait = retry_after(resp, 1.0)
+            except (_Retry, *TRANSIENT_ERRORS) as exc:
                 attempt += 1
                 if attempt > self.retries:
                     raise UploadRetriesExhausted(
@@ -405,7 +385,7 @@ class TusUploader:
                 "complete and the next pass asks for the receipt again",
                 path,
             )
-        raw = _json(resp) or {}
+        raw = json_body(resp) or {}
         if str(raw.get("sha256", "")).lower() != sha256 or raw.get("size") != size:
             raise UploadReceiptInvalid(
                 f"{path}: receipt names sha256={raw.get('sha256')} size={raw.get('size')}, the "
@@ -428,7 +408,7 @@ class TusUploader:
         resp = self._request("DELETE", upload_url)
         if resp.status_code in (204, 200, 404, 410):
             return
-        self._check(resp, Path(upload_url), "terminate the upload")
+        check_status(resp, Path(upload_url), "terminate the upload")
         raise UploadRejected(f"{upload_url}: termination answered HTTP {resp.status_code}")
 
     def close(self) -> None:
@@ -439,45 +419,3 @@ class TusUploader:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-def _int_header(resp: requests.Response, name: str) -> int | None:
-    value = resp.headers.get(name)
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value)
-
-
-def _receipt_url(resp: requests.Response, url: str) -> str | None:
-    value = resp.headers.get("Upload-Receipt")
-    return urljoin(url, value) if value else None
-
-
-def _remote_sha256(resp: requests.Response) -> str | None:
-    try:
-        return decode_metadata(resp.headers.get("Upload-Metadata")).get("sha256")
-    except ValueError:
-        return None
-
-
-def _retry_after(resp: requests.Response, default: float) -> float:
-    value = resp.headers.get("Retry-After", "")
-    try:
-        return max(0.05, float(value))
-    except ValueError:
-        return default
-
-
-def _json(resp: requests.Response) -> dict[str, Any] | None:
-    try:
-        data = resp.json()
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _reason(resp: requests.Response) -> str:
-    data = _json(resp)
-    if data:
-        return str(data.get("detail") or data.get("error") or data)
-    return (resp.text or resp.reason or "").strip()[:200]
