@@ -17,11 +17,16 @@ One recording goes out as one tus upload:
    matched, and ``460`` with a JSON reason when it did not; the uploader polls until
    ``receipt_timeout``. A plain tus server (tusd, tuspyserver) sends no ``Upload-Receipt``: the
    upload then returns a :class:`Receipt` with ``verified=False`` and ``object_id=None``, and the
-   station must not count the file as synced (invariant 4: only a receipt that confirmed the hash
-   lets a local file be purged).
+   station must not count the file as synced (rule 4 (docs/architecture.md): only a receipt that
+   confirmed the hash lets a local file be purged).
 
 A creation ``POST`` whose ``sha256`` the server already holds is answered ``201`` with an
 ``Upload-Offset`` equal to ``Upload-Length`` and an ``Upload-Receipt``: no byte is sent again.
+
+This module keeps the conversation: :class:`TusUploader` and its upload loop. Beside it:
+sync/upload/chunks.py (a PATCH body, the token bucket), sync/upload/responses.py (what a status
+or a header means), sync/upload/receipt.py (the receipt, read and checked) and
+sync/upload/errors.py (the errors; the ones a caller catches are importable from here too).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -53,6 +58,7 @@ from sync.upload.errors import (
     _Retry,
     _UploadGone,
 )
+from sync.upload.receipt import Receipt, read_receipt
 from sync.upload.responses import (
     STATUS_HASH_MISMATCH,
     TRANSIENT_ERRORS,
@@ -90,23 +96,68 @@ DEFAULT_CHUNK_SIZE = 64 * 1024 * 1024
 _PIECE = 4 * 1024 * 1024  # bytes handed to the socket at a time; also the token-bucket granularity
 
 
-@dataclass(frozen=True)
-class Receipt:
-    """The central store's acknowledgement of one file.
+@dataclass
+class _Transfer:
+    """One file's upload under way: where it stands on the server, and its retry count.
 
-    ``verified`` is True only when the server re-hashed what it stored and it matched; only such a
-    receipt marks a file synced. Against a plain tus server ``verified`` is False and
-    ``object_id`` is None.
+    Its methods keep the rules of the upload loop: progress the server acknowledged starts the
+    retry count again, and an upload the server no longer knows is created anew once.
     """
 
-    sha256: str
+    f: Any
+    path: Path
     size: int
-    object_id: str | None
-    received_at: str | None
-    verified: bool
-    upload_url: str
-    deduplicated: bool = False
-    raw: dict[str, Any] = field(default_factory=dict)
+    sha256: str
+    meta: Mapping[str, str]
+    bufs: tuple[Any, Any]
+    on_url: Callable[[str], None] | None
+    on_progress: Callable[[int, int], None] | None
+    url: str | None
+    offset: int | None = None
+    receipt_url: str | None = None
+    attempt: int = 0
+    acked: int = -1  # highest offset the server acknowledged: progress resets the retry count
+    created_again: bool = False
+
+    def located(self, offset: int | None, receipt_url: str | None) -> bool:
+        """The server's offset after a HEAD; False (and no URL) when it holds another file."""
+        self.offset, self.receipt_url = offset, receipt_url
+        if offset is None:
+            logger.warning("%s: %s holds another file; creating anew", self.path, self.url)
+            self.url = None
+            return False
+        if offset > self.acked:
+            self.attempt, self.acked = 0, offset
+        return True
+
+    def acknowledged(self, resp: requests.Response, offset: int) -> None:
+        """A PATCH went through: the new offset, progress reported, the retry count reset."""
+        self.offset = offset
+        self.attempt, self.acked = 0, offset
+        if self.on_progress is not None:
+            self.on_progress(offset, self.size)
+        self.receipt_url = receipt_link(resp, self.url) or self.receipt_url
+
+    def gone(self, exc: _UploadGone) -> None:
+        """The server no longer knows the upload: create it anew, but only once."""
+        if self.url is None or self.created_again:
+            raise UploadRejected(
+                f"{self.path}: {exc}; check the central URL", path=self.path
+            ) from exc
+        logger.warning("%s: upload %s is gone (%s); creating anew", self.path, self.url, exc)
+        self.url, self.offset, self.created_again = None, None, True
+
+    def failed(self, exc: Exception, retries: int) -> int:
+        """Count a transient failure (raise once ``retries`` are spent); the attempt number."""
+        self.attempt += 1
+        if self.attempt > retries:
+            raise UploadRetriesExhausted(
+                f"{self.path}: upload failed after {retries} retries ({exc}); it will "
+                f"resume from {self.url or 'a new upload'} on the next attempt",
+                path=self.path,
+            ) from exc
+        logger.info("%s: %s; retry %d/%d", self.path, exc, self.attempt, retries)
+        return self.attempt
 
 
 class TusUploader:
@@ -286,68 +337,51 @@ class TusUploader:
 
     def _upload(self, f, path, size, sha256, meta, upload_url, on_url, on_progress) -> Receipt:
         bufs = (aligned_buffer(self._buffer_size), aligned_buffer(self._buffer_size))
-        url = upload_url
-        offset: int | None = None
-        receipt_url: str | None = None
-        last: requests.Response | None = None
-        attempt = 0
-        acked = -1  # highest offset the server acknowledged: progress resets the retry count
-        created_again = False
+        t = _Transfer(f, path, size, sha256, meta, bufs, on_url, on_progress, url=upload_url)
         while True:
             try:
-                if url is None:
-                    resp = self._create(path, size, meta)
-                    url = urljoin(self.endpoint, resp.headers["Location"])
-                    logger.info("%s: upload created at %s", path, url)
-                    if on_url is not None:
-                        on_url(url)
-                    offset = int_header(resp, "Upload-Offset") or 0
-                    receipt_url = receipt_link(resp, url)
-                elif offset is None:
-                    offset, receipt_url = self._server_offset(url, path, size, sha256)
-                    if offset is None:
-                        logger.warning("%s: %s holds another file; creating anew", path, url)
-                        url = None
-                        continue
-                    if offset > acked:
-                        attempt, acked = 0, offset
-                while offset < size:
-                    last, offset = self._patch(url, path, f, offset, size, bufs)
-                    attempt, acked = 0, offset
-                    if on_progress is not None:
-                        on_progress(offset, size)
-                    receipt_url = receipt_link(last, url) or receipt_url
-                if offset > size:
-                    raise UploadRejected(
-                        f"{path}: server reports offset {offset} beyond the file's {size} bytes",
-                        path=path,
-                    )
-                break
+                if self._send(t):
+                    break
             except _UploadGone as exc:
-                if url is None or created_again:
-                    raise UploadRejected(
-                        f"{path}: {exc}; check the central URL", path=path
-                    ) from exc
-                logger.warning("%s: upload %s is gone (%s); creating anew", path, url, exc)
-                url, offset, created_again = None, None, True
+                t.gone(exc)
             except (_Retry, *TRANSIENT_ERRORS) as exc:
-                attempt += 1
-                if attempt > self.retries:
-                    raise UploadRetriesExhausted(
-                        f"{path}: upload failed after {self.retries} retries ({exc}); it will "
-                        f"resume from {url or 'a new upload'} on the next attempt",
-                        path=path,
-                    ) from exc
-                logger.info("%s: %s; retry %d/%d", path, exc, attempt, self.retries)
-                self._sleep_backoff(attempt, path=path)
-                offset = None  # ask the server where it stands
-        assert url is not None
-        if receipt_url is None:
-            logger.info("%s: uploaded to %s; the server gives no receipt", path, url)
-            return Receipt(sha256, size, None, None, False, url)
-        return self._fetch_receipt(receipt_url, url, path, sha256, size)
+                self._sleep_backoff(t.failed(exc, self.retries), path=path)
+                t.offset = None  # ask the server where it stands
+        assert t.url is not None
+        if t.receipt_url is None:
+            logger.info("%s: uploaded to %s; the server gives no receipt", path, t.url)
+            return Receipt(sha256, size, None, None, False, t.url)
+        return self._fetch_receipt(t.receipt_url, t.url, path, sha256, size)
+
+    def _send(self, t: _Transfer) -> bool:
+        """Create or locate the upload, then PATCH up to its end; False: go round again."""
+        if t.url is None:
+            self._begin(t)
+        elif t.offset is None:
+            where = self._server_offset(t.url, t.path, t.size, t.sha256)
+            if not t.located(*where):
+                return False
+        while t.offset < t.size:
+            t.acknowledged(*self._patch(t.url, t.path, t.f, t.offset, t.size, t.bufs))
+        if t.offset > t.size:
+            raise UploadRejected(
+                f"{t.path}: server reports offset {t.offset} beyond the file's {t.size} bytes",
+                path=t.path,
+            )
+        return True
+
+    def _begin(self, t: _Transfer) -> None:
+        """tus creation: a new upload, its URL handed to ``on_url`` at once."""
+        resp = self._create(t.path, t.size, t.meta)
+        t.url = urljoin(self.endpoint, resp.headers["Location"])
+        logger.info("%s: upload created at %s", t.path, t.url)
+        if t.on_url is not None:
+            t.on_url(t.url)
+        t.offset = int_header(resp, "Upload-Offset") or 0
+        t.receipt_url = receipt_link(resp, t.url)
 
     def _fetch_receipt(self, receipt_url, url, path, sha256, size) -> Receipt:
+        """Poll the receipt URL until the centre verified the file (or the deadline passed)."""
         deadline = time.monotonic() + self.receipt_timeout
         attempt = 0
         while True:
@@ -385,23 +419,7 @@ class TusUploader:
                 "complete and the next pass asks for the receipt again",
                 path,
             )
-        raw = json_body(resp) or {}
-        if str(raw.get("sha256", "")).lower() != sha256 or raw.get("size") != size:
-            raise UploadReceiptInvalid(
-                f"{path}: receipt names sha256={raw.get('sha256')} size={raw.get('size')}, the "
-                f"file has sha256={sha256} size={size}; not synced, re-send",
-                path=path,
-            )
-        return Receipt(
-            sha256=sha256,
-            size=size,
-            object_id=raw.get("object_id"),
-            received_at=raw.get("received_at"),
-            verified=bool(raw.get("verified")),
-            upload_url=url,
-            deduplicated=bool(raw.get("deduplicated", False)),
-            raw=raw,
-        )
+        return read_receipt(json_body(resp) or {}, path, sha256, size, url)
 
     def terminate(self, upload_url: str) -> None:
         """tus termination: ask the server to drop an unfinished upload (404/410 count as done)."""
