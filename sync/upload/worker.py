@@ -31,12 +31,10 @@ Each goes out with :class:`sync.upload.tus.TusUploader`; the rules it keeps:
 
 from __future__ import annotations
 
-import json
 import logging
 import mimetypes
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -60,6 +58,7 @@ from sync.upload.errors import (
     UploadRetriesExhausted,
     UploadStopped,
 )
+from sync.upload.summary import FileOutcome, PassSummary, as_dict
 from sync.upload.tus import Receipt, TusUploader
 
 logger = logging.getLogger(__name__)
@@ -108,39 +107,6 @@ class _StopUpload(Exception):
 
 class _PassFailed(Exception):
     """Internal: the central store cannot be used right now; end the pass."""
-
-
-@dataclass
-class FileOutcome:
-    store_path: str
-    status: str  # synced | unconfirmed | rejected | failed | stopped | missing
-    detail: str = ""
-    bytes_sent: int = 0
-
-
-@dataclass
-class PassSummary:
-    window_open: bool = True
-    opens_in_s: float | None = None
-    candidates: int = 0
-    set_aside: int = 0
-    synced: int = 0
-    unconfirmed: int = 0
-    rejected: int = 0
-    failed: int = 0
-    remaining: int = 0
-    bytes_sent: int = 0
-    stopped: bool = False
-    error: str | None = None
-    files: list[FileOutcome] = field(default_factory=list)
-
-    def count(self, outcome: FileOutcome) -> None:
-        self.files.append(outcome)
-        self.bytes_sent += outcome.bytes_sent
-        if outcome.status in ("synced", "unconfirmed", "rejected", "failed"):
-            setattr(self, outcome.status, getattr(self, outcome.status) + 1)
-        elif outcome.status == "missing":
-            self.failed += 1
 
 
 class UploadWorker:
@@ -270,7 +236,7 @@ class UploadWorker:
         if wait > 0:
             summary.window_open, summary.opens_in_s = False, wait
             summary.remaining = self._count_unsynced()
-            return _as_dict(summary)
+            return as_dict(summary)
         rows, set_aside = self._candidates()
         summary.candidates, summary.set_aside = len(rows), set_aside
         if rows:
@@ -290,7 +256,7 @@ class UploadWorker:
             summary.remaining,
             f" ({summary.error})" if summary.error else "",
         )
-        return _as_dict(summary)
+        return as_dict(summary)
 
     def _pass(self, uploader: TusUploader, rows: list[dict[str, Any]], summary: PassSummary):
         credentials_ok = False
@@ -540,9 +506,3 @@ class UploadWorker:
                 logger.warning("%s: could not terminate %s", store_path, row["upload_url"])
         report_fault(self.catalog, FAULT_UPLOAD, store_path, detail)
         return FileOutcome(store_path, "missing", detail)
-
-
-def _as_dict(summary: PassSummary) -> dict[str, Any]:
-    d = asdict(summary)
-    d["files"] = [asdict(f) for f in summary.files]
-    return json.loads(json.dumps(d))
