@@ -16,15 +16,16 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_UNAVAILABLE, RecdockError
 from central.app import create_app
+from sync.upload import errors
 from sync.upload.tus import (
     TokenBucket,
     TusUploader,
     UploadAuthError,
     UploadRetriesExhausted,
-    decode_metadata,
-    encode_metadata,
 )
+from sync.wire.tusmeta import decode_metadata, encode_metadata
 from tests.central_server import TOKEN_A, TOKENS, FaultProxy, make_file, serve_app
 
 MiB = 1024 * 1024
@@ -217,3 +218,23 @@ def test_token_bucket_rate():
 )
 def test_metadata_round_trip(metadata):
     assert decode_metadata(encode_metadata(metadata)) == metadata
+
+
+@pytest.mark.parametrize(
+    ("error", "exit_code", "permanent"),
+    [
+        (errors.UploadError, EXIT_FAILED, False),
+        (errors.UploadHashMismatch, EXIT_FAILED, False),
+        (errors.UploadAuthError, EXIT_CONFIG, True),
+        (errors.UploadForbidden, EXIT_CONFIG, True),
+        (errors.UploadRejected, EXIT_FAILED, True),
+        (errors.UploadRetriesExhausted, EXIT_UNAVAILABLE, False),
+        (errors.UploadReceiptTimeout, EXIT_FAILED, False),
+        (errors.UploadStopped, EXIT_FAILED, False),
+        (errors.UploadReceiptInvalid, EXIT_FAILED, False),
+    ],
+)
+def test_upload_errors_are_recdock_errors(error, exit_code, permanent):
+    exc = error("clip.mp4: what went wrong; what to do", path="clip.mp4")
+    assert isinstance(exc, RecdockError) and isinstance(exc, errors.UploadError)
+    assert (exc.exit_code, exc.permanent, exc.path) == (exit_code, permanent, "clip.mp4")

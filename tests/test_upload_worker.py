@@ -317,7 +317,7 @@ def test_a_central_store_that_is_down_then_back(home, tmp_path, caplog):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
     endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}/files/"
-    with caplog.at_level(logging.WARNING, logger="sync.upload.worker"):
+    with caplog.at_level(logging.WARNING, logger="sync.upload"):
         down = worker(home, endpoint).run_once()
     assert down["synced"] == 0 and down["failed"] == 1 and "unreachable" in down["error"]
     assert len(down["files"]) == 1  # the pass ended at the first failure
@@ -347,7 +347,7 @@ def test_a_server_without_receipts_leaves_files_unsynced(home, tmp_path, caplog)
     catalog = offload(home, tmp_path, files=1)
     app = FastAPI()
     app.include_router(create_tus_router(prefix="files", files_dir=str(tmp_path / "tuspy")))
-    with serve_app(app) as url, caplog.at_level(logging.WARNING, logger="sync.upload.worker"):
+    with serve_app(app) as url, caplog.at_level(logging.WARNING, logger="sync.upload"):
         w = worker(home, f"{url}/files")
         first = w.run_once()
         assert first["unconfirmed"] == 1 and first["synced"] == 0

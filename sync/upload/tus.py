@@ -17,11 +17,16 @@ One recording goes out as one tus upload:
    matched, and ``460`` with a JSON reason when it did not; the uploader polls until
    ``receipt_timeout``. A plain tus server (tusd, tuspyserver) sends no ``Upload-Receipt``: the
    upload then returns a :class:`Receipt` with ``verified=False`` and ``object_id=None``, and the
-   station must not count the file as synced (invariant 4: only a receipt that confirmed the hash
-   lets a local file be purged).
+   station must not count the file as synced (rule 4 (docs/architecture.md): only a receipt that
+   confirmed the hash lets a local file be purged).
 
 A creation ``POST`` whose ``sha256`` the server already holds is answered ``201`` with an
 ``Upload-Offset`` equal to ``Upload-Length`` and an ``Upload-Receipt``: no byte is sent again.
+
+This module keeps the conversation: :class:`TusUploader` and its upload loop. Beside it:
+sync/upload/chunks.py (a PATCH body, the token bucket), sync/upload/responses.py (what a status
+or a header means), sync/upload/receipt.py (the receipt, read and checked) and
+sync/upload/errors.py (the errors; the ones a caller catches are importable from here too).
 """
 
 from __future__ import annotations
@@ -30,181 +35,129 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
 import requests
 
-from agent.store.io import aligned_buffer, prefetch_chunks, set_direct
-from sync.wire.tusmeta import TUS_VERSION, decode_metadata, encode_metadata
+from agent.store.io import aligned_buffer, set_direct
+from sync.upload.chunks import ChunkBody, TokenBucket
+from sync.upload.errors import (
+    UploadAuthError,
+    UploadError,
+    UploadForbidden,
+    UploadHashMismatch,
+    UploadReceiptInvalid,
+    UploadReceiptTimeout,
+    UploadRejected,
+    UploadRetriesExhausted,
+    UploadStopped,
+    _Retry,
+    _UploadGone,
+)
+from sync.upload.receipt import Receipt, read_receipt
+from sync.upload.responses import (
+    STATUS_HASH_MISMATCH,
+    TRANSIENT_ERRORS,
+    check_status,
+    int_header,
+    json_body,
+    receipt_link,
+    remote_sha256,
+    retry_after,
+)
+from sync.wire.tusmeta import TUS_VERSION, encode_metadata
+
+# The client's public face: what a caller of TusUploader uses and catches, wherever it lives.
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "STATUS_HASH_MISMATCH",
+    "Receipt",
+    "TokenBucket",
+    "TusUploader",
+    "UploadAuthError",
+    "UploadError",
+    "UploadForbidden",
+    "UploadHashMismatch",
+    "UploadReceiptInvalid",
+    "UploadReceiptTimeout",
+    "UploadRejected",
+    "UploadRetriesExhausted",
+    "UploadStopped",
+]
 
 logger = logging.getLogger(__name__)
 
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
-#: Status of a receipt whose hash did not match (the tus checksum extension's code).
-STATUS_HASH_MISMATCH = 460
 DEFAULT_CHUNK_SIZE = 64 * 1024 * 1024
 _PIECE = 4 * 1024 * 1024  # bytes handed to the socket at a time; also the token-bucket granularity
 
-_RETRY_STATUSES = frozenset({423, 429, 500, 502, 503, 504})
-_TRANSIENT_ERRORS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-)
 
+@dataclass
+class _Transfer:
+    """One file's upload under way: where it stands on the server, and its retry count.
 
-# --------------------------------------------------------------------------------------------
-# Errors. UploadError is this module's base; it will be re-parented under the project's base.
-
-
-class UploadError(Exception):
-    """An upload failed. The message names the file and what to do."""
-
-    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
-        super().__init__(message)
-        self.path = path
-
-
-class UploadHashMismatch(UploadError):
-    """The server hashed the received file and it does not match: re-send from zero."""
-
-    def __init__(self, message: str, *, path: Path | str | None = None, reason: Any = None):
-        super().__init__(message, path=path)
-        self.reason = reason
-
-
-class UploadAuthError(UploadError):
-    """401: the station token is missing or unknown to the server."""
-
-
-class UploadForbidden(UploadError):
-    """403: the token's station may not do this (someone else's upload, or another station id)."""
-
-
-class UploadRejected(UploadError):
-    """The server refused the request for good (4xx other than the ones handled)."""
-
-    def __init__(self, message: str, *, path: Path | str | None = None, status: int = 0):
-        super().__init__(message, path=path)
-        self.status = status
-
-
-class UploadRetriesExhausted(UploadError):
-    """The network or server kept failing after all retries; the upload resumes next time."""
-
-
-class UploadReceiptTimeout(UploadError):
-    """The server did not produce a receipt before the deadline; ask again later."""
-
-
-class UploadStopped(UploadError):
-    """The uploader's ``stop`` was set while it waited (a backoff, or for a receipt)."""
-
-
-class UploadReceiptInvalid(UploadError):
-    """The receipt names another hash or size than the file's: do not count the file as synced."""
-
-
-class _UploadGone(Exception):
-    """Internal: the upload URL is unknown to the server (expired, terminated)."""
-
-
-class _Retry(Exception):
-    """Internal: a transient failure worth another attempt."""
-
-
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """The central store's acknowledgement of one file.
-
-    ``verified`` is True only when the server re-hashed what it stored and it matched; only such a
-    receipt marks a file synced. Against a plain tus server ``verified`` is False and
-    ``object_id`` is None.
+    Its methods keep the rules of the upload loop: progress the server acknowledged starts the
+    retry count again, and an upload the server no longer knows is created anew once.
     """
 
-    sha256: str
+    f: Any
+    path: Path
     size: int
-    object_id: str | None
-    received_at: str | None
-    verified: bool
-    upload_url: str
-    deduplicated: bool = False
-    raw: dict[str, Any] = field(default_factory=dict)
+    sha256: str
+    meta: Mapping[str, str]
+    bufs: tuple[Any, Any]
+    on_url: Callable[[str], None] | None
+    on_progress: Callable[[int, int], None] | None
+    url: str | None
+    offset: int | None = None
+    receipt_url: str | None = None
+    attempt: int = 0
+    acked: int = -1  # highest offset the server acknowledged: progress resets the retry count
+    created_again: bool = False
 
+    def located(self, offset: int | None, receipt_url: str | None) -> bool:
+        """The server's offset after a HEAD; False (and no URL) when it holds another file."""
+        self.offset, self.receipt_url = offset, receipt_url
+        if offset is None:
+            logger.warning("%s: %s holds another file; creating anew", self.path, self.url)
+            self.url = None
+            return False
+        if offset > self.acked:
+            self.attempt, self.acked = 0, offset
+        return True
 
-class TokenBucket:
-    """A token bucket over bytes: ``consume(n)`` blocks until ``n`` bytes may go out."""
+    def acknowledged(self, resp: requests.Response, offset: int) -> None:
+        """A PATCH went through: the new offset, progress reported, the retry count reset."""
+        self.offset = offset
+        self.attempt, self.acked = 0, offset
+        if self.on_progress is not None:
+            self.on_progress(offset, self.size)
+        self.receipt_url = receipt_link(resp, self.url) or self.receipt_url
 
-    def __init__(self, rate: int, burst: int | None = None, *, clock=time.monotonic, sleep=None):
-        if rate <= 0:
-            raise ValueError("bandwidth limit must be a positive number of bytes per second")
-        self.rate = float(rate)
-        self.capacity = float(burst if burst is not None else max(rate // 4, 16 * 1024))
-        self._tokens = self.capacity
-        self._clock = clock
-        self._sleep = sleep or time.sleep
-        self._last = clock()
-        self._lock = threading.Lock()
+    def gone(self, exc: _UploadGone) -> None:
+        """The server no longer knows the upload: create it anew, but only once."""
+        if self.url is None or self.created_again:
+            raise UploadRejected(
+                f"{self.path}: {exc}; check the central URL", path=self.path
+            ) from exc
+        logger.warning("%s: upload %s is gone (%s); creating anew", self.path, self.url, exc)
+        self.url, self.offset, self.created_again = None, None, True
 
-    def consume(self, n: int) -> None:
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
-            self._last = now
-            self._tokens -= n  # may go negative: the debt is paid by sleeping
-            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
-        if wait > 0:
-            self._sleep(wait)
-
-
-class _ChunkBody:
-    """The body of one PATCH: ``length`` bytes of the file ``fd`` from its current position.
-
-    Iterable with a length (so ``requests`` sends a ``Content-Length`` and no chunked encoding).
-    A helper thread reads the next piece into one of two reused buffers while the socket sends
-    the other (``agent.store.io.prefetch_chunks``); counts the bytes handed to the socket.
-    """
-
-    def __init__(self, fd: int, name: str, length: int, bufs, counter: list[int], bucket):
-        self._fd = fd
-        self._name = name
-        self._length = length
-        self._bufs = bufs
-        self._counter = counter
-        self._bucket = bucket
-        self._chunks: Generator[memoryview] | None = None
-
-    def __len__(self) -> int:
-        return self._length
-
-    def close(self) -> None:
-        """Stop the read-ahead thread now, wherever the request left the iteration.
-
-        A send that failed mid-body leaves the iterator in the failed frame, alive as long
-        as its exception is (a log record, a debugger); its thread would go on using the file
-        and the buffers the next PATCH uses."""
-        if self._chunks is not None:
-            self._chunks.close()
-
-    def __iter__(self) -> Iterator[memoryview]:
-        left = self._length
-        self._chunks = prefetch_chunks(self._fd, *self._bufs, limit=self._length)
-        for view in self._chunks:
-            n = len(view)
-            if self._bucket is not None:
-                self._bucket.consume(n)
-            self._counter[0] += n
-            left -= n
-            yield view
-        if left > 0:
-            raise UploadError(f"{self._name}: file shrank while uploading", path=self._name)
+    def failed(self, exc: Exception, retries: int) -> int:
+        """Count a transient failure (raise once ``retries`` are spent); the attempt number."""
+        self.attempt += 1
+        if self.attempt > retries:
+            raise UploadRetriesExhausted(
+                f"{self.path}: upload failed after {retries} retries ({exc}); it will "
+                f"resume from {self.url or 'a new upload'} on the next attempt",
+                path=self.path,
+            ) from exc
+        logger.info("%s: %s; retry %d/%d", self.path, exc, self.attempt, retries)
+        return self.attempt
 
 
 class TusUploader:
@@ -262,45 +215,6 @@ class TusUploader:
         kwargs["headers"] = self._headers(kwargs.get("headers"))
         return self.session.request(method, url, allow_redirects=False, **kwargs)
 
-    def _check(self, resp: requests.Response, path: Path, what: str) -> None:
-        """Raise the right error for a failed response; return for 2xx."""
-        code = resp.status_code
-        if 200 <= code < 300:
-            return
-        if code in _RETRY_STATUSES or code >= 500:
-            raise _Retry(f"{what}: HTTP {code}")
-        detail = _reason(resp)
-        if code == 401:
-            raise UploadAuthError(
-                f"{path}: the central store refused the station token ({what}, {detail}); "
-                "check the station's credentials",
-                path=path,
-            )
-        if code == 403:
-            raise UploadForbidden(
-                f"{path}: the central store forbids this station to {what} ({detail}); "
-                "check the station id in the configuration and its token",
-                path=path,
-            )
-        if code in (404, 410):
-            raise _UploadGone(f"{what}: HTTP {code}")
-        if code == STATUS_HASH_MISMATCH:
-            raise UploadHashMismatch(
-                f"{path}: the central store found another hash than the file's ({detail}); "
-                "re-send the file from zero",
-                path=path,
-                reason=_json(resp),
-            )
-        if code == 413:
-            raise UploadRejected(
-                f"{path}: too large for the central store ({detail})", path=path, status=code
-            )
-        raise UploadRejected(
-            f"{path}: the central store refused to {what}: HTTP {code} ({detail})",
-            path=path,
-            status=code,
-        )
-
     def _sleep_backoff(
         self, attempt: int, resp: requests.Response | None = None, path: Path | None = None
     ) -> None:
@@ -335,7 +249,7 @@ class TusUploader:
                 path=path,
                 status=resp.status_code,
             )
-        self._check(resp, path, "create an upload")
+        check_status(resp, path, "create an upload")
         if resp.status_code != 201 or "Location" not in resp.headers:
             raise UploadRejected(
                 f"{path}: the server answered the creation with HTTP {resp.status_code} and no "
@@ -347,26 +261,26 @@ class TusUploader:
 
     def _head(self, url: str, path: Path) -> requests.Response:
         resp = self._request("HEAD", url, headers={"Cache-Control": "no-store"})
-        self._check(resp, path, "ask for the upload offset")
+        check_status(resp, path, "ask for the upload offset")
         return resp
 
     def _server_offset(self, url: str, path: Path, size: int, sha256: str):
         """HEAD: (offset, receipt URL); offset None when the upload holds another file."""
         resp = self._head(url, path)
-        remote_len = _int_header(resp, "Upload-Length")
-        remote_sha = _remote_sha256(resp)
+        remote_len = int_header(resp, "Upload-Length")
+        remote_sha = remote_sha256(resp)
         if remote_len not in (None, size) or remote_sha not in (None, sha256):
             return None, None
-        offset = _int_header(resp, "Upload-Offset")
+        offset = int_header(resp, "Upload-Offset")
         if offset is None:
             raise _Retry("HEAD answer without Upload-Offset")
-        return offset, _receipt_url(resp, url)
+        return offset, receipt_link(resp, url)
 
     def _patch(self, url: str, path: Path, f, offset: int, size: int, bufs):
         length = min(self.chunk_size, size - offset)
         f.seek(offset)
         counter = [0]
-        body = _ChunkBody(f.fileno(), str(path), length, bufs, counter, self.bucket)
+        body = ChunkBody(f.fileno(), str(path), length, bufs, counter, self.bucket)
         try:
             resp = self._request(
                 "PATCH",
@@ -379,8 +293,8 @@ class TusUploader:
             self.bytes_sent += counter[0]
         if resp.status_code == 409:
             raise _Retry("offset mismatch (409)")
-        self._check(resp, path, "send data")
-        new_offset = _int_header(resp, "Upload-Offset")
+        check_status(resp, path, "send data")
+        new_offset = int_header(resp, "Upload-Offset")
         if new_offset is None:
             raise _Retry("PATCH answer without Upload-Offset")
         return resp, new_offset
@@ -423,68 +337,51 @@ class TusUploader:
 
     def _upload(self, f, path, size, sha256, meta, upload_url, on_url, on_progress) -> Receipt:
         bufs = (aligned_buffer(self._buffer_size), aligned_buffer(self._buffer_size))
-        url = upload_url
-        offset: int | None = None
-        receipt_url: str | None = None
-        last: requests.Response | None = None
-        attempt = 0
-        acked = -1  # highest offset the server acknowledged: progress resets the retry count
-        created_again = False
+        t = _Transfer(f, path, size, sha256, meta, bufs, on_url, on_progress, url=upload_url)
         while True:
             try:
-                if url is None:
-                    resp = self._create(path, size, meta)
-                    url = urljoin(self.endpoint, resp.headers["Location"])
-                    logger.info("%s: upload created at %s", path, url)
-                    if on_url is not None:
-                        on_url(url)
-                    offset = _int_header(resp, "Upload-Offset") or 0
-                    receipt_url = _receipt_url(resp, url)
-                elif offset is None:
-                    offset, receipt_url = self._server_offset(url, path, size, sha256)
-                    if offset is None:
-                        logger.warning("%s: %s holds another file; creating anew", path, url)
-                        url = None
-                        continue
-                    if offset > acked:
-                        attempt, acked = 0, offset
-                while offset < size:
-                    last, offset = self._patch(url, path, f, offset, size, bufs)
-                    attempt, acked = 0, offset
-                    if on_progress is not None:
-                        on_progress(offset, size)
-                    receipt_url = _receipt_url(last, url) or receipt_url
-                if offset > size:
-                    raise UploadRejected(
-                        f"{path}: server reports offset {offset} beyond the file's {size} bytes",
-                        path=path,
-                    )
-                break
+                if self._send(t):
+                    break
             except _UploadGone as exc:
-                if url is None or created_again:
-                    raise UploadRejected(
-                        f"{path}: {exc}; check the central URL", path=path
-                    ) from exc
-                logger.warning("%s: upload %s is gone (%s); creating anew", path, url, exc)
-                url, offset, created_again = None, None, True
-            except (_Retry, *_TRANSIENT_ERRORS) as exc:
-                attempt += 1
-                if attempt > self.retries:
-                    raise UploadRetriesExhausted(
-                        f"{path}: upload failed after {self.retries} retries ({exc}); it will "
-                        f"resume from {url or 'a new upload'} on the next attempt",
-                        path=path,
-                    ) from exc
-                logger.info("%s: %s; retry %d/%d", path, exc, attempt, self.retries)
-                self._sleep_backoff(attempt, path=path)
-                offset = None  # ask the server where it stands
-        assert url is not None
-        if receipt_url is None:
-            logger.info("%s: uploaded to %s; the server gives no receipt", path, url)
-            return Receipt(sha256, size, None, None, False, url)
-        return self._fetch_receipt(receipt_url, url, path, sha256, size)
+                t.gone(exc)
+            except (_Retry, *TRANSIENT_ERRORS) as exc:
+                self._sleep_backoff(t.failed(exc, self.retries), path=path)
+                t.offset = None  # ask the server where it stands
+        assert t.url is not None
+        if t.receipt_url is None:
+            logger.info("%s: uploaded to %s; the server gives no receipt", path, t.url)
+            return Receipt(sha256, size, None, None, False, t.url)
+        return self._fetch_receipt(t.receipt_url, t.url, path, sha256, size)
+
+    def _send(self, t: _Transfer) -> bool:
+        """Create or locate the upload, then PATCH up to its end; False: go round again."""
+        if t.url is None:
+            self._begin(t)
+        elif t.offset is None:
+            where = self._server_offset(t.url, t.path, t.size, t.sha256)
+            if not t.located(*where):
+                return False
+        while t.offset < t.size:
+            t.acknowledged(*self._patch(t.url, t.path, t.f, t.offset, t.size, t.bufs))
+        if t.offset > t.size:
+            raise UploadRejected(
+                f"{t.path}: server reports offset {t.offset} beyond the file's {t.size} bytes",
+                path=t.path,
+            )
+        return True
+
+    def _begin(self, t: _Transfer) -> None:
+        """tus creation: a new upload, its URL handed to ``on_url`` at once."""
+        resp = self._create(t.path, t.size, t.meta)
+        t.url = urljoin(self.endpoint, resp.headers["Location"])
+        logger.info("%s: upload created at %s", t.path, t.url)
+        if t.on_url is not None:
+            t.on_url(t.url)
+        t.offset = int_header(resp, "Upload-Offset") or 0
+        t.receipt_url = receipt_link(resp, t.url)
 
     def _fetch_receipt(self, receipt_url, url, path, sha256, size) -> Receipt:
+        """Poll the receipt URL until the centre verified the file (or the deadline passed)."""
         deadline = time.monotonic() + self.receipt_timeout
         attempt = 0
         while True:
@@ -492,11 +389,11 @@ class TusUploader:
             try:
                 resp = self._request("GET", receipt_url, headers={"Accept": "application/json"})
                 if resp.status_code != 202:
-                    self._check(resp, path, "fetch the receipt")
+                    check_status(resp, path, "fetch the receipt")
                     break
                 attempt = 0
-                wait = _retry_after(resp, 1.0)
-            except (_Retry, *_TRANSIENT_ERRORS) as exc:
+                wait = retry_after(resp, 1.0)
+            except (_Retry, *TRANSIENT_ERRORS) as exc:
                 attempt += 1
                 if attempt > self.retries:
                     raise UploadRetriesExhausted(
@@ -522,30 +419,14 @@ class TusUploader:
                 "complete and the next pass asks for the receipt again",
                 path,
             )
-        raw = _json(resp) or {}
-        if str(raw.get("sha256", "")).lower() != sha256 or raw.get("size") != size:
-            raise UploadReceiptInvalid(
-                f"{path}: receipt names sha256={raw.get('sha256')} size={raw.get('size')}, the "
-                f"file has sha256={sha256} size={size}; not synced, re-send",
-                path=path,
-            )
-        return Receipt(
-            sha256=sha256,
-            size=size,
-            object_id=raw.get("object_id"),
-            received_at=raw.get("received_at"),
-            verified=bool(raw.get("verified")),
-            upload_url=url,
-            deduplicated=bool(raw.get("deduplicated", False)),
-            raw=raw,
-        )
+        return read_receipt(json_body(resp) or {}, path, sha256, size, url)
 
     def terminate(self, upload_url: str) -> None:
         """tus termination: ask the server to drop an unfinished upload (404/410 count as done)."""
         resp = self._request("DELETE", upload_url)
         if resp.status_code in (204, 200, 404, 410):
             return
-        self._check(resp, Path(upload_url), "terminate the upload")
+        check_status(resp, Path(upload_url), "terminate the upload")
         raise UploadRejected(f"{upload_url}: termination answered HTTP {resp.status_code}")
 
     def close(self) -> None:
@@ -556,45 +437,3 @@ class TusUploader:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-def _int_header(resp: requests.Response, name: str) -> int | None:
-    value = resp.headers.get(name)
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value)
-
-
-def _receipt_url(resp: requests.Response, url: str) -> str | None:
-    value = resp.headers.get("Upload-Receipt")
-    return urljoin(url, value) if value else None
-
-
-def _remote_sha256(resp: requests.Response) -> str | None:
-    try:
-        return decode_metadata(resp.headers.get("Upload-Metadata")).get("sha256")
-    except ValueError:
-        return None
-
-
-def _retry_after(resp: requests.Response, default: float) -> float:
-    value = resp.headers.get("Retry-After", "")
-    try:
-        return max(0.05, float(value))
-    except ValueError:
-        return default
-
-
-def _json(resp: requests.Response) -> dict[str, Any] | None:
-    try:
-        data = resp.json()
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _reason(resp: requests.Response) -> str:
-    data = _json(resp)
-    if data:
-        return str(data.get("detail") or data.get("error") or data)
-    return (resp.text or resp.reason or "").strip()[:200]

@@ -1,23 +1,20 @@
 """The upload worker: recordings from the station store to the central store, over tus.
 
-One *pass* (:meth:`UploadWorker.run_once`) takes the catalogued recordings that have no
-receipt yet (``synced_at IS NULL``): held ones first, then late ones, then the oldest offload.
-Each goes out with :class:`sync.upload.tus.TusUploader`; the rules it keeps:
+This module keeps the pass loop and its scheduling. One *pass* (:meth:`UploadWorker.run_once`)
+takes the catalogued recordings that have no receipt yet (``synced_at IS NULL``): held ones
+first, then late ones, then the oldest offload. Each goes out with
+:class:`sync.upload.tus.TusUploader`; what its end does to the catalog (the upload URL kept or
+cleared, a receipt, a rejection, a fault) is sync/upload/ledger.py's. The rules it keeps:
 
-* The tus upload URL is written to the catalog (``recordings.upload_url``, its own short
-  transaction) as soon as the server made it, so after a crash or a stop the next pass asks
-  the server for its offset and sends only what is missing.
-* A recording counts as synced only when the server's receipt confirms its hash (``verified``,
-  same SHA-256 and size as the catalog row). Then ONE transaction sets ``synced_at`` and
-  ``receipt`` and appends the audit entry ``file.synced`` (which also queues its event for
-  MQTT, invariant 3). A server that gives no receipt (tusd, tuspyserver) leaves the recording
-  unsynced: only a receipt ever lets the station purge a file (invariant 4).
-* The server rejecting the file's hash (:class:`~sync.upload.tus.UploadHashMismatch`): the URL is
-  cleared, ``file.upload_rejected`` is audited, and the next pass sends it again from zero.
-  The worker re-hashes its store copy: when the copy itself no longer matches the catalog (bit
-  rot), re-sending cannot help and an ``upload`` fault is opened at once; otherwise after
-  ``max_rejections`` rejections. A recording with an open ``upload`` fault is set aside until
-  the fault is resolved (then its count starts again).
+* The tus upload URL is written to the catalog as soon as the server made it, so after a crash
+  or a stop the next pass asks the server for its offset and sends only what is missing.
+* A recording counts as synced only when the server's receipt confirms its hash; a server that
+  gives no receipt (tusd, tuspyserver) leaves it unsynced: only a receipt ever lets the station
+  purge a file, rule 4 (docs/architecture.md).
+* The server rejecting the file's hash (:class:`~sync.upload.errors.UploadHashMismatch`): the
+  next pass sends it again from zero, until the ledger opens an ``upload`` fault. A recording
+  with an open ``upload`` fault is set aside until the fault is resolved (then its count starts
+  again).
 * Nothing is marked synced on a failure path. When the central store cannot be reached the
   pass ends (the URL stays, so the next pass resumes), and :meth:`run_forever` waits with an
   exponential backoff before the next pass.
@@ -27,31 +24,29 @@ Each goes out with :class:`sync.upload.tus.TusUploader`; the rules it keeps:
 * ``stop`` is honoured between chunks (the current PATCH finishes, its offset is durable on
   the server), between files, and in every wait of the uploader (a retry's backoff, a receipt
   the centre is still verifying): a stop is never held up by ``receipt_timeout``.
+
+A pass reports in sync/upload/summary.py's :class:`~sync.upload.summary.PassSummary`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import mimetypes
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import requests
 
-from agent.catalog import Catalog, audit, canonical, now_utc, open_catalog, recordings
-from agent.catalog.faults import fault_id, open_subjects, report_fault, resolve_fault
+from agent.catalog import Catalog, open_catalog, recordings
+from agent.catalog.faults import open_subjects
 from agent.config import Config
 from agent.config.links import UploadConfig, within_hours
 from agent.errors import ConfigError
-from agent.store.hashing import hash_file
-from sync.upload.tus import (
-    Receipt,
-    TusUploader,
+from sync.upload import ledger
+from sync.upload.errors import (
     UploadAuthError,
     UploadError,
     UploadForbidden,
@@ -62,13 +57,12 @@ from sync.upload.tus import (
     UploadRetriesExhausted,
     UploadStopped,
 )
+from sync.upload.ledger import FAULT_UPLOAD
+from sync.upload.summary import FileOutcome, PassSummary, as_dict
+from sync.upload.tus import TusUploader
 
 logger = logging.getLogger(__name__)
 
-#: Fault kind for one recording the central store keeps rejecting (subject: its store path).
-FAULT_UPLOAD = "upload"
-#: Fault kind for a station the central store does not accept (subject: the station id).
-FAULT_CREDENTIALS = "upload-credentials"
 _WAIT_SLICE = 0.5  # seconds: how quickly a wait notices wake()
 _MAX_WINDOW_WAIT = 600.0  # re-read the clock at least this often while waiting for the window
 
@@ -103,45 +97,16 @@ def default_uploader(upload: UploadConfig, *, backoff: float = 1.0) -> TusUpload
     )
 
 
+# The worker's own control flow, plain exceptions because neither leaves this module: _send
+# catches _StopUpload (raised by its progress callback), _pass catches _PassFailed.
+
+
 class _StopUpload(Exception):
     """Internal: raised from the progress callback when ``stop`` is set."""
 
 
 class _PassFailed(Exception):
     """Internal: the central store cannot be used right now; end the pass."""
-
-
-@dataclass
-class FileOutcome:
-    store_path: str
-    status: str  # synced | unconfirmed | rejected | failed | stopped | missing
-    detail: str = ""
-    bytes_sent: int = 0
-
-
-@dataclass
-class PassSummary:
-    window_open: bool = True
-    opens_in_s: float | None = None
-    candidates: int = 0
-    set_aside: int = 0
-    synced: int = 0
-    unconfirmed: int = 0
-    rejected: int = 0
-    failed: int = 0
-    remaining: int = 0
-    bytes_sent: int = 0
-    stopped: bool = False
-    error: str | None = None
-    files: list[FileOutcome] = field(default_factory=list)
-
-    def count(self, outcome: FileOutcome) -> None:
-        self.files.append(outcome)
-        self.bytes_sent += outcome.bytes_sent
-        if outcome.status in ("synced", "unconfirmed", "rejected", "failed"):
-            setattr(self, outcome.status, getattr(self, outcome.status) + 1)
-        elif outcome.status == "missing":
-            self.failed += 1
 
 
 class UploadWorker:
@@ -271,7 +236,7 @@ class UploadWorker:
         if wait > 0:
             summary.window_open, summary.opens_in_s = False, wait
             summary.remaining = self._count_unsynced()
-            return _as_dict(summary)
+            return as_dict(summary)
         rows, set_aside = self._candidates()
         summary.candidates, summary.set_aside = len(rows), set_aside
         if rows:
@@ -291,7 +256,7 @@ class UploadWorker:
             summary.remaining,
             f" ({summary.error})" if summary.error else "",
         )
-        return _as_dict(summary)
+        return as_dict(summary)
 
     def _pass(self, uploader: TusUploader, rows: list[dict[str, Any]], summary: PassSummary):
         credentials_ok = False
@@ -315,9 +280,7 @@ class UploadWorker:
                 break
             if outcome.status == "synced" and not credentials_ok:
                 credentials_ok = True
-                resolve_fault(
-                    self.catalog, FAULT_CREDENTIALS, self.config.station_id, "uploads accepted"
-                )
+                ledger.credentials_accepted(self.catalog, self.config.station_id)
 
     # -- choosing recordings ---------------------------------------------------------------
 
@@ -353,9 +316,13 @@ class UploadWorker:
         store_path = row["store_path"]
         path = self.store_root / store_path
         if not path.is_file():
-            return self._missing(uploader, row, path)
+            return ledger.record_missing(self.catalog, uploader, row, path)
         sent_before = uploader.bytes_sent
-        outcome = FileOutcome(store_path, "failed")
+        status, detail = self._send(uploader, row, path)
+        return FileOutcome(store_path, status, detail, uploader.bytes_sent - sent_before)
+
+    def _progress(self, store_path: str) -> Callable[[int, int], None]:
+        """The uploader's progress callback: reports it, and stops between chunks on ``stop``."""
 
         def progress(offset: int, size: int) -> None:
             if self.on_progress is not None:
@@ -363,6 +330,11 @@ class UploadWorker:
             if self.stop.is_set():
                 raise _StopUpload
 
+        return progress
+
+    def _send(self, uploader: TusUploader, row: dict[str, Any], path: Path) -> tuple[str, str]:
+        """Upload one recording: ``(status, detail)``; raises _PassFailed to end the pass."""
+        store_path = row["store_path"]
         try:
             receipt = uploader.upload(
                 path,
@@ -370,180 +342,42 @@ class UploadWorker:
                 sm3=row["sm3"],
                 metadata=self._metadata(row),
                 upload_url=row["upload_url"],
-                on_url=lambda url: self._save_url(row["id"], url),
-                on_progress=progress,
+                on_url=lambda url: ledger.save_url(self.catalog, row["id"], url),
+                on_progress=self._progress(store_path),
             )
         except _StopUpload:
-            outcome.status, outcome.detail = "stopped", "stopped between chunks"
             logger.info("%s: upload stopped; it resumes from the server's offset", store_path)
+            return "stopped", "stopped between chunks"
         except UploadStopped as exc:
-            outcome.status, outcome.detail = "stopped", str(exc)
             logger.info("%s", exc)
+            return "stopped", str(exc)
         except UploadHashMismatch as exc:
-            outcome.status, outcome.detail = "rejected", self._rejected(row, path, exc)
+            return "rejected", ledger.record_rejection(
+                self.catalog, row, path, exc, self.max_rejections
+            )
         except UploadReceiptTimeout as exc:
             # this file's verification is slow or stuck at the centre: the others go on;
             # the upload URL is kept, so the next pass asks for its receipt again
-            outcome.status, outcome.detail = "unconfirmed", f"no receipt yet: {exc}"
             logger.warning("%s: %s", store_path, exc)
+            return "unconfirmed", f"no receipt yet: {exc}"
         except (UploadRetriesExhausted, requests.RequestException) as exc:
             logger.warning("%s: %s", store_path, exc)
             raise _PassFailed(f"the central store is unreachable: {exc}") from exc
         except (UploadAuthError, UploadForbidden) as exc:
             logger.error("%s", exc)
-            report_fault(
-                self.catalog,
-                FAULT_CREDENTIALS,
-                self.config.station_id,
-                f"the central store refuses this station's uploads: {exc}",
-            )
+            ledger.credentials_refused(self.catalog, self.config.station_id, exc)
             raise _PassFailed(str(exc)) from exc
         except UploadReceiptInvalid as exc:
             logger.error("%s", exc)
-            self._save_url(row["id"], None)
-            outcome.detail = str(exc)
+            ledger.save_url(self.catalog, row["id"], None)
+            return "failed", str(exc)
         except UploadRejected as exc:
             logger.error("%s", exc)
             if exc.status in (404, 410):  # the endpoint itself: every file would fail
                 raise _PassFailed(str(exc)) from exc
-            self._save_url(row["id"], None)  # the server refused this upload: start anew
-            outcome.detail = str(exc)
+            ledger.save_url(self.catalog, row["id"], None)  # refused this upload: start anew
+            return "failed", str(exc)
         except UploadError as exc:
             logger.error("%s", exc)
-            outcome.detail = str(exc)
-        else:
-            outcome.status, outcome.detail = self._receipt(row, receipt)
-        outcome.bytes_sent = uploader.bytes_sent - sent_before
-        return outcome
-
-    def _save_url(self, recording_id: int, url: str | None) -> None:
-        with self.catalog.tx() as conn:
-            recordings.set_upload_url(conn, recording_id, url)
-
-    def _receipt(self, row: dict[str, Any], receipt: Receipt) -> tuple[str, str]:
-        store_path = row["store_path"]
-        if not receipt.verified or receipt.object_id is None:
-            why = (
-                "the server sent no receipt (a plain tus server?)"
-                if receipt.object_id is None
-                else "the server's receipt is not verified"
-            )
-            logger.warning(
-                "%s: uploaded to %s but %s; not marked synced (only a receipt that confirms "
-                "the hash does that)",
-                store_path,
-                receipt.upload_url,
-                why,
-            )
-            return "unconfirmed", why
-        if receipt.sha256 != row["sha256"] or receipt.size != row["size"]:
-            logger.error(
-                "%s: receipt names sha256 %s size %d, the catalog %s size %d; not synced",
-                store_path,
-                receipt.sha256,
-                receipt.size,
-                row["sha256"],
-                row["size"],
-            )
-            self._save_url(row["id"], None)
-            return "failed", "the receipt does not confirm the catalogued hash"
-        record = {**receipt.raw, "upload_url": receipt.upload_url}
-        with self.catalog.tx() as conn:
-            if recordings.mark_synced(
-                conn,
-                row["id"],
-                at=now_utc(),
-                receipt=canonical(record),
-                upload_url=receipt.upload_url,
-            ):
-                self.catalog.append_audit(
-                    "file.synced",
-                    store_path,
-                    {
-                        "session_id": row["session_id"],
-                        "device_serial": row["device_serial"],
-                        "sha256": receipt.sha256,
-                        "size": receipt.size,
-                        "object_id": receipt.object_id,
-                        "received_at": receipt.received_at,
-                        "upload_url": receipt.upload_url,
-                        "deduplicated": receipt.deduplicated,
-                    },
-                )
-        logger.info("%s: synced (%s)", store_path, receipt.object_id)
-        return "synced", receipt.object_id
-
-    def _rejections_since_resolved(self, store_path: str) -> int:
-        """``file.upload_rejected`` entries since this recording's upload fault was resolved."""
-        resolved = audit.last_seq(
-            self.catalog, "fault.resolved", fault_id(FAULT_UPLOAD, store_path)
-        )
-        return audit.count_since(self.catalog, "file.upload_rejected", store_path, resolved)
-
-    def _rejected(self, row: dict[str, Any], path: Path, exc: UploadHashMismatch) -> str:
-        store_path = row["store_path"]
-        try:
-            local = hash_file(path, memoryview(bytearray(1024 * 1024)))
-            intact: bool | None = local.sha256 == row["sha256"] and local.size == row["size"]
-        except OSError:
-            logger.exception("%s: cannot re-hash the store copy", store_path)
-            intact = None
-        attempt = self._rejections_since_resolved(store_path) + 1
-        with self.catalog.tx() as conn:
-            recordings.set_upload_url(conn, row["id"], None)
-            self.catalog.append_audit(
-                "file.upload_rejected",
-                store_path,
-                {
-                    "upload_url": row["upload_url"],
-                    "sha256": row["sha256"],
-                    "reason": exc.reason,
-                    "store_copy_intact": intact,
-                    "attempt": attempt,
-                },
-            )
-        if intact is False:
-            detail = (
-                f"{store_path}: the store copy no longer matches its catalogued SHA-256 "
-                f"{row['sha256']} (the central store rejected it); run `recdock verify` and "
-                "restore the file from a backup; resolve this fault to upload it again"
-            )
-        elif attempt >= self.max_rejections:
-            detail = (
-                f"{store_path}: the central store rejected the file's hash {attempt} times "
-                "while the store copy is intact: the data is damaged on the way; check the "
-                "network path (proxy, NIC, memory); resolve this fault to upload it again"
-            )
-        else:
-            logger.warning(
-                "%s: the central store found another hash (attempt %d of %d); "
-                "re-sending from zero next pass",
-                store_path,
-                attempt,
-                self.max_rejections,
-            )
-            return f"hash mismatch on the server (attempt {attempt}); re-send from zero"
-        logger.error("%s", detail)
-        report_fault(self.catalog, FAULT_UPLOAD, store_path, detail)
-        return detail
-
-    def _missing(self, uploader: TusUploader, row: dict[str, Any], path: Path) -> FileOutcome:
-        store_path = row["store_path"]
-        detail = (
-            f"{path}: the store copy is missing, so it cannot be uploaded; run `recdock verify`"
-        )
-        logger.error("%s", detail)
-        if row["upload_url"]:
-            try:
-                uploader.terminate(row["upload_url"])
-                self._save_url(row["id"], None)
-            except (UploadError, requests.RequestException):
-                logger.warning("%s: could not terminate %s", store_path, row["upload_url"])
-        report_fault(self.catalog, FAULT_UPLOAD, store_path, detail)
-        return FileOutcome(store_path, "missing", detail)
-
-
-def _as_dict(summary: PassSummary) -> dict[str, Any]:
-    d = asdict(summary)
-    d["files"] = [asdict(f) for f in summary.files]
-    return json.loads(json.dumps(d))
+            return "failed", str(exc)
+        return ledger.record_receipt(self.catalog, row, receipt)

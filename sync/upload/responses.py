@@ -1,0 +1,118 @@
+"""What the central store's answers mean: HTTP statuses to upload errors, and tus headers read.
+
+:func:`check_status` returns for a 2xx and raises the matching error otherwise: ``_Retry`` for
+what is worth another attempt (423, 429, 5xx), ``_UploadGone`` for an upload URL the server
+does not know (404, 410), an :class:`~sync.upload.errors.UploadError` for the rest. The other
+functions read one header or the JSON body of an answer, ``None`` (or a default) when absent
+or malformed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import requests
+
+from sync.upload.errors import (
+    UploadAuthError,
+    UploadForbidden,
+    UploadHashMismatch,
+    UploadRejected,
+    _Retry,
+    _UploadGone,
+)
+from sync.wire.tusmeta import decode_metadata
+
+#: Status of a receipt whose hash did not match (the tus checksum extension's code).
+STATUS_HASH_MISMATCH = 460
+RETRY_STATUSES = frozenset({423, 429, 500, 502, 503, 504})
+#: What requests raises for a failure worth another attempt (a cut, a timeout).
+TRANSIENT_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+
+
+def check_status(resp: requests.Response, path: Path, what: str) -> None:
+    """Raise the right error for a failed response; return for 2xx."""
+    code = resp.status_code
+    if 200 <= code < 300:
+        return
+    if code in RETRY_STATUSES or code >= 500:
+        raise _Retry(f"{what}: HTTP {code}")
+    detail = _reason(resp)
+    if code == 401:
+        raise UploadAuthError(
+            f"{path}: the central store refused the station token ({what}, {detail}); "
+            "check the station's credentials",
+            path=path,
+        )
+    if code == 403:
+        raise UploadForbidden(
+            f"{path}: the central store forbids this station to {what} ({detail}); "
+            "check the station id in the configuration and its token",
+            path=path,
+        )
+    if code in (404, 410):
+        raise _UploadGone(f"{what}: HTTP {code}")
+    if code == STATUS_HASH_MISMATCH:
+        raise UploadHashMismatch(
+            f"{path}: the central store found another hash than the file's ({detail}); "
+            "re-send the file from zero",
+            path=path,
+            reason=json_body(resp),
+        )
+    if code == 413:
+        raise UploadRejected(
+            f"{path}: too large for the central store ({detail})", path=path, status=code
+        )
+    raise UploadRejected(
+        f"{path}: the central store refused to {what}: HTTP {code} ({detail})",
+        path=path,
+        status=code,
+    )
+
+
+def int_header(resp: requests.Response, name: str) -> int | None:
+    value = resp.headers.get(name)
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
+
+
+def receipt_link(resp: requests.Response, url: str) -> str | None:
+    value = resp.headers.get("Upload-Receipt")
+    return urljoin(url, value) if value else None
+
+
+def remote_sha256(resp: requests.Response) -> str | None:
+    try:
+        return decode_metadata(resp.headers.get("Upload-Metadata")).get("sha256")
+    except ValueError:
+        return None
+
+
+def retry_after(resp: requests.Response, default: float) -> float:
+    value = resp.headers.get("Retry-After", "")
+    try:
+        return max(0.05, float(value))
+    except ValueError:
+        return default
+
+
+def json_body(resp: requests.Response) -> dict[str, Any] | None:
+    try:
+        data = resp.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _reason(resp: requests.Response) -> str:
+    data = json_body(resp)
+    if data:
+        return str(data.get("detail") or data.get("error") or data)
+    return (resp.text or resp.reason or "").strip()[:200]
