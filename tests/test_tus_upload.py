@@ -238,3 +238,34 @@ def test_upload_errors_are_recdock_errors(error, exit_code, permanent):
     exc = error("clip.mp4: what went wrong; what to do", path="clip.mp4")
     assert isinstance(exc, RecdockError) and isinstance(exc, errors.UploadError)
     assert (exc.exit_code, exc.permanent, exc.path) == (exit_code, permanent, "clip.mp4")
+
+
+def test_a_busy_server_refusing_a_termination_is_an_upload_error(tmp_path):
+    """DELETE answered 503 (or 423, 429): terminate() raises an UploadError the worker handles,
+    not the client's internal retry signal, which used to crash a pass (exit 70)."""
+    import http.server
+    import threading
+
+    from sync.upload.errors import UploadError
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def do_DELETE(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.send_header("Retry-After", "1")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/files/abc"
+        with TusUploader(url, token=TOKEN_A, backoff=0.01, retries=0) as uploader:
+            with pytest.raises(UploadError, match="HTTP 503"):
+                uploader.terminate(url)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,7 +1,7 @@
 """The store's I/O: durable folders, page-aligned buffers, O_DIRECT, read-ahead and writes.
 
 Nothing here knows the store's rules; agent/store/__init__.py keeps them. The uploader
-(sync/upload/tus.py) reads store files through the same read-ahead.
+(sync/upload/chunks.py) reads store files through the same read-ahead.
 """
 
 from __future__ import annotations

@@ -91,9 +91,8 @@ class UploadReceiptInvalid(UploadError):
 
 
 # The tus client's control flow, plain exceptions because no caller is meant to see them: raised
-# by sync/upload/responses.py and sync/upload/tus.py, caught by upload()'s retry loops. One escape
-# is known and kept as it was: terminate() lets a _Retry out when the server answers its DELETE
-# with 423, 429 or a 5xx.
+# by sync/upload/responses.py and sync/upload/tus.py, caught by upload()'s retry loops (and by
+# terminate(), which turns one into an UploadError).
 
 
 class _UploadGone(Exception):

@@ -426,7 +426,14 @@ class TusUploader:
         resp = self._request("DELETE", upload_url)
         if resp.status_code in (204, 200, 404, 410):
             return
-        check_status(resp, Path(upload_url), "terminate the upload")
+        try:
+            check_status(resp, Path(upload_url), "terminate the upload")
+        except _Retry as exc:  # busy or failing: no retry loop here; the server expires it
+            raise UploadError(
+                f"{upload_url}: termination answered HTTP {resp.status_code}; the central "
+                "store drops the unfinished upload when it expires",
+                path=upload_url,
+            ) from exc
         raise UploadRejected(f"{upload_url}: termination answered HTTP {resp.status_code}")
 
     def close(self) -> None:
