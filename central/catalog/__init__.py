@@ -10,7 +10,7 @@ tests/test_code_shape.py keeps it so.
 This module keeps the core: one connection per thread (``threading.local``), closed once its
 thread has ended (the API's worker threads come and go); the tables created on opening; writes
 in short ``BEGIN IMMEDIATE`` transactions, which the owner modules' write functions join and
-never commit.
+never commit; and a savepoint for one message inside a batch.
 """
 
 from __future__ import annotations
@@ -85,6 +85,20 @@ class CentralCatalog:
             raise
         else:
             conn.execute("COMMIT")
+
+    @contextmanager
+    def savepoint(self) -> Iterator[sqlite3.Connection]:
+        """One message inside the open transaction: when the block raises an ``Exception``,
+        what it wrote is undone and the error goes on; the transaction stays open."""
+        conn = self.conn
+        conn.execute("SAVEPOINT message")
+        try:
+            yield conn
+        except Exception:
+            conn.execute("ROLLBACK TO message")
+            conn.execute("RELEASE message")
+            raise
+        conn.execute("RELEASE message")
 
     def close(self) -> None:
         with self._conns_lock:
