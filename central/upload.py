@@ -10,7 +10,8 @@ Rules this module keeps:
 * After the last byte the stored file is re-read and hashed (SHA-256, and SM3 when the station sent
   one) in a worker thread, off the request path. A match moves it, read-only, to
   ``objects/sha256/ab/cd/<sha256>`` (fsync file, rename, fsync folders) and records a receipt in
-  SQLite; a mismatch deletes the partial upload and records why.
+  ``receipts.sqlite`` (:mod:`central.catalog.receipts`); a mismatch deletes the partial upload and
+  records why.
 * ``GET <upload>/receipt`` answers 202 while verifying, 200 with the receipt, 460 with a JSON
   reason on a hash mismatch. The last ``PATCH`` and a ``HEAD`` of a complete upload carry an
   ``Upload-Receipt`` header with that URL.
@@ -35,7 +36,6 @@ import logging
 import os
 import re
 import secrets
-import sqlite3
 import threading
 import time
 import weakref
@@ -50,6 +50,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from central.catalog import receipts
 from sync.wire.tusmeta import TUS_VERSION, decode_metadata, encode_metadata
 
 logger = logging.getLogger(__name__)
@@ -62,26 +63,6 @@ UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _WRITE_BATCH = 1024 * 1024
 _READ_BLOCK = 1024 * 1024
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS receipts (
-    upload_id TEXT PRIMARY KEY,
-    sha256 TEXT NOT NULL,
-    sm3 TEXT,
-    size INTEGER NOT NULL,
-    station TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    received_at TEXT NOT NULL,
-    deduplicated INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS receipts_sha256 ON receipts (sha256);
-CREATE TABLE IF NOT EXISTS failures (
-    upload_id TEXT PRIMARY KEY,
-    station TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    failed_at TEXT NOT NULL
-);
-"""
 
 
 def _now() -> str:
@@ -121,8 +102,7 @@ class UploadStore:
         self.db_path = self.data_dir / "receipts.sqlite"
         for d in (self.uploads_dir, self.objects_dir):
             d.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(_SCHEMA)
+        receipts.create(self.db_path)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recdock-verify")
         self._jobs: dict[str, Future] = {}
         self._writing: set[str] = set()  # uploads a PATCH is appending to
@@ -150,18 +130,6 @@ class UploadStore:
             raise ValueError(f"invalid sha256 {sha256!r}")
         return self.objects_dir / sha256[:2] / sha256[2:4] / sha256
 
-    @contextlib.contextmanager
-    def _db(self):
-        db = sqlite3.connect(self.db_path, timeout=30)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.row_factory = sqlite3.Row
-            with db:
-                yield db
-        finally:
-            db.close()
-
     def load(self, upload_id: str) -> UploadInfo | None:
         try:
             data = json.loads(self._info_path(upload_id).read_text(encoding="utf-8"))
@@ -181,16 +149,10 @@ class UploadStore:
         _fsync_dir(self.uploads_dir)
 
     def receipt(self, upload_id: str) -> dict[str, Any] | None:
-        with self._db() as db:
-            row = db.execute("SELECT * FROM receipts WHERE upload_id = ?", (upload_id,)).fetchone()
-        return _receipt_dict(row) if row else None
+        return receipts.receipt(self.db_path, upload_id)
 
     def failure(self, upload_id: str) -> dict[str, Any] | None:
-        with self._db() as db:
-            row = db.execute("SELECT * FROM failures WHERE upload_id = ?", (upload_id,)).fetchone()
-        if row is None:
-            return None
-        return {"station": row["station"], **json.loads(row["reason"])}
+        return receipts.failure(self.db_path, upload_id)
 
     # -- creation -----------------------------------------------------------------------------
 
@@ -218,12 +180,8 @@ class UploadStore:
     ) -> dict[str, Any] | None:
         """When this content is already stored, record a receipt for a new upload id and
         return it; otherwise None."""
-        with self._db() as db:
-            row = db.execute(
-                "SELECT * FROM receipts WHERE sha256 = ? AND size = ? ORDER BY received_at LIMIT 1",
-                (sha256, length),
-            ).fetchone()
-        if row is None or (sm3 is not None and row["sm3"] != sm3):
+        stored = receipts.first_receipt_of(self.db_path, sha256, length)
+        if stored is None or (sm3 is not None and stored["sm3"] != sm3):
             return None
         obj = self.object_path(sha256)
         try:
@@ -237,20 +195,17 @@ class UploadStore:
         return self.receipt(upload_id)
 
     def _record_receipt(self, upload_id, sha256, sm3, size, station, metadata, *, dedup) -> None:
-        with self._db() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    upload_id,
-                    sha256,
-                    sm3,
-                    size,
-                    station,
-                    json.dumps(metadata, sort_keys=True),
-                    _now(),
-                    int(dedup),
-                ),
-            )
+        receipts.record_receipt(
+            self.db_path,
+            upload_id,
+            sha256,
+            sm3,
+            size,
+            station,
+            metadata,
+            received_at=_now(),
+            dedup=dedup,
+        )
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -347,11 +302,7 @@ class UploadStore:
                 "expected": expected,
                 "actual": actual,
             }
-            with self._db() as db:
-                db.execute(
-                    "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
-                    (info.id, info.station, json.dumps(reason), _now()),
-                )
+            receipts.record_failure(self.db_path, info.id, info.station, reason, failed_at=_now())
             self._discard(info.id)
             logger.warning(
                 "upload %s by %s: hash mismatch (expected %s, got %s)",
@@ -455,21 +406,6 @@ class UploadStore:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
-
-
-def _receipt_dict(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "upload_id": row["upload_id"],
-        "object_id": f"sha256:{row['sha256']}",
-        "sha256": row["sha256"],
-        "sm3": row["sm3"],
-        "size": row["size"],
-        "station": row["station"],
-        "metadata": json.loads(row["metadata"]),
-        "received_at": row["received_at"],
-        "verified": True,
-        "deduplicated": bool(row["deduplicated"]),
-    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ Every SQL statement of the central store lives in this package, and every table 
 module: ``stations`` (status, last seen, the head of each station's audit chain and whether the
 chain holds), ``bays``, ``recorders`` (health), ``events`` (de-duplicated by ``event_id``, and
 the chain check), ``faults``, and ``rejected`` (the last invalid messages, for diagnosis).
-Other modules call :class:`CentralCatalog` and the owner modules' named functions;
+The upload receipts and failures live apart, in their own database file (``receipts.sqlite``
+in the upload store's data folder): ``receipts``, which opens a connection per call. Other
+modules call :class:`CentralCatalog` and the owner modules' named functions;
 tests/test_code_shape.py keeps it so.
 
 This module keeps the core: one connection per thread (``threading.local``), closed once its
