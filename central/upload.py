@@ -269,6 +269,7 @@ class UploadStore:
             return self._jobs.get(upload_id)
 
     def _verify(self, info: UploadInfo) -> None:
+        """Hash the complete upload; store it and record its receipt, or record why not."""
         part = self._part(info.id)
         obj = self.object_path(info.sha256)
         if not part.exists():
@@ -276,58 +277,35 @@ class UploadStore:
             if obj.exists() and obj.stat().st_size == info.length:
                 self._done(info, obj)
             return
-        sha = hashlib.sha256()
-        sm3 = hashlib.new("sm3") if info.sm3 else None
-        buf = bytearray(_READ_BLOCK)
-        view = memoryview(buf)
-        size = 0
-        with open(part, "rb") as f:
-            with contextlib.suppress(OSError, AttributeError):
-                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            while n := f.readinto(buf):
-                sha.update(view[:n])
-                if sm3 is not None:
-                    sm3.update(view[:n])
-                size += n
-        actual = {"sha256": sha.hexdigest(), "size": size}
-        if sm3 is not None:
-            actual["sm3"] = sm3.hexdigest()
+        actual = _digests(part, with_sm3=bool(info.sm3))
         expected = {"sha256": info.sha256, "size": info.length}
         if info.sm3:
             expected["sm3"] = info.sm3
         if actual != expected:
-            reason = {
-                "error": "hash_mismatch",
-                "detail": "the received file does not match the announced hash; re-send it",
-                "expected": expected,
-                "actual": actual,
-            }
-            receipts.record_failure(self.db_path, info.id, info.station, reason, failed_at=_now())
-            self._discard(info.id)
-            logger.warning(
-                "upload %s by %s: hash mismatch (expected %s, got %s)",
-                info.id,
-                info.station,
-                info.sha256,
-                actual["sha256"],
-            )
+            self._mismatch(info, expected, actual)
             return
-        obj.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(part, 0o444)
-        with open(part, "rb") as f:
-            os.fsync(f.fileno())
-        try:
-            # link, never rename: two uploads of the same content finishing together must
-            # not replace a stored object (same bytes, but "never changed once written")
-            os.link(part, obj)
-        except FileExistsError:
-            pass  # already stored by an earlier upload of the same content
-        else:
-            for d in (obj.parent, obj.parent.parent, self.objects_dir):
-                _fsync_dir(d)
+        _link_object(part, obj, self.objects_dir)
         part.unlink()
         _fsync_dir(self.uploads_dir)
         self._done(info, obj)
+
+    def _mismatch(self, info: UploadInfo, expected: dict[str, Any], actual: dict[str, Any]) -> None:
+        """Record why the upload failed verification and delete what was received."""
+        reason = {
+            "error": "hash_mismatch",
+            "detail": "the received file does not match the announced hash; re-send it",
+            "expected": expected,
+            "actual": actual,
+        }
+        receipts.record_failure(self.db_path, info.id, info.station, reason, failed_at=_now())
+        self._discard(info.id)
+        logger.warning(
+            "upload %s by %s: hash mismatch (expected %s, got %s)",
+            info.id,
+            info.station,
+            info.sha256,
+            actual["sha256"],
+        )
 
     def _done(self, info: UploadInfo, obj: Path) -> None:
         self._record_receipt(
@@ -406,6 +384,44 @@ class UploadStore:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
+
+
+def _digests(path: Path, *, with_sm3: bool) -> dict[str, Any]:
+    """The file's SHA-256 (and SM3) and size, from one read pass in reused blocks."""
+    sha = hashlib.sha256()
+    sm3 = hashlib.new("sm3") if with_sm3 else None
+    buf = bytearray(_READ_BLOCK)
+    view = memoryview(buf)
+    size = 0
+    with open(path, "rb") as f:
+        with contextlib.suppress(OSError, AttributeError):
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        while n := f.readinto(buf):
+            sha.update(view[:n])
+            if sm3 is not None:
+                sm3.update(view[:n])
+            size += n
+    actual: dict[str, Any] = {"sha256": sha.hexdigest(), "size": size}
+    if sm3 is not None:
+        actual["sm3"] = sm3.hexdigest()
+    return actual
+
+
+def _link_object(part: Path, obj: Path, objects_dir: Path) -> None:
+    """Make the verified upload read-only and durable, and link it in as ``obj``."""
+    obj.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(part, 0o444)
+    with open(part, "rb") as f:
+        os.fsync(f.fileno())
+    try:
+        # link, never rename: two uploads of the same content finishing together must
+        # not replace a stored object (same bytes, but "never changed once written")
+        os.link(part, obj)
+    except FileExistsError:
+        pass  # already stored by an earlier upload of the same content
+    else:
+        for d in (obj.parent, obj.parent.parent, objects_dir):
+            _fsync_dir(d)
 
 
 # --------------------------------------------------------------------------------------------
