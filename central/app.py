@@ -17,7 +17,8 @@ from central.api import ReaderAuth, create_api_router, load_reader_tokens
 from central.auth import CredentialsError, TokenAuth, load_tokens, read_credential
 from central.catalog import CentralCatalog
 from central.consumer import ConsumerSettings, MqttConsumer
-from central.upload import DEFAULT_MAX_SIZE, UploadStore, create_upload_router
+from central.tus import include_tus
+from central.upload import DEFAULT_MAX_SIZE, UploadStore
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def create_app(
     app = FastAPI(title="recdock central store", lifespan=lifespan)
     app.state.uploads = store
     app.state.auth = auth
-    app.include_router(create_upload_router(store, auth, prefix=prefix))
+    include_tus(app, store, prefix=prefix)
     catalog = CentralCatalog(catalog_path or data_dir / "central-catalog.db")
     readers = ReaderAuth(
         api_tokens if isinstance(api_tokens, Mapping) else load_reader_tokens(api_tokens)
