@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from fastapi import FastAPI
 
-from central.api import ReaderAuth, create_api_router, load_reader_tokens
+from central.api import ReaderAuth, include_api, load_reader_tokens
 from central.auth import CredentialsError, TokenAuth, load_tokens, read_credential
 from central.catalog import CentralCatalog
 from central.consumer import ConsumerSettings, MqttConsumer
@@ -89,9 +89,7 @@ def create_app(
         api_tokens if isinstance(api_tokens, Mapping) else load_reader_tokens(api_tokens)
     )
     consumer = MqttConsumer(catalog, mqtt) if mqtt is not None else None
-    app.state.catalog = catalog
-    app.state.consumer = consumer
-    app.include_router(create_api_router(catalog, readers, consumer=consumer))
+    include_api(app, catalog, readers, consumer=consumer)
     logger.info("central store in %s for %d stations", data_dir, len(auth))
     return app
 
