@@ -1,4 +1,8 @@
-"""The reference central store: ``create_app()`` and the ``recdock-central`` command."""
+"""The reference central store: ``create_app()`` and the ``recdock-central`` command.
+
+The app's own lifespan resumes the verification of uploads completed before a restart and
+expires abandoned uploads while it runs; the JSON API's router brings the MQTT consumer's.
+"""
 
 from __future__ import annotations
 
@@ -57,32 +61,11 @@ def create_app(
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     store = UploadStore(data_dir, max_size=max_size, workers=verify_workers)
-
-    async def expire_periodically() -> None:
-        while True:
-            try:
-                await asyncio.to_thread(store.expire_uploads, upload_expiry)
-            except Exception:  # the clean-up must keep running whatever one round met
-                logger.exception("expiring abandoned uploads in %s failed", store.uploads_dir)
-            await asyncio.sleep(expiry_interval)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        pending = await asyncio.to_thread(store.resume_pending)
-        if pending:
-            logger.info("verifying %d uploads completed before the restart", pending)
-        task = asyncio.create_task(expire_periodically(), name="expire-uploads")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await asyncio.to_thread(store.close)
-
-    app = FastAPI(title="recdock central store", lifespan=lifespan)
+    app = FastAPI(title="recdock central store", lifespan=_lifespan)
     app.state.uploads = store
     app.state.auth = auth
+    app.state.upload_expiry = upload_expiry
+    app.state.expiry_interval = expiry_interval
     include_tus(app, store, prefix=prefix)
     catalog = CentralCatalog(catalog_path or data_dir / "central-catalog.db")
     readers = ReaderAuth(
@@ -92,6 +75,38 @@ def create_app(
     include_api(app, catalog, readers, consumer=consumer)
     logger.info("central store in %s for %d stations", data_dir, len(auth))
     return app
+
+
+async def _expire_periodically(store: UploadStore, older_than: float, interval: float) -> None:
+    """Delete the unfinished uploads untouched for ``older_than`` seconds, every ``interval``."""
+    while True:
+        try:
+            await asyncio.to_thread(store.expire_uploads, older_than)
+        except Exception:  # the clean-up must keep running whatever one round met
+            logger.exception("expiring abandoned uploads in %s failed", store.uploads_dir)
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Verify the uploads completed before a restart and expire abandoned ones while the app
+    runs (``app.state.upload_expiry``, every ``app.state.expiry_interval`` seconds); at the end,
+    stop the expiry and wait for the verifications under way."""
+    store: UploadStore = app.state.uploads
+    pending = await asyncio.to_thread(store.resume_pending)
+    if pending:
+        logger.info("verifying %d uploads completed before the restart", pending)
+    task = asyncio.create_task(
+        _expire_periodically(store, app.state.upload_expiry, app.state.expiry_interval),
+        name="expire-uploads",
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.to_thread(store.close)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
