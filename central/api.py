@@ -20,6 +20,9 @@ stations report. Reader tokens live in their own credentials file, TOML::
 passed with ``--api-tokens FILE`` or as the systemd credential ``central-api-tokens``
 (``LoadCredential=central-api-tokens:/etc/recdock/api-tokens.toml``). With no reader tokens the
 data routes answer 503 and say how to configure them.
+
+The routes are module-level handlers on :data:`router`; :func:`include_api` puts what they read
+in the app's state (the catalog, the reader tokens and the consumer).
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ import os
 import tomllib
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from central.auth import MIN_TOKEN_LENGTH, CredentialsError
@@ -119,75 +122,110 @@ def load_reader_tokens(path: str | os.PathLike[str] | None = None) -> dict[str, 
     return tokens
 
 
-def create_api_router(
+@contextlib.asynccontextmanager
+async def _lifespan(app: Any) -> AsyncIterator[None]:
+    """Run the app's MQTT consumer (``app.state.consumer``, when there is one) while the app
+    runs; at the end, stop it and close the catalog's connections."""
+    catalog: CentralCatalog = app.state.catalog
+    consumer: MqttConsumer | None = app.state.consumer
+    if consumer is not None:
+        consumer.start()
+    try:
+        yield
+    finally:
+        if consumer is not None:
+            await run_in_threadpool(consumer.stop)
+        await run_in_threadpool(catalog.close)
+
+
+router = APIRouter(prefix="/api", tags=["catalog"], lifespan=_lifespan)
+
+
+def include_api(
+    app: FastAPI,
     catalog: CentralCatalog,
     readers: ReaderAuth,
     *,
     consumer: MqttConsumer | None = None,
-) -> APIRouter:
-    """The ``/api`` router. ``consumer`` (optional) is started and stopped with the app."""
+) -> None:
+    """Serve ``catalog`` under ``/api`` to ``readers``. ``consumer`` (optional) is started and
+    stopped with the app. They are ``app.state.catalog``, ``.readers`` and ``.consumer``."""
+    app.state.catalog = catalog
+    app.state.readers = readers
+    app.state.consumer = consumer
+    app.include_router(router)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: Any) -> AsyncIterator[None]:
-        if consumer is not None:
-            consumer.start()
-        try:
-            yield
-        finally:
-            if consumer is not None:
-                await run_in_threadpool(consumer.stop)
-            await run_in_threadpool(catalog.close)
 
-    router = APIRouter(prefix="/api", tags=["catalog"], lifespan=lifespan)
-    reader = Depends(readers)
+async def _catalog(request: Request) -> CentralCatalog:
+    return request.app.state.catalog
 
-    @router.get("/health")
-    def health() -> dict[str, Any]:
-        """Liveness of the catalog and the MQTT consumer (counts only)."""
-        out: dict[str, Any] = {"ok": True, "catalog": catalog.counts()}
-        if consumer is not None:
-            out["mqtt"] = {
-                "connected": consumer.connected,
-                "last_error": consumer.last_error,
-                "messages": dict(consumer.stats),
-            }
-            out["ok"] = consumer.connected
-        return out
 
-    @router.get("/stations", dependencies=[reader])
-    def stations() -> list[dict[str, Any]]:
-        """Every station: status, last seen, audit chain (ok / gap / broken)."""
-        return catalog.stations()
+async def _consumer(request: Request) -> MqttConsumer | None:
+    return request.app.state.consumer
 
-    @router.get("/stations/{station}", dependencies=[reader])
-    def station(station: str) -> dict[str, Any]:
-        found = catalog.station(station)
-        if found is None:
-            raise HTTPException(status_code=404, detail=f"no station {station!r} reported yet")
-        return found
 
-    @router.get("/stations/{station}/bays", dependencies=[reader])
-    def bays(station: str) -> list[dict[str, Any]]:
-        if catalog.station(station) is None:
-            raise HTTPException(status_code=404, detail=f"no station {station!r} reported yet")
-        return catalog.bays(station)
+async def _reader(request: Request) -> str:
+    """The reader's name, from the app's reader tokens (or their 401 or 503)."""
+    return await request.app.state.readers(request)
 
-    @router.get("/recorders", dependencies=[reader])
-    def recorders(station: str | None = None) -> list[dict[str, Any]]:
-        return catalog.recorders(station)
 
-    @router.get("/faults", dependencies=[reader])
-    def faults(
-        all: bool = Query(False, description="Include resolved faults"),  # noqa: A002
-    ) -> list[dict[str, Any]]:
-        """Open faults (and resolved ones with ``all``), each with its age and whether it is
-        past the 24-hour repair limit."""
-        return catalog.faults(include_resolved=all)
+Catalog = Annotated[CentralCatalog, Depends(_catalog)]
+Consumer = Annotated[MqttConsumer | None, Depends(_consumer)]
+READER = [Depends(_reader)]
 
-    @router.get("/events", dependencies=[reader])
-    def events(
-        station: str | None = None, limit: int = Query(100, ge=1, le=1000)
-    ) -> list[dict[str, Any]]:
-        return catalog.events(station, limit)
 
-    return router
+@router.get("/health")
+def health(catalog: Catalog, consumer: Consumer) -> dict[str, Any]:
+    """Liveness of the catalog and the MQTT consumer (counts only)."""
+    out: dict[str, Any] = {"ok": True, "catalog": catalog.counts()}
+    if consumer is not None:
+        out["mqtt"] = {
+            "connected": consumer.connected,
+            "last_error": consumer.last_error,
+            "messages": dict(consumer.stats),
+        }
+        out["ok"] = consumer.connected
+    return out
+
+
+@router.get("/stations", dependencies=READER)
+def stations(catalog: Catalog) -> list[dict[str, Any]]:
+    """Every station: status, last seen, audit chain (ok / gap / broken)."""
+    return catalog.stations()
+
+
+@router.get("/stations/{station}", dependencies=READER)
+def station(station: str, catalog: Catalog) -> dict[str, Any]:
+    found = catalog.station(station)
+    if found is None:
+        raise HTTPException(status_code=404, detail=f"no station {station!r} reported yet")
+    return found
+
+
+@router.get("/stations/{station}/bays", dependencies=READER)
+def bays(station: str, catalog: Catalog) -> list[dict[str, Any]]:
+    if catalog.station(station) is None:
+        raise HTTPException(status_code=404, detail=f"no station {station!r} reported yet")
+    return catalog.bays(station)
+
+
+@router.get("/recorders", dependencies=READER)
+def recorders(catalog: Catalog, station: str | None = None) -> list[dict[str, Any]]:
+    return catalog.recorders(station)
+
+
+@router.get("/faults", dependencies=READER)
+def faults(
+    catalog: Catalog,
+    all: bool = Query(False, description="Include resolved faults"),  # noqa: A002
+) -> list[dict[str, Any]]:
+    """Open faults (and resolved ones with ``all``), each with its age and whether it is
+    past the 24-hour repair limit."""
+    return catalog.faults(include_resolved=all)
+
+
+@router.get("/events", dependencies=READER)
+def events(
+    catalog: Catalog, station: str | None = None, limit: int = Query(100, ge=1, le=1000)
+) -> list[dict[str, Any]]:
+    return catalog.events(station, limit)

@@ -1,4 +1,8 @@
-"""The reference central store: ``create_app()`` and the ``recdock-central`` command."""
+"""The reference central store: ``create_app()`` and the ``recdock-central`` command.
+
+The app's own lifespan resumes the verification of uploads completed before a restart and
+expires abandoned uploads while it runs; the JSON API's router brings the MQTT consumer's.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,12 @@ from pathlib import Path
 import click
 from fastapi import FastAPI
 
-from central.api import ReaderAuth, create_api_router, load_reader_tokens
+from central.api import ReaderAuth, include_api, load_reader_tokens
 from central.auth import CredentialsError, TokenAuth, load_tokens, read_credential
 from central.catalog import CentralCatalog
 from central.consumer import ConsumerSettings, MqttConsumer
-from central.upload import DEFAULT_MAX_SIZE, UploadStore, create_upload_router
+from central.tus import include_tus
+from central.upload import DEFAULT_MAX_SIZE, UploadStore
 
 logger = logging.getLogger(__name__)
 
@@ -56,43 +61,52 @@ def create_app(
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     store = UploadStore(data_dir, max_size=max_size, workers=verify_workers)
-
-    async def expire_periodically() -> None:
-        while True:
-            try:
-                await asyncio.to_thread(store.expire_uploads, upload_expiry)
-            except Exception:  # the clean-up must keep running whatever one round met
-                logger.exception("expiring abandoned uploads in %s failed", store.uploads_dir)
-            await asyncio.sleep(expiry_interval)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        pending = await asyncio.to_thread(store.resume_pending)
-        if pending:
-            logger.info("verifying %d uploads completed before the restart", pending)
-        task = asyncio.create_task(expire_periodically(), name="expire-uploads")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await asyncio.to_thread(store.close)
-
-    app = FastAPI(title="recdock central store", lifespan=lifespan)
+    app = FastAPI(title="recdock central store", lifespan=_lifespan)
     app.state.uploads = store
     app.state.auth = auth
-    app.include_router(create_upload_router(store, auth, prefix=prefix))
+    app.state.upload_expiry = upload_expiry
+    app.state.expiry_interval = expiry_interval
+    include_tus(app, store, prefix=prefix)
     catalog = CentralCatalog(catalog_path or data_dir / "central-catalog.db")
     readers = ReaderAuth(
         api_tokens if isinstance(api_tokens, Mapping) else load_reader_tokens(api_tokens)
     )
     consumer = MqttConsumer(catalog, mqtt) if mqtt is not None else None
-    app.state.catalog = catalog
-    app.state.consumer = consumer
-    app.include_router(create_api_router(catalog, readers, consumer=consumer))
+    include_api(app, catalog, readers, consumer=consumer)
     logger.info("central store in %s for %d stations", data_dir, len(auth))
     return app
+
+
+async def _expire_periodically(store: UploadStore, older_than: float, interval: float) -> None:
+    """Delete the unfinished uploads untouched for ``older_than`` seconds, every ``interval``."""
+    while True:
+        try:
+            await asyncio.to_thread(store.expire_uploads, older_than)
+        except Exception:  # the clean-up must keep running whatever one round met
+            logger.exception("expiring abandoned uploads in %s failed", store.uploads_dir)
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Verify the uploads completed before a restart and expire abandoned ones while the app
+    runs (``app.state.upload_expiry``, every ``app.state.expiry_interval`` seconds); at the end,
+    stop the expiry and wait for the verifications under way."""
+    store: UploadStore = app.state.uploads
+    pending = await asyncio.to_thread(store.resume_pending)
+    if pending:
+        logger.info("verifying %d uploads completed before the restart", pending)
+    task = asyncio.create_task(
+        _expire_periodically(store, app.state.upload_expiry, app.state.expiry_interval),
+        name="expire-uploads",
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.to_thread(store.close)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

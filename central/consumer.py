@@ -245,24 +245,19 @@ class MqttConsumer:
         as rejected: one bad message never holds up the others. Raises only for a catalog
         that cannot store anything now (``sqlite3.OperationalError``: locked, disk full).
         """
-        with self._lock, self.catalog.tx() as conn:
+        with self._lock, self.catalog.tx():
             self.stats["received"] += 1
-            conn.execute("SAVEPOINT message")
             try:
-                outcome = self._handle(topic, payload, retained)
+                with self.catalog.savepoint():
+                    outcome = self._handle(topic, payload, retained)
             except sqlite3.OperationalError:
-                conn.execute("ROLLBACK TO message")
-                conn.execute("RELEASE message")
-                raise
+                raise  # rolled back to the savepoint; the catalog cannot store anything now
             except Exception as exc:  # InvalidMessage, or content no check foresaw
-                conn.execute("ROLLBACK TO message")
-                conn.execute("RELEASE message")
                 self.stats["rejected"] += 1
                 reason = str(exc) if isinstance(exc, InvalidMessage) else f"{type(exc).__name__}"
                 logger.warning("central consumer: dropped a message on %s: %s", topic, reason)
                 self.catalog.record_rejected(topic, reason, payload)
                 return "rejected"
-            conn.execute("RELEASE message")
             self.stats[outcome] += 1
             return outcome
 

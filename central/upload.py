@@ -1,33 +1,28 @@
-"""The central store's tus 1.0 endpoint (core + creation + termination), with receipts.
+"""The central store's uploads: partial uploads, verified objects and their receipts on disk.
 
-Rules this module keeps:
+The tus endpoint (:mod:`central.tus`) serves this store over HTTP. Rules this module keeps:
 
-* An ``Upload-Offset`` is acknowledged only after the bytes before it are fsynced and the
-  upload's info file (which records that offset) is atomically replaced and its folder fsynced.
-  A restarted server truncates a partial file back to its recorded offset before appending.
+* An upload's offset is recorded only in its info file, atomically replaced and its folder
+  fsynced (:meth:`UploadStore.save`, called once the bytes before it are fsynced). A restarted
+  server truncates a partial file back to its recorded offset before appending.
 * Upload ids are made here (128 random bits, hex) and every id from a URL is matched against
   ``^[0-9a-f]{32}$`` before it becomes part of a path: no path traversal.
 * After the last byte the stored file is re-read and hashed (SHA-256, and SM3 when the station sent
   one) in a worker thread, off the request path. A match moves it, read-only, to
-  ``objects/sha256/ab/cd/<sha256>`` (fsync file, rename, fsync folders) and records a receipt in
-  SQLite; a mismatch deletes the partial upload and records why.
-* ``GET <upload>/receipt`` answers 202 while verifying, 200 with the receipt, 460 with a JSON
-  reason on a hash mismatch. The last ``PATCH`` and a ``HEAD`` of a complete upload carry an
-  ``Upload-Receipt`` header with that URL.
-* A creation whose ``sha256`` (and size, and SM3 when given) is already stored is answered ``201``
-  with ``Upload-Offset`` equal to ``Upload-Length`` and an ``Upload-Receipt``: nothing is re-sent.
-* A station sees only its own uploads and receipts; there is no route that reads stored media, and
-  ``DELETE`` only terminates an unfinished upload.
+  ``objects/sha256/ab/cd/<sha256>`` (fsync file, link, fsync folders) and records a receipt in
+  ``receipts.sqlite`` (:mod:`central.catalog.receipts`); a mismatch deletes the partial upload and
+  records why.
+* Content already stored (same ``sha256`` and size, and SM3 when given) gets a receipt for a new
+  upload id at once (:meth:`UploadStore.deduplicate`): nothing is re-sent.
 * Expiry deletes an unfinished upload only under a reservation a ``PATCH`` cannot take at the same
   time (``begin_write``): never an upload being written, and a ``PATCH`` that comes while expiry
-  holds its upload is answered 404.
-* No handler reads SQLite or a file on the event loop (``run_in_threadpool``): a locked database
-  holds up only the requests that need it.
+  holds its upload is refused.
+* Every method that reads or writes a file or SQLite blocks: the HTTP handlers call them in a
+  worker thread.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -35,53 +30,22 @@ import logging
 import os
 import re
 import secrets
-import sqlite3
 import threading
 import time
-import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
-
-from sync.wire.tusmeta import TUS_VERSION, decode_metadata, encode_metadata
+from central.catalog import receipts
 
 logger = logging.getLogger(__name__)
 
-TUS_EXTENSIONS = "creation,termination"
-OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
-STATUS_HASH_MISMATCH = 460
 DEFAULT_MAX_SIZE = 64 * 1024**3
 UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_WRITE_BATCH = 1024 * 1024
 _READ_BLOCK = 1024 * 1024
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS receipts (
-    upload_id TEXT PRIMARY KEY,
-    sha256 TEXT NOT NULL,
-    sm3 TEXT,
-    size INTEGER NOT NULL,
-    station TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    received_at TEXT NOT NULL,
-    deduplicated INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS receipts_sha256 ON receipts (sha256);
-CREATE TABLE IF NOT EXISTS failures (
-    upload_id TEXT PRIMARY KEY,
-    station TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    failed_at TEXT NOT NULL
-);
-"""
 
 
 def _now() -> str:
@@ -121,8 +85,7 @@ class UploadStore:
         self.db_path = self.data_dir / "receipts.sqlite"
         for d in (self.uploads_dir, self.objects_dir):
             d.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(_SCHEMA)
+        receipts.create(self.db_path)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recdock-verify")
         self._jobs: dict[str, Future] = {}
         self._writing: set[str] = set()  # uploads a PATCH is appending to
@@ -150,18 +113,6 @@ class UploadStore:
             raise ValueError(f"invalid sha256 {sha256!r}")
         return self.objects_dir / sha256[:2] / sha256[2:4] / sha256
 
-    @contextlib.contextmanager
-    def _db(self):
-        db = sqlite3.connect(self.db_path, timeout=30)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.row_factory = sqlite3.Row
-            with db:
-                yield db
-        finally:
-            db.close()
-
     def load(self, upload_id: str) -> UploadInfo | None:
         try:
             data = json.loads(self._info_path(upload_id).read_text(encoding="utf-8"))
@@ -181,16 +132,10 @@ class UploadStore:
         _fsync_dir(self.uploads_dir)
 
     def receipt(self, upload_id: str) -> dict[str, Any] | None:
-        with self._db() as db:
-            row = db.execute("SELECT * FROM receipts WHERE upload_id = ?", (upload_id,)).fetchone()
-        return _receipt_dict(row) if row else None
+        return receipts.receipt(self.db_path, upload_id)
 
     def failure(self, upload_id: str) -> dict[str, Any] | None:
-        with self._db() as db:
-            row = db.execute("SELECT * FROM failures WHERE upload_id = ?", (upload_id,)).fetchone()
-        if row is None:
-            return None
-        return {"station": row["station"], **json.loads(row["reason"])}
+        return receipts.failure(self.db_path, upload_id)
 
     # -- creation -----------------------------------------------------------------------------
 
@@ -218,12 +163,8 @@ class UploadStore:
     ) -> dict[str, Any] | None:
         """When this content is already stored, record a receipt for a new upload id and
         return it; otherwise None."""
-        with self._db() as db:
-            row = db.execute(
-                "SELECT * FROM receipts WHERE sha256 = ? AND size = ? ORDER BY received_at LIMIT 1",
-                (sha256, length),
-            ).fetchone()
-        if row is None or (sm3 is not None and row["sm3"] != sm3):
+        stored = receipts.first_receipt_of(self.db_path, sha256, length)
+        if stored is None or (sm3 is not None and stored["sm3"] != sm3):
             return None
         obj = self.object_path(sha256)
         try:
@@ -237,20 +178,17 @@ class UploadStore:
         return self.receipt(upload_id)
 
     def _record_receipt(self, upload_id, sha256, sm3, size, station, metadata, *, dedup) -> None:
-        with self._db() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    upload_id,
-                    sha256,
-                    sm3,
-                    size,
-                    station,
-                    json.dumps(metadata, sort_keys=True),
-                    _now(),
-                    int(dedup),
-                ),
-            )
+        receipts.record_receipt(
+            self.db_path,
+            upload_id,
+            sha256,
+            sm3,
+            size,
+            station,
+            metadata,
+            received_at=_now(),
+            dedup=dedup,
+        )
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -314,6 +252,7 @@ class UploadStore:
             return self._jobs.get(upload_id)
 
     def _verify(self, info: UploadInfo) -> None:
+        """Hash the complete upload; store it and record its receipt, or record why not."""
         part = self._part(info.id)
         obj = self.object_path(info.sha256)
         if not part.exists():
@@ -321,62 +260,35 @@ class UploadStore:
             if obj.exists() and obj.stat().st_size == info.length:
                 self._done(info, obj)
             return
-        sha = hashlib.sha256()
-        sm3 = hashlib.new("sm3") if info.sm3 else None
-        buf = bytearray(_READ_BLOCK)
-        view = memoryview(buf)
-        size = 0
-        with open(part, "rb") as f:
-            with contextlib.suppress(OSError, AttributeError):
-                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            while n := f.readinto(buf):
-                sha.update(view[:n])
-                if sm3 is not None:
-                    sm3.update(view[:n])
-                size += n
-        actual = {"sha256": sha.hexdigest(), "size": size}
-        if sm3 is not None:
-            actual["sm3"] = sm3.hexdigest()
+        actual = _digests(part, with_sm3=bool(info.sm3))
         expected = {"sha256": info.sha256, "size": info.length}
         if info.sm3:
             expected["sm3"] = info.sm3
         if actual != expected:
-            reason = {
-                "error": "hash_mismatch",
-                "detail": "the received file does not match the announced hash; re-send it",
-                "expected": expected,
-                "actual": actual,
-            }
-            with self._db() as db:
-                db.execute(
-                    "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
-                    (info.id, info.station, json.dumps(reason), _now()),
-                )
-            self._discard(info.id)
-            logger.warning(
-                "upload %s by %s: hash mismatch (expected %s, got %s)",
-                info.id,
-                info.station,
-                info.sha256,
-                actual["sha256"],
-            )
+            self._mismatch(info, expected, actual)
             return
-        obj.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(part, 0o444)
-        with open(part, "rb") as f:
-            os.fsync(f.fileno())
-        try:
-            # link, never rename: two uploads of the same content finishing together must
-            # not replace a stored object (same bytes, but "never changed once written")
-            os.link(part, obj)
-        except FileExistsError:
-            pass  # already stored by an earlier upload of the same content
-        else:
-            for d in (obj.parent, obj.parent.parent, self.objects_dir):
-                _fsync_dir(d)
+        _link_object(part, obj, self.objects_dir)
         part.unlink()
         _fsync_dir(self.uploads_dir)
         self._done(info, obj)
+
+    def _mismatch(self, info: UploadInfo, expected: dict[str, Any], actual: dict[str, Any]) -> None:
+        """Record why the upload failed verification and delete what was received."""
+        reason = {
+            "error": "hash_mismatch",
+            "detail": "the received file does not match the announced hash; re-send it",
+            "expected": expected,
+            "actual": actual,
+        }
+        receipts.record_failure(self.db_path, info.id, info.station, reason, failed_at=_now())
+        self._discard(info.id)
+        logger.warning(
+            "upload %s by %s: hash mismatch (expected %s, got %s)",
+            info.id,
+            info.station,
+            info.sha256,
+            actual["sha256"],
+        )
 
     def _done(self, info: UploadInfo, obj: Path) -> None:
         self._record_receipt(
@@ -457,318 +369,39 @@ class UploadStore:
         self._executor.shutdown(wait=True, cancel_futures=False)
 
 
-def _receipt_dict(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "upload_id": row["upload_id"],
-        "object_id": f"sha256:{row['sha256']}",
-        "sha256": row["sha256"],
-        "sm3": row["sm3"],
-        "size": row["size"],
-        "station": row["station"],
-        "metadata": json.loads(row["metadata"]),
-        "received_at": row["received_at"],
-        "verified": True,
-        "deduplicated": bool(row["deduplicated"]),
-    }
+def _digests(path: Path, *, with_sm3: bool) -> dict[str, Any]:
+    """The file's SHA-256 (and SM3) and size, from one read pass in reused blocks."""
+    sha = hashlib.sha256()
+    sm3 = hashlib.new("sm3") if with_sm3 else None
+    buf = bytearray(_READ_BLOCK)
+    view = memoryview(buf)
+    size = 0
+    with open(path, "rb") as f:
+        with contextlib.suppress(OSError, AttributeError):
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        while n := f.readinto(buf):
+            sha.update(view[:n])
+            if sm3 is not None:
+                sm3.update(view[:n])
+            size += n
+    actual: dict[str, Any] = {"sha256": sha.hexdigest(), "size": size}
+    if sm3 is not None:
+        actual["sm3"] = sm3.hexdigest()
+    return actual
 
 
-# --------------------------------------------------------------------------------------------
-# HTTP
-
-
-def _tus_headers(extra: dict[str, str] | None = None) -> dict[str, str]:
-    headers = {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store"}
-    if extra:
-        headers.update(extra)
-    return headers
-
-
-def _error(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
-    return JSONResponse(
-        {"error": error, "detail": detail, **extra}, status_code=status, headers=_tus_headers()
-    )
-
-
-def create_upload_router(
-    store: UploadStore,
-    auth,
-    *,
-    prefix: str = "/files",
-    receipt_wait: float = 2.0,
-    lock_wait: float = 30.0,
-) -> APIRouter:
-    """The tus endpoint as a FastAPI router. ``auth`` is a dependency returning the station id."""
-    router = APIRouter(prefix=prefix, tags=["tus"])
-    locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-    def lock_for(upload_id: str) -> asyncio.Lock:
-        lock = locks.get(upload_id)
-        if lock is None:
-            lock = asyncio.Lock()
-            locks[upload_id] = lock
-        return lock
-
-    def check_version(request: Request) -> JSONResponse | None:
-        if request.headers.get("tus-resumable") != TUS_VERSION:
-            return JSONResponse(
-                {"error": "tus_version", "detail": "Tus-Resumable: 1.0.0 is required"},
-                status_code=412,
-                headers={"Tus-Version": TUS_VERSION},
-            )
-        return None
-
-    def receipt_url(request: Request, upload_id: str) -> str:
-        return str(request.url_for("tus_receipt", upload_id=upload_id))
-
-    def own(upload_id: str, station: str) -> tuple[UploadInfo | None, JSONResponse | None]:
-        """The caller's unfinished upload, or the error response to send. Reads files and
-        SQLite (which may wait for a lock): call it with ``run_in_threadpool``."""
-        if not store.valid_id(upload_id):
-            return None, _error(404, "not_found", "no such upload")
-        info = store.load(upload_id)
-        if info is not None:
-            if info.station != station:
-                return None, _error(403, "forbidden", "this upload belongs to another station")
-            return info, None
-        receipt = store.receipt(upload_id)
-        failure = store.failure(upload_id) if receipt is None else None
-        owner = (receipt or failure or {}).get("station")
-        if owner is None:
-            return None, _error(404, "not_found", "no such upload")
-        if owner != station:
-            return None, _error(403, "forbidden", "this upload belongs to another station")
-        if failure is not None:
-            return None, _error(410, "gone", "this upload failed verification; re-send the file")
-        return None, None  # verified: the caller looks at the receipt
-
-    @router.options("/")
-    @router.options("/{upload_id}")
-    async def tus_options() -> Response:
-        return Response(
-            status_code=204,
-            headers=_tus_headers(
-                {
-                    "Tus-Version": TUS_VERSION,
-                    "Tus-Extension": TUS_EXTENSIONS,
-                    "Tus-Max-Size": str(store.max_size),
-                }
-            ),
-        )
-
-    @router.post("/", name="tus_create")
-    async def tus_create(request: Request, station: str = Depends(auth)) -> Response:
-        if (bad := check_version(request)) is not None:
-            return bad
-        if "upload-defer-length" in request.headers:
-            return _error(400, "unsupported", "Upload-Defer-Length is not supported")
-        length_header = request.headers.get("upload-length", "")
-        if not length_header.isdigit():
-            return _error(400, "bad_length", "Upload-Length must be a non-negative integer")
-        length = int(length_header)
-        if length > store.max_size:
-            return _error(413, "too_large", f"Upload-Length exceeds {store.max_size} bytes")
-        try:
-            metadata = decode_metadata(request.headers.get("upload-metadata"))
-        except ValueError:
-            return _error(400, "bad_metadata", "Upload-Metadata is not valid tus metadata")
-        sha256 = metadata.get("sha256", "").lower()
-        sm3 = metadata.get("sm3", "").lower() or None
-        if not HEX64.match(sha256):
-            return _error(400, "bad_metadata", "Upload-Metadata must carry sha256 (64 hex digits)")
-        if sm3 is not None and not HEX64.match(sm3):
-            return _error(400, "bad_metadata", "sm3 in Upload-Metadata must be 64 hex digits")
-        claimed = metadata.setdefault("station", station)
-        if claimed != station:
-            return _error(403, "forbidden", "the station in Upload-Metadata is not the token's")
-        receipt = await run_in_threadpool(store.deduplicate, station, length, sha256, sm3, metadata)
-        if receipt is not None:
-            upload_id = receipt["upload_id"]
-            return JSONResponse(
-                receipt,
-                status_code=201,
-                headers=_tus_headers(
-                    {
-                        "Location": str(request.url_for("tus_head", upload_id=upload_id)),
-                        "Upload-Offset": str(length),
-                        "Upload-Receipt": receipt_url(request, upload_id),
-                    }
-                ),
-            )
-        info = await run_in_threadpool(store.create, station, length, sha256, sm3, metadata)
-        headers = {"Location": str(request.url_for("tus_head", upload_id=info.id))}
-        if length == 0:
-            store.start_verify(info)
-            headers["Upload-Receipt"] = receipt_url(request, info.id)
-        return Response(status_code=201, headers=_tus_headers(headers))
-
-    @router.head("/{upload_id}", name="tus_head")
-    async def tus_head(upload_id: str, request: Request, station: str = Depends(auth)) -> Response:
-        if (bad := check_version(request)) is not None:
-            return bad
-        async with lock_for(upload_id):  # wait for a PATCH still writing
-            info, err = await run_in_threadpool(own, upload_id, station)
-        if err is not None:
-            return Response(status_code=err.status_code, headers=_tus_headers())
-        if info is None:
-            receipt = await run_in_threadpool(store.receipt, upload_id)
-            assert receipt is not None
-            length, offset = receipt["size"], receipt["size"]
-            meta = receipt["metadata"]
-        else:
-            length, offset, meta = info.length, info.offset, info.metadata
-        headers = {
-            "Upload-Offset": str(offset),
-            "Upload-Length": str(length),
-            "Upload-Metadata": encode_metadata(meta),
-        }
-        if offset == length:
-            headers["Upload-Receipt"] = receipt_url(request, upload_id)
-        return Response(status_code=200, headers=_tus_headers(headers))
-
-    @router.patch("/{upload_id}")
-    async def tus_patch(upload_id: str, request: Request, station: str = Depends(auth)) -> Response:
-        if (bad := check_version(request)) is not None:
-            return bad
-        if request.headers.get("content-type") != OFFSET_CONTENT_TYPE:
-            return _error(415, "content_type", f"Content-Type must be {OFFSET_CONTENT_TYPE}")
-        offset_header = request.headers.get("upload-offset", "")
-        if not offset_header.isdigit():
-            return _error(400, "bad_offset", "Upload-Offset must be a non-negative integer")
-        lock = lock_for(upload_id)
-        try:
-            await asyncio.wait_for(lock.acquire(), lock_wait)
-        except TimeoutError:
-            return _error(423, "locked", "another request is writing this upload; retry")
-        try:
-            # reserve before reading the record: expiry cannot delete it from here on, and
-            # one it deleted just before is found gone
-            if not store.begin_write(upload_id):
-                return _error(404, "not_found", "this unfinished upload expired; create it again")
-            try:
-                info, err = await run_in_threadpool(own, upload_id, station)
-                if err is not None:
-                    return err
-                if info is None:
-                    return _error(403, "complete", "this upload is complete and verified")
-                if int(offset_header) != info.offset:
-                    return JSONResponse(
-                        {"error": "offset_mismatch", "detail": "HEAD for the current offset"},
-                        status_code=409,
-                        headers=_tus_headers({"Upload-Offset": str(info.offset)}),
-                    )
-                too_much = await _receive(store, info, request)
-            finally:
-                store.end_write(upload_id)
-        finally:
-            lock.release()
-        headers = {"Upload-Offset": str(info.offset)}
-        if info.offset == info.length:
-            store.start_verify(info)
-            headers["Upload-Receipt"] = receipt_url(request, upload_id)
-        if too_much:
-            return JSONResponse(
-                {"error": "too_much_data", "detail": "the body goes beyond Upload-Length"},
-                status_code=413,
-                headers=_tus_headers(headers),
-            )
-        return Response(status_code=204, headers=_tus_headers(headers))
-
-    @router.delete("/{upload_id}")
-    async def tus_delete(upload_id: str, request: Request, station: str = Depends(auth)):
-        if (bad := check_version(request)) is not None:
-            return bad
-        async with lock_for(upload_id):
-            info, err = await run_in_threadpool(own, upload_id, station)
-            if err is not None:
-                return err
-            if info is None or info.offset == info.length:
-                return _error(
-                    403, "complete", "a complete upload cannot be deleted; stored media stay"
-                )
-            await run_in_threadpool(store.terminate, upload_id)
-        return Response(status_code=204, headers=_tus_headers())
-
-    @router.get("/{upload_id}/receipt", name="tus_receipt")
-    async def tus_receipt(upload_id: str, station: str = Depends(auth)) -> Response:
-        info, err = await run_in_threadpool(own, upload_id, station)
-        if err is not None and err.status_code != 410:
-            return err
-        job = None
-        if info is not None:
-            if info.offset < info.length:
-                return _error(409, "incomplete", "the upload is not complete", offset=info.offset)
-            job = store.start_verify(info)
-            try:
-                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job)), receipt_wait)
-            except TimeoutError:
-                pass  # still verifying: 202 below
-            except Exception:  # noqa: BLE001 - the job's own error, answered below
-                pass
-        receipt = await run_in_threadpool(store.receipt, upload_id)
-        if receipt is not None:
-            return JSONResponse(receipt, headers=_tus_headers())
-        failure = await run_in_threadpool(store.failure, upload_id)
-        if failure is not None:
-            return JSONResponse(failure, status_code=STATUS_HASH_MISMATCH, headers=_tus_headers())
-        # the job this request waited for (the store forgets a finished job at once)
-        job = job or store.verifying(upload_id)
-        if job is not None and job.done() and job.exception() is not None:
-            logger.error("verifying upload %s failed", upload_id, exc_info=job.exception())
-            return _error(500, "verify_failed", "verification failed on the server; ask again")
-        return JSONResponse(
-            {"status": "verifying"}, status_code=202, headers=_tus_headers({"Retry-After": "1"})
-        )
-
-    return router
-
-
-async def _receive(store: UploadStore, info: UploadInfo, request: Request) -> bool:
-    """Append the request body to the upload; make what arrived durable, even when the client
-    went away mid-body. Updates ``info.offset``; returns True when the body was too long."""
-    f = await run_in_threadpool(store.open_for_append, info)
-    left = info.length - info.offset
-    batch = bytearray()
-    written = 0
-    too_much = False
+def _link_object(part: Path, obj: Path, objects_dir: Path) -> None:
+    """Make the verified upload read-only and durable, and link it in as ``obj``."""
+    obj.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(part, 0o444)
+    with open(part, "rb") as f:
+        os.fsync(f.fileno())
     try:
-        try:
-            async for piece in request.stream():
-                if len(piece) > left:
-                    piece = piece[:left]
-                    too_much = True
-                batch += piece
-                left -= len(piece)
-                if len(batch) >= _WRITE_BATCH:
-                    await run_in_threadpool(_write_behind, f, batch)
-                    written += len(batch)
-                    batch = bytearray()
-                if too_much:
-                    break
-        except ClientDisconnect:
-            logger.info("upload %s: client went away after %d bytes", info.id, written + len(batch))
-        if batch:
-            await run_in_threadpool(f.write, batch)
-            written += len(batch)
-        await run_in_threadpool(_flush_sync, f)
-    finally:
-        f.close()
-    if written:
-        info.offset += written
-        await run_in_threadpool(store.save, info)
-    return too_much
-
-
-def _write_behind(f, data: bytearray) -> None:
-    """Write, and start the write-back of what was written (Linux: DONTNEED on dirty pages
-    starts their write-out without waiting), so the fsync before the reply has little left
-    to do and the upload does not fill the page cache."""
-    start = f.tell()
-    f.write(data)
-    f.flush()
-    with contextlib.suppress(OSError, AttributeError):
-        os.posix_fadvise(f.fileno(), start, len(data), os.POSIX_FADV_DONTNEED)
-
-
-def _flush_sync(f) -> None:
-    f.flush()
-    os.fsync(f.fileno())
+        # link, never rename: two uploads of the same content finishing together must
+        # not replace a stored object (same bytes, but "never changed once written")
+        os.link(part, obj)
+    except FileExistsError:
+        pass  # already stored by an earlier upload of the same content
+    else:
+        for d in (obj.parent, obj.parent.parent, objects_dir):
+            _fsync_dir(d)

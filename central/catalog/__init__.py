@@ -1,0 +1,193 @@
+"""The central store's catalog of what stations report over MQTT (SQLite, WAL).
+
+Every SQL statement of the central store lives in this package, and every table has one owner
+module: ``stations`` (status, last seen, the head of each station's audit chain and whether the
+chain holds), ``bays``, ``recorders`` (health), ``events`` (de-duplicated by ``event_id``, and
+the chain check), ``faults``, and ``rejected`` (the last invalid messages, for diagnosis).
+The upload receipts and failures live apart, in their own database file (``receipts.sqlite``
+in the upload store's data folder): ``receipts``, which opens a connection per call. Other
+modules call :class:`CentralCatalog` and the owner modules' named functions;
+tests/test_code_shape.py keeps it so.
+
+This module keeps the core: one connection per thread (``threading.local``), closed once its
+thread has ended (the API's worker threads come and go); the tables created on opening; writes
+in short ``BEGIN IMMEDIATE`` transactions, which the owner modules' write functions join and
+never commit; and a savepoint for one message inside a batch.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from central.catalog import bays, events, faults, recorders, rejected, stations
+
+__all__ = ["CentralCatalog", "now_utc"]
+
+# in the order their tables are created
+TABLES = (stations, bays, recorders, events, faults, rejected)
+
+
+def now_utc() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class CentralCatalog:
+    """The central SQLite catalog; safe to share between threads (a connection each)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conns: dict[threading.Thread, sqlite3.Connection] = {}
+        self._conns_lock = threading.Lock()
+        with self.tx() as conn:
+            for table in TABLES:
+                for statement in table.SCHEMA:
+                    conn.execute(statement)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._conns_lock:
+                # a thread that ended cannot use its connection again: close it here
+                for thread in [t for t in self._conns if not t.is_alive()]:
+                    self._conns.pop(thread).close()
+                self._conns[threading.current_thread()] = conn
+        return conn
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; nested calls join the open one (the consumer commits a batch
+        of messages at once and acknowledges them only after the commit)."""
+        conn = self.conn
+        if conn.in_transaction:
+            yield conn
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def savepoint(self) -> Iterator[sqlite3.Connection]:
+        """One message inside the open transaction: when the block raises an ``Exception``,
+        what it wrote is undone and the error goes on; the transaction stays open."""
+        conn = self.conn
+        conn.execute("SAVEPOINT message")
+        try:
+            yield conn
+        except Exception:
+            conn.execute("ROLLBACK TO message")
+            conn.execute("RELEASE message")
+            raise
+        conn.execute("RELEASE message")
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for conn in self._conns.values():
+                conn.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+    # -- writes (the MQTT consumer) ------------------------------------------------------
+
+    def record_status(
+        self, station: str, doc: dict[str, Any] | None, *, live: bool, received_at: str
+    ) -> None:
+        """The retained station status; ``live`` is False for a retained value replayed on
+        subscribing (it says nothing about when the station was last heard)."""
+        with self.tx() as conn:
+            stations.ensure(conn, station)
+            stations.record_status(conn, station, doc, live=live, received_at=received_at)
+
+    def record_bay(
+        self, station: str, bay: int, doc: dict[str, Any] | None, *, received_at: str
+    ) -> None:
+        with self.tx() as conn:
+            stations.ensure(conn, station)
+            bays.record(conn, station, bay, doc, received_at)
+
+    def record_recorder(self, station: str, doc: dict[str, Any], *, received_at: str) -> None:
+        with self.tx() as conn:
+            stations.ensure(conn, station)
+            recorders.record(conn, station, doc, received_at)
+
+    def record_fault(
+        self, station: str, fault_id: str, doc: dict[str, Any] | None, *, received_at: str
+    ) -> None:
+        """An open fault (retained payload) or its clearing (empty retained payload)."""
+        with self.tx() as conn:
+            stations.ensure(conn, station)
+            faults.record(conn, station, fault_id, doc, received_at)
+
+    def record_event(self, doc: dict[str, Any], *, received_at: str) -> str:
+        """Store one audit event and check the chain; returns ``stored`` or ``duplicate``."""
+        with self.tx() as conn:
+            return events.record(conn, doc, received_at=received_at)
+
+    def record_rejected(self, topic: str, reason: str, payload: bytes) -> None:
+        with self.tx() as conn:
+            rejected.record(conn, topic, reason, payload, now_utc())
+
+    # -- reads (the JSON API) ------------------------------------------------------------
+
+    def missing_ranges(self, station: str, limit: int = 20) -> list[tuple[int, int]]:
+        """Seq ranges not received between the complete head and the highest seq seen."""
+        return events.missing_ranges(self.conn, station, limit)
+
+    def station_view(self, row: dict[str, Any]) -> dict[str, Any]:
+        return stations.view(row, self.missing_ranges(row["station"]))
+
+    def stations(self) -> list[dict[str, Any]]:
+        return [self.station_view(r) for r in stations.rows(self.conn)]
+
+    def station(self, station: str) -> dict[str, Any] | None:
+        row = stations.row(self.conn, station)
+        return self.station_view(row) if row else None
+
+    def bays(self, station: str) -> list[dict[str, Any]]:
+        return bays.listing(self.conn, station)
+
+    def recorders(self, station: str | None = None) -> list[dict[str, Any]]:
+        return recorders.listing(self.conn, station)
+
+    def faults(
+        self, *, include_resolved: bool = False, now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        return faults.listing(self.conn, include_resolved=include_resolved, now=now)
+
+    def events(self, station: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return events.listing(self.conn, station, limit)
+
+    def event_ids(self, station: str) -> list[str]:
+        return events.event_ids(self.conn, station)
+
+    def counts(self) -> dict[str, int]:
+        conn = self.conn
+        return {
+            "stations": stations.count(conn),
+            "events": events.count(conn),
+            "open_faults": faults.open_count(conn),
+            "rejected": rejected.count(conn),
+            "broken_chains": stations.broken_count(conn),
+        }

@@ -1,0 +1,175 @@
+"""The stations (table ``stations``): each station's status, when it was last heard, its event
+counts and the state of its audit chain.
+
+The chain columns (``chain_seq``/``chain_hash``, the head of the part complete from seq 1;
+``chain_max_seq``; ``chain_ok`` and ``chain_problem``) are moved by :mod:`central.catalog.events`,
+which checks the chain, through the named functions here. Every function takes the thread's
+connection; the writes run inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from sync.wire.chain import GENESIS, canonical
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS stations (
+        station TEXT PRIMARY KEY,
+        status TEXT,
+        status_payload TEXT,
+        status_at TEXT,
+        last_seen TEXT,
+        chain_seq INTEGER NOT NULL DEFAULT 0,
+        chain_hash TEXT NOT NULL DEFAULT '"""
+    + GENESIS
+    + """',
+        chain_max_seq INTEGER NOT NULL DEFAULT 0,
+        chain_ok INTEGER NOT NULL DEFAULT 1,
+        chain_problem TEXT,
+        chain_problem_at TEXT,
+        events INTEGER NOT NULL DEFAULT 0,
+        duplicates INTEGER NOT NULL DEFAULT 0
+    )""",
+]
+
+# -- writes (the MQTT consumer) --------------------------------------------------------------
+
+
+def ensure(conn: sqlite3.Connection, station: str) -> None:
+    """Make the station known (every message does, whatever it carries)."""
+    conn.execute("INSERT OR IGNORE INTO stations (station) VALUES (?)", (station,))
+
+
+def seen(conn: sqlite3.Connection, station: str, at: str) -> None:
+    conn.execute(
+        "UPDATE stations SET last_seen = max(coalesce(last_seen, ''), ?) WHERE station = ?",
+        (at, station),
+    )
+
+
+def record_status(
+    conn: sqlite3.Connection,
+    station: str,
+    doc: dict[str, Any] | None,
+    *,
+    live: bool,
+    received_at: str,
+) -> None:
+    """The retained station status, or its clearing (``doc`` None)."""
+    if doc is None:
+        conn.execute(
+            "UPDATE stations SET status = NULL, status_payload = NULL, status_at = ?"
+            " WHERE station = ?",
+            (received_at, station),
+        )
+        return
+    conn.execute(
+        "UPDATE stations SET status = ?, status_payload = ?, status_at = ? WHERE station = ?",
+        (doc["state"], canonical(doc), doc.get("at") or received_at, station),
+    )
+    if live and doc["state"] != "offline":
+        seen(conn, station, received_at)
+
+
+def count_duplicate(conn: sqlite3.Connection, station: str) -> None:
+    conn.execute(
+        "UPDATE stations SET duplicates = duplicates + 1 WHERE station = ?",
+        (station,),
+    )
+
+
+def count_event(conn: sqlite3.Connection, station: str, seq: int) -> None:
+    conn.execute(
+        "UPDATE stations SET events = events + 1,"
+        " chain_max_seq = max(chain_max_seq, ?) WHERE station = ?",
+        (seq, station),
+    )
+
+
+def chain_ok(conn: sqlite3.Connection, station: str) -> bool:
+    row = conn.execute("SELECT chain_ok FROM stations WHERE station = ?", (station,)).fetchone()
+    return bool(row["chain_ok"])
+
+
+def mark_broken(conn: sqlite3.Connection, station: str, problem: str, at: str) -> None:
+    """The chain no longer holds, for good: ``problem`` says why."""
+    conn.execute(
+        "UPDATE stations SET chain_ok = 0, chain_problem = ?, chain_problem_at = ?"
+        " WHERE station = ?",
+        (problem, at, station),
+    )
+
+
+def chain_head(conn: sqlite3.Connection, station: str) -> tuple[int, str]:
+    """The seq and hash of the last event of the part complete from seq 1."""
+    row = conn.execute(
+        "SELECT chain_seq, chain_hash FROM stations WHERE station = ?", (station,)
+    ).fetchone()
+    return int(row["chain_seq"]), row["chain_hash"]
+
+
+def move_head(conn: sqlite3.Connection, station: str, seq: int, digest: str) -> None:
+    conn.execute(
+        "UPDATE stations SET chain_seq = ?, chain_hash = ? WHERE station = ?",
+        (seq, digest, station),
+    )
+
+
+# -- reads (the JSON API) --------------------------------------------------------------------
+
+
+def chain_span(conn: sqlite3.Connection, station: str) -> tuple[int, int] | None:
+    """The complete head's seq and the highest seq seen; None for an unknown station."""
+    row = conn.execute(
+        "SELECT chain_seq, chain_max_seq FROM stations WHERE station = ?", (station,)
+    ).fetchone()
+    return None if row is None else (row["chain_seq"], row["chain_max_seq"])
+
+
+def rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute("SELECT * FROM stations ORDER BY station")]
+
+
+def row(conn: sqlite3.Connection, station: str) -> dict[str, Any] | None:
+    found = [dict(r) for r in conn.execute("SELECT * FROM stations WHERE station = ?", (station,))]
+    return found[0] if found else None
+
+
+def view(row: dict[str, Any], missing: list[tuple[int, int]]) -> dict[str, Any]:
+    """What the JSON API shows of a station; ``missing`` are the seq ranges not received."""
+    if not row["chain_ok"]:
+        state = "broken"
+    elif missing:
+        state = "gap"
+    else:
+        state = "ok"
+    return {
+        "station": row["station"],
+        "status": row["status"],
+        "status_at": row["status_at"],
+        "status_detail": json.loads(row["status_payload"]) if row["status_payload"] else None,
+        "last_seen": row["last_seen"],
+        "events": row["events"],
+        "duplicates": row["duplicates"],
+        "chain": {
+            "state": state,
+            "ok": bool(row["chain_ok"]),
+            "head_seq": row["chain_seq"],
+            "head_hash": row["chain_hash"],
+            "max_seq": row["chain_max_seq"],
+            "missing": [list(r) for r in missing],
+            "problem": row["chain_problem"],
+            "problem_at": row["chain_problem_at"],
+        },
+    }
+
+
+def count(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM stations").fetchone()[0]
+
+
+def broken_count(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM stations WHERE chain_ok = 0").fetchone()[0]
