@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.catalog import Catalog, sessions
+from agent.catalog import Catalog, audit, recordings, sessions
 from agent.catalog.audit import AuditEntry
 from agent.store import MANIFEST, MARKER, SESSION_RECORD, TEMP_PREFIX, Store
 from agent.store.hashing import hash_file
@@ -46,20 +46,21 @@ class VerifyReport:
 def verify(catalog: Catalog, store: Store, *, buffer_bytes: int = 4 * 1024 * 1024) -> VerifyReport:
     report = VerifyReport()
     buf = memoryview(bytearray(buffer_bytes))
-    report.problems.extend(catalog.check_audit_chain())
-    audit = {e.seq: e for e in catalog.audit_entries()}
-    report.audit_entries = len(audit)
+    report.problems.extend(audit.check_chain(catalog))
+    entries = {e.seq: e for e in audit.entries(catalog)}
+    report.audit_entries = len(entries)
     _check_marker(catalog, store, report)
     by_session: dict[str, list[dict[str, Any]]] = {}
-    for row in catalog.recordings():
+    for row in recordings.listing(catalog):
         by_session.setdefault(row["session_id"], []).append(row)
-        _check_recording(row, audit, store, buf, report)
+        _check_recording(row, entries, store, buf, report)
     session_dirs = sessions.store_dirs(catalog)
     _check_manifests(by_session, session_dirs, store, report)
     known = {r["store_path"] for rows in by_session.values() for r in rows}
     _check_unknown_files(known, session_dirs, store, report)
     with catalog.tx():
-        catalog.append_audit(
+        audit.append(
+            catalog,
             "verify",
             "store",
             {
@@ -84,14 +85,14 @@ def _check_marker(catalog: Catalog, store: Store, report: VerifyReport) -> None:
 
 def _check_recording(
     row: dict[str, Any],
-    audit: dict[int, AuditEntry],
+    entries: dict[int, AuditEntry],
     store: Store,
     buf: memoryview,
     report: VerifyReport,
 ) -> None:
     """The row agrees with its audit entry, and the store copy with the row."""
     rel = row["store_path"]
-    entry = audit.get(row["audit_seq"])
+    entry = entries.get(row["audit_seq"])
     if entry is None:
         report.problems.append(
             f"{rel}: its audit entry {row['audit_seq']} is missing from the audit log"

@@ -24,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+from agent.catalog import audit
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import paho.mqtt.client as mqtt  # noqa: E402
@@ -43,7 +45,7 @@ def fill(catalog: Catalog, n: int) -> list[tuple[str, bytes]]:
     for start in range(0, n, 500):
         with catalog.tx():
             for i in range(start, min(n, start + 500)):
-                catalog.append_audit("bench.event", f"item-{i}", {"i": i, "pad": "x" * 200})
+                audit.append(catalog, "bench.event", f"item-{i}", {"i": i, "pad": "x" * 200})
     return [(m.topic, m.payload) for m in outbox.pending(catalog.conn, limit=n + 10)]
 
 

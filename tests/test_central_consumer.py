@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from agent.catalog import Catalog, outbox
+from agent.catalog import Catalog, audit, outbox
 from agent.catalog.faults import report_fault, resolve_fault
 from central.app import create_app
 from central.catalog import CentralCatalog
@@ -59,10 +59,10 @@ def feed(consumer: MqttConsumer, messages: list[tuple[str, bytes]]) -> list[str]
 def test_station_and_central_agree_on_the_entry_hash(home: Path, central: MqttConsumer) -> None:
     station = Catalog(home / "catalog.db", station_id=STATION)
     add_events(station, 5)
-    for e in station.audit_entries():
+    for e in audit.entries(station):
         data = json.dumps(e.data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         assert entry_hash(e.prev_hash, e.seq, e.at, e.kind, e.subject, data) == e.hash
-    assert station.check_audit_chain() == []
+    assert audit.check_chain(station) == []
     feed(central, station_messages(station))
     events = central.catalog.events(STATION)
     assert len(events) == 5 and all(e["hash_ok"] for e in events)
@@ -76,7 +76,7 @@ def test_continuous_chain_is_ok_and_its_head_is_the_stations(
     assert set(feed(central, station_messages(station))) == {"stored"}
     view = central.catalog.station(STATION)
     assert view["chain"]["state"] == "ok"
-    assert (view["chain"]["head_seq"], view["chain"]["head_hash"]) == station.head()
+    assert (view["chain"]["head_seq"], view["chain"]["head_hash"]) == audit.head(station)
 
 
 def test_duplicates_are_dropped_by_event_id(home: Path, central: MqttConsumer) -> None:
@@ -120,7 +120,7 @@ def test_rewritten_history_is_flagged(home: Path, tmp_path: Path, central: MqttC
     forged = Catalog(tmp_path / "other" / "catalog.db", station_id=STATION)
     for i in range(3):
         with forged.tx():
-            forged.append_audit("test.event", f"forged-{i}", {"i": -i})
+            audit.append(forged, "test.event", f"forged-{i}", {"i": -i})
     feed(central, station_messages(forged)[:1])
     view = central.catalog.station(STATION)
     assert view["chain"]["state"] == "broken" and view["chain"]["ok"] is False
@@ -384,7 +384,7 @@ def test_events_exactly_once_across_a_broker_outage_and_station_restarts(
     assert len(got) == len(set(got)) == len(ids), "each event exactly once in the catalog"
     assert set(got) == set(ids), "zero lost"
     view = central_cat.station(STATION)
-    assert view["chain"]["state"] == "ok" and view["chain"]["head_seq"] == station.head()[0]
+    assert view["chain"]["state"] == "ok" and view["chain"]["head_seq"] == audit.head(station)[0]
     assert consumer.stats["rejected"] == 0
     print(
         f"outage {outage_s:.0f}s: {len(ids)} events, duplicates dropped by the central store: "

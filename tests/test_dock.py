@@ -358,17 +358,16 @@ def test_bay_state_row_audit_and_retained_topic_commit_together(tmp_path):
     class Boom(Exception):
         pass
 
-    original = catalog.append_audit
     calls = {"n": 0}
 
     def failing(*args: Any) -> Any:
         calls["n"] += 1
         raise Boom
 
-    catalog.append_audit = failing  # type: ignore[method-assign]
-    with pytest.raises(Boom):
-        set_bay_state(catalog, 2, State.READY, device_serial="S1")
-    catalog.append_audit = original  # type: ignore[method-assign]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr("agent.catalog.audit.append", failing)
+        with pytest.raises(Boom):
+            set_bay_state(catalog, 2, State.READY, device_serial="S1")
     assert calls["n"] == 1
     assert catalog.query("SELECT state FROM bays WHERE bay = 2")[0]["state"] == "not_ready"
     assert len(catalog.query("SELECT * FROM outbox WHERE topic = 'recdock/st-1/bay/2'")) == 1

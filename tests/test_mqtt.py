@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.catalog import Catalog, outbox
+from agent.catalog import Catalog, audit, outbox
 from agent.config.links import MqttConfig, MqttTls
 from sync.mqtt.link import MqttLink
 from sync.mqtt.publisher import OutboxPublisher
@@ -53,7 +53,7 @@ def add_events(catalog: Catalog, n: int, start: int = 0) -> list[str]:
     ids = []
     for i in range(start, start + n):
         with catalog.tx():
-            entry = catalog.append_audit("test.event", f"item-{i}", {"i": i})
+            entry = audit.append(catalog, "test.event", f"item-{i}", {"i": i})
         ids.append(f"{catalog.station_id}:{catalog.catalog_id}:{entry.seq}")
     return ids
 

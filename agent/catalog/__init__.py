@@ -5,10 +5,11 @@ SQLite, WAL, ``synchronous=FULL``. Migrations are registered functions
 
 Every SQL statement of the station lives in this package, and every table has one owner
 module: ``sessions``, ``recordings``, ``audit``, ``outbox``, ``faults``, ``checks``, ``bays``
-(and ``meta`` here). Other layers call their named functions; tests/test_sql_only_in_catalog.py
-keeps it so. A write that must be atomic with others runs inside :meth:`Catalog.tx`
-(``BEGIN IMMEDIATE``): the owner modules' write functions take the open connection and never
-commit (rule 3, docs/architecture.md).
+(and ``meta`` here). Other layers call their named functions (``audit.append(catalog, ...)``,
+``recordings.pending_upload(catalog)``); tests/test_code_shape.py keeps it so. This module is
+the core the owners build on, and imports none of them. A write that must be atomic with
+others runs inside :meth:`Catalog.tx` (``BEGIN IMMEDIATE``): the owner modules' write
+functions take the open connection and never commit (rule 3, docs/architecture.md).
 
 A catalog belongs to one store: both carry the same ``catalog_id`` (the store in
 ``store/.catalog-id``). A catalog that is new, missing or does not match its store is never
@@ -37,8 +38,6 @@ from sync.wire.chain import canonical
 
 if TYPE_CHECKING:
     import sqlite_utils
-
-    from agent.catalog.audit import AuditEntry
 
 log = logging.getLogger(__name__)
 
@@ -167,34 +166,6 @@ class Catalog:
             return cur.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
-
-    def append_audit(self, kind: str, subject: str, data: dict[str, Any]) -> AuditEntry:
-        """Append one hash-chained entry, and queue it for MQTT, in the open transaction."""
-        from agent.catalog import audit
-
-        return audit.append(self, kind, subject, data)
-
-    def head(self) -> tuple[int, str]:
-        """The audit log's last sequence number and hash."""
-        from agent.catalog import audit
-
-        return audit.head(self)
-
-    def audit_entries(self) -> Iterator[AuditEntry]:
-        from agent.catalog import audit
-
-        return audit.entries(self)
-
-    def check_audit_chain(self) -> list[str]:
-        from agent.catalog import audit
-
-        return audit.check_chain(self)
-
-    def recordings(self) -> list[dict[str, Any]]:
-        """Every catalogued recording, in the order they were stored."""
-        from agent.catalog import recordings
-
-        return recordings.listing(self)
 
     @property
     def db(self) -> sqlite_utils.Database:

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from agent.catalog import recordings
 from agent.cli.common import Ctx
 
 
@@ -15,7 +16,7 @@ from agent.cli.common import Ctx
 def catalog(c: Ctx, as_json: bool) -> None:
     """List catalogued recordings."""
     cat = c.catalog(create=False)
-    rows = cat.recordings()
+    rows = recordings.listing(cat)
     if as_json:
         for r in rows:
             click.echo(json.dumps(r, ensure_ascii=False, sort_keys=True))

@@ -24,7 +24,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from agent.catalog import Catalog, now_utc, recordings
+from agent.catalog import Catalog, audit, now_utc, recordings
 from agent.offload.report import FileResult, OffloadReport
 from agent.recorder.media import MediaFile
 from agent.recorder.status import RecorderInfo
@@ -150,7 +150,7 @@ class Clearer:
                 }
                 if note:
                     data["note"] = note
-                self.catalog.append_audit("file.removed_from_recorder", name, data)
+                audit.append(self.catalog, "file.removed_from_recorder", name, data)
 
     def settle_announced(self, info: RecorderInfo, media: list[MediaFile]) -> None:
         """Record removals a dead process made but did not record (see :meth:`remove`)."""

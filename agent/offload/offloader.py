@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.catalog import Catalog, canonical, now_utc, recordings, sessions
+from agent.catalog import Catalog, audit, canonical, now_utc, recordings, sessions
 from agent.config import Config
 from agent.errors import (
     CatalogError,
@@ -172,7 +172,7 @@ class Offloader:
             "problems": len(problems),
             "clock_offset_s": round(drift, 3) if drift is not None else None,
         }
-        audit = {
+        start_entry = {
             "device_serial": info.serial,
             "officer_id": info.officer,
             "unit": info.unit,
@@ -180,7 +180,7 @@ class Offloader:
             "files_seen": len(media),
             "problems": problems,
         }
-        open_session(self.catalog, row, audit)
+        open_session(self.catalog, row, start_entry)
 
     # -- the per-file loop --------------------------------------------------------------
 
@@ -287,7 +287,8 @@ class Offloader:
                 self._catalogue(conn, p, report.session_id, info, profile, at)
                 p.result.status = "stored"
             for r in errors:
-                self.catalog.append_audit(
+                audit.append(
+                    self.catalog,
                     "file.error",
                     r.source_path,
                     {
@@ -314,7 +315,8 @@ class Offloader:
         self, conn: Any, p: Pending, session_id: str, info: RecorderInfo, profile: Profile, at: str
     ) -> None:
         """One verified copy: its ``file.stored`` entry and its row."""
-        entry = self.catalog.append_audit(
+        entry = audit.append(
+            self.catalog,
             "file.stored",
             p.store_path,
             {

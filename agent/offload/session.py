@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agent.catalog import Catalog, now_utc, recordings, sessions
+from agent.catalog import Catalog, audit, now_utc, recordings, sessions
 from agent.store import Store
 
 
@@ -55,12 +55,12 @@ def new_session_id(now: datetime) -> str:
 def open_session(
     catalog: Catalog,
     row: dict[str, Any],
-    audit: dict[str, Any],
+    start_entry: dict[str, Any],
 ) -> None:
     """The session's row and its ``session.start`` entry, in one transaction."""
     with catalog.tx() as conn:
         sessions.insert(conn, row)
-        catalog.append_audit("session.start", row["id"], audit)
+        audit.append(catalog, "session.start", row["id"], start_entry)
 
 
 def finalize_session(catalog: Catalog, store: Store, session_id: str, state: str) -> None:
@@ -79,7 +79,8 @@ def finalize_session(catalog: Catalog, store: Store, session_id: str, state: str
     with catalog.tx() as conn:
         if not sessions.end(conn, session_id, state, ended):
             return  # already ended: one session.end entry per session
-        catalog.append_audit(
+        audit.append(
+            catalog,
             "session.end",
             session_id,
             {"state": state, "files_stored": len(recs), "device_serial": sess["device_serial"]},

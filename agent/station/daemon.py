@@ -296,7 +296,7 @@ class Station:
             device_serial=event.serial,
             reason=reason,
             port=docking.port,
-            audit=(
+            also=(
                 "device.unknown",
                 event.serial or f"{event.vendor_id}:{event.product_id}",
                 {
