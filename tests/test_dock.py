@@ -13,7 +13,6 @@ import os
 import queue
 import socket
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,76 +29,8 @@ from agent.seams.dock.udev import UdevDock
 from agent.seams.indicators.patterns import State
 from agent.seams.mount import Mounter, MountError, NotMatchedError
 from tests.conftest import needs_fusefat
+from tests.fake_pyudev import PORT, FakeContext, FakeDevice, FakeMonitor, usb_disk
 from tests.recorders import make_fat_recorder, make_folder_recorder
-
-PORT = "platform-fd500000.pcie-pci-0000:01:00.0-usb-0:1.2:1.0-scsi-0:0:0:0"
-
-
-# --- fake pyudev objects (the udev seam) ---------------------------------------------------------
-
-
-@dataclass
-class FakeDevice:
-    device_path: str
-    properties: dict[str, str] = field(default_factory=dict)
-    attributes: dict[str, bytes] = field(default_factory=dict)
-    device_node: str | None = None
-    action: str | None = None
-    parent: FakeDevice | None = None
-
-    def find_parent(self, subsystem: str, device_type: str | None = None) -> FakeDevice | None:
-        return self.parent
-
-
-class FakeContext:
-    def __init__(self, devices: list[FakeDevice], log: list[str]) -> None:
-        self.devices = devices
-        self.log = log
-
-    def list_devices(self, **match: str) -> list[FakeDevice]:
-        self.log.append(f"list {sorted(match.items())}")
-        return [
-            d
-            for d in self.devices
-            if all(d.properties.get(k) == v for k, v in match.items() if k != "subsystem")
-        ]
-
-
-class FakeMonitor:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-        self.events: queue.Queue[FakeDevice] = queue.Queue()
-
-    def filter_by(self, subsystem: str) -> None:
-        self.log.append(f"filter {subsystem}")
-
-    def start(self) -> None:
-        self.log.append("monitor started")
-
-    def poll(self, timeout: float) -> FakeDevice | None:
-        try:
-            return self.events.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-
-def usb_disk(
-    devpath: str,
-    devnode: str,
-    *,
-    vid="1209",
-    pid="0001",
-    serial="SIM0001",
-    id_path=PORT,
-    fs="vfat",
-    action=None,
-) -> FakeDevice:
-    parent = FakeDevice(
-        "/devices/usb1/1-1",
-        {"ID_VENDOR_ID": vid, "ID_MODEL_ID": pid, "ID_SERIAL_SHORT": serial},
-    )
-    props = {"ID_FS_USAGE": "filesystem", "ID_BUS": "usb", "ID_FS_TYPE": fs, "ID_PATH": id_path}
-    return FakeDevice(devpath, props, {}, devnode, action, parent)
 
 
 def config(**kw: Any) -> Config:
