@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import errno
 
-#: errno values that mean the recorder itself went away (unplugged, FUSE process died).
-GONE_ERRNOS = {errno.ENOTCONN, errno.ENODEV, errno.ENXIO, errno.ESHUTDOWN, errno.ENOENT}
+#: errno values that mean the recorder itself went away (unplugged, its FUSE process died or
+#: its connection aborted).
+GONE_ERRNOS = {
+    errno.ENOTCONN,
+    errno.ENODEV,
+    errno.ENXIO,
+    errno.ESHUTDOWN,
+    errno.ECONNABORTED,
+    errno.ENOENT,
+}
 #: errno values that mean a disk is full.
 FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 

@@ -112,7 +112,7 @@ class Copier:
         """Copy ``m`` into the session's folder; None when it was already in the store."""
         fd = self._open(source, m)
         try:
-            before = os.fstat(fd)
+            before = _fstat(fd, m)
             result.mtime_ns = before.st_mtime_ns
             start, end, _origin = recorded_times(profile, m)
             age = (self.clock() - start).total_seconds() / 3600 if start else None
@@ -149,7 +149,7 @@ class Copier:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise RecorderError(f"{m.name}: became a symbolic link: not followed") from exc
-            if exc.errno in (errno.ENOTCONN, errno.ENODEV, errno.ENXIO, errno.ESHUTDOWN):
+            if exc.errno in GONE_ERRNOS - {errno.ENOENT}:
                 raise RecorderGoneError(
                     f"{m.name}: the recorder went away ({exc.strerror}); nothing was removed "
                     "from it. Dock it again to finish the offload"
@@ -237,7 +237,7 @@ def check_unchanged(
     source: Path, m: MediaFile, before: os.stat_result, fd: int, digest: Digest
 ) -> None:
     """The source still has the size and mtime it had when it was opened (rule 1)."""
-    after = os.fstat(fd)
+    after = _fstat(fd, m)
     try:
         now = os.lstat(os.path.join(os.fsencode(source), m.relpath))
     except OSError as exc:
@@ -257,6 +257,19 @@ def check_unchanged(
             f"{now.st_size}); the copy was discarded and the file stays on the recorder. "
             "It is offloaded at the next docking"
         )
+
+
+def _fstat(fd: int, m: MediaFile) -> os.stat_result:
+    """The open recorder file's status; a recorder that went away says so."""
+    try:
+        return os.fstat(fd)
+    except OSError as exc:
+        if exc.errno in GONE_ERRNOS:
+            raise RecorderGoneError(
+                f"{m.name}: the recorder went away ({exc.strerror}); nothing was removed "
+                "from it. Dock it again to finish the offload"
+            ) from exc
+        raise RecorderError(f"{m.name}: cannot read its status ({exc.strerror})") from exc
 
 
 def close_source(fd: int, name: str) -> None:
