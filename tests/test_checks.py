@@ -586,7 +586,9 @@ def test_cli_check_exits_1_when_not_ready(tmp_path: Path, home: Path) -> None:
 
 
 def test_cli_simulated_station_clock_sets_then_redock_confirms(tmp_path: Path, home: Path) -> None:
-    cfg = write_config(tmp_path)
+    # the simulated recorder writes its clock when it is docked, and each check runs later in a
+    # subprocess: a 30 s tolerance keeps a loaded machine's delays out of a one-hour offset
+    cfg = write_config(tmp_path, clock_tolerance_s=30)
     root = make_folder_recorder(tmp_path / "rec", files=0, clock_offset=3600)
     first = recdock(
         "check", str(root), "--simulated-station-clock", "synchronised", home=home, config=cfg

@@ -465,7 +465,8 @@ def test_four_recorders_docked_at_once(station: Station, tmp_path):
     for bay, t0 in plugged.items():
         assert first_change(station, BAY_PINS[bay], t0 - 0.5) - t0 < 1.0, f"bay {bay}"
     for bay in BAY_PINS:
-        assert station.wait_state(bay, "ready", "not_ready", timeout=120)["state"] == "ready"
+        row = station.wait_state(bay, "ready", "not_ready", timeout=120)
+        assert row["state"] == "ready", f"bay {bay}: {row}"
     status = station.status()
     assert [b["state"] for b in status["bays"]] == ["ready"] * 4
     for bay in BAY_PINS:
