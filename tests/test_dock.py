@@ -271,6 +271,24 @@ def test_sd_notify_sends_datagrams_to_notify_socket(tmp_path, monkeypatch):
     assert sdnotify.ready() is False  # not under systemd: a no-op
 
 
+def test_sd_notify_never_hangs_on_a_reader_that_does_not_keep_up(tmp_path, monkeypatch):
+    """A notify socket nobody reads fills up (net.unix.max_dgram_qlen): a send gives up
+    after SEND_TIMEOUT_S instead of blocking the daemon, its stop included."""
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    monkeypatch.setattr(sdnotify, "SEND_TIMEOUT_S", 0.2)
+    try:
+        limit = int(Path("/proc/sys/net/unix/max_dgram_qlen").read_text())
+        sent = [sdnotify.watchdog() for _ in range(limit + 5)]
+        assert sent[:limit] == [True] * limit and sent[-1] is False  # dropped, not stuck
+        assert sock.recv(4096) == b"WATCHDOG=1"  # the queue moves again once read
+        assert sdnotify.stopping()
+    finally:
+        sock.close()
+
+
 # --- one bay state change, one transaction (rule 3) ---------------------------------
 
 
