@@ -39,7 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from central.upload import HEX64, UploadInfo, UploadStore
-from sync.wire.tusmeta import TUS_VERSION, decode_metadata, encode_metadata
+from sync.wire.tusmeta import TUS_VERSION, ascii_int, decode_metadata, encode_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +166,9 @@ def _creation(request: Request, station: str, max_size: int) -> _Creation | JSON
     """The upload a creation request announces, or the error response to send."""
     if "upload-defer-length" in request.headers:
         return _error(400, "unsupported", "Upload-Defer-Length is not supported")
-    length_header = request.headers.get("upload-length", "")
-    if not length_header.isdigit():
-        return _error(400, "bad_length", "Upload-Length must be a non-negative integer")
-    length = int(length_header)
+    length = ascii_int(request.headers.get("upload-length"))
+    if length is None:
+        return _error(400, "bad_length", "Upload-Length must be 1-20 ASCII digits")
     if length > max_size:
         return _error(413, "too_large", f"Upload-Length exceeds {max_size} bytes")
     try:
@@ -273,16 +272,16 @@ async def tus_patch(upload_id: str, request: Request, tus: Tus, station: Station
         return bad
     if request.headers.get("content-type") != OFFSET_CONTENT_TYPE:
         return _error(415, "content_type", f"Content-Type must be {OFFSET_CONTENT_TYPE}")
-    offset_header = request.headers.get("upload-offset", "")
-    if not offset_header.isdigit():
-        return _error(400, "bad_offset", "Upload-Offset must be a non-negative integer")
+    offset = ascii_int(request.headers.get("upload-offset"))
+    if offset is None:
+        return _error(400, "bad_offset", "Upload-Offset must be 1-20 ASCII digits")
     lock = tus.lock_for(upload_id)
     try:
         await asyncio.wait_for(lock.acquire(), tus.lock_wait)
     except TimeoutError:
         return _error(423, "locked", "another request is writing this upload; retry")
     try:
-        written = await _append(tus.store, upload_id, station, int(offset_header), request)
+        written = await _append(tus.store, upload_id, station, offset, request)
     finally:
         lock.release()
     if isinstance(written, JSONResponse):
