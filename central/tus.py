@@ -13,8 +13,9 @@ Rules this module keeps:
 * ``GET <upload>/receipt`` answers 202 while verifying, 200 with the receipt, 460 with a JSON
   reason on a hash mismatch. The last ``PATCH`` and a ``HEAD`` of a complete upload carry an
   ``Upload-Receipt`` header with that URL.
-* A creation whose ``sha256`` (and size, and SM3 when given) is already stored is answered ``201``
-  with ``Upload-Offset`` equal to ``Upload-Length`` and an ``Upload-Receipt``: nothing is re-sent.
+* A creation whose ``sha256`` (and size, and SM3 when given) the same station already uploaded is
+  answered ``201`` with ``Upload-Offset`` equal to ``Upload-Length`` and an ``Upload-Receipt``:
+  nothing is re-sent. Another station's uploads never answer it.
 * A station sees only its own uploads and receipts; there is no route that reads stored media, and
   ``DELETE`` only terminates an unfinished upload.
 * A ``PATCH`` reserves its upload (:meth:`~central.upload.UploadStore.begin_write`) before it

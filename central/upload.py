@@ -12,8 +12,10 @@ The tus endpoint (:mod:`central.tus`) serves this store over HTTP. Rules this mo
   ``objects/sha256/ab/cd/<sha256>`` (fsync file, link, fsync folders) and records a receipt in
   ``receipts.sqlite`` (:mod:`central.catalog.receipts`); a mismatch deletes the partial upload and
   records why.
-* Content already stored (same ``sha256`` and size, and SM3 when given) gets a receipt for a new
-  upload id at once (:meth:`UploadStore.deduplicate`): nothing is re-sent.
+* Content the same station already uploaded (same ``sha256`` and size, and SM3 when given) gets
+  a receipt for a new upload id at once (:meth:`UploadStore.deduplicate`): nothing is re-sent.
+  Another station's uploads never answer a creation: a station that knows a hash sends the
+  bytes, and its metadata never goes on another station's receipt.
 * Expiry deletes an unfinished upload only under a reservation a ``PATCH`` cannot take at the same
   time (``begin_write``): never an upload being written, and a ``PATCH`` that comes while expiry
   holds its upload is refused.
@@ -161,9 +163,10 @@ class UploadStore:
     def deduplicate(
         self, station: str, length: int, sha256: str, sm3: str | None, metadata
     ) -> dict[str, Any] | None:
-        """When this content is already stored, record a receipt for a new upload id and
-        return it; otherwise None."""
-        stored = receipts.first_receipt_of(self.db_path, sha256, length)
+        """When ``station`` itself already uploaded this content and it is stored, record a
+        receipt for a new upload id and return it; otherwise None (the bytes are sent, and the
+        store still keeps one object: :func:`_link_object`)."""
+        stored = receipts.first_receipt_of(self.db_path, station, sha256, length)
         if stored is None or (sm3 is not None and stored["sm3"] != sm3):
             return None
         obj = self.object_path(sha256)

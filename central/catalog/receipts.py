@@ -63,12 +63,14 @@ def receipt(db_path: Path, upload_id: str) -> dict[str, Any] | None:
     return _receipt_dict(row) if row else None
 
 
-def first_receipt_of(db_path: Path, sha256: str, size: int) -> dict[str, Any] | None:
-    """The oldest receipt of this content (SHA-256 and size), or None."""
+def first_receipt_of(db_path: Path, station: str, sha256: str, size: int) -> dict[str, Any] | None:
+    """The oldest receipt of this content (SHA-256 and size) that ``station`` itself was given,
+    or None: another station's uploads are never looked at."""
     with _connect(db_path) as db:
         row = db.execute(
-            "SELECT * FROM receipts WHERE sha256 = ? AND size = ? ORDER BY received_at LIMIT 1",
-            (sha256, size),
+            "SELECT * FROM receipts WHERE station = ? AND sha256 = ? AND size = ?"
+            " ORDER BY received_at LIMIT 1",
+            (station, sha256, size),
         ).fetchone()
     return _receipt_dict(row) if row else None
 
