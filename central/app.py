@@ -21,6 +21,15 @@ from central.api import ReaderAuth, include_api, load_reader_tokens
 from central.auth import CredentialsError, TokenAuth, load_tokens, read_credential
 from central.catalog import CentralCatalog
 from central.consumer import ConsumerSettings, MqttConsumer
+from central.limits import UploadLimits
+from central.options import serve_limit_options, upload_limit_options
+from central.serve import (
+    DEFAULT_MAX_REQUESTS,
+    GateMiddleware,
+    RequestGate,
+    ServeLimits,
+    uvicorn_config,
+)
 from central.tus import include_tus
 from central.upload import DEFAULT_MAX_SIZE, UploadStore
 
@@ -42,6 +51,8 @@ def create_app(
     catalog_path: str | os.PathLike[str] | None = None,
     mqtt: ConsumerSettings | None = None,
     api_tokens: Mapping[str, str] | str | os.PathLike[str] | None = None,
+    limits: UploadLimits | None = None,
+    max_requests: int = DEFAULT_MAX_REQUESTS,
 ) -> FastAPI:
     """Build the central store's app.
 
@@ -55,13 +66,19 @@ def create_app(
     (``api_tokens``: token -> reader name, a ``[readers]`` file, or None for
     ``$CREDENTIALS_DIRECTORY/central-api-tokens``; see :mod:`central.api`). With ``mqtt`` set,
     an :class:`~central.consumer.MqttConsumer` runs with the app and fills the catalog.
+
+    ``limits`` bound what each station may announce and store (:mod:`central.limits`);
+    ``max_requests`` the HTTP requests inside the app at once (``app.state.gate``, a
+    :class:`~central.serve.RequestGate`: one more is answered 429).
     """
     token_map = tokens if isinstance(tokens, Mapping) else load_tokens(tokens)
     auth = TokenAuth(token_map)
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = UploadStore(data_dir, max_size=max_size, workers=verify_workers)
+    store = UploadStore(data_dir, max_size=max_size, workers=verify_workers, limits=limits)
     app = FastAPI(title="recdock central store", lifespan=_lifespan)
+    app.state.gate = RequestGate(max_requests)
+    app.add_middleware(GateMiddleware, gate=app.state.gate)
     app.state.uploads = store
     app.state.auth = auth
     app.state.upload_expiry = upload_expiry
@@ -166,6 +183,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     default=None,
     help="MQTT user name; the password comes from $CREDENTIALS_DIRECTORY/central-mqtt-password.",
 )
+@upload_limit_options
+@serve_limit_options
 @click.option("--log-level", default="info", show_default=True, help="Log level.")
 def main(
     data_dir,
@@ -180,6 +199,9 @@ def main(
     mqtt_ca,
     mqtt_username,
     log_level,
+    limits: UploadLimits,
+    serve_limits: ServeLimits,
+    max_requests: int,
 ) -> None:
     """Run the recdock reference central store (tus uploads with verified receipts).
 
@@ -205,11 +227,21 @@ def main(
             upload_expiry=expire_after,
             mqtt=mqtt,
             api_tokens=api_tokens_file,
+            limits=limits,
+            max_requests=max_requests,
         )
     except CredentialsError as exc:
         click.echo(f"recdock-central: {exc}", err=True)
         sys.exit(3)
-    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=False)
+    config = uvicorn_config(
+        app,
+        limits=serve_limits,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        access_log=False,
+    )
+    uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from central.limits import LimitExceeded, UploadLimits, check_metadata
 from central.upload import HEX64, UploadInfo, UploadStore
 from sync.wire.tusmeta import TUS_VERSION, ascii_int, decode_metadata, encode_metadata
 
@@ -115,6 +116,16 @@ def _error(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
     )
 
 
+def _refused(exc: LimitExceeded) -> JSONResponse:
+    """A limit's refusal: its status, and ``Retry-After`` when waiting can help."""
+    extra = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return JSONResponse(
+        {"error": exc.error, "detail": exc.detail},
+        status_code=exc.status,
+        headers=_tus_headers(extra),
+    )
+
+
 def _check_version(request: Request) -> JSONResponse | None:
     if request.headers.get("tus-resumable") != TUS_VERSION:
         return JSONResponse(
@@ -163,17 +174,26 @@ class _Creation(NamedTuple):
     metadata: dict[str, str]
 
 
-def _creation(request: Request, station: str, max_size: int) -> _Creation | JSONResponse:
+class _Limits(NamedTuple):
+    max_size: int
+    upload: UploadLimits
+
+
+def _creation(request: Request, station: str, limits: _Limits) -> _Creation | JSONResponse:
     """The upload a creation request announces, or the error response to send."""
     if "upload-defer-length" in request.headers:
         return _error(400, "unsupported", "Upload-Defer-Length is not supported")
     length = ascii_int(request.headers.get("upload-length"))
     if length is None:
         return _error(400, "bad_length", "Upload-Length must be 1-20 ASCII digits")
-    if length > max_size:
-        return _error(413, "too_large", f"Upload-Length exceeds {max_size} bytes")
+    if length > limits.max_size:
+        return _error(413, "too_large", f"Upload-Length exceeds {limits.max_size} bytes")
+    header = request.headers.get("upload-metadata")
     try:
-        metadata = decode_metadata(request.headers.get("upload-metadata"))
+        check_metadata(header, limits.upload)
+        metadata = decode_metadata(header)
+    except LimitExceeded as exc:
+        return _refused(exc)
     except ValueError:
         return _error(400, "bad_metadata", "Upload-Metadata is not valid tus metadata")
     sha256 = metadata.get("sha256", "").lower()
@@ -227,14 +247,17 @@ async def tus_create(request: Request, tus: Tus, station: Station) -> Response:
     if (bad := _check_version(request)) is not None:
         return bad
     store = tus.store
-    new = _creation(request, station, store.max_size)
+    new = _creation(request, station, _Limits(store.max_size, store.limits))
     if isinstance(new, JSONResponse):
         return new
     length, sha256, sm3, metadata = new
     receipt = await run_in_threadpool(store.deduplicate, station, length, sha256, sm3, metadata)
     if receipt is not None:
         return _already_stored(request, receipt, length)
-    info = await run_in_threadpool(store.create, station, length, sha256, sm3, metadata)
+    try:
+        info = await run_in_threadpool(store.create, station, length, sha256, sm3, metadata)
+    except LimitExceeded as exc:
+        return _refused(exc)
     headers = {"Location": str(request.url_for("tus_head", upload_id=info.id))}
     if length == 0:
         store.start_verify(info)

@@ -13,6 +13,8 @@ The tus endpoint (:mod:`central.tus`) serves this store over HTTP. Rules this mo
   a receipt for a new upload id at once (:meth:`UploadStore.deduplicate`): nothing is re-sent.
   Another station's uploads never answer a creation: a station that knows a hash sends the
   bytes, and its metadata never goes on another station's receipt.
+* A creation is admitted only within the limits (:mod:`central.limits`): per station, open
+  uploads, bytes announced and not sent, bytes stored a day; the data disk's reserve.
 * Expiry deletes an unfinished upload only under a reservation a ``PATCH`` cannot take at the same
   time (``begin_write``): never an upload being written, and a ``PATCH`` that comes while expiry
   holds its upload is refused.
@@ -23,6 +25,7 @@ The tus endpoint (:mod:`central.tus`) serves this store over HTTP. Rules this mo
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -36,6 +39,7 @@ from typing import Any
 
 from central.catalog import receipts
 from central.folder import UploadFolder, UploadInfo, fsync_dir, new_upload_id
+from central.limits import Admission, UploadLimits
 
 __all__ = ["DEFAULT_MAX_SIZE", "HEX64", "UploadInfo", "UploadStore"]
 
@@ -54,16 +58,27 @@ class UploadStore:
     """Partial uploads, verified objects and receipts under one data folder."""
 
     def __init__(
-        self, data_dir: str | os.PathLike[str], *, max_size: int = DEFAULT_MAX_SIZE, workers=2
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        max_size: int = DEFAULT_MAX_SIZE,
+        workers=2,
+        limits: UploadLimits | None = None,
     ):
         self.data_dir = Path(data_dir)
         self.max_size = max_size
+        self.limits = limits or UploadLimits()
         self.uploads_dir = self.data_dir / "uploads"
         self.objects_dir = self.data_dir / "objects" / "sha256"
         self.db_path = self.data_dir / "receipts.sqlite"
         self.folder = UploadFolder(self.uploads_dir)
         self.objects_dir.mkdir(parents=True, exist_ok=True)
         receipts.create(self.db_path)
+        self.admission = Admission(
+            self.limits, self.data_dir, functools.partial(receipts.stored_bytes_on, self.db_path)
+        )
+        for info in self.folder.records():
+            self.admission.track(info.id, info.station, info.length, info.offset)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recdock-verify")
         self._jobs: dict[str, Future] = {}
         self._writing: set[str] = set()  # uploads a PATCH is appending to
@@ -85,6 +100,7 @@ class UploadStore:
     def save(self, info: UploadInfo) -> None:
         """Record the upload's offset (atomically, durably): see :meth:`UploadFolder.save`."""
         self.folder.save(info)
+        self.admission.track(info.id, info.station, info.length, info.offset)
 
     def receipt(self, upload_id: str) -> dict[str, Any] | None:
         return receipts.receipt(self.db_path, upload_id)
@@ -97,6 +113,11 @@ class UploadStore:
     def create(
         self, station: str, length: int, sha256: str, sm3: str | None, metadata
     ) -> UploadInfo:
+        """A new upload, when the limits admit it (else :class:`LimitExceeded`)."""
+        with self.admission.admitting(station, length):
+            return self._create(station, length, sha256, sm3, metadata)
+
+    def _create(self, station, length, sha256, sm3, metadata) -> UploadInfo:
         info = UploadInfo(
             id=new_upload_id(),
             station=station,
@@ -108,6 +129,7 @@ class UploadStore:
             created_at=_now(),
         )
         self.folder.create(info)
+        self.admission.track(info.id, station, length, 0)
         logger.info("upload %s created by %s: %d bytes", info.id, station, length)
         return info
 
@@ -242,10 +264,12 @@ class UploadStore:
             info.id, info.sha256, info.sm3, info.length, info.station, info.metadata, dedup=False
         )
         self.folder.info_path(info.id).unlink(missing_ok=True)
+        self.admission.forget(info.id)
         logger.info("upload %s by %s verified: %s", info.id, info.station, obj)
 
     def _discard(self, upload_id: str) -> None:
         self.folder.discard(upload_id)
+        self.admission.forget(upload_id)
 
     def terminate(self, upload_id: str) -> None:
         self._discard(upload_id)

@@ -142,3 +142,24 @@ def test_a_stored_upload_url_on_another_origin_is_dropped_not_resumed(tmp_path):
             receipt = up.upload(path, sha256="ab" * 32, upload_url=f"{old.origin}/files/old")
     assert old.requests == [], "the station token went to the old endpoint"
     assert receipt.upload_url == f"{centre.origin}/files/new"
+
+
+def test_a_413_with_retry_after_is_waited_for_and_one_without_is_a_rejection(tmp_path):
+    """The centre answers 413 with Retry-After while its disk is short (a temporary refusal,
+    RFC 9110): the uploader backs off and tries again; a 413 without it refuses the file."""
+    path, _ = make_file(tmp_path / "clip.mp4", 3)
+    centre = Scripted(
+        {
+            "POST": [
+                (413, {**TUS, "Retry-After": "1"}),
+                (201, {**TUS, "Location": "/files/abc"}),
+                (413, TUS),
+            ],
+            "PATCH": [(204, {**TUS, "Upload-Offset": "3"})],
+        }
+    )
+    with centre.running():
+        up = TusUploader(f"{centre.origin}/files/", TOKEN_A, backoff=0.01, max_backoff=0.05)
+        assert up.upload(path, sha256="ab" * 32).upload_url == f"{centre.origin}/files/abc"
+        with pytest.raises(UploadRejected, match="too large"):
+            up.upload(path, sha256="ab" * 32)

@@ -13,6 +13,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ CREATE TABLE IF NOT EXISTS receipts (
     deduplicated INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS receipts_sha256 ON receipts (sha256);
+CREATE INDEX IF NOT EXISTS receipts_station_day ON receipts (station, received_at);
 CREATE TABLE IF NOT EXISTS failures (
     upload_id TEXT PRIMARY KEY,
     station TEXT NOT NULL,
@@ -73,6 +75,19 @@ def first_receipt_of(db_path: Path, station: str, sha256: str, size: int) -> dic
             (station, sha256, size),
         ).fetchone()
     return _receipt_dict(row) if row else None
+
+
+def stored_bytes_on(db_path: Path, station: str, day: str) -> int:
+    """The bytes ``station`` stored on the UTC day ``day`` (``YYYY-MM-DD``): its receipts of
+    that day, without those answered from its own earlier uploads (they stored no byte)."""
+    next_day = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+    with _connect(db_path) as db:
+        (total,) = db.execute(
+            "SELECT COALESCE(SUM(size), 0) FROM receipts WHERE station = ?"
+            " AND received_at >= ? AND received_at < ? AND deduplicated = 0",
+            (station, day, next_day),
+        ).fetchone()
+    return int(total)
 
 
 def record_receipt(

@@ -1,7 +1,8 @@
 """What the central store's answers mean: HTTP statuses to upload errors, and tus headers read.
 
 :func:`check_status` returns for a 2xx and raises the matching error otherwise: ``_Retry`` for
-what is worth another attempt (423, 429, 5xx), ``_UploadGone`` for an upload URL the server
+what is worth another attempt (423, 429, 5xx, and 413 with ``Retry-After``: a temporary
+refusal, such as a centre short of disk space), ``_UploadGone`` for an upload URL the server
 does not know (404, 410), an :class:`~sync.upload.errors.UploadError` for the rest. The other
 functions read one header or the JSON body of an answer, ``None`` (or a default) when absent
 or malformed.
@@ -41,8 +42,10 @@ def check_status(resp: requests.Response, path: Path, what: str) -> None:
     code = resp.status_code
     if 200 <= code < 300:
         return
-    if code in RETRY_STATUSES or code >= 500:
-        raise _Retry(f"{what}: HTTP {code}")
+    asked = retry_after(resp, None)
+    # 413 with Retry-After: the centre cannot take it now (its disk is short), later it can
+    if code in RETRY_STATUSES or code >= 500 or (code == 413 and asked is not None):
+        raise _Retry(f"{what}: HTTP {code} ({_reason(resp)})", retry_after=asked)
     detail = _reason(resp)
     if code == 401:
         raise UploadAuthError(

@@ -232,10 +232,11 @@ class TusUploader:
         return self.session.request(method, url, allow_redirects=False, **kwargs)
 
     def _sleep_backoff(
-        self, attempt: int, resp: requests.Response | None = None, path: Path | None = None
+        self, attempt: int, asked: float | None = None, path: Path | None = None
     ) -> None:
+        """Wait before retry ``attempt``: the doubling backoff, or longer when the server
+        asked for longer (``Retry-After``), never more than ``max_backoff``."""
         delay = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
-        asked = retry_after(resp, None) if resp is not None else None
         if asked is not None:
             delay = min(self.max_backoff, max(delay, asked))
         self._wait(
@@ -363,7 +364,8 @@ class TusUploader:
             except _UploadGone as exc:
                 t.gone(exc)
             except (_Retry, *TRANSIENT_ERRORS) as exc:
-                self._sleep_backoff(t.failed(exc, self.retries), path=path)
+                asked = getattr(exc, "retry_after", None)
+                self._sleep_backoff(t.failed(exc, self.retries), asked, path=path)
                 t.offset = None  # ask the server where it stands
         assert t.url is not None
         if t.receipt_url is None:
