@@ -21,6 +21,7 @@ from central.api import ReaderAuth, include_api, load_reader_tokens
 from central.auth import CredentialsError, TokenAuth, load_tokens, read_credential
 from central.catalog import CentralCatalog
 from central.consumer import ConsumerSettings, MqttConsumer
+from central.folder import private_file
 from central.limits import UploadLimits
 from central.options import serve_limit_options, upload_limit_options
 from central.serve import (
@@ -53,6 +54,7 @@ def create_app(
     api_tokens: Mapping[str, str] | str | os.PathLike[str] | None = None,
     limits: UploadLimits | None = None,
     max_requests: int = DEFAULT_MAX_REQUESTS,
+    api_docs: bool = False,
 ) -> FastAPI:
     """Build the central store's app.
 
@@ -69,28 +71,42 @@ def create_app(
 
     ``limits`` bound what each station may announce and store (:mod:`central.limits`);
     ``max_requests`` the HTTP requests inside the app at once (``app.state.gate``, a
-    :class:`~central.serve.RequestGate`: one more is answered 429).
+    :class:`~central.serve.RequestGate`: one more is answered 429). ``/openapi.json``,
+    ``/docs`` and ``/redoc`` are served only with ``api_docs``.
     """
     token_map = tokens if isinstance(tokens, Mapping) else load_tokens(tokens)
     auth = TokenAuth(token_map)
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     store = UploadStore(data_dir, max_size=max_size, workers=verify_workers, limits=limits)
-    app = FastAPI(title="recdock central store", lifespan=_lifespan)
-    app.state.gate = RequestGate(max_requests)
-    app.add_middleware(GateMiddleware, gate=app.state.gate)
+    app = _bare_app(api_docs=api_docs, max_requests=max_requests)
     app.state.uploads = store
     app.state.auth = auth
     app.state.upload_expiry = upload_expiry
     app.state.expiry_interval = expiry_interval
     include_tus(app, store, prefix=prefix)
-    catalog = CentralCatalog(catalog_path or data_dir / "central-catalog.db")
+    catalog_file = Path(catalog_path or data_dir / "central-catalog.db")
+    catalog_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    catalog = CentralCatalog(private_file(catalog_file))
     readers = ReaderAuth(
         api_tokens if isinstance(api_tokens, Mapping) else load_reader_tokens(api_tokens)
     )
     consumer = MqttConsumer(catalog, mqtt) if mqtt is not None else None
     include_api(app, catalog, readers, consumer=consumer)
     logger.info("central store in %s for %d stations", data_dir, len(auth))
+    return app
+
+
+def _bare_app(*, api_docs: bool, max_requests: int) -> FastAPI:
+    """The app before its routes: the lifespan, the gate on requests in flight, and the API
+    documentation only when asked for."""
+    app = FastAPI(
+        title="recdock central store",
+        lifespan=_lifespan,
+        **({} if api_docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}),
+    )
+    app.state.gate = RequestGate(max_requests)
+    app.add_middleware(GateMiddleware, gate=app.state.gate)
     return app
 
 
@@ -183,6 +199,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     default=None,
     help="MQTT user name; the password comes from $CREDENTIALS_DIRECTORY/central-mqtt-password.",
 )
+@click.option(
+    "--api-docs",
+    is_flag=True,
+    help="Serve the OpenAPI document (/openapi.json) and its pages (/docs, /redoc); off by "
+    "default: they describe every route to anyone who asks.",
+)
 @upload_limit_options
 @serve_limit_options
 @click.option("--log-level", default="info", show_default=True, help="Log level.")
@@ -199,6 +221,7 @@ def main(
     mqtt_ca,
     mqtt_username,
     log_level,
+    api_docs: bool,
     limits: UploadLimits,
     serve_limits: ServeLimits,
     max_requests: int,
@@ -229,6 +252,7 @@ def main(
             api_tokens=api_tokens_file,
             limits=limits,
             max_requests=max_requests,
+            api_docs=api_docs,
         )
     except CredentialsError as exc:
         click.echo(f"recdock-central: {exc}", err=True)

@@ -9,6 +9,8 @@ Rules this module keeps:
   recorded offset, so bytes never acknowledged are never counted.
 * Upload ids are made here (128 random bits, hex) and every id from a URL is matched against
   ``^[0-9a-f]{32}$`` before it becomes part of a path: no path traversal.
+* The central store's data is its own user's: files are made 0600 and folders 0700 whatever
+  the umask (:func:`private_file`, :func:`private_dir`; objects are 0400, :mod:`central.upload`).
 
 Every method reads or writes a file: call them from a worker thread, never on the event loop.
 """
@@ -34,6 +36,27 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder only its owner can enter (0700), made with its parents if need be;
+    an existing one is closed too (data of an older version was 0755)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """``path`` as a file only its owner can read (0600): created empty when missing (SQLite
+    takes an empty file as a new database and gives its -wal and -shm files the same mode),
+    closed when it exists."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    os.chmod(path, 0o600)
+    return path
+
+
+def _create_private(path: Path, flags: int) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flags, 0o600)
+
+
 def new_upload_id() -> str:
     return secrets.token_hex(16)
 
@@ -54,8 +77,7 @@ class UploadFolder:
     """The unfinished uploads of a store, in one folder."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        path.mkdir(parents=True, exist_ok=True)
+        self.path = private_dir(path)
 
     @staticmethod
     def valid_id(upload_id: str) -> bool:
@@ -82,7 +104,7 @@ class UploadFolder:
         """Replace the record atomically and durably."""
         path = self.info_path(info.id)
         tmp = path.with_suffix(".json.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(_create_private(tmp, os.O_TRUNC), "w", encoding="utf-8") as f:
             json.dump(asdict(info), f)
             f.flush()
             os.fsync(f.fileno())
@@ -91,8 +113,11 @@ class UploadFolder:
 
     def create(self, info: UploadInfo) -> None:
         """An empty partial file (never one that exists) and the upload's record."""
-        with open(self.part(info.id), "xb") as f:
-            os.fsync(f.fileno())
+        fd = _create_private(self.part(info.id), os.O_EXCL)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         self.save(info)
 
     def open_for_append(self, info: UploadInfo):

@@ -5,7 +5,7 @@ The tus endpoint (:mod:`central.tus`) serves this store over HTTP. Rules this mo
 * The unfinished uploads, their records and their ids are kept by :mod:`central.folder`
   (offsets recorded atomically and durably; ids checked before they touch a path).
 * After the last byte the stored file is re-read and hashed (SHA-256, and SM3 when the station sent
-  one) in a worker thread, off the request path. A match moves it, read-only, to
+  one) in a worker thread, off the request path. A match moves it, read-only (0400), to
   ``objects/sha256/ab/cd/<sha256>`` (fsync file, link, fsync folders) and records a receipt in
   ``receipts.sqlite`` (:mod:`central.catalog.receipts`); a mismatch deletes the partial upload and
   records why.
@@ -38,7 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from central.catalog import receipts
-from central.folder import UploadFolder, UploadInfo, fsync_dir, new_upload_id
+from central.folder import (
+    UploadFolder,
+    UploadInfo,
+    fsync_dir,
+    new_upload_id,
+    private_dir,
+    private_file,
+)
 from central.limits import Admission, UploadLimits
 
 __all__ = ["DEFAULT_MAX_SIZE", "HEX64", "UploadInfo", "UploadStore"]
@@ -71,8 +78,14 @@ class UploadStore:
         self.uploads_dir = self.data_dir / "uploads"
         self.objects_dir = self.data_dir / "objects" / "sha256"
         self.db_path = self.data_dir / "receipts.sqlite"
+        private_dir(self.data_dir)
         self.folder = UploadFolder(self.uploads_dir)
-        self.objects_dir.mkdir(parents=True, exist_ok=True)
+        for d in (self.objects_dir.parent, self.objects_dir):
+            private_dir(d)
+        private_file(self.db_path)
+        for suffix in ("-wal", "-shm"):  # an older version's were 0644
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(self.db_path.with_name(self.db_path.name + suffix), 0o600)
         receipts.create(self.db_path)
         self.admission = Admission(
             self.limits, self.data_dir, functools.partial(receipts.stored_bytes_on, self.db_path)
@@ -360,8 +373,9 @@ def _digests(path: Path, *, with_sm3: bool) -> dict[str, Any]:
 
 def _link_object(part: Path, obj: Path, objects_dir: Path) -> None:
     """Make the verified upload read-only and durable, and link it in as ``obj``."""
-    obj.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(part, 0o444)
+    for d in (obj.parent.parent, obj.parent):
+        d.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(part, 0o400)  # read-only, and only the service's user reads it
     with open(part, "rb") as f:
         os.fsync(f.fileno())
     try:
