@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 from fastapi import FastAPI
@@ -23,6 +24,7 @@ from central.catalog import CentralCatalog
 from central.consumer import ConsumerSettings, MqttConsumer
 from central.folder import private_file
 from central.limits import UploadLimits
+from central.openapi import add_common_answers
 from central.options import serve_limit_options, upload_limit_options
 from central.serve import (
     DEFAULT_MAX_REQUESTS,
@@ -107,6 +109,14 @@ def _bare_app(*, api_docs: bool, max_requests: int) -> FastAPI:
     )
     app.state.gate = RequestGate(max_requests)
     app.add_middleware(GateMiddleware, gate=app.state.gate)
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_common_answers(plain_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

@@ -34,11 +34,13 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Annotated, Any, NamedTuple
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from central import openapi as doc
 from central.limits import LimitExceeded, UploadLimits, check_metadata
 from central.upload import HEX64, UploadInfo, UploadStore
 from sync.wire.tusmeta import TUS_VERSION, ascii_int, decode_metadata, encode_metadata
@@ -91,8 +93,11 @@ async def _endpoint(request: Request) -> TusEndpoint:
     return request.app.state.tus
 
 
-async def _station(request: Request) -> str:
-    """The calling station's id, from the app's station authentication (or its 401)."""
+async def _station(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(doc.STATION_TOKEN)]
+) -> str:
+    """The calling station's id, from the app's station authentication (or its 401); the
+    bearer scheme is declared for the OpenAPI document."""
     return await request.app.state.auth(request)
 
 
@@ -227,8 +232,8 @@ def _already_stored(request: Request, receipt: dict[str, Any], length: int) -> J
 # -- routes ----------------------------------------------------------------------------------
 
 
-@router.options("/")
-@router.options("/{upload_id}")
+@router.options("/", **doc.OPTIONS)
+@router.options("/{upload_id}", **doc.OPTIONS, openapi_extra={"parameters": [doc.UPLOAD_ID]})
 async def tus_options(tus: Tus) -> Response:
     return Response(
         status_code=204,
@@ -242,7 +247,7 @@ async def tus_options(tus: Tus) -> Response:
     )
 
 
-@router.post("/", name="tus_create")
+@router.post("/", name="tus_create", **doc.CREATE)
 async def tus_create(request: Request, tus: Tus, station: Station) -> Response:
     if (bad := _check_version(request)) is not None:
         return bad
@@ -265,7 +270,7 @@ async def tus_create(request: Request, tus: Tus, station: Station) -> Response:
     return Response(status_code=201, headers=_tus_headers(headers))
 
 
-@router.head("/{upload_id}", name="tus_head")
+@router.head("/{upload_id}", name="tus_head", **doc.HEAD)
 async def tus_head(upload_id: str, request: Request, tus: Tus, station: Station) -> Response:
     if (bad := _check_version(request)) is not None:
         return bad
@@ -290,7 +295,7 @@ async def tus_head(upload_id: str, request: Request, tus: Tus, station: Station)
     return Response(status_code=200, headers=_tus_headers(headers))
 
 
-@router.patch("/{upload_id}")
+@router.patch("/{upload_id}", **doc.PATCH)
 async def tus_patch(upload_id: str, request: Request, tus: Tus, station: Station) -> Response:
     if (bad := _check_version(request)) is not None:
         return bad
@@ -324,7 +329,7 @@ async def tus_patch(upload_id: str, request: Request, tus: Tus, station: Station
     return Response(status_code=204, headers=_tus_headers(headers))
 
 
-@router.delete("/{upload_id}")
+@router.delete("/{upload_id}", **doc.DELETE)
 async def tus_delete(upload_id: str, request: Request, tus: Tus, station: Station):
     if (bad := _check_version(request)) is not None:
         return bad
@@ -338,7 +343,7 @@ async def tus_delete(upload_id: str, request: Request, tus: Tus, station: Statio
     return Response(status_code=204, headers=_tus_headers())
 
 
-@router.get("/{upload_id}/receipt", name="tus_receipt")
+@router.get("/{upload_id}/receipt", name="tus_receipt", **doc.RECEIPT_ROUTE)
 async def tus_receipt(upload_id: str, tus: Tus, station: Station) -> Response:
     store = tus.store
     info, err = await run_in_threadpool(_own, store, upload_id, station)
