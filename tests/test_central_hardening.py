@@ -95,3 +95,21 @@ def _b64(text: str) -> str:
     import base64
 
     return base64.b64encode(text.encode()).decode()
+
+
+def test_reader_and_station_tokens_open_only_their_own_routes(tmp_path):
+    """A compromised reader cannot upload; a station cannot read the JSON API."""
+    reader = "reader-token-0123456789abcdef"
+    app = create_app(tmp_path / "central", TOKENS, api_tokens={reader: "supervisor"})
+    with serve_app(app) as url:
+        create = {
+            "Tus-Resumable": "1.0.0",
+            "Authorization": f"Bearer {reader}",
+            "Upload-Length": "1",
+            "Upload-Metadata": "sha256 " + _b64("c" * 64),
+        }
+        assert requests.post(f"{url}/files/", headers=create, timeout=5).status_code == 401
+        as_station = {"Authorization": f"Bearer {TOKEN_A}"}
+        assert requests.get(f"{url}/api/stations", headers=as_station, timeout=5).status_code == 401
+        as_reader = {"Authorization": f"Bearer {reader}"}
+        assert requests.get(f"{url}/api/stations", headers=as_reader, timeout=5).status_code == 200
