@@ -36,9 +36,11 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 
+from central import openapi as doc
 from central.auth import MIN_TOKEN_LENGTH, CredentialsError
 from central.catalog import CentralCatalog
 from central.consumer import MqttConsumer
@@ -164,8 +166,11 @@ async def _consumer(request: Request) -> MqttConsumer | None:
     return request.app.state.consumer
 
 
-async def _reader(request: Request) -> str:
-    """The reader's name, from the app's reader tokens (or their 401 or 503)."""
+async def _reader(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(doc.READER_TOKEN)]
+) -> str:
+    """The reader's name, from the app's reader tokens (or their 401 or 503); the bearer
+    scheme is declared for the OpenAPI document."""
     return await request.app.state.readers(request)
 
 
@@ -188,13 +193,15 @@ def health(catalog: Catalog, consumer: Consumer) -> dict[str, Any]:
     return out
 
 
-@router.get("/stations", dependencies=READER)
+@router.get("/stations", dependencies=READER, responses=doc.API_ERRORS)
 def stations(catalog: Catalog) -> list[dict[str, Any]]:
     """Every station: status, last seen, audit chain (ok / gap / broken)."""
     return catalog.stations()
 
 
-@router.get("/stations/{station}", dependencies=READER)
+@router.get(
+    "/stations/{station}", dependencies=READER, responses={**doc.API_ERRORS, **doc.API_NOT_FOUND}
+)
 def station(station: str, catalog: Catalog) -> dict[str, Any]:
     found = catalog.station(station)
     if found is None:
@@ -202,19 +209,23 @@ def station(station: str, catalog: Catalog) -> dict[str, Any]:
     return found
 
 
-@router.get("/stations/{station}/bays", dependencies=READER)
+@router.get(
+    "/stations/{station}/bays",
+    dependencies=READER,
+    responses={**doc.API_ERRORS, **doc.API_NOT_FOUND},
+)
 def bays(station: str, catalog: Catalog) -> list[dict[str, Any]]:
     if catalog.station(station) is None:
         raise HTTPException(status_code=404, detail=f"no station {station!r} reported yet")
     return catalog.bays(station)
 
 
-@router.get("/recorders", dependencies=READER)
+@router.get("/recorders", dependencies=READER, responses=doc.API_ERRORS)
 def recorders(catalog: Catalog, station: str | None = None) -> list[dict[str, Any]]:
     return catalog.recorders(station)
 
 
-@router.get("/faults", dependencies=READER)
+@router.get("/faults", dependencies=READER, responses=doc.API_ERRORS)
 def faults(
     catalog: Catalog,
     all: bool = Query(False, description="Include resolved faults"),  # noqa: A002
@@ -224,7 +235,7 @@ def faults(
     return catalog.faults(include_resolved=all)
 
 
-@router.get("/events", dependencies=READER)
+@router.get("/events", dependencies=READER, responses=doc.API_ERRORS)
 def events(
     catalog: Catalog, station: str | None = None, limit: int = Query(100, ge=1, le=1000)
 ) -> list[dict[str, Any]]:

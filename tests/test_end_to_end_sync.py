@@ -91,6 +91,7 @@ port = {mqtt_port}
 enabled = true
 endpoint = "{url}/files/"
 token = "{STATION_TOKEN}"
+insecure_lab = true
 """
     config = tmp_path / "recdock.toml"
     config.write_text(CONFIG.format(slots=2) + extra)

@@ -69,6 +69,7 @@ def upload_config(endpoint: str, **kw) -> UploadConfig:
     kw.setdefault("retries", 1)
     kw.setdefault("chunk_bytes", CHUNK)
     kw.setdefault("timeout_s", 10.0)
+    kw.setdefault("insecure_lab", True)  # the test centre is plain http:// on loopback
     return UploadConfig(enabled=True, endpoint=endpoint, token=TOKEN_A, **kw)
 
 
@@ -417,7 +418,7 @@ def write_config(tmp_path: Path, endpoint: str, enabled: bool = True) -> Path:
     path.write_text(
         f'station_id = "{STATION}"\n[store]\nreserve_bytes = 0\n'
         f'[upload]\nenabled = {str(enabled).lower()}\nendpoint = "{endpoint}"\n'
-        f'token = "{TOKEN_A}"\nretries = 0\nchunk_bytes = {CHUNK}\n'
+        f'token = "{TOKEN_A}"\nretries = 0\nchunk_bytes = {CHUNK}\ninsecure_lab = true\n'
     )
     return path
 

@@ -174,6 +174,12 @@ def within_hours(window: tuple[time, time], at: time) -> bool:
     return at >= start or at < end
 
 
+_PLAIN_HTTP = (
+    "the upload token would go to a plain http:// endpoint, readable on the network: use an "
+    "https:// endpoint, or set [upload] insecure_lab = true for a lab"
+)
+
+
 class UploadConfig(_Strict):
     """``[upload]``: recordings to the central store over tus 1.0 (docs/configuration.md)."""
 
@@ -217,6 +223,12 @@ class UploadConfig(_Strict):
         default=None,
         description="CA certificate(s) (PEM) for the endpoint's HTTPS; unset: the system CAs.",
     )
+    insecure_lab: bool = Field(
+        default=False,
+        description="INSECURE: let the upload token go to a plain http:// endpoint. Only for a "
+        "lab; without it the station refuses to start with a token and an http:// endpoint, "
+        "with it the station logs a warning at every start.",
+    )
 
     @field_validator("allowed_hours")
     @classmethod
@@ -236,7 +248,23 @@ class UploadConfig(_Strict):
     def _cross(self) -> UploadConfig:
         if self.enabled and self.endpoint is None:
             raise ValueError("upload.enabled needs upload.endpoint")
+        if self.token is not None and self.plain_http and not self.insecure_lab:
+            raise ValueError(_PLAIN_HTTP)
         return self
+
+    @property
+    def plain_http(self) -> bool:
+        """The endpoint is ``http://``: whatever goes there, the network sees."""
+        return self.endpoint is not None and self.endpoint.lower().startswith("http://")
+
+    def token_over_plain_http(self, token: str | None) -> bool:
+        """True when ``token`` goes to an ``http://`` endpoint under ``insecure_lab`` (the
+        caller warns); raises ValueError when it would go there without it."""
+        if token is None or not self.plain_http:
+            return False
+        if not self.insecure_lab:
+            raise ValueError(_PLAIN_HTTP)
+        return True
 
     def window(self) -> tuple[time, time] | None:
         return parse_hours(self.allowed_hours) if self.allowed_hours else None
