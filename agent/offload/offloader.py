@@ -35,7 +35,7 @@ from agent.errors import (
 from agent.offload.clear import Clearer
 from agent.offload.copy import Copier, Pending
 from agent.offload.recovery import recover_interrupted
-from agent.offload.report import REPORTED, FileResult, OffloadReport, Stopped
+from agent.offload.report import REPORTED, FileResult, OffloadReport, Stopped, about
 from agent.offload.session import SessionLock, finalize_session, new_session_id, open_session
 from agent.recorder.media import MediaFile, list_media
 from agent.recorder.names import safe_label
@@ -234,10 +234,10 @@ class Offloader:
             raise
         except StoreError as exc:
             # the store disk itself failing is a station fault: stop
-            result.message = str(exc)
+            result.message = about(m.name, str(exc))
             raise
         except RecorderError as exc:
-            result.message = str(exc)
+            result.message = about(m.name, str(exc))
             run.errors.append(result)
             log.warning("%s: %s", run.info.serial, exc, extra=REPORTED)
 
@@ -249,7 +249,7 @@ class Offloader:
                 assert p.verified is not None
                 p.verified.result()
             except StoreError as exc:
-                p.result.message = str(exc)
+                p.result.message = about(p.media.name, str(exc))
                 raise
             run.group.append(p)
             run.report.bytes_copied += p.media.size

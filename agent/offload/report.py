@@ -18,6 +18,12 @@ class Stopped(RecdockError):
     """The offload was asked to stop (SIGTERM); the file in flight was abandoned."""
 
 
+def about(name: str, message: str) -> str:
+    """A message for a file's own line: the line names the file, so the message does not
+    name it again ("X: X: read error" reads as two problems)."""
+    return message.removeprefix(f"{name}: ")
+
+
 @dataclass
 class FileResult:
     source_path: str

@@ -97,6 +97,9 @@ class BayWork:
     def __init__(self, station: Station, docking: Docking) -> None:
         self.station = station
         self.d = docking
+        #: the offload's report once it returned: a verdict reached by an exception (the
+        #: recorder yanked) still names the device and the session
+        self.report: OffloadReport | None = None
 
     def run(self) -> None:
         """Whatever fails, the bay ends with a verdict."""
@@ -195,6 +198,7 @@ class BayWork:
             clock=station.clock.now,
         )
         report = offloader.run(d.mount.path, profile, usb_serial=d.event.serial)
+        self.report = report
         d.device = report.device_serial
         set_log_context(d.bay, f"{report.device_serial} {d.event.label()}")
         log.info("offload: %s", json.dumps(report.as_dict(), ensure_ascii=False))
@@ -274,6 +278,7 @@ class BayWork:
         self, catalog: Catalog, state: State, reason: str | None, report: OffloadReport | None
     ) -> None:
         d, station = self.d, self.station
+        report = report or self.report
         if station.stopping.is_set() and not d.gone.is_set():
             log.info("station stopping: no verdict for this docking (%s)", reason)
             return
@@ -295,7 +300,7 @@ class BayWork:
                 catalog,
                 d.bay,
                 state,
-                device_serial=(report.device_serial if report else d.event.serial),
+                device_serial=(report.device_serial if report else d.device or d.event.serial),
                 profile=d.match.profile.name if d.match else None,
                 reason=reason,
                 session_id=report.session_id if report else None,
