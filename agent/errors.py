@@ -58,6 +58,12 @@ class CatalogError(RecdockError):
     permanent = True
 
 
+class CatalogFullError(CatalogError):
+    """The disk under the catalog is full: the catalog is fine, it cannot grow."""
+
+    exit_code = EXIT_CANTCREAT
+
+
 class StoreError(RecdockError):
     """Writing or reading the station store failed."""
 
