@@ -91,6 +91,11 @@ class SourceChangedError(RecorderError):
     """A file on the recorder changed while it was being copied."""
 
 
+class RecorderDamagedError(RecorderError):
+    """The recorder's file system contradicts itself: a file cannot be read whole (its
+    clusters hold fewer bytes than its directory entry says). Not a change: it stays so."""
+
+
 class VerifyMismatchError(StoreError):
     """A copy read back from disk does not match the hash taken while copying."""
 

@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.catalog import Catalog, audit, canonical, now_utc, recordings, sessions
+from agent.catalog.faults import report_fault
 from agent.config import Config
 from agent.errors import (
     CatalogError,
     RecdockError,
+    RecorderDamagedError,
     RecorderError,
     RecorderGoneError,
     StoreError,
@@ -42,7 +44,7 @@ from agent.recorder.names import safe_label
 from agent.recorder.profiles import Profile
 from agent.recorder.status import RecorderInfo, read_info
 from agent.store import Store
-from agent.store.io import aligned_buffer, fsync_dir
+from agent.store.io import SourceReadError, aligned_buffer, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,9 @@ class Offloader:
         self.stop = stop or threading.Event()
         self.clock = clock
         self.buf = aligned_buffer(config.store.buffer_bytes)
-        self.clearer = Clearer(catalog, self.store, self.buf)
+        self.clearer = Clearer(
+            catalog, self.store, self.buf, aligned_buffer(config.store.buffer_bytes)
+        )
         self.copier = Copier(
             config,
             catalog,
@@ -213,6 +217,7 @@ class Offloader:
                     if run.report.error is None:
                         run.report.error, run.report.exception = str(exc), exc
             self._commit_run(run)
+            self._faults(run)
 
     def _one(self, run: _Run, m: MediaFile) -> None:
         """Copy one file: queued for verification, or failed (it stays on the recorder)."""
@@ -239,7 +244,23 @@ class Offloader:
         except RecorderError as exc:
             result.message = about(m.name, str(exc))
             run.errors.append(result)
+            if isinstance(exc, (RecorderDamagedError, SourceReadError)):
+                run.report.damaged.append(m.name)
             log.warning("%s: %s", run.info.serial, exc, extra=REPORTED)
+
+    def _faults(self, run: _Run) -> None:
+        """What the offload found that needs a person within 24 hours: one fault per recorder
+        and cause, however many files."""
+        report = run.report
+        if report.damaged:
+            report_fault(
+                self.catalog,
+                "storage",
+                report.device_serial,
+                f"{len(report.damaged)} file(s) on the recorder cannot be read whole, its "
+                f"storage is damaged or failing: {_some(report.damaged)}. They stay on it; take "
+                "it out of service and have its card imaged and repaired",
+            )
 
     def _settle(self, run: _Run, keep: int) -> None:
         """Wait for verifications until at most ``keep`` are in flight."""
@@ -306,7 +327,7 @@ class Offloader:
             for p in group:
                 row = recordings.by_store_path(self.catalog, p.store_path)
                 if row:
-                    items.append((p.media, p.mtime_ns, row, p.result))
+                    items.append((p.media, p.stamp, row, p.result))
             self.clearer.remove(source, items, info)
         elif report.source_kept_reason is None:
             report.source_kept_reason = "keep-source is set"
@@ -353,6 +374,11 @@ class Offloader:
             log.error(
                 "%s: session %s not finalised: %s", report.device_serial, report.session_id, exc
             )
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _stopped_by(report: OffloadReport, exc: Exception) -> None:

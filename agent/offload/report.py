@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,22 @@ def about(name: str, message: str) -> str:
     return message.removeprefix(f"{name}: ")
 
 
+@dataclass(frozen=True)
+class SourceStamp:
+    """A recorder file's status when it was opened for the copy: what its removal compares
+    (rule 1, agent/offload/clear.py)."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+    dev: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> SourceStamp:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
 @dataclass
 class FileResult:
     source_path: str
@@ -36,7 +53,7 @@ class FileResult:
     late: bool = False
     age_hours: float | None = None
     relpath: bytes = b""  # as on the recorder
-    mtime_ns: int = 0  # the source's mtime when it was copied (or found already stored)
+    stamp: SourceStamp | None = None  # the source when it was copied (or found already stored)
 
 
 @dataclass
@@ -51,6 +68,8 @@ class OffloadReport:
     source_kept_reason: str | None = None
     #: station time when the recorder's status (and its clock) was read
     info_read_at: datetime | None = None
+    #: files that could not be read whole: the recorder's storage is damaged or failing
+    damaged: list[str] = field(default_factory=list)
     #: the error that stopped the offload (the daemon tells a full store from a yanked recorder)
     exception: Exception | None = field(default=None, repr=False, compare=False)
 
