@@ -223,6 +223,16 @@ class Offloader:
         """Copy one file: queued for verification, or failed (it stays on the recorder)."""
         result = FileResult(m.name, "failed", size=m.size, relpath=m.relpath)
         run.report.files.append(result)
+        if m.too_deep:
+            limit, name = run.profile.media.max_depth, run.profile.name
+            result.message = (
+                f"in folders nested deeper than {limit} (media.max_depth of profile {name}): "
+                "not offloaded, it stays on the recorder. Move it up on the recorder, or "
+                "raise media.max_depth in the profile"
+            )
+            run.errors.append(result)
+            run.report.too_deep.append(m.name)
+            return
         try:
             pending = self.copier.copy(
                 run.source,
@@ -249,7 +259,7 @@ class Offloader:
             log.warning("%s: %s", run.info.serial, exc, extra=REPORTED)
 
     def _faults(self, run: _Run) -> None:
-        """What the offload found that needs a person within 24 hours: one fault per recorder
+        """What the offload left that needs a person within 24 hours: one fault per recorder
         and cause, however many files."""
         report = run.report
         if report.damaged:
@@ -260,6 +270,16 @@ class Offloader:
                 f"{len(report.damaged)} file(s) on the recorder cannot be read whole, its "
                 f"storage is damaged or failing: {_some(report.damaged)}. They stay on it; take "
                 "it out of service and have its card imaged and repaired",
+            )
+        if report.too_deep:
+            report_fault(
+                self.catalog,
+                "offload",
+                report.device_serial,
+                f"{len(report.too_deep)} recording(s) in folders nested deeper than "
+                f"{run.profile.media.max_depth} are left on the recorder: "
+                f"{_some(report.too_deep)}. Move them up on the recorder, or raise "
+                f"media.max_depth in profile {run.profile.name}",
             )
 
     def _settle(self, run: _Run, keep: int) -> None:

@@ -70,6 +70,8 @@ class OffloadReport:
     info_read_at: datetime | None = None
     #: files that could not be read whole: the recorder's storage is damaged or failing
     damaged: list[str] = field(default_factory=list)
+    #: media in folders nested deeper than the profile's media.max_depth: left, never copied
+    too_deep: list[str] = field(default_factory=list)
     #: the error that stopped the offload (the daemon tells a full store from a yanked recorder)
     exception: Exception | None = field(default=None, repr=False, compare=False)
 
