@@ -31,6 +31,7 @@ class Geometry:
     reserved: int
     fats: int
     fat_sectors: int
+    total_sectors: int
 
     @property
     def cluster_bytes(self) -> int:
@@ -39,6 +40,13 @@ class Geometry:
     def fat_entry(self, copy: int, cluster: int) -> int:
         """Byte offset of ``cluster``'s entry in FAT number ``copy``."""
         return (self.reserved + copy * self.fat_sectors) * self.bytes_per_sector + cluster * 4
+
+    @property
+    def clusters(self) -> int:
+        """Data clusters of the volume: numbered 2 .. clusters + 1 (the FAT may have more
+        entries, which belong to no cluster)."""
+        data = self.total_sectors - self.reserved - self.fats * self.fat_sectors
+        return data // self.sectors_per_cluster
 
     def cluster_offset(self, cluster: int) -> int:
         """Byte offset of the first byte of data cluster ``cluster`` (clusters start at 2)."""
@@ -55,6 +63,8 @@ def geometry(image: Path) -> Geometry:
         reserved=struct.unpack_from("<H", boot, 14)[0],
         fats=boot[16],
         fat_sectors=struct.unpack_from("<I", boot, 36)[0],
+        total_sectors=struct.unpack_from("<H", boot, 19)[0]
+        or struct.unpack_from("<I", boot, 32)[0],
     )
 
 
@@ -102,9 +112,8 @@ def cut_chain(image: Path, path: str, keep: int) -> int:
 def orphan_chain(image: Path, clusters: int = 4) -> list[int]:
     """Allocate a chain of free clusters near the end of the volume to no file (a lost
     chain, as a write cut short by a pulled card leaves): every file still reads right."""
-    g = geometry(image)
-    total = g.fat_sectors * g.bytes_per_sector // 4
-    free = [c for c in range(total - 64, total - 1) if fat_entry(image, c) == 0][:clusters]
+    last = geometry(image).clusters + 1
+    free = [c for c in range(last - 64, last + 1) if fat_entry(image, c) == 0][:clusters]
     assert len(free) == clusters, "no free clusters at the end of the image"
     for here, nxt in zip(free, free[1:], strict=False):
         set_fat_entry(image, here, nxt)

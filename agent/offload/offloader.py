@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from agent.catalog import Catalog, audit, canonical, now_utc, recordings, sessions
-from agent.catalog.faults import report_fault
 from agent.config import Config
 from agent.errors import (
     CatalogError,
@@ -36,9 +35,11 @@ from agent.errors import (
 )
 from agent.offload.clear import Clearer
 from agent.offload.copy import Copier, Pending
+from agent.offload.faults import identity_found, left_found
 from agent.offload.recovery import recover_interrupted
 from agent.offload.report import REPORTED, FileResult, OffloadReport, Stopped, about
 from agent.offload.session import SessionLock, finalize_session, new_session_id, open_session
+from agent.recorder.identity import add_conflict, agree
 from agent.recorder.media import MediaFile, list_media
 from agent.recorder.names import safe_label
 from agent.recorder.profiles import Profile
@@ -113,7 +114,10 @@ class Offloader:
         serial: str | None = None,
         media: list[MediaFile] | None = None,
         session_extra: dict[str, Any] | None = None,
+        identity_check: Callable[[str], str | None] | None = None,
     ) -> OffloadReport:
+        """Offload ``source``; ``identity_check`` (the station's) says why the serial the
+        recorder is filed under is in conflict with another docked recorder, or None."""
         self.store.bind(self.catalog.catalog_id, self.catalog.is_empty())
         recover_interrupted(self.catalog, self.store, self.home, self.buf)
         problems: list[str] = []
@@ -125,8 +129,9 @@ class Offloader:
         # a long offload makes the station clock move on (it is stored with the session)
         info_read_at = self.clock()
         drift = (info.clock - info_read_at).total_seconds() if info.clock else None
-        if serial:
-            info.serial = serial
+        agree(info, serial or usb_serial, self.config.registered())  # rule 8
+        if identity_check is not None and (clash := identity_check(info.serial)):
+            add_conflict(info, clash)
         self.clearer.settle_announced(info, media)
         started = self.clock()
         sid = new_session_id(started)
@@ -135,7 +140,10 @@ class Offloader:
         run = _Run(source, profile, info, report, store_dir)
         lock = SessionLock(self.home, sid)
         try:
-            self._open_session(run, media, started, drift, session_extra)
+            _open_session(
+                self.catalog, self.config.station_id, run, media, started, drift, session_extra
+            )
+            identity_found(self.catalog, report)
             self.copier.start()
             self._offload_files(run, media)
         except BaseException:
@@ -151,40 +159,6 @@ class Offloader:
         finally:
             lock.release()
         return report
-
-    def _open_session(
-        self,
-        run: _Run,
-        media: list[MediaFile],
-        started: datetime,
-        drift: float | None,
-        session_extra: dict[str, Any] | None,
-    ) -> None:
-        info, problems = run.info, run.report.problems
-        row = {
-            "id": run.report.session_id,
-            "station_id": self.config.station_id,
-            "device_serial": info.serial,
-            "officer_id": info.officer,
-            "unit": info.unit,
-            "profile": run.profile.name,
-            "source": str(run.source),
-            "store_dir": run.store_dir,
-            "started_at": started.isoformat(),
-            "device_info": canonical({**info.as_dict(), **(session_extra or {})}),
-            "files_seen": len(media),
-            "problems": len(problems),
-            "clock_offset_s": round(drift, 3) if drift is not None else None,
-        }
-        start_entry = {
-            "device_serial": info.serial,
-            "officer_id": info.officer,
-            "unit": info.unit,
-            "profile": run.profile.name,
-            "files_seen": len(media),
-            "problems": problems,
-        }
-        open_session(self.catalog, row, start_entry)
 
     # -- the per-file loop --------------------------------------------------------------
 
@@ -217,7 +191,7 @@ class Offloader:
                     if run.report.error is None:
                         run.report.error, run.report.exception = str(exc), exc
             self._commit_run(run)
-            self._faults(run)
+            left_found(self.catalog, run.report, run.profile)
 
     def _one(self, run: _Run, m: MediaFile) -> None:
         """Copy one file: queued for verification, or failed (it stays on the recorder)."""
@@ -257,30 +231,6 @@ class Offloader:
             if isinstance(exc, (RecorderDamagedError, SourceReadError)):
                 run.report.damaged.append(m.name)
             log.warning("%s: %s", run.info.serial, exc, extra=REPORTED)
-
-    def _faults(self, run: _Run) -> None:
-        """What the offload left that needs a person within 24 hours: one fault per recorder
-        and cause, however many files."""
-        report = run.report
-        if report.damaged:
-            report_fault(
-                self.catalog,
-                "storage",
-                report.device_serial,
-                f"{len(report.damaged)} file(s) on the recorder cannot be read whole, its "
-                f"storage is damaged or failing: {_some(report.damaged)}. They stay on it; take "
-                "it out of service and have its card imaged and repaired",
-            )
-        if report.too_deep:
-            report_fault(
-                self.catalog,
-                "offload",
-                report.device_serial,
-                f"{len(report.too_deep)} recording(s) in folders nested deeper than "
-                f"{run.profile.media.max_depth} are left on the recorder: "
-                f"{_some(report.too_deep)}. Move them up on the recorder, or raise "
-                f"media.max_depth in profile {run.profile.name}",
-            )
 
     def _settle(self, run: _Run, keep: int) -> None:
         """Wait for verifications until at most ``keep`` are in flight."""
@@ -396,9 +346,40 @@ class Offloader:
             )
 
 
-def _some(names: list[str], shown: int = 5) -> str:
-    more = f" and {len(names) - shown} more" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more
+def _open_session(
+    catalog: Catalog,
+    station_id: str,
+    run: _Run,
+    media: list[MediaFile],
+    started: datetime,
+    drift: float | None,
+    session_extra: dict[str, Any] | None,
+) -> None:
+    info, problems = run.info, run.report.problems
+    row = {
+        "id": run.report.session_id,
+        "station_id": station_id,
+        "device_serial": info.serial,
+        "officer_id": info.officer,
+        "unit": info.unit,
+        "profile": run.profile.name,
+        "source": str(run.source),
+        "store_dir": run.store_dir,
+        "started_at": started.isoformat(),
+        "device_info": canonical({**info.as_dict(), **(session_extra or {})}),
+        "files_seen": len(media),
+        "problems": len(problems),
+        "clock_offset_s": round(drift, 3) if drift is not None else None,
+    }
+    start_entry = {
+        "device_serial": info.serial,
+        "officer_id": info.officer,
+        "unit": info.unit,
+        "profile": run.profile.name,
+        "files_seen": len(media),
+        "problems": problems,
+    }
+    open_session(catalog, row, start_entry)
 
 
 def _stopped_by(report: OffloadReport, exc: Exception) -> None:

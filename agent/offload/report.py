@@ -76,7 +76,8 @@ class OffloadReport:
     exception: Exception | None = field(default=None, repr=False, compare=False)
 
     @property
-    def ok(self) -> bool:
+    def complete(self) -> bool:
+        """Every media file on the recorder is verified in the store: nothing left behind."""
         return (
             self.error is None
             and not self.problems
@@ -84,9 +85,21 @@ class OffloadReport:
         )
 
     @property
+    def ok(self) -> bool:
+        """Complete, and filed under an identity nothing disputes (rule 8)."""
+        return self.complete and not self.info.identity_conflict
+
+    @property
     def failures(self) -> list[str]:
         lines = [f"{f.source_path}: {f.message}" for f in self.files if f.status == "failed"]
-        return self.problems + lines + ([self.error] if self.error else [])
+        conflict = self.info.identity_conflict
+        identity = [f"identity conflict: {conflict}; filed under {self.device_serial}"]
+        return (
+            (identity if conflict else [])
+            + self.problems
+            + lines
+            + ([self.error] if self.error else [])
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
