@@ -121,7 +121,7 @@ class Copier:
         fd = self._open(source, m)
         try:
             before = _fstat(fd, m)
-            result.stamp = SourceStamp.of(before)
+            result.stamp = stamp = SourceStamp.of(before)
             start, end, _origin = recorded_times(profile, m)
             age = (self.clock() - start).total_seconds() / 3600 if start else None
             late = age is not None and age > self.config.offload.late_after_hours
@@ -145,7 +145,7 @@ class Copier:
             end,
             late,
             result.age_hours,
-            result.stamp,
+            stamp,
             result,
             verified,
         )
@@ -189,7 +189,7 @@ class Copier:
                 result.store_path = row["store_path"]
                 result.message = "already in the store"
                 if clear:
-                    stamp = SourceStamp.of(before)
+                    stamp = SourceStamp.of(before)  # the source as it was just hashed
                     self.clearer.remove(source, [(m, stamp, row, result)], info)
                 return True
         os.lseek(fd, 0, os.SEEK_SET)
