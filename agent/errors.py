@@ -58,6 +58,12 @@ class CatalogError(RecdockError):
     permanent = True
 
 
+class CatalogFullError(CatalogError):
+    """The disk under the catalog is full: the catalog is fine, it cannot grow."""
+
+    exit_code = EXIT_CANTCREAT
+
+
 class StoreError(RecdockError):
     """Writing or reading the station store failed."""
 
@@ -83,6 +89,11 @@ class RecorderGoneError(RecorderError):
 
 class SourceChangedError(RecorderError):
     """A file on the recorder changed while it was being copied."""
+
+
+class RecorderDamagedError(RecorderError):
+    """The recorder's file system contradicts itself: a file cannot be read whole (its
+    clusters hold fewer bytes than its directory entry says). Not a change: it stays so."""
 
 
 class VerifyMismatchError(StoreError):

@@ -23,6 +23,7 @@ may spend in all (docs/performance.md).
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import uuid
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.catalog.migrations import MIGRATIONS
-from agent.errors import CatalogError
+from agent.errors import CatalogError, CatalogFullError
 from sync.wire.chain import canonical
 
 if TYPE_CHECKING:
@@ -42,6 +43,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["Catalog", "canonical", "now_utc", "open_catalog"]
+
+
+#: Below this much free space the catalog's disk counts as full: SQLite needs room for its
+#: write-ahead log and its shared-memory index, and without it says "disk I/O error".
+FULL_BELOW_BYTES = 4 * 1024 * 1024
+#: SQLite's words for a file that is not a (sound) database: only then is a backup the cure.
+DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 
 def now_utc() -> str:
@@ -77,10 +85,7 @@ class Catalog:
                     self._set_meta("station_id", station_id)
                     self._set_meta("created_at", now_utc())
         except sqlite3.DatabaseError as exc:
-            raise CatalogError(
-                f"{path}: catalog unreadable ({exc}); restore it from a backup — "
-                "nothing is removed from recorders meanwhile"
-            ) from exc
+            raise catalog_error(path, exc, opening=True) from exc
         self.catalog_id: str = self._meta("catalog_id") or ""
 
     # -- transactions and migrations ------------------------------------------------
@@ -115,10 +120,7 @@ class Catalog:
                     raise self._error(exc) from exc
 
     def _error(self, exc: sqlite3.Error) -> CatalogError:
-        return CatalogError(
-            f"{self.path}: catalog error ({exc}); nothing is removed from recorders until it "
-            "is fixed (free space under the catalog, or restore it from a backup)"
-        )
+        return catalog_error(self.path, exc, opening=False)
 
     def _migrate(self) -> None:
         self.conn.execute(
@@ -173,6 +175,42 @@ class Catalog:
         import sqlite_utils
 
         return sqlite_utils.Database(self.conn)
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Free space in ``folder``'s file system for us (None: it cannot be read); a file system
+    out of inodes has none either."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    if st.f_files and not st.f_favail:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def catalog_error(path: Path, exc: sqlite3.Error, *, opening: bool) -> CatalogError:
+    """What an SQLite error means for the administrator: a full disk is named as such (the
+    catalog is fine: restoring an older one would make the station refuse to offload or clear
+    anything), a damaged file calls for its backup, anything else for a look at the disk."""
+    free = free_bytes(path.parent)
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name == "SQLITE_FULL" or (free is not None and free < FULL_BELOW_BYTES):
+        return CatalogFullError(
+            f"{path}: the disk under the catalog is full ({free} bytes free in {path.parent}); "
+            "the catalog is not damaged and nothing is lost. Free space on that disk (files "
+            "that are not recdock's: logs, core dumps, copies left by hand; never store files), "
+            "then carry on: recorders keep their recordings meanwhile"
+        )
+    if opening or name.startswith(DAMAGED):
+        return CatalogError(
+            f"{path}: catalog unreadable ({exc}); restore it from a backup — "
+            "nothing is removed from recorders meanwhile"
+        )
+    return CatalogError(
+        f"{path}: catalog error ({exc}); nothing is removed from recorders until it is fixed "
+        "(look at the disk under it: `dmesg` shows I/O errors)"
+    )
 
 
 def open_catalog(home: Path, station_id: str, *, create: bool = True) -> Catalog:

@@ -152,6 +152,25 @@ def m003_removal_intent(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE recordings ADD COLUMN removal_intent_at TEXT")
 
 
+@migration
+def m030_identity_conflicts(conn: sqlite3.Connection) -> None:
+    # rule 8: a session whose recorder's USB descriptor, status file and register disagree
+    run_script(
+        conn,
+        """
+        CREATE TABLE identity_conflicts (
+            id INTEGER PRIMARY KEY,
+            session_id TEXT NOT NULL REFERENCES sessions(id),
+            device_serial TEXT NOT NULL,
+            claimed_serial TEXT,
+            reason TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX identity_conflicts_session ON identity_conflicts (session_id)
+        """,
+    )
+
+
 def run_script(conn: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
