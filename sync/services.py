@@ -22,15 +22,19 @@ class MqttService:
     """The MQTT link (Last Will "offline", retained status) and the outbox publisher."""
 
     def __init__(self, config: Config, home: Path) -> None:
+        from agent.config.keys import load_signing_key, signing_key_path
         from sync.mqtt.link import MqttLink
         from sync.mqtt.publisher import OutboxPublisher
 
         self.config = config
-        self.link = MqttLink(config.mqtt, config.station_id)
+        key = load_signing_key(signing_key_path(config.mqtt, home))
+        self.link = MqttLink(config.mqtt, config.station_id, signing_key=key)
         self.publisher = OutboxPublisher(
             home / "catalog.db",
             config.station_id,
             self.link,
+            signing_key=key,
+            max_message_bytes=config.mqtt.max_message_bytes,
             max_inflight=config.mqtt.max_inflight,
             batch=config.mqtt.publish_batch,
         )

@@ -1,9 +1,9 @@
 """The central store's MQTT consumer, its catalog and JSON API.
 
-Station messages are produced by the station's own code (agent.catalog, agent.catalog.faults) so the
-central side is tested against what stations really send. The end-to-end tests run a real
-Mosquitto, the station's publisher as a separate process (so it can be SIGKILLed), and the
-real consumer.
+Station messages are produced by the station's own code (agent.catalog, agent.catalog.faults)
+and signed as the station's publisher signs them, so the central side is tested against what
+stations really send. The end-to-end tests run a real Mosquitto (the shipped configuration),
+the station's publisher as a separate process (so it can be SIGKILLed), and the real consumer.
 """
 
 from __future__ import annotations
@@ -27,18 +27,21 @@ from central.catalog import CentralCatalog
 from central.consumer import ConsumerSettings, MqttConsumer
 from sync.wire import topics
 from sync.wire.chain import GENESIS, entry_hash
+from sync.wire.signing import sign_payload
 from tests.central_server import TOKENS, serve_app
 from tests.mosquitto import Mosquitto
 from tests.recorders import wait_for
+from tests.signing_keys import new_key, queued
 from tests.test_mqtt import add_events, needs_mosquitto, start_station, write_station_config
 
 STATION = "ST-C1"
 READER = "reader-token-0123456789abcdef"
+KEY = new_key()  # the station's signing key
 
 
 def station_messages(catalog: Catalog) -> list[tuple[str, bytes]]:
-    """Everything the station has queued, as (topic, payload), in outbox order."""
-    return [(m.topic, m.payload) for m in outbox.pending(catalog.conn, limit=1_000_000)]
+    """Everything the station has queued, signed as it leaves, in outbox order."""
+    return queued(catalog, KEY)
 
 
 @pytest.fixture
@@ -182,7 +185,8 @@ def test_invalid_messages_are_counted_and_kept_not_crashing(central: MqttConsume
     assert central.stats["rejected"] == len(bad)
     assert central.catalog.counts()["rejected"] == len(bad)
     ok = json.dumps({"station": STATION, "state": "online"}).encode()
-    assert central.handle(topics.status(STATION), ok) == "stored"
+    status = topics.status(STATION)
+    assert central.handle(status, sign_payload(KEY, status, ok)) == "stored"
 
 
 def test_poison_messages_in_a_batch_do_not_hold_up_the_others(
@@ -275,7 +279,8 @@ def test_api_serves_the_catalog_to_reader_tokens_only(home: Path, tmp_path: Path
     report_fault(station, "store.full", "store", "the store reached its reserve")
     consumer = MqttConsumer(app.state.catalog, ConsumerSettings(port=1))
     feed(consumer, station_messages(station))
-    consumer.handle(topics.status(STATION), b'{"station":"ST-C1","state":"online"}')
+    online = b'{"station":"ST-C1","state":"online"}'
+    consumer.handle(topics.status(STATION), sign_payload(KEY, topics.status(STATION), online))
     with serve_app(app) as url:
         auth = {"Authorization": f"Bearer {READER}"}
         assert requests.get(f"{url}/api/health", timeout=10).json()["catalog"]["stations"] == 1
@@ -323,12 +328,10 @@ def test_events_exactly_once_across_a_broker_outage_and_station_restarts(
     broker = Mosquitto(tmp_path / "broker", persistence=True)
     broker.start()
     central_cat = CentralCatalog(tmp_path / "central.db")
-    consumer = MqttConsumer(central_cat, ConsumerSettings(port=broker.port, reconnect_max_s=2))
+    consumer = MqttConsumer(central_cat, broker.consumer_settings(reconnect_max_s=2))
     consumer.start()
     station = Catalog(home / "catalog.db", station_id=STATION)
-    config = write_station_config(
-        tmp_path / "station.toml", broker.port, STATION, reconnect_max_s="2"
-    )
+    config = write_station_config(tmp_path / "station.toml", broker, STATION, reconnect_max_s="2")
     procs = []
 
     def start() -> None:
