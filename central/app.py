@@ -21,6 +21,7 @@ from central.api import ReaderAuth, include_api, load_reader_tokens
 from central.auth import CredentialsError, TokenAuth, load_tokens, read_credential
 from central.catalog import CentralCatalog
 from central.consumer import ConsumerSettings, MqttConsumer
+from central.enrolment import StationKeys
 from central.tus import include_tus
 from central.upload import DEFAULT_MAX_SIZE, UploadStore
 
@@ -42,6 +43,7 @@ def create_app(
     catalog_path: str | os.PathLike[str] | None = None,
     mqtt: ConsumerSettings | None = None,
     api_tokens: Mapping[str, str] | str | os.PathLike[str] | None = None,
+    station_keys: Mapping[str, str] | str | os.PathLike[str] | None = None,
 ) -> FastAPI:
     """Build the central store's app.
 
@@ -54,7 +56,10 @@ def create_app(
     ``app.state.catalog`` and is served read-only under ``/api`` to holders of a reader token
     (``api_tokens``: token -> reader name, a ``[readers]`` file, or None for
     ``$CREDENTIALS_DIRECTORY/central-api-tokens``; see :mod:`central.api`). With ``mqtt`` set,
-    an :class:`~central.consumer.MqttConsumer` runs with the app and fills the catalog.
+    an :class:`~central.consumer.MqttConsumer` runs with the app and fills the catalog with what
+    enrolled stations signed: ``station_keys`` is the enrolment register (station id -> public
+    key, a register file, or None for ``$CREDENTIALS_DIRECTORY/central-station-keys``; see
+    :mod:`central.enrolment`).
     """
     token_map = tokens if isinstance(tokens, Mapping) else load_tokens(tokens)
     auth = TokenAuth(token_map)
@@ -71,7 +76,12 @@ def create_app(
     readers = ReaderAuth(
         api_tokens if isinstance(api_tokens, Mapping) else load_reader_tokens(api_tokens)
     )
-    consumer = MqttConsumer(catalog, mqtt) if mqtt is not None else None
+    consumer = None
+    if mqtt is not None:
+        keys = StationKeys(
+            dict(station_keys) if isinstance(station_keys, Mapping) else station_keys
+        )
+        consumer = MqttConsumer(catalog, mqtt, keys=keys)
     include_api(app, catalog, readers, consumer=consumer)
     logger.info("central store in %s for %d stations", data_dir, len(auth))
     return app
@@ -107,6 +117,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await asyncio.to_thread(store.close)
+
+
+def _credential_file(name: str) -> Path | None:
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(cred_dir) / name if cred_dir else None
+    return path if path is not None and path.is_file() else None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -162,9 +178,31 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     help="CA certificate (PEM) of the broker; switches TLS on.",
 )
 @click.option(
+    "--mqtt-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Client certificate (PEM) for the broker; the shipped broker configuration wants one "
+    "whose common name is recdock-central (docs/deployment.md).",
+)
+@click.option(
+    "--mqtt-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Private key (PEM) of --mqtt-cert. Default: $CREDENTIALS_DIRECTORY/central-mqtt-key.",
+)
+@click.option(
     "--mqtt-username",
     default=None,
     help="MQTT user name; the password comes from $CREDENTIALS_DIRECTORY/central-mqtt-password.",
+)
+@click.option(
+    "--station-keys",
+    "station_keys_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Enrolment register: each station's Ed25519 public key ([stations] id = key, TOML; "
+    "`recdock-central enrol` writes it). Read again when it changes. Default: "
+    "$CREDENTIALS_DIRECTORY/central-station-keys. Needed with --mqtt-host.",
 )
 @click.option("--log-level", default="info", show_default=True, help="Log level.")
 def main(
@@ -178,12 +216,16 @@ def main(
     mqtt_host,
     mqtt_port,
     mqtt_ca,
+    mqtt_cert,
+    mqtt_key,
     mqtt_username,
+    station_keys_file,
     log_level,
 ) -> None:
     """Run the recdock reference central store (tus uploads with verified receipts).
 
-    Exit codes: 0 clean stop, 2 usage error, 3 bad credentials.
+    Exit codes: 0 clean stop, 2 usage error, 3 bad credentials. Administration:
+    `recdock-central enrol --help` and `recdock-central rebaseline --help`.
     """
     import uvicorn
 
@@ -195,6 +237,8 @@ def main(
                 host=mqtt_host,
                 port=mqtt_port,
                 ca_file=mqtt_ca,
+                cert_file=mqtt_cert,
+                key_file=mqtt_key or _credential_file("central-mqtt-key") if mqtt_cert else None,
                 username=mqtt_username,
                 password=read_credential("central-mqtt-password") if mqtt_username else None,
             )
@@ -205,6 +249,7 @@ def main(
             upload_expiry=expire_after,
             mqtt=mqtt,
             api_tokens=api_tokens_file,
+            station_keys=station_keys_file,
         )
     except CredentialsError as exc:
         click.echo(f"recdock-central: {exc}", err=True)

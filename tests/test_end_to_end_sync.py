@@ -2,9 +2,10 @@
 
 Real parts only: `recdock run --simulate` as a subprocess with a real FAT32 image, a real
 Mosquitto on loopback (the shipped configuration: TLS, the station's client certificate, the
-ACL), and the reference central store (uvicorn) with its MQTT consumer and tus endpoint. The
-station's events arrive at the central catalog with an intact audit chain, its recordings are
-uploaded and confirmed by receipts, and a clean stop shows as "stopped" at the centre.
+ACL), and the reference central store (uvicorn) with its MQTT consumer and tus endpoint, the
+station enrolled with its signing key. The station's events arrive at the central catalog,
+signed, with an intact audit chain, its recordings are uploaded and confirmed by receipts, and
+a clean stop shows as "stopped" at the centre.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tests.central_server import serve_app
 from tests.conftest import needs_fusefat
 from tests.mosquitto import Mosquitto
 from tests.recorders import make_fat_recorder, wait_for
-from tests.signing_keys import home_key
+from tests.signing_keys import home_key, register
 from tests.test_station import CONFIG, Station, start_station, stop_station
 
 STATION_TOKEN = "station-token-0123456789"
@@ -31,13 +32,14 @@ READER_TOKEN = "reader-token-0123456789"
 def test_docked_recorder_reaches_the_central_store(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "mosquitto")
     broker.start()
-    home_key(tmp_path / "home")  # `recdock enrol` on the station, in effect
+    key = home_key(tmp_path / "home")  # `recdock enrol` on the station, in effect
     app = create_app(
         tmp_path / "central",
         {STATION_TOKEN: "st-test"},
         catalog_path=tmp_path / "central" / "central.db",
         mqtt=broker.consumer_settings(client_id="central-e2e"),
         api_tokens={READER_TOKEN: "supervisor"},
+        station_keys=register({"st-test": key}),
     )
     try:
         with serve_app(app) as url:
@@ -70,6 +72,7 @@ def test_docked_recorder_reaches_the_central_store(tmp_path: Path) -> None:
                 wait_for(central_has_all, 30, "the station's events at the central store")
                 info = api.get(f"{url}/api/stations/st-test").json()
                 assert info["chain"]["state"] == "ok" and info["chain"]["missing"] == [], info
+                assert info["security_alerts"] == 0, "everything the station sent was signed"
             finally:
                 assert stop_station(station) == 0, station.log.read_text()[-3000:]
             wait_for(
