@@ -109,8 +109,8 @@ def _ensure_token(path: Path, station: str) -> str | None:
 @click.option(
     "--from-hash",
     default=GENESIS,
-    help="The hash of the station's entry at --from-seq, from its audit log; the genesis hash "
-    "for 0.",
+    help="The hash of the station's entry at --from-seq (`recdock verify --against-central "
+    "--json` on the station prints its head as local_head); the genesis hash for 0.",
 )
 def rebaseline(
     station: str, data_dir: Path, operator: str, reason: str, from_seq: int, from_hash: str

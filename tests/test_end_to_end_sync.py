@@ -4,8 +4,9 @@ Real parts only: `recdock run --simulate` as a subprocess with a real FAT32 imag
 Mosquitto on loopback (the shipped configuration: TLS, the station's client certificate, the
 ACL), and the reference central store (uvicorn) with its MQTT consumer and tus endpoint, the
 station enrolled with its signing key. The station's events arrive at the central catalog,
-signed, with an intact audit chain, its recordings are uploaded and confirmed by receipts, and
-a clean stop shows as "stopped" at the centre.
+signed, with an intact audit chain, its recordings are uploaded and confirmed by receipts, the
+station's chain agrees with the centre's head, and a clean stop shows as "stopped" at the
+centre.
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ def test_docked_recorder_reaches_the_central_store(tmp_path: Path) -> None:
                 info = api.get(f"{url}/api/stations/st-test").json()
                 assert info["chain"]["state"] == "ok" and info["chain"]["missing"] == [], info
                 assert info["security_alerts"] == 0, "everything the station sent was signed"
+                against = station.run("verify", "--against-central")
+                assert against.returncode == 0, against.stdout + against.stderr
+                assert "central store: agrees" in against.stdout
             finally:
                 assert stop_station(station) == 0, station.log.read_text()[-3000:]
             wait_for(
