@@ -269,7 +269,14 @@ def chain(station: str, catalog: Catalog) -> dict[str, Any]:
     return found
 
 
-@router.get("/security-alerts", dependencies=READER)
+@router.get(
+    "/security-alerts",
+    dependencies=READER,
+    responses={
+        401: {"description": "No reader token"},
+        503: {"description": "The server has no reader tokens"},
+    },
+)
 def security_alerts(
     catalog: Catalog, station: str | None = None, limit: int = Query(100, ge=1, le=1000)
 ) -> list[dict[str, Any]]:

@@ -415,6 +415,28 @@ def test_the_consumer_takes_a_newly_enrolled_station_without_a_restart(
     catalog.close()
 
 
+def test_recdock_central_as_installed_has_its_two_administrative_commands(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.recorders import BIN
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "recdock-central"), *args], capture_output=True, text=True, timeout=60
+        )
+
+    serve = run("--help")
+    assert serve.returncode == 0 and "--station-keys" in serve.stdout
+    assert "recdock-central enrol --help" in serve.stdout
+    for command in ("enrol", "rebaseline"):
+        helped = run(command, "--help")
+        assert helped.returncode == 0 and f"recdock-central {command}" in helped.stdout
+    keys = tmp_path / "keys.toml"
+    enrolled = run("enrol", STATION, "--public-key", public_key_text(KEY), "--keys", str(keys))
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert load_station_keys(keys) == {STATION: public_key_text(KEY)}
+
+
 def test_the_server_needs_the_register_to_consume_mqtt(tmp_path: Path, monkeypatch) -> None:
     from central.auth import CredentialsError
 
