@@ -7,7 +7,8 @@ for that station (rule 9, docs/architecture.md). The register is a TOML file::
     "ST-0001" = "q2v4...=="      # base64 of the 32 raw bytes, as `recdock enrol` prints it
 
 ``recdock-central enrol STATION --public-key KEY --keys FILE`` adds or replaces a station's key
-(:func:`enrol`; writes the file atomically, mode 0600); the file may also be edited by hand.
+(:func:`enrol`; replaces the file atomically: a new file is mode 0600, an existing one keeps its
+mode and owner); the file may also be edited by hand.
 The consumer reads it with :class:`StationKeys`, which notices a changed file (at most one
 ``stat`` a second), so enrolling needs no restart. Without ``--station-keys`` the server reads
 ``$CREDENTIALS_DIRECTORY/central-station-keys`` (then a change needs a restart, since systemd
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import threading
 import time
 import tomllib
@@ -146,11 +148,18 @@ def _names(line: str, station: str) -> bool:
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (temp file, fsync, rename). A new file is 0600; an
+    existing one keeps its mode and owner, so the server's own user still reads it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.stat() if path.exists() else None
     temp = path.with_name(f".{path.name}.new")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, text.encode("utf-8"))
+        if old is not None:
+            os.fchmod(fd, stat.S_IMODE(old.st_mode))
+            if os.geteuid() == 0:
+                os.fchown(fd, old.st_uid, old.st_gid)
         os.fsync(fd)
     finally:
         os.close(fd)

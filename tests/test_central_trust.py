@@ -391,10 +391,13 @@ def test_enrol_writes_the_register_rekeys_and_gives_a_token_once(tmp_path: Path)
     assert result.exit_code == 0 and "re-keyed ST-B" in result.output
     assert "shown once" not in result.output, "the station has its token already"
     assert load_station_keys(keys_file) == {"ST-B": second}
+    keys_file.chmod(0o640)  # e.g. readable by the server's group: re-enrolling keeps it
+    result = run(admin, ["enrol", "ST-B", "--public-key", first, "--keys", str(keys_file)])
+    assert result.exit_code == 0 and keys_file.stat().st_mode & 0o777 == 0o640
     for bad in (["ST-C", "--public-key", "not-a-key"], ["recdock-central", "--public-key", first]):
         result = run(admin, ["enrol", *bad, "--keys", str(keys_file)])
         assert result.exit_code == 3, result.output
-    assert load_station_keys(keys_file) == {"ST-B": second}, "a refused enrolment changes nothing"
+    assert load_station_keys(keys_file) == {"ST-B": first}, "a refused enrolment changes nothing"
 
 
 def test_the_consumer_takes_a_newly_enrolled_station_without_a_restart(
