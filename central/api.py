@@ -9,6 +9,9 @@ Routes (all JSON, all read-only)::
     GET /api/recorders[?station=]        recorder health
     GET /api/faults[?all=true]           open faults with age_hours and overdue (24 h limit)
     GET /api/events[?station=&limit=]    newest events first
+    GET /api/stations/{id}/chain         the head of the station's chain the centre holds; also
+                                         for that station's own upload token
+    GET /api/security-alerts[?station=&limit=]  unsigned, forged or unenrolled messages
 
 Read access needs a **reader token** (``Authorization: Bearer <token>``), kept apart from the
 stations' upload tokens: a station token is refused here, so a station cannot read what other
@@ -233,6 +236,63 @@ def faults(
     """Open faults (and resolved ones with ``all``), each with its age and whether it is
     past the 24-hour repair limit."""
     return catalog.faults(include_resolved=all)
+
+
+async def _reader_or_station(request: Request, station: str) -> str:
+    """A reader, or the station ``station`` itself with its upload token (to compare its chain
+    with what the centre holds: ``recdock verify --against-central``)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else ""
+    readers: ReaderAuth = request.app.state.readers
+    if token and readers.reader_for(token):
+        return "reader"
+    auth = getattr(request.app.state, "auth", None)
+    own = auth.station_for(token) if auth is not None and token else None
+    if own is None:
+        raise HTTPException(
+            status_code=401,
+            detail="a reader token, or this station's upload token, is required",
+            headers={"WWW-Authenticate": 'Bearer realm="recdock-central-api"'},
+        )
+    if own != station:
+        raise HTTPException(status_code=403, detail="a station reads only its own chain")
+    return own
+
+
+_CHAIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No reader token and no station token"},
+    403: {"description": "Another station's upload token"},
+    404: {"description": "The station has not reported"},
+}
+
+
+@router.get(
+    "/stations/{station}/chain",
+    dependencies=[Depends(_reader_or_station)],
+    responses=_CHAIN_RESPONSES,
+)
+def chain(station: str, catalog: Catalog) -> dict[str, Any]:
+    """The head of the station's audit chain the centre holds (seq and hash of the part
+    complete from the baseline), the highest seq received, its state and re-baselines."""
+    found = catalog.chain(station)
+    if found is None:
+        raise HTTPException(status_code=404, detail=f"no station {station!r} reported yet")
+    return found
+
+
+@router.get(
+    "/security-alerts",
+    dependencies=READER,
+    responses={
+        401: {"description": "No reader token"},
+        503: {"description": "The server has no reader tokens"},
+    },
+)
+def security_alerts(
+    catalog: Catalog, station: str | None = None, limit: int = Query(100, ge=1, le=1000)
+) -> list[dict[str, Any]]:
+    """Messages not taken as a station's (unenrolled, unsigned, forged), newest first."""
+    return catalog.alerts(station, limit)
 
 
 @router.get("/events", dependencies=READER, responses=doc.API_ERRORS)

@@ -22,6 +22,7 @@ from central.api import ReaderAuth, include_api, load_reader_tokens
 from central.auth import CredentialsError, TokenAuth, load_tokens, read_credential
 from central.catalog import CentralCatalog
 from central.consumer import ConsumerSettings, MqttConsumer
+from central.enrolment import StationKeys
 from central.folder import private_file
 from central.limits import UploadLimits
 from central.openapi import add_common_answers
@@ -57,6 +58,7 @@ def create_app(
     limits: UploadLimits | None = None,
     max_requests: int = DEFAULT_MAX_REQUESTS,
     api_docs: bool = False,
+    station_keys: Mapping[str, str] | str | os.PathLike[str] | None = None,
 ) -> FastAPI:
     """Build the central store's app.
 
@@ -69,7 +71,10 @@ def create_app(
     ``app.state.catalog`` and is served read-only under ``/api`` to holders of a reader token
     (``api_tokens``: token -> reader name, a ``[readers]`` file, or None for
     ``$CREDENTIALS_DIRECTORY/central-api-tokens``; see :mod:`central.api`). With ``mqtt`` set,
-    an :class:`~central.consumer.MqttConsumer` runs with the app and fills the catalog.
+    an :class:`~central.consumer.MqttConsumer` runs with the app and fills the catalog with what
+    enrolled stations signed: ``station_keys`` is the enrolment register (station id -> public
+    key, a register file, or None for ``$CREDENTIALS_DIRECTORY/central-station-keys``; see
+    :mod:`central.enrolment`).
 
     ``limits`` bound what each station may announce and store (:mod:`central.limits`);
     ``max_requests`` the HTTP requests inside the app at once (``app.state.gate``, a
@@ -93,10 +98,21 @@ def create_app(
     readers = ReaderAuth(
         api_tokens if isinstance(api_tokens, Mapping) else load_reader_tokens(api_tokens)
     )
-    consumer = MqttConsumer(catalog, mqtt) if mqtt is not None else None
-    include_api(app, catalog, readers, consumer=consumer)
+    include_api(app, catalog, readers, consumer=_consumer(catalog, mqtt, station_keys))
     logger.info("central store in %s for %d stations", data_dir, len(auth))
     return app
+
+
+def _consumer(
+    catalog: CentralCatalog,
+    mqtt: ConsumerSettings | None,
+    station_keys: Mapping[str, str] | str | os.PathLike[str] | None,
+) -> MqttConsumer | None:
+    """The MQTT consumer, fed by the stations enrolled in ``station_keys``; None without MQTT."""
+    if mqtt is None:
+        return None
+    keys = StationKeys(dict(station_keys) if isinstance(station_keys, Mapping) else station_keys)
+    return MqttConsumer(catalog, mqtt, keys=keys)
 
 
 def _bare_app(*, api_docs: bool, max_requests: int) -> FastAPI:
@@ -152,6 +168,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(store.close)
 
 
+def _credential_file(name: str) -> Path | None:
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(cred_dir) / name if cred_dir else None
+    return path if path is not None and path.is_file() else None
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--data",
@@ -205,6 +227,19 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     help="CA certificate (PEM) of the broker; switches TLS on.",
 )
 @click.option(
+    "--mqtt-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Client certificate (PEM) for the broker; the shipped broker configuration wants one "
+    "whose common name is recdock-central (docs/deployment.md).",
+)
+@click.option(
+    "--mqtt-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Private key (PEM) of --mqtt-cert. Default: $CREDENTIALS_DIRECTORY/central-mqtt-key.",
+)
+@click.option(
     "--mqtt-username",
     default=None,
     help="MQTT user name; the password comes from $CREDENTIALS_DIRECTORY/central-mqtt-password.",
@@ -217,7 +252,38 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 )
 @upload_limit_options
 @serve_limit_options
+@click.option(
+    "--station-keys",
+    "station_keys_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Enrolment register: each station's Ed25519 public key ([stations] id = key, TOML; "
+    "`recdock-central enrol` writes it). Read again when it changes. Default: "
+    "$CREDENTIALS_DIRECTORY/central-station-keys. Needed with --mqtt-host.",
+)
 @click.option("--log-level", default="info", show_default=True, help="Log level.")
+def _consumer_settings(
+    host: str | None,
+    port: int,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    username: str | None,
+) -> ConsumerSettings | None:
+    """The MQTT consumer's settings from the command line and the systemd credentials."""
+    if not host:
+        return None
+    return ConsumerSettings(
+        host=host,
+        port=port,
+        ca_file=ca,
+        cert_file=cert,
+        key_file=key or _credential_file("central-mqtt-key") if cert else None,
+        username=username,
+        password=read_credential("central-mqtt-password") if username else None,
+    )
+
+
 def main(
     data_dir,
     tokens_file,
@@ -229,7 +295,10 @@ def main(
     mqtt_host,
     mqtt_port,
     mqtt_ca,
+    mqtt_cert,
+    mqtt_key,
     mqtt_username,
+    station_keys_file,
     log_level,
     api_docs: bool,
     limits: UploadLimits,
@@ -238,21 +307,14 @@ def main(
 ) -> None:
     """Run the recdock reference central store (tus uploads with verified receipts).
 
-    Exit codes: 0 clean stop, 2 usage error, 3 bad credentials.
+    Exit codes: 0 clean stop, 2 usage error, 3 bad credentials. Administration:
+    `recdock-central enrol --help` and `recdock-central rebaseline --help`.
     """
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
-        mqtt = None
-        if mqtt_host:
-            mqtt = ConsumerSettings(
-                host=mqtt_host,
-                port=mqtt_port,
-                ca_file=mqtt_ca,
-                username=mqtt_username,
-                password=read_credential("central-mqtt-password") if mqtt_username else None,
-            )
+        mqtt = _consumer_settings(mqtt_host, mqtt_port, mqtt_ca, mqtt_cert, mqtt_key, mqtt_username)
         app = create_app(
             data_dir,
             tokens_file,
@@ -263,6 +325,7 @@ def main(
             limits=limits,
             max_requests=max_requests,
             api_docs=api_docs,
+            station_keys=station_keys_file,
         )
     except CredentialsError as exc:
         click.echo(f"recdock-central: {exc}", err=True)

@@ -42,17 +42,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.config.links import MqttConfig
 from sync.mqtt.link import Link, MqttLink
 from tests.memory_link import Delivered, MemoryBroker, MemoryLink
 from tests.mosquitto import MOSQUITTO, Mosquitto, Subscriber
 from tests.recorders import wait_for
 
 STATION = "ST-CONTRACT"
+TOPICS = f"recdock/{STATION}/contract"  # the station's own topics: the broker's ACL allows them
+KEY = Ed25519PrivateKey.generate()  # signs the real link's own status messages
 CAPACITY = 5  # unacknowledged messages the link may hold (max_queued / capacity)
 MARKER = b"\x00contract-marker"
 
@@ -131,11 +131,12 @@ class LinkUnderTest(Protocol):
 # -- the real link: MqttLink and Mosquitto -----------------------------------------------------
 
 
-def retained_on_broker(port: int, topic: str) -> bytes | None:
-    """Subscribe afresh; the retained message (if any) arrives before a marker published next."""
+def retained_on_broker(broker: Mosquitto, topic: str) -> bytes | None:
+    """Subscribe afresh; the retained message (if any) arrives before a marker published next
+    (as the station: only it may write its topics)."""
     got: list[tuple[bytes, bool]] = []
     subscribed, marked = threading.Event(), threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"contract-{uuid.uuid4().hex}")
+    client = broker.client(STATION, f"contract-{uuid.uuid4().hex}")
 
     def on_connect(client, userdata, flags, reason_code, properties):  # noqa: ANN001
         client.subscribe(topic, qos=1)
@@ -152,7 +153,7 @@ def retained_on_broker(port: int, topic: str) -> bytes | None:
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
-    client.connect_async("127.0.0.1", port, 30)
+    client.connect_async("127.0.0.1", broker.port, 30)
     client.loop_start()
     try:
         assert subscribed.wait(10), "the checking subscriber did not subscribe"
@@ -171,18 +172,16 @@ class RealLink:
     def __init__(self, tmp_path: Path) -> None:
         self.broker = Mosquitto(tmp_path / "broker")
         self.broker.start()
-        self.subscriber = Subscriber(self.broker.port, "contract/#", client_id="contract-sub")
-        config = MqttConfig(
-            enabled=True,
-            host="127.0.0.1",
-            port=self.broker.port,
+        self.subscriber = Subscriber(self.broker, f"{TOPICS}/#", client_id="contract-sub")
+        config = self.broker.mqtt_config(
+            STATION,
             keepalive=10,
             max_inflight=CAPACITY,
             max_queued=CAPACITY,
             reconnect_min_s=1,
             reconnect_max_s=1,
         )
-        self.link = MqttLink(config, STATION)
+        self.link = MqttLink(config, STATION, signing_key=KEY)
         self.frozen = False
 
     def connect(self) -> None:
@@ -213,7 +212,7 @@ class RealLink:
         return [payload for payload, _ in self.subscriber.on(topic) if payload != MARKER]
 
     def retained(self, topic: str) -> bytes | None:
-        return retained_on_broker(self.broker.port, topic)
+        return retained_on_broker(self.broker, topic)
 
     def close(self) -> None:
         if self.frozen:
@@ -235,7 +234,7 @@ class FakeLink:
         self.broker = MemoryBroker()
         self.link = MemoryLink(self.broker, capacity=CAPACITY)
         self._received: list[Delivered] = []
-        self.broker.subscribe("contract/#", self._received.append)
+        self.broker.subscribe(f"{TOPICS}/#", self._received.append)
 
     def connect(self) -> None:
         self.link.connect()
@@ -313,13 +312,13 @@ def test_publish_before_the_link_ever_connected_is_refused_and_never_sent_later(
     station: LinkUnderTest, heard: Heard
 ) -> None:
     assert station.link.is_connected() is False
-    assert station.link.publish("contract/early", b"too early", qos=1) is None
+    assert station.link.publish(f"{TOPICS}/early", b"too early", qos=1) is None
     station.connect()
     heard.wait("connected")
     # sent after connecting: a refused message queued after all would go out before it
-    publish_acked(station, heard, "contract/early", b"in time")
-    wait_for(lambda: station.received("contract/early"), what="the message at the subscriber")
-    assert station.received("contract/early") == [b"in time"]
+    publish_acked(station, heard, f"{TOPICS}/early", b"in time")
+    wait_for(lambda: station.received(f"{TOPICS}/early"), what="the message at the subscriber")
+    assert station.received(f"{TOPICS}/early") == [b"in time"]
 
 
 def test_losing_the_connection_tells_listeners_and_publish_is_refused_until_it_returns(
@@ -328,13 +327,13 @@ def test_losing_the_connection_tells_listeners_and_publish_is_refused_until_it_r
     connected.drop()
     assert heard.wait("disconnected") == [("disconnected", False)]
     assert connected.link.is_connected() is False
-    assert connected.link.publish("contract/drop", b"while away", qos=1) is None
+    assert connected.link.publish(f"{TOPICS}/drop", b"while away", qos=1) is None
     connected.restore()
     assert heard.wait("connected", 2) == [("connected", True), ("connected", True)]
-    token = publish_acked(connected, heard, "contract/drop", b"back", retain=True)
+    token = publish_acked(connected, heard, f"{TOPICS}/drop", b"back", retain=True)
     [(_, _, ok, _)] = heard.acks(token)
     assert ok is True
-    assert connected.retained("contract/drop") == b"back"
+    assert connected.retained(f"{TOPICS}/drop") == b"back"
 
 
 # -- connecting ------------------------------------------------------------------------------
@@ -357,20 +356,20 @@ def test_connecting_tells_every_listener_once_the_link_is_connected(
 def test_a_published_message_gets_a_token_that_its_puback_names(
     connected: LinkUnderTest, heard: Heard
 ) -> None:
-    token = connected.link.publish("contract/ack", b"hello", qos=1)
+    token = connected.link.publish(f"{TOPICS}/ack", b"hello", qos=1)
     assert isinstance(token, int) and not isinstance(token, bool)
     heard.wait_acked(token)
     [(_, acked, ok, reason)] = heard.acks(token)
     assert (acked, ok) == (token, True) and isinstance(reason, str)
-    wait_for(lambda: connected.received("contract/ack"), what="the message at the subscriber")
-    assert connected.received("contract/ack") == [b"hello"]
+    wait_for(lambda: connected.received(f"{TOPICS}/ack"), what="the message at the subscriber")
+    assert connected.received(f"{TOPICS}/ack") == [b"hello"]
 
 
 def test_messages_in_flight_have_distinct_tokens_and_no_ack_comes_before_the_puback(
     connected: LinkUnderTest, heard: Heard
 ) -> None:
     connected.freeze()
-    tokens = [connected.link.publish("contract/inflight", b"%d" % i, qos=1) for i in range(3)]
+    tokens = [connected.link.publish(f"{TOPICS}/inflight", b"%d" % i, qos=1) for i in range(3)]
     assert all(isinstance(t, int) for t in tokens) and len(set(tokens)) == 3, tokens
     assert [heard.acks(t) for t in tokens] == [[], [], []], "acknowledged without a PUBACK"
     connected.thaw()
@@ -384,24 +383,24 @@ def test_a_full_link_refuses_at_once_and_takes_again_once_acknowledged(
     connected.freeze()
     taken: list[int] = []
     for i in range(CAPACITY + 1):
-        token = connected.link.publish("contract/full", b"%d" % i, qos=1)
+        token = connected.link.publish(f"{TOPICS}/full", b"%d" % i, qos=1)
         if token is None:
             break
         taken.append(token)
     else:
         pytest.fail(f"{CAPACITY + 1} unacknowledged messages taken; the cap is {CAPACITY}")
     assert taken, "nothing was taken by a connected link"
-    assert connected.link.publish("contract/full", b"still full", qos=1) is None
+    assert connected.link.publish(f"{TOPICS}/full", b"still full", qos=1) is None
     connected.thaw()
     heard.wait_acked(*taken)
-    publish_acked(connected, heard, "contract/full", b"room again")
+    publish_acked(connected, heard, f"{TOPICS}/full", b"room again")
 
 
 def test_a_message_taken_before_the_connection_dropped_is_acknowledged_after_it_returns(
     connected: LinkUnderTest, heard: Heard
 ) -> None:
     connected.freeze()
-    token = connected.link.publish("contract/resend", b"in flight", qos=1, retain=True)
+    token = connected.link.publish(f"{TOPICS}/resend", b"in flight", qos=1, retain=True)
     assert token is not None
     connected.drop()  # before any PUBACK
     heard.wait("disconnected")
@@ -410,7 +409,7 @@ def test_a_message_taken_before_the_connection_dropped_is_acknowledged_after_it_
     heard.wait("connected", 2)
     heard.wait_acked(token)
     assert [ok for *_, ok, _ in heard.acks(token)] == [True]
-    assert connected.retained("contract/resend") == b"in flight", "the broker never got it"
+    assert connected.retained(f"{TOPICS}/resend") == b"in flight", "the broker never got it"
 
 
 # -- retained messages -----------------------------------------------------------------------
@@ -419,23 +418,23 @@ def test_a_message_taken_before_the_connection_dropped_is_acknowledged_after_it_
 def test_a_retained_message_is_given_to_later_subscribers_and_the_last_value_wins(
     connected: LinkUnderTest, heard: Heard
 ) -> None:
-    publish_acked(connected, heard, "contract/retained", b"first", retain=True)
-    assert connected.retained("contract/retained") == b"first"
-    publish_acked(connected, heard, "contract/retained", b"second", retain=True)
-    assert connected.retained("contract/retained") == b"second"
+    publish_acked(connected, heard, f"{TOPICS}/retained", b"first", retain=True)
+    assert connected.retained(f"{TOPICS}/retained") == b"first"
+    publish_acked(connected, heard, f"{TOPICS}/retained", b"second", retain=True)
+    assert connected.retained(f"{TOPICS}/retained") == b"second"
 
 
 def test_an_empty_retained_payload_clears_the_retained_message(
     connected: LinkUnderTest, heard: Heard
 ) -> None:
-    publish_acked(connected, heard, "contract/cleared", b"bay 2: ready", retain=True)
-    assert connected.retained("contract/cleared") == b"bay 2: ready"
-    publish_acked(connected, heard, "contract/cleared", b"", retain=True)
-    assert connected.retained("contract/cleared") is None
+    publish_acked(connected, heard, f"{TOPICS}/cleared", b"bay 2: ready", retain=True)
+    assert connected.retained(f"{TOPICS}/cleared") == b"bay 2: ready"
+    publish_acked(connected, heard, f"{TOPICS}/cleared", b"", retain=True)
+    assert connected.retained(f"{TOPICS}/cleared") is None
 
 
 def test_a_message_published_without_retain_is_not_kept_for_later_subscribers(
     connected: LinkUnderTest, heard: Heard
 ) -> None:
-    publish_acked(connected, heard, "contract/live", b"now only", retain=False)
-    assert connected.retained("contract/live") is None
+    publish_acked(connected, heard, f"{TOPICS}/live", b"now only", retain=False)
+    assert connected.retained(f"{TOPICS}/live") is None

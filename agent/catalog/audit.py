@@ -117,3 +117,9 @@ def count_since(catalog: Catalog, kind: str, subject: str, after_seq: int) -> in
         (kind, subject, after_seq),
     ).fetchone()
     return int(row[0])
+
+
+def hash_at(catalog: Catalog, seq: int) -> str | None:
+    """The hash of entry ``seq`` (None when the log has no such entry)."""
+    row = catalog.conn.execute("SELECT hash FROM audit WHERE seq = ?", (seq,)).fetchone()
+    return str(row[0]) if row else None
