@@ -174,6 +174,28 @@ def _credential_file(name: str) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
+def _consumer_settings(
+    host: str | None,
+    port: int,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    username: str | None,
+) -> ConsumerSettings | None:
+    """The MQTT consumer's settings from the command line and the systemd credentials."""
+    if not host:
+        return None
+    return ConsumerSettings(
+        host=host,
+        port=port,
+        ca_file=ca,
+        cert_file=cert,
+        key_file=key or _credential_file("central-mqtt-key") if cert else None,
+        username=username,
+        password=read_credential("central-mqtt-password") if username else None,
+    )
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--data",
@@ -262,28 +284,6 @@ def _credential_file(name: str) -> Path | None:
     "$CREDENTIALS_DIRECTORY/central-station-keys. Needed with --mqtt-host.",
 )
 @click.option("--log-level", default="info", show_default=True, help="Log level.")
-def _consumer_settings(
-    host: str | None,
-    port: int,
-    ca: Path | None,
-    cert: Path | None,
-    key: Path | None,
-    username: str | None,
-) -> ConsumerSettings | None:
-    """The MQTT consumer's settings from the command line and the systemd credentials."""
-    if not host:
-        return None
-    return ConsumerSettings(
-        host=host,
-        port=port,
-        ca_file=ca,
-        cert_file=cert,
-        key_file=key or _credential_file("central-mqtt-key") if cert else None,
-        username=username,
-        password=read_credential("central-mqtt-password") if username else None,
-    )
-
-
 def main(
     data_dir,
     tokens_file,

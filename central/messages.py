@@ -32,6 +32,7 @@ from typing import Any
 
 from central.catalog import CentralCatalog, now_utc
 from central.enrolment import StationKeys
+from sync.wire import commands
 from sync.wire.payloads import load_schema, topic_kind
 from sync.wire.signing import BadSignature, verify_doc
 
@@ -110,6 +111,8 @@ class MessageHandler:
             return outcome
 
     def _handle(self, topic: str, payload: bytes, retained: bool) -> str:
+        if commands.parse_topic(topic) is not None:
+            return "command"  # the centre's own command, echoed by the broker: nothing to store
         parsed = topic_kind(topic)
         if parsed is None:
             raise InvalidMessage(f"unknown topic {topic!r} (see docs/mqtt.md)")

@@ -49,7 +49,12 @@ def centre(tmp_path: Path) -> Iterator[tuple[str, MqttConsumer]]:
 def station_config(tmp_path: Path, url: str, **anchor: str) -> Path:
     path = tmp_path / "station.toml"
     lines = [f'station_id = "{STATION}"', "[upload]", "enabled = true"]
-    lines += [f'endpoint = "{url}/files/"', f'token = "{TOKEN_A}"', "[anchor]"]
+    lines += [
+        f'endpoint = "{url}/files/"',
+        f'token = "{TOKEN_A}"',
+        "insecure_lab = true",
+        "[anchor]",
+    ]
     lines += [f"{k} = {v}" for k, v in anchor.items()]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -4,8 +4,9 @@ Every test here runs a real Mosquitto with deploy/mosquitto/recdock.conf and its
 (tests/mosquitto.py replaces only the port and the folder of the TLS files), with certificates
 from a test CA made by openssl: a client without a certificate, or with one another CA signed,
 never gets in; a station, authenticated as its station id by its certificate, writes and reads
-only ``recdock/<its id>/#``; the central store reads ``recdock/#`` and writes nothing; a message
-over ``message_size_limit`` reaches nobody.
+only ``recdock/<its id>/#``; the central store reads ``recdock/#`` and writes only commands
+(``recdock/<station>/command/#``, each signed by the centre besides: sync/wire/commands.py);
+a message over ``message_size_limit`` reaches nobody.
 """
 
 from __future__ import annotations
@@ -222,7 +223,9 @@ def test_a_station_cannot_write_outside_recdock_or_read_another_station(
     assert "elsewhere/topic" not in seen
 
 
-def test_the_central_store_reads_every_station_and_writes_nothing(broker: Mosquitto) -> None:
+def test_the_central_store_reads_every_station_and_writes_nothing_of_theirs(
+    broker: Mosquitto,
+) -> None:
     station = broker.client("ST-A", "st-a")
     assert connect(station, broker.port) == "connected"
     central = broker.client(CENTRAL, "central-writer")
@@ -241,6 +244,28 @@ def test_the_central_store_reads_every_station_and_writes_nothing(broker: Mosqui
         stop(central)
     assert forged == [], "the central store's identity wrote under a station"
     assert read == [b"read me"], "the central store reads the stations"
+
+
+def test_the_central_store_writes_commands_that_only_their_station_reads(
+    broker: Mosquitto,
+) -> None:
+    central = broker.client(CENTRAL, "central-commander")
+    assert connect(central, broker.port) == "connected"
+    a = Subscriber(broker, "recdock/ST-A/command/#", client_id="st-a-sub", identity="ST-A")
+    b = Subscriber(broker, "recdock/+/command/#", client_id="st-b-sub", identity="ST-B")
+    try:
+        topic = "recdock/ST-A/command/fault/f1"
+        central.publish(topic, b"ack", qos=1, retain=True).wait_for_publish(10)
+        central.publish("recdock/ST-B/command/fault/m", b"marker", qos=1).wait_for_publish(10)
+        wait_for(lambda: a.on(topic), what="ST-A's command")
+        wait_for(lambda: b.on("recdock/ST-B/command/fault/m"), what="ST-B's own marker")
+        assert [p for p, _ in a.on(topic)] == [b"ack"]
+        assert b.on(topic) == [], "a station read another station's command"
+        central.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)  # clears it
+    finally:
+        a.close()
+        b.close()
+        stop(central)
 
 
 def test_a_message_over_the_size_limit_reaches_nobody(broker: Mosquitto) -> None:

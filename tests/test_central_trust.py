@@ -27,7 +27,7 @@ from central.auth import load_tokens
 from central.catalog import CentralCatalog
 from central.consumer import ConsumerSettings, MqttConsumer
 from central.enrolment import StationKeys, load_station_keys
-from sync.wire import topics
+from sync.wire import commands, topics
 from sync.wire.chain import canonical, entry_hash
 from sync.wire.signing import public_key_text, sign_payload
 from tests.central_server import TOKEN_A, TOKEN_B, TOKENS, serve_app
@@ -458,3 +458,17 @@ def test_fault_state_follows_only_the_signed_events(station: Catalog, central: M
     assert central.catalog.faults() == [], "a retained payload changes no fault's state"
     feed(central, signed(KEY, events))
     assert [f["kind"] for f in central.catalog.faults()] == ["store.full"]
+
+
+def test_the_centres_own_commands_echoed_by_the_broker_store_nothing(
+    station: Catalog, central: MqttConsumer
+) -> None:
+    """The consumer subscribes ``recdock/+/#``, so it receives the commands it sent
+    (sync/wire/commands.py): they are neither a station's message nor a rejected one."""
+    feed(central, queued(station, KEY))
+    before = central.catalog.station(STATION)
+    topic = commands.topic(STATION, "fault", "f1")
+    assert central.handle(topic, b'{"kind":"fault"}', retained=True) == "command"
+    assert central.handle(topic, b"", retained=True) == "command"
+    assert central.catalog.station(STATION) == before
+    assert central.catalog.alerts() == [] and central.stats["rejected"] == 0

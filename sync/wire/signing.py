@@ -36,7 +36,7 @@ from sync.wire.chain import canonical, entry_hash
 SIG_FIELD = "sig"
 EVENT_DOMAIN = "recdock-event-v1"
 STATE_DOMAIN = "recdock-state-v1"
-_SIG = re.compile(r"^[A-Za-z0-9+/]{86}==$")
+SIG_PATTERN = re.compile(r"^[A-Za-z0-9+/]{86}==$")
 _PUBLIC = re.compile(r"^[A-Za-z0-9+/]{43}=$")
 
 
@@ -95,7 +95,7 @@ def verify_doc(public_key: Ed25519PublicKey, topic: str, doc: dict[str, Any]) ->
     the content does not have signs nothing of this content.
     """
     text = doc.get(SIG_FIELD)
-    if not isinstance(text, str) or not _SIG.match(text):
+    if not isinstance(text, str) or not SIG_PATTERN.match(text):
         raise BadSignature("the message is not signed (no valid 'sig' field)")
     message = signed_message(topic, doc)
     if _topic_station_and_kind(topic)[1] == "event":
