@@ -148,7 +148,7 @@ class Catalog:
 
     def is_empty(self) -> bool:
         """No session was ever recorded in this catalog."""
-        return self.conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
+        return self.conn.execute("SELECT max(rowid) FROM sessions").fetchone()[0] is None
 
     def close(self) -> None:
         self.conn.close()
