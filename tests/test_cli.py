@@ -187,3 +187,26 @@ def test_help_and_status_import_nothing_they_do_not_use(tmp_path, args) -> None:
     heavy = {"gpiozero", "paho", "fastapi", "uvicorn", "starlette", "sqlite_utils", "requests"}
     assert loaded & heavy == set(), sorted(loaded & heavy)
     assert "click" in loaded  # the probe did run the command line
+
+
+@pytest.mark.parametrize("args", [("status",), ("status", "--json")], ids=" ".join)
+def test_status_on_a_home_where_the_station_never_ran_says_so_and_exits_0(tmp_path, args) -> None:
+    import json
+
+    home = tmp_path / "home"
+    config = tmp_path / "recdock.toml"
+    config.write_text("[indicators.bays.1]\nled = 17\n[indicators.bays.2]\nled = 27\n")
+    done = recdock(*args, home=home, config=config)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    if "--json" in args:
+        snap = json.loads(done.stdout)
+        assert snap["catalog_found"] is False and snap["daemon"]["running"] is False
+        assert [(b["bay"], b["state"], b["led"]) for b in snap["bays"]] == [
+            (1, "idle", "idle"),
+            (2, "idle", "idle"),
+        ]
+        assert snap["sync_backlog"] == 0 and snap["faults"] == []
+    else:
+        assert "has not run here yet" in done.stdout.splitlines()[0], done.stdout
+    assert not home.exists() or not (home / "catalog.db").exists()  # status creates nothing

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Catalog", "canonical", "now_utc", "open_catalog"]
+__all__ = ["Catalog", "canonical", "catalog_path", "now_utc", "open_catalog"]
 
 
 def now_utc() -> str:
@@ -175,5 +175,10 @@ class Catalog:
         return sqlite_utils.Database(self.conn)
 
 
+def catalog_path(home: Path) -> Path:
+    """Where a station home keeps its catalog."""
+    return home / "catalog.db"
+
+
 def open_catalog(home: Path, station_id: str, *, create: bool = True) -> Catalog:
-    return Catalog(home / "catalog.db", station_id=station_id, create=create)
+    return Catalog(catalog_path(home), station_id=station_id, create=create)
