@@ -96,10 +96,10 @@ def test_an_unexpected_error_is_one_line_and_exit_70(tmp_path, monkeypatch) -> N
     open_catalog(home, Config().station_id).close()
     assert CliRunner().invoke(cli, ["--home", str(home), "catalog"]).exit_code == 0
 
-    def broken(self):  # type: ignore[no-untyped-def]
+    def broken(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(Catalog, "recordings", broken)
+    monkeypatch.setattr(Catalog, "stream", broken)
     result = CliRunner().invoke(cli, ["--home", str(home), "catalog"])
     assert result.exit_code == 70, (result.exit_code, result.output)
     lines = result.stderr.strip().splitlines()

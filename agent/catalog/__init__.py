@@ -167,6 +167,22 @@ class Catalog:
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 
+    def stream(
+        self, sql: str, params: tuple[Any, ...] | list[Any] = (), *, batch: int = 256
+    ) -> Iterator[dict[str, Any]]:
+        """Rows as dicts, a batch at a time: constant memory whatever the result's size.
+
+        The statement stays open (a read snapshot, which never blocks the daemon in WAL
+        mode) until the rows run out or the iterator is closed."""
+        try:
+            cur = self.conn.cursor()
+            cur.row_factory = _dict_row
+            cur.execute(sql, params)
+            while rows := cur.fetchmany(batch):
+                yield from rows
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
     @property
     def db(self) -> sqlite_utils.Database:
         """sqlite-utils on this connection, for introspection (tables, indexes, columns)."""
