@@ -9,7 +9,7 @@ outbox as an event (rule 3, docs/architecture.md).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -80,28 +80,36 @@ def entries(catalog: Catalog) -> Iterator[AuditEntry]:
         yield AuditEntry(seq, at, kind, subject, json.loads(data), prev_hash, digest)
 
 
-def check_chain(catalog: Catalog) -> list[str]:
-    """Problems in the hash chain: altered, removed or reordered entries."""
-    problems: list[str] = []
+def chain_problems(
+    catalog: Catalog, seen: Callable[[int, str], None] | None = None
+) -> Iterator[str]:
+    """Problems in the hash chain (altered, removed or reordered entries), streamed: one
+    entry at a time, whatever the log's length. ``seen(seq, hash)`` is called for each."""
     expected_seq, prev = 1, GENESIS
     rows = catalog.conn.execute(
-        "SELECT seq, at, kind, subject, data, prev_hash, hash FROM audit ORDER BY rowid"
+        "SELECT seq, at, kind, subject, data, prev_hash, hash FROM audit ORDER BY seq"
     )
     for seq, at, kind, subject, data, prev_hash, digest in rows:
         if seq != expected_seq:
-            problems.append(
+            yield (
                 f"audit log: entry {seq} found where entry {expected_seq} was expected "
                 "(an entry was removed or the log reordered)"
             )
         if prev_hash != prev:
-            problems.append(
+            yield (
                 f"audit log: entry {seq} does not follow the entry before it "
                 "(removed, inserted or reordered entries)"
             )
         if entry_hash(prev_hash, seq, at, kind, subject, data) != digest:
-            problems.append(f"audit log: entry {seq} ({kind} {subject}) was altered")
+            yield f"audit log: entry {seq} ({kind} {subject}) was altered"
+        if seen is not None:
+            seen(seq, digest)
         expected_seq, prev = seq + 1, digest
-    return problems
+
+
+def check_chain(catalog: Catalog) -> list[str]:
+    """Problems in the hash chain: altered, removed or reordered entries."""
+    return list(chain_problems(catalog))
 
 
 #: The kinds looked up by subject, each through a partial index of its own (migration m040):

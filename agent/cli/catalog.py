@@ -8,19 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
 
 from agent.catalog import recordings
-from agent.cli.common import Ctx
-
-
-def utc_bound(day: datetime) -> str:
-    """The UTC moment (SQLite's ``YYYY-MM-DD HH:MM:SS``) the station's local ``day`` starts."""
-    midnight = datetime(day.year, day.month, day.day).astimezone()  # naive: local time
-    return midnight.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+from agent.cli.common import Ctx, utc_day_start
 
 
 @click.command("catalog")
@@ -74,8 +68,8 @@ def selection(
         device=device,
         officer=officer,
         unit=unit,
-        since=utc_bound(since) if since else None,
-        until=utc_bound(until + timedelta(days=1)) if until else None,
+        since=utc_day_start(since) if since else None,
+        until=utc_day_start(until + timedelta(days=1)) if until else None,
         synced=synced,
         late=late,
         limit=limit,
