@@ -260,3 +260,47 @@ def test_the_check_keeps_every_finding_but_holds_only_the_first_in_memory(
     assert report.problem_count == len(seen) >= 1_000 and len(report.problems) == 10
     done = recdock("verify", "--json", home=home)
     assert len(json.loads(done.stdout)["problems"]) == len(seen)
+
+
+# -- the progress bar ----------------------------------------------------------------------------
+
+
+def run_with_stderr(home: Path, config: Path, terminal: bool) -> tuple[int, str, str]:
+    """`recdock verify` with its stderr on a pseudo-terminal or on a pipe."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    cmd = [str(BIN / "recdock"), "--home", str(home), "--config", str(config), "verify"]
+    if not terminal:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        return done.returncode, done.stdout, done.stderr
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, text=True)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        os.close(master)
+    return proc.returncode, out, b"".join(chunks).decode(errors="replace")
+
+
+def test_a_progress_bar_on_a_terminal_and_none_in_a_pipe(three: tuple[Path, Path]) -> None:
+    home, config = three
+    code, out, err = run_with_stderr(home, config, terminal=True)
+    assert code == 0, out + err
+    assert "audit log" in err and "store" in err and "100%" in err, err
+    assert out.splitlines()[-1].startswith("intact: 6 files"), out  # stdout stays clean
+    code, out, err = run_with_stderr(home, config, terminal=False)
+    assert code == 0 and err == "", err

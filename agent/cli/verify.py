@@ -9,6 +9,7 @@ stays the same however many there are.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -112,6 +113,11 @@ def _terminal() -> tuple[Progress, Any]:
 
     from agent.verify import PROBLEM
 
+    try:
+        columns, lines = os.get_terminal_size(sys.stderr.fileno())
+    except OSError:
+        columns, lines = 0, 0
+
     def progress(what: str, total: int, unit: str) -> Any:
         in_bytes = unit == "B"
         return tqdm(
@@ -122,7 +128,9 @@ def _terminal() -> tuple[Progress, Any]:
             unit_divisor=1024 if in_bytes else 1000,
             file=sys.stderr,
             disable=None,  # not a terminal: no bar
-            dynamic_ncols=True,
+            dynamic_ncols=columns > 0,
+            ncols=None if columns > 0 else 80,
+            nrows=lines or 24,  # a terminal that says 0 lines (a serial console) still shows it
         )
 
     def say(level: str, text: str) -> None:
