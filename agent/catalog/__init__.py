@@ -5,7 +5,8 @@ SQLite, WAL, ``synchronous=FULL``. Migrations are registered functions
 
 Every SQL statement of the station lives in this package, and every table has one owner
 module: ``sessions``, ``recordings``, ``audit``, ``outbox``, ``faults``, ``checks``, ``bays``
-(and ``meta`` here). Other layers call their named functions (``audit.append(catalog, ...)``,
+(and ``meta`` here); ``crosscheck`` only reads across them, for `recdock verify`. Other
+layers call their named functions (``audit.append(catalog, ...)``,
 ``recordings.pending_upload(catalog)``); tests/test_code_shape.py keeps it so. This module is
 the core the owners build on, and imports none of them. A write that must be atomic with
 others runs inside :meth:`Catalog.tx` (``BEGIN IMMEDIATE``): the owner modules' write

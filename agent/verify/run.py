@@ -78,6 +78,9 @@ def verify(
     report = VerifyReport(scope=scope.describe(), on_finding=on_finding, state_path=state)
     where = _Where()
     with _one_at_a_time(run_dir / "verify.lock"):
+        if not resume:  # a new check starts from a new scratch database
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{state}{suffix}").unlink(missing_ok=True)
         crosscheck.attach(catalog, state)
         try:
             report.record = lambda level, text: crosscheck.add_finding(
