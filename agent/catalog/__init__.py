@@ -5,7 +5,8 @@ SQLite, WAL, ``synchronous=FULL``. Migrations are registered functions
 
 Every SQL statement of the station lives in this package, and every table has one owner
 module: ``sessions``, ``recordings``, ``audit``, ``outbox``, ``faults``, ``checks``, ``bays``
-(and ``meta`` here). Other layers call their named functions (``audit.append(catalog, ...)``,
+(and ``meta`` here); ``crosscheck`` only reads across them, for `recdock verify`. Other
+layers call their named functions (``audit.append(catalog, ...)``,
 ``recordings.pending_upload(catalog)``); tests/test_code_shape.py keeps it so. This module is
 the core the owners build on, and imports none of them. A write that must be atomic with
 others runs inside :meth:`Catalog.tx` (``BEGIN IMMEDIATE``): the owner modules' write
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Catalog", "canonical", "now_utc", "open_catalog"]
+__all__ = ["Catalog", "canonical", "catalog_path", "now_utc", "open_catalog"]
 
 
 #: Below this much free space the catalog's disk counts as full: SQLite needs room for its
@@ -150,7 +151,7 @@ class Catalog:
 
     def is_empty(self) -> bool:
         """No session was ever recorded in this catalog."""
-        return self.conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
+        return self.conn.execute("SELECT max(rowid) FROM sessions").fetchone()[0] is None
 
     def close(self) -> None:
         self.conn.close()
@@ -166,6 +167,22 @@ class Catalog:
             cur = self.conn.cursor()
             cur.row_factory = _dict_row
             return cur.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def stream(
+        self, sql: str, params: tuple[Any, ...] | list[Any] = (), *, batch: int = 256
+    ) -> Iterator[dict[str, Any]]:
+        """Rows as dicts, a batch at a time: constant memory whatever the result's size.
+
+        The statement stays open (a read snapshot, which never blocks the daemon in WAL
+        mode) until the rows run out or the iterator is closed."""
+        try:
+            cur = self.conn.cursor()
+            cur.row_factory = _dict_row
+            cur.execute(sql, params)
+            while rows := cur.fetchmany(batch):
+                yield from rows
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 
@@ -213,5 +230,10 @@ def catalog_error(path: Path, exc: sqlite3.Error, *, opening: bool) -> CatalogEr
     )
 
 
+def catalog_path(home: Path) -> Path:
+    """Where a station home keeps its catalog."""
+    return home / "catalog.db"
+
+
 def open_catalog(home: Path, station_id: str, *, create: bool = True) -> Catalog:
-    return Catalog(home / "catalog.db", station_id=station_id, create=create)
+    return Catalog(catalog_path(home), station_id=station_id, create=create)

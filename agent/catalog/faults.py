@@ -116,8 +116,9 @@ def report_fault(
                 event_id=f"{catalog.station_id}:fault:{fid}:{entry.seq}",
                 retain=True,
             )
-        r = conn.execute("SELECT * FROM faults WHERE id = ?", (fid,)).fetchone()
-        cols = [d[0] for d in conn.execute("SELECT * FROM faults LIMIT 0").description]
+        cur = conn.execute("SELECT * FROM faults WHERE id = ?", (fid,))
+        r = cur.fetchone()
+        cols = [d[0] for d in cur.description]
     return _row(dict(zip(cols, r, strict=True)))
 
 

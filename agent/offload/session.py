@@ -40,6 +40,25 @@ class SessionLock:
         except BlockingIOError:
             return None
 
+    @staticmethod
+    def held(home: Path, session_id: str) -> bool:
+        """Whether a live process holds the session's lock now (for `recdock verify`: it
+        takes nothing and removes nothing; its shared lock lasts only the test)."""
+        path = home / "run" / "locks" / f"{session_id}.lock"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         try:
             os.unlink(self.path)
