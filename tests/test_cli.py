@@ -89,7 +89,7 @@ def test_unknown_command_is_a_usage_error(tmp_path) -> None:
 def test_an_unexpected_error_is_one_line_and_exit_70(tmp_path, monkeypatch) -> None:
     """A bug (any exception that is not a RecdockError) is exit 70 (EX_SOFTWARE) with one
     line saying so, not a traceback and exit 1; -vv logs the traceback."""
-    from agent.catalog import open_catalog
+    from agent.catalog import Catalog, open_catalog
     from agent.config import Config
 
     home = tmp_path / "home"
