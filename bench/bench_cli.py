@@ -8,7 +8,9 @@ round runs every command once, in a rotated order, so a noisy neighbour hits all
 * ``python -c pass``: the baseline, the same interpreter as the console scripts;
 * ``recdock --help``;
 * ``recdock status --json`` on a home made by a real offload (a simulated recorder of three
-  files) with the embedded default configuration;
+  files) with the embedded default configuration: once with the station running there, idle
+  (``recdock run --simulate``: status shows what the daemon read and loads no configuration),
+  once on a second such home where the station is stopped (status reads the configuration);
 * ``recdock-central --help``.
 
 Before timing it compiles the project's modules to bytecode (``python -m compileall``), as a
@@ -16,10 +18,10 @@ Before timing it compiles the project's modules to bytecode (``python -m compile
 would otherwise compile every module on every start and measure that instead.
 
 It prints, per command, the median wall time, the median minus the baseline's median and the
-ratio to it, and checks the goal: ``recdock status --json`` within 0.25 s of the bare
-interpreter. It also lists the heavy modules each command imported (gpiozero, paho, FastAPI,
-sqlite-utils, pydantic...), read from ``python -X importtime``: `recdock --help` and
-`recdock status` must import none of gpiozero, paho, FastAPI or uvicorn.
+ratio to it, and checks the goal: ``recdock status --json`` on the idle running station within
+0.25 s of the bare interpreter. It also lists the heavy modules each command imported
+(gpiozero, paho, FastAPI, sqlite-utils, pydantic...), read from ``python -X importtime``:
+`recdock --help` and `recdock status` must import none of gpiozero, paho, FastAPI or uvicorn.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def make_home(work: Path) -> Path:
     """A home made by a real offload, as an administrator would find it."""
     home = work / "home"
     rec = work / "rec"
+    work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "RECDOCK_CONFIG": ""}
     env.pop("RECDOCK_CONFIG")
     for args in (
@@ -72,11 +75,35 @@ def make_home(work: Path) -> Path:
     return home
 
 
-def commands(home: Path) -> dict[str, list[str]]:
+def start_station(home: Path) -> subprocess.Popen[bytes]:
+    """`recdock run --simulate` in ``home``, once it has written what status reads."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RECDOCK_CONFIG", "NOTIFY_SOCKET")}
+    proc = subprocess.Popen(
+        [str(BIN / "recdock"), "--home", str(home), "run", "--simulate"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    state = home / "run" / "station.json"
+    deadline = time.monotonic() + 60
+    while not (state.exists() and "config" in json.loads(state.read_text() or "{}")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit("bench_cli: the simulated station did not start")
+        time.sleep(0.1)
+    return proc
+
+
+RUNNING = "recdock status --json (running)"
+STOPPED = "recdock status --json (stopped)"
+
+
+def commands(running: Path, stopped: Path) -> dict[str, list[str]]:
     return {
         "python -c pass": [sys.executable, "-c", "pass"],
         "recdock --help": [str(BIN / "recdock"), "--help"],
-        "recdock status --json": [str(BIN / "recdock"), "--home", str(home), "status", "--json"],
+        RUNNING: [str(BIN / "recdock"), "--home", str(running), "status", "--json"],
+        STOPPED: [str(BIN / "recdock"), "--home", str(stopped), "status", "--json"],
         "recdock-central --help": [str(BIN / "recdock-central"), "--help"],
     }
 
@@ -115,33 +142,39 @@ def main() -> int:
         stdout=subprocess.DEVNULL,
     )
     with tempfile.TemporaryDirectory(prefix="recdock-bench-cli-") as tmp:
-        cmds = commands(make_home(Path(tmp)))
-        names = list(cmds)
-        for name in names:  # warm the page cache and the bytecode caches
-            time_once(cmds[name])
-        times: dict[str, list[float]] = {name: [] for name in names}
-        for r in range(args.runs):
-            order = names[r % len(names) :] + names[: r % len(names)]
-            for name in order:
-                times[name].append(time_once(cmds[name]))
-        imports = {name: heavy_imports(cmds[name]) for name in names[1:]}
+        running = make_home(Path(tmp) / "running")
+        station = start_station(running)
+        try:
+            cmds = commands(running, make_home(Path(tmp) / "stopped"))
+            names = list(cmds)
+            for name in names:  # warm the page cache and the bytecode caches
+                time_once(cmds[name])
+            times: dict[str, list[float]] = {name: [] for name in names}
+            for r in range(args.runs):
+                order = names[r % len(names) :] + names[: r % len(names)]
+                for name in order:
+                    times[name].append(time_once(cmds[name]))
+            imports = {name: heavy_imports(cmds[name]) for name in names[1:]}
+        finally:
+            station.terminate()
+            station.wait(timeout=60)
     base = statistics.median(times[names[0]])
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
     print(f"python: {platform.python_version()}; {args.runs} rounds, medians\n")
-    print(f"{'command':<26} {'median':>8} {'- bare':>8} {'ratio':>6}  heavy imports")
+    print(f"{'command':<32} {'median':>8} {'- bare':>8} {'ratio':>6}  heavy imports")
     for name in names:
         med = statistics.median(times[name])
         heavy = ", ".join(imports.get(name, [])) or "-"
-        print(f"{name:<26} {med:>7.3f}s {med - base:>+7.3f}s {med / base:>5.1f}x  {heavy}")
-    status_over = statistics.median(times["recdock status --json"]) - base
+        print(f"{name:<32} {med:>7.3f}s {med - base:>+7.3f}s {med / base:>5.1f}x  {heavy}")
+    status_over = statistics.median(times[RUNNING]) - base
     goal_met = status_over <= GOAL_STATUS_S
     print(
-        f"\ngoal: recdock status --json within {GOAL_STATUS_S} s of the bare interpreter: "
-        f"{status_over:+.3f} s, {'met' if goal_met else 'MISSED'}"
+        f"\ngoal: recdock status --json on an idle running station within {GOAL_STATUS_S} s of "
+        f"the bare interpreter: {status_over:+.3f} s, {'met' if goal_met else 'MISSED'}"
     )
     forbidden = {
         name: [m for m in imports[name] if m in MUST_NOT]
-        for name in ("recdock --help", "recdock status --json")
+        for name in ("recdock --help", RUNNING, STOPPED)
     }
     clean = not any(forbidden.values())
     print(

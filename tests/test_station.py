@@ -628,3 +628,44 @@ def test_a_stop_signal_landing_inside_a_docking_stop_event_does_not_deadlock(tmp
     finally:
         station.catalog.close()
         station.indicators.close()
+
+
+def _status_probe(s: Station) -> tuple[dict[str, Any], set[str]]:
+    """`recdock status --json` as a station administrator runs it, and the top-level modules
+    it imported."""
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from agent.cli.main import cli\n"
+        f"args = {['--home', str(s.home), '--config', str(s.config), 'status', '--json']!r}\n"
+        "try:\n    cli(args, prog_name='recdock')\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(' '.join(sorted(m.split('.')[0] for m in sys.modules)), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), set(done.stderr.split())
+
+
+def test_status_of_a_running_station_reads_no_configuration_until_the_file_changes(
+    station: Station,
+) -> None:
+    """The daemon writes what it read (station id, bays) and the file's fingerprint into
+    <home>/run/station.json; `recdock status` then shows them without pydantic (start-up on
+    a Pi, docs/performance.md). A file changed since is read again, and shown as it is now."""
+    wait_for(lambda: (station.home / "run" / "station.json").exists(), 30, "station.json")
+    snap, loaded = _status_probe(station)
+    assert "pydantic" not in loaded, "status loaded the configuration"
+    assert snap["station_id"] == "st-test" and snap["daemon"]["running"] is True
+    fast_bays = [(b["bay"], b["port"]) for b in snap["bays"]]
+    assert fast_bays and all(b["state"] == "idle" for b in snap["bays"])
+
+    text = station.config.read_text().replace('station_id = "st-test"', 'station_id = "st-new"')
+    station.config.write_text(text)
+    st = station.config.stat()
+    os.utime(station.config, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    snap, loaded = _status_probe(station)
+    assert "pydantic" in loaded, "a changed file must be read again"
+    assert snap["station_id"] == "st-new"
+    assert [(b["bay"], b["port"]) for b in snap["bays"]] == fast_bays, "the same bays either way"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,14 +18,25 @@ if TYPE_CHECKING:
 
 @dataclass
 class Ctx:
+    """``config`` is read when a command first asks for it (pydantic costs start-up time that
+    `recdock status` on a running station does without); a bad file is then the command's
+    error, exit 78."""
+
     home: Path
-    config: Config
+    config_path: Path | None
     verbose: int
 
-    def catalog(self, *, create: bool = True) -> Catalog:
+    @cached_property
+    def config(self) -> Config:
+        from agent.config import load_config
+
+        return load_config(self.config_path)
+
+    def catalog(self, *, create: bool = True, station_id: str | None = None) -> Catalog:
         from agent.catalog import open_catalog
 
-        return open_catalog(self.home, self.config.station_id, create=create)
+        sid = station_id if station_id is not None else self.config.station_id
+        return open_catalog(self.home, sid, create=create)
 
     def profiles(self) -> ProfileSet:
         from agent.recorder.profiles import ProfileSet

@@ -110,16 +110,10 @@ class RecdockGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, home: Path | None, config_path: Path | None, verbose: int) -> None:
     """recdock: the station software for docking body-worn recorders."""
-    from agent.config import load_config, resolve_home
+    from agent.config import resolve_home
 
     setup_logging(verbose)
-    try:
-        config = load_config(config_path)
-    except RecdockError as exc:
-        for line in str(exc).splitlines():
-            click.echo(f"recdock: {line}", err=True)
-        ctx.exit(exc.exit_code)
-    ctx.obj = Ctx(resolve_home(home), config, verbose)
+    ctx.obj = Ctx(resolve_home(home), config_path, verbose)
 
 
 def main() -> None:

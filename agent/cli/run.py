@@ -108,6 +108,7 @@ def real_seams(config: Config, profiles: ProfileSet) -> Seams:
 @click.pass_obj
 def run_command(c: Ctx, simulate: bool) -> None:
     """Run the station daemon: detect, offload, check and show the verdict at each bay."""
+    from agent.config import config_fingerprint
     from agent.errors import IndicatorError
     from agent.seams.indicators.devices import Indicators
     from agent.seams.mount import Mounter
@@ -115,6 +116,7 @@ def run_command(c: Ctx, simulate: bool) -> None:
     from agent.station.logs import setup_station_logging
     from sync.services import configured_services
 
+    fingerprint = config_fingerprint(c.config_path)  # before reading it: status compares
     home: Path = c.home.resolve()  # mount points and the socket must not depend on the cwd
     home.mkdir(parents=True, exist_ok=True)
     setup_station_logging(logging.DEBUG if c.verbose > 1 else logging.INFO, home / "logs")
@@ -138,6 +140,7 @@ def run_command(c: Ctx, simulate: bool) -> None:
         simulate=simulate,
         apply_firmware=seams.apply_firmware,
         services=configured_services(seams.config, home),
+        config_fingerprint=fingerprint,
     )
     with install_signal_handlers(station):
         code = station.run()

@@ -18,14 +18,20 @@ import click
 def status_command(c: Any, as_json: bool) -> None:
     """Bays, docked recorders, their state and LED, last checks, sync backlog, open faults."""
     from agent.catalog import catalog_path
-    from agent.station.status import render, snapshot
+    from agent.config import config_fingerprint
+    from agent.station.status import StationView, daemon_info, render, snapshot
 
+    # a running daemon says what it read; the configuration is loaded only when that is not
+    # the file given here as it is now (start-up time on a Pi: docs/performance.md)
+    view = StationView.from_daemon(daemon_info(c.home), config_fingerprint(c.config_path))
+    if view is None:
+        view = StationView.of(c.config)
     if not catalog_path(c.home).exists():
-        snap = snapshot(None, c.config, c.home)
+        snap = snapshot(None, view, c.home)
     else:
-        catalog = c.catalog(create=False)
+        catalog = c.catalog(create=False, station_id=view.station_id)
         try:
-            snap = snapshot(catalog, c.config, c.home)
+            snap = snapshot(catalog, view, c.home)
         finally:
             catalog.close()
     if as_json:

@@ -47,6 +47,7 @@ from agent.seams.signals import SignalRelay
 from agent.station.bay import BayWork, Docking
 from agent.station.faults import StationFault
 from agent.station.logs import set_log_context
+from agent.station.status import StationView
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,10 @@ class Station:
         simulate: bool = False,
         apply_firmware: Callable[[Path, Any], None] | None = None,
         services: list[Service] | None = None,
+        config_fingerprint: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
+        self.config_fingerprint = config_fingerprint
         self.home = home
         self.dock = dock
         self.indicators = indicators
@@ -211,6 +214,9 @@ class Station:
             "seams": self.seams(),
             "mount_dir": str(self.mounter.mount_dir),
         }
+        if self.config_fingerprint is not None:  # what `recdock status` may show without reading it
+            view = StationView.of(self.config)
+            data["config"] = {"fingerprint": self.config_fingerprint, **view.as_json()}
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(self.state_file)

@@ -10,15 +10,58 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.catalog import Catalog, bays, checks, outbox
 from agent.catalog.faults import list_faults
-from agent.config import Config
 from agent.seams.indicators.patterns import LED_PATTERNS, State
 from agent.station.faults import STATION_FAULT_KINDS
+
+if TYPE_CHECKING:
+    from agent.config import Config
+
+
+@dataclass(frozen=True)
+class StationView:
+    """The settings `recdock status` shows: the station id and its bays. The running daemon
+    writes them into ``<home>/run/station.json`` beside the fingerprint of the configuration
+    it read, so status on a running station need not load (and validate) the configuration."""
+
+    station_id: str
+    bays: dict[str, int]  # USB port -> bay
+    indicator_bays: tuple[int, ...]
+
+    @classmethod
+    def of(cls, config: Config) -> StationView:
+        return cls(config.station_id, dict(config.bays), tuple(config.indicators.bays))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "station_id": self.station_id,
+            "bays": self.bays,
+            "indicator_bays": list(self.indicator_bays),
+        }
+
+    @classmethod
+    def from_daemon(cls, daemon: dict[str, Any], fingerprint: dict[str, Any]) -> StationView | None:
+        """What the running daemon read, when it read the configuration ``fingerprint`` names
+        (the same file, unchanged since); None otherwise."""
+        seen = daemon.get("config")
+        if not daemon.get("running") or not isinstance(seen, dict):
+            return None
+        if seen.get("fingerprint") != fingerprint:
+            return None
+        try:
+            return cls(
+                str(seen["station_id"]),
+                {str(p): int(n) for p, n in seen["bays"].items()},
+                tuple(int(n) for n in seen["indicator_bays"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
 
 
 def led_pattern(state: State) -> str:
@@ -70,17 +113,18 @@ def _last_check(catalog: Catalog, bay: int, session_id: str | None) -> dict[str,
     }
 
 
-def snapshot(catalog: Catalog | None, config: Config, home: Path) -> dict[str, Any]:
+def snapshot(catalog: Catalog | None, config: Config | StationView, home: Path) -> dict[str, Any]:
     """What `recdock status` shows; ``catalog`` None: the station never ran in ``home``."""
+    view = config if isinstance(config, StationView) else StationView.of(config)
     now = datetime.now(UTC)
     faults = [f.as_dict(now) for f in list_faults(catalog)] if catalog else []
     station_fault = any(f["kind"] in STATION_FAULT_KINDS for f in faults)
     daemon = daemon_info(home)
     rows = bays.rows(catalog) if catalog else {}
-    numbers = sorted(set(config.bays.values()) | set(config.indicators.bays) | set(rows))
-    ports = {n: p for p, n in config.bays.items()}
+    numbers = sorted(set(view.bays.values()) | set(view.indicator_bays) | set(rows))
+    ports = {n: p for p, n in view.bays.items()}
     return {
-        "station_id": config.station_id,
+        "station_id": view.station_id,
         "catalog_found": catalog is not None,
         "daemon": daemon,
         "station_fault": station_fault,
