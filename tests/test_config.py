@@ -25,7 +25,7 @@ def write(tmp_path: Path, text: str, name: str = "recdock.toml") -> Path:
 
 def test_embedded_default_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RECDOCK_CONFIG", raising=False)
-    monkeypatch.setattr("agent.config.DEFAULT_CONFIG_PATH", Path("/nonexistent/recdock.toml"))
+    monkeypatch.setattr("agent.config.paths.DEFAULT_CONFIG_PATH", Path("/nonexistent/recdock.toml"))
     config = load_config(None)
     assert config == Config()
     assert config.station_id == "station-01"

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agent.config.settings import Config
 
-DEFAULT_CONFIG_PATH = Path("/etc/recdock/recdock.toml")
-DEFAULT_HOME = Path("/var/lib/recdock")
-SHIPPED_PROFILES = Path(__file__).resolve().parent.parent.parent / "firmware_profiles"
+from agent.config import paths
+from agent.config.paths import DEFAULT_HOME, SHIPPED_PROFILES
+
+__all__ = ["DEFAULT_HOME", "SHIPPED_PROFILES", "config_file", "load_config", "resolve_home"]
 
 #: The names of agent/config/settings.py offered here, imported when first asked for.
 _MODEL_NAMES = frozenset(
@@ -59,7 +60,8 @@ def config_file(path: Path | None) -> Path | None:
     env = os.environ.get("RECDOCK_CONFIG")
     if env:
         return Path(env)
-    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+    default = paths.DEFAULT_CONFIG_PATH
+    return default if default.exists() else None
 
 
 def config_fingerprint(path: Path | None) -> dict[str, Any]:

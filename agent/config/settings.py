@@ -14,10 +14,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent.config import SHIPPED_PROFILES
 from agent.config.anchor import AnchorConfig
 from agent.config.indicators import IndicatorsConfig
 from agent.config.links import MqttConfig, UploadConfig
+from agent.config.paths import SHIPPED_PROFILES
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
