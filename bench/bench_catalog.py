@@ -177,7 +177,9 @@ def upload_pass(home: Path, config: Path) -> float:
     from agent.config.links import UploadConfig
     from sync.upload.worker import UploadWorker
 
-    upload = UploadConfig(enabled=True, endpoint="http://127.0.0.1:9/files/", token="x" * 32)
+    upload = UploadConfig(
+        enabled=True, endpoint="http://127.0.0.1:9/files/", token="x" * 32, insecure_lab=True
+    )
     worker = UploadWorker(load_config(config), home, stop=threading.Event(), upload=upload)
     try:
         t0 = time.perf_counter()

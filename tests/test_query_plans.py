@@ -38,6 +38,7 @@ from sync.upload.worker import UploadWorker
 from tests.central_server import TOKEN_A, TOKENS, serve_app
 from tests.memory_link import MemoryLink
 from tests.recorders import make_folder_recorder, wait_for
+from tests.signing_keys import new_key
 
 STATION = "ST-A"  # the station TOKEN_A belongs to at the central store
 CONFIG = """
@@ -53,6 +54,7 @@ led = 17
 [upload]
 enabled = true
 endpoint = "{endpoint}/files/"
+insecure_lab = true
 token = "{token}"
 retries = 1
 """
@@ -178,7 +180,9 @@ def upload_pass(home: Path, config_path: Path) -> dict[str, object]:
 
 def publisher_pass(home: Path) -> None:
     link = MemoryLink()
-    publisher = OutboxPublisher(home / "catalog.db", STATION, link, idle_poll_s=0.05)
+    publisher = OutboxPublisher(
+        home / "catalog.db", STATION, link, idle_poll_s=0.05, signing_key=new_key()
+    )
     link.connect()
     publisher.start()
     try:
