@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent.catalog import Catalog, audit, open_catalog
+from agent.catalog import Catalog, audit, open_catalog, outbox
 from agent.checks import CheckReport, record_checks, run_checks
 from agent.checks.rules import shift_need_bytes
 from agent.config import SHIPPED_PROFILES, Config
@@ -501,8 +501,8 @@ def test_record_checks_writes_row_session_drift_audit_and_retained_health(
     assert payload["checks"]["battery"]["value"] == "90 %"
     assert payload["clock_set"] is True
     # the audit entry is queued as an event too (rule 3)
-    events = catalog.query("SELECT payload FROM outbox WHERE topic = ?", (topics.event("st-test"),))
-    assert any(json.loads(e["payload"])["kind"] == "checks" for e in events)
+    events = [m for m in outbox.pending(catalog.conn, 1000) if m.topic == topics.event("st-test")]
+    assert any(json.loads(m.payload)["kind"] == "checks" for m in events)
 
     # a newer check supersedes the unsent retained health message
     again = check(root, sim, cfg, offload=off, info=off.info)

@@ -22,7 +22,7 @@ import pytest
 import requests
 import uvicorn
 
-from agent.catalog import Catalog, audit, open_catalog, recordings
+from agent.catalog import Catalog, audit, open_catalog, outbox, recordings
 from agent.catalog.faults import fault_id, list_faults, resolve_fault
 from agent.config import SHIPPED_PROFILES, Config, StoreConfig
 from agent.config.links import UploadConfig
@@ -94,8 +94,8 @@ def subjects_of(catalog: Catalog, kind: str) -> list[str]:
 
 
 def outbox_kinds(catalog: Catalog) -> list[tuple[str, str]]:
-    rows = catalog.conn.execute("SELECT payload FROM outbox ORDER BY id").fetchall()
-    events = [json.loads(r[0]) for r in rows if r[0].startswith("{")]
+    rows = outbox.pending(catalog.conn, limit=1_000_000)
+    events = [json.loads(m.payload) for m in rows]
     return [(e["kind"], e["subject"]) for e in events if "kind" in e and "subject" in e]
 
 

@@ -69,6 +69,7 @@ def append(catalog: Catalog, kind: str, subject: str, data: dict[str, Any]) -> A
             "hash": digest,
         },
         event_id=event_id,
+        audit_seq=seq,  # the payload is built from this entry when it is sent
     )
     return AuditEntry(seq, at, kind, subject, data, prev_hash, digest)
 

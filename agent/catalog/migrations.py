@@ -215,3 +215,11 @@ def m040_indexes_for_years(conn: sqlite3.Connection) -> None:
         "CREATE TRIGGER outbox_size_delete AFTER DELETE ON outbox"
         " BEGIN UPDATE outbox_size SET n = n - 1; END"
     )
+
+
+@migration
+def m041_outbox_refers_to_audit(conn: sqlite3.Connection) -> None:
+    """An event waiting for the broker is a reference to its audit entry, not a copy of it:
+    a station without a broker keeps each entry once (docs/mqtt.md). Rows queued before keep
+    their payload and are sent as they are."""
+    conn.execute("ALTER TABLE outbox ADD COLUMN audit_seq INTEGER")

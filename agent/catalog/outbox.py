@@ -5,16 +5,25 @@ A message is queued in the same SQLite transaction as the state change it report
 (sync/mqtt/__init__.py) sends rows in id order and deletes a row only when the broker has
 acknowledged it (PUBACK for QoS 1). Every message carries an ``event_id``, its
 idempotency key, so a receiver drops the duplicates a replay may produce.
+
+An event (an audit entry) is queued as a reference: the row keeps its topic, its id and
+``audit_seq``, and :func:`pending` builds the payload from the audit entry when it is sent, so
+a station without a broker keeps each entry once, in the audit log (migration m041). Retained
+values keep their payload in the row (one row per topic).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sync.wire.chain import canonical
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,7 @@ def enqueue(
     event_id: str,
     retain: bool = False,
     qos: int = 1,
+    audit_seq: int | None = None,
 ) -> None:
     """Queue one message inside the caller's open transaction.
 
@@ -50,28 +60,70 @@ def enqueue(
     (status, bays, recorder health, faults), never to events. The superseded value is found
     through the partial index ``outbox_retained`` (retained rows only): O(log n) however
     many events wait for a broker.
+
+    ``audit_seq`` queues audit entry ``audit_seq`` as the event ``payload`` stands for: the row
+    keeps no copy of it (``payload`` is not stored), :func:`pending` rebuilds it.
     """
     if not conn.in_transaction:
         raise RuntimeError("outbox.enqueue must run inside the caller's transaction")
     text = payload if isinstance(payload, str) else encode(payload)
+    if audit_seq is not None:
+        text = ""  # the audit entry is the payload's one copy
     if retain:
         conn.execute("DELETE FROM outbox WHERE topic = ? AND retain = 1", (topic,))
     conn.execute(
-        "INSERT OR IGNORE INTO outbox (event_id, topic, payload, qos, retain, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (event_id, topic, text, qos, 1 if retain else 0, datetime.now(UTC).isoformat()),
+        "INSERT OR IGNORE INTO outbox"
+        " (event_id, topic, payload, qos, retain, created_at, audit_seq)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (event_id, topic, text, qos, 1 if retain else 0, datetime.now(UTC).isoformat(), audit_seq),
     )
 
 
 def pending(conn: sqlite3.Connection, limit: int = 100, after_id: int = 0) -> list[OutboxMessage]:
+    """The next ``limit`` messages after ``after_id``, in id order, each event's payload built
+    from its audit entry. An event whose entry is gone from the audit log (a cut log: `recdock
+    verify` names it) cannot be sent: it is logged and left queued."""
     rows = conn.execute(
-        "SELECT id, event_id, topic, payload, qos, retain FROM outbox WHERE id > ?"
-        " ORDER BY id LIMIT ?",
+        "SELECT o.id, o.event_id, o.topic, o.payload, o.qos, o.retain, o.audit_seq,"
+        " a.seq, a.at, a.kind, a.subject, a.data, a.prev_hash, a.hash"
+        " FROM outbox o LEFT JOIN audit a ON a.seq = o.audit_seq"
+        " WHERE o.id > ? ORDER BY o.id LIMIT ?",
         (after_id, limit),
     ).fetchall()
-    return [
-        OutboxMessage(r[0], r[1], r[2], r[3].encode("utf-8"), int(r[4]), bool(r[5])) for r in rows
-    ]
+    out = []
+    for r in rows:
+        text = r[3] if r[6] is None else _event_payload(r[1], r[7:])
+        if text is None:
+            log.error(
+                "outbox: event %s refers to audit entry %s, which is gone from the catalog; it "
+                "cannot be sent (run `recdock verify`)",
+                r[1],
+                r[6],
+            )
+            continue
+        out.append(OutboxMessage(r[0], r[1], r[2], text.encode("utf-8"), int(r[4]), bool(r[5])))
+    return out
+
+
+def _event_payload(event_id: str, entry: tuple[Any, ...]) -> str | None:
+    """The event of an audit entry, as docs/mqtt.md has it; None when the entry is gone.
+    An event id is ``<station>:<catalog id>:<seq>`` and a station id has no ``:``."""
+    seq, at, kind, subject, data, prev_hash, digest = entry
+    if seq is None:
+        return None
+    return encode(
+        {
+            "event_id": event_id,
+            "station": event_id.split(":", 1)[0],
+            "seq": seq,
+            "at": at,
+            "kind": kind,
+            "subject": subject,
+            "data": json.loads(data),
+            "prev_hash": prev_hash,
+            "hash": digest,
+        }
+    )
 
 
 def acknowledge(conn: sqlite3.Connection, ids: list[int]) -> None:
