@@ -65,16 +65,6 @@ def series(conn: sqlite3.Connection, serial: str, limit: int = 500) -> list[dict
     return out
 
 
-def recent_serials(conn: sqlite3.Connection, since: str) -> list[str]:
-    """Serials with a report at or after ``since``."""
-    return [
-        r[0]
-        for r in conn.execute(
-            "SELECT DISTINCT serial FROM recorder_history WHERE at >= ?", (since,)
-        )
-    ]
-
-
 def late_by_unit(conn: sqlite3.Connection, since: str) -> dict[str, dict[str, Any]]:
     """Recordings offloaded late since ``since``, per unit: the count and the serials."""
     out: dict[str, dict[str, Any]] = {}
