@@ -175,13 +175,17 @@ async def _expire_periodically(store: UploadStore, older_than: float, interval: 
         await asyncio.sleep(interval)
 
 
-async def _rules_periodically(catalog: CentralCatalog, settings: CentreSettings) -> None:
-    """Evaluate the centre's own fault rules (central/rules.py) every ``rules_interval_s``."""
+async def _rules_periodically(app: FastAPI) -> None:
+    """Evaluate the centre's own fault rules (central/rules.py) and send stations the register
+    entries they lack (central/actions.py), every ``rules_interval_s`` seconds."""
+    from central.actions import push_register
     from central.rules import evaluate
 
+    settings: CentreSettings = app.state.centre_settings
     while True:
         try:
-            await asyncio.to_thread(evaluate, catalog, settings)
+            await asyncio.to_thread(evaluate, app.state.catalog, settings)
+            await asyncio.to_thread(push_register, app.state.actions)
         except Exception:  # the rules must keep running whatever one round met
             logger.exception("evaluating the centre's fault rules failed; next round follows")
         await asyncio.sleep(settings.rules_interval_s)
@@ -202,9 +206,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             _expire_periodically(store, app.state.upload_expiry, app.state.expiry_interval),
             name="expire-uploads",
         ),
-        asyncio.create_task(
-            _rules_periodically(app.state.catalog, app.state.centre_settings), name="rules"
-        ),
+        asyncio.create_task(_rules_periodically(app), name="rules"),
     ]
     try:
         yield

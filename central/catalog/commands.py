@@ -38,6 +38,7 @@ SCHEMA = [
         cleared_at TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS commands_topic ON commands (topic, seq)",
+    "CREATE INDEX IF NOT EXISTS commands_key ON commands (station, kind, key, issued_at)",
     "CREATE INDEX IF NOT EXISTS commands_unpublished ON commands (seq) WHERE published_at IS NULL",
     "CREATE INDEX IF NOT EXISTS commands_to_clear ON commands (seq)"
     " WHERE applied_at IS NOT NULL AND cleared_at IS NULL",
@@ -159,4 +160,18 @@ def listing(
             "cleared_at": r["cleared_at"],
         }
         for r in rows
+    ]
+
+
+def register_missing(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """(station, serial) pairs where the station was sent no ``register`` command since the
+    register entry last changed (a new entry, a changed one, a station new to the centre)."""
+    return [
+        (r[0], r[1])
+        for r in conn.execute(
+            "SELECT s.station, g.serial FROM stations s CROSS JOIN register g"
+            " WHERE NOT EXISTS (SELECT 1 FROM commands c WHERE c.station = s.station"
+            " AND c.kind = 'register' AND c.key = g.serial AND c.issued_at >= g.updated_at)"
+            " ORDER BY s.station, g.serial"
+        )
     ]
