@@ -227,3 +227,8 @@ def _older(at: str | None, now: datetime, hours: float) -> bool:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
+
+
+def register_entries(catalog: CentralCatalog, unit: str | None = None) -> list[dict[str, Any]]:
+    """The register's entries by serial (of one unit)."""
+    return register.listing(catalog.conn, unit)

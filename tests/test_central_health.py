@@ -167,3 +167,39 @@ def test_the_documented_conditions_are_the_ones_the_code_applies() -> None:
     for condition in health.STATION_CONDITIONS + health.RECORDER_CONDITIONS:
         row = f"| {condition.word} | `{condition.name}` | {condition.text} |"
         assert row in text, f"docs/faults.md lacks the row: {row}"
+
+
+def test_the_json_api_serves_the_overview_the_fleet_and_a_recorders_history(
+    tmp_path: Path,
+) -> None:
+    import requests
+
+    from central.actions import CentralContext, set_register_entry
+    from central.app import create_app
+    from tests.central_server import TOKENS, serve_app
+
+    reader = "reader-token-0123456789abcdef"
+    app = create_app(tmp_path / "data", TOKENS, api_tokens={reader: "supervisor"})
+    catalog = app.state.catalog
+    doc = {"station": "ST-1", "device_serial": "R-1", "at": ago(1), "ready": False,
+           "unit": "U1", "battery_pct": 40.0, "reasons": ["battery low"]}  # fmt: skip
+    catalog.record_recorder("ST-1", doc, received_at=NOW.isoformat())
+    set_register_entry(CentralContext(catalog), "R-2", lifecycle="in_service", by="a", unit="U2")
+    auth = {"Authorization": f"Bearer {reader}"}
+    with serve_app(app) as url:
+
+        def get(path: str, **params):
+            return requests.get(f"{url}/api{path}", headers=auth, params=params, timeout=10)
+
+        assert requests.get(f"{url}/api/overview", timeout=10).status_code == 401
+        assert get("/overview").json()["counts"]["recorders"]["unhealthy"] == 1
+        assert [r["serial"] for r in get("/fleet/recorders").json()] == ["R-1", "R-2"]
+        assert [r["serial"] for r in get("/fleet/recorders", unit="U2").json()] == ["R-2"]
+        assert [r["serial"] for r in get("/fleet/recorders", station="ST-1").json()] == ["R-1"]
+        one = get("/fleet/recorders/R-1").json()
+        assert one["recorder"]["health"] == "unhealthy"
+        assert [p["battery_pct"] for p in one["series"]] == [40.0]
+        assert get("/fleet/recorders/R-404").status_code == 404
+        assert [s["station"] for s in get("/fleet/stations").json()] == ["ST-1"]
+        assert [e["serial"] for e in get("/register").json()] == ["R-2"]
+        assert get("/faults", station="ST-1").json() == []
