@@ -66,7 +66,8 @@ def send_new(station: Catalog, central: MqttConsumer, sent: set[int]) -> None:
     ):
         if m.id not in sent:
             sent.add(m.id)
-            assert central.handle(topic, payload, retained=m.retain) == "stored"
+            outcome = central.handle(topic, payload, retained=m.retain)
+            assert outcome == ("stored" if m.payload else "cleared")
 
 
 def command_rows(catalog: CentralCatalog) -> list[dict]:
@@ -273,3 +274,19 @@ def test_a_command_decided_while_the_broker_is_away_is_sent_when_it_returns(
             assert retained and json.loads(payload)["action"] == "acknowledge"
         finally:
             consumer.stop()
+
+
+def test_a_fault_the_station_resolves_itself_settles_its_commands(
+    station: Catalog, central: MqttConsumer
+) -> None:
+    from agent.catalog.faults import resolve_fault as station_resolves
+    from central.catalog import commands as outbox_rows
+
+    sent: set[int] = set()
+    report_fault(station, "store.full", "store", "the store reached its reserve")
+    send_new(station, central, sent)
+    assert outbox_rows.to_clear(central.catalog.conn) == []
+    station_resolves(station, "store.full", "store")
+    send_new(station, central, sent)
+    [settled] = outbox_rows.to_clear(central.catalog.conn)
+    assert settled["latest"] and settled["topic"] == command_rows(central.catalog)[0]["topic"]

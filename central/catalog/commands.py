@@ -110,6 +110,17 @@ def mark_applied(conn: sqlite3.Connection, station: str, command_id: str, at: st
     return cur.rowcount > 0
 
 
+def settle(conn: sqlite3.Connection, station: str, kind: str, key: str, at: str) -> int:
+    """Every command on (station, kind, key) is done with (the station resolved the fault
+    itself): treated as applied, so its retained topic is cleared. Returns how many."""
+    cur = conn.execute(
+        "UPDATE commands SET applied_at = ?, published_at = coalesce(published_at, ?)"
+        " WHERE station = ? AND kind = ? AND key = ? AND applied_at IS NULL",
+        (at, at, station, kind, key),
+    )
+    return cur.rowcount
+
+
 def to_clear(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, Any]]:
     """Applied commands whose retained copy is still at the broker, each with ``latest``:
     whether it is still the newest command on its topic (only then is the topic cleared)."""
