@@ -203,3 +203,29 @@ def test_the_json_api_serves_the_overview_the_fleet_and_a_recorders_history(
         assert [s["station"] for s in get("/fleet/stations").json()] == ["ST-1"]
         assert [e["serial"] for e in get("/register").json()] == ["R-2"]
         assert get("/faults", station="ST-1").json() == []
+
+
+def test_the_reads_per_recorder_and_per_round_search_indexes(tmp_path: Path) -> None:
+    """What runs per recorder (its history, every rules round) or per page (a station's
+    recorders, a unit's register, the open faults) searches its index, never scans a table
+    nor sorts in a temporary tree; only the partial index of pending commands is scanned."""
+    catalog = CentralCatalog(tmp_path / "central.db")
+    plans = {
+        "SELECT * FROM recorder_history WHERE serial = ? ORDER BY at DESC LIMIT 5":
+            "recorder_history_serial",
+        "SELECT * FROM devices WHERE station = ? ORDER BY serial": "devices_station",
+        "SELECT * FROM devices WHERE at < ? ORDER BY at": "devices_at",
+        "SELECT * FROM register WHERE unit = ? ORDER BY serial": "register_unit",
+        "SELECT * FROM faults WHERE state = 'open' ORDER BY opened_at": "faults_state",
+        "SELECT * FROM faults WHERE device = ? AND state = 'open'": "faults_device",
+        "SELECT seq FROM commands WHERE published_at IS NULL ORDER BY seq":
+            "commands_unpublished",
+    }  # fmt: skip
+    for sql, index in plans.items():
+        params = [] if "?" not in sql else ["x"]
+        steps = [r[3] for r in catalog.conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+        assert any(f"USING INDEX {index}" in s or f"USING COVERING INDEX {index}" in s
+                   for s in steps), (sql, steps)  # fmt: skip
+        scans = [s for s in steps if s.startswith("SCAN") and "commands_unpublished" not in s]
+        assert scans == [] and not any("TEMP B-TREE" in s for s in steps), (sql, steps)
+    catalog.close()
