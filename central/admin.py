@@ -1,4 +1,4 @@
-"""``recdock-central enrol`` and ``recdock-central rebaseline``: the operator's two actions.
+"""``recdock-central enrol``, ``rebaseline`` and ``keygen``: the operator's actions on the host.
 
 ``enrol`` registers a station's signing key in the enrolment register (central/enrolment.py)
 and, given the tokens file, gives the station an upload token when it has none. Re-keying is
@@ -10,6 +10,14 @@ epoch starting at the given seq and hash (by default seq 0 and the genesis hash:
 whose catalog was replaced starts again at 1). It is audited (``operator_actions``: who, when,
 why, and the chain's state before) and shown by ``GET /api/stations/{id}/chain``. Both are
 run on the central store's host, by its administrator (docs/central.md, docs/security.md).
+
+``keygen`` makes the centre's own signing key (central/signing_key.py), which signs every
+command sent to stations, and prints its public key for each station's ``[mqtt]
+centre_public_key``; ``--show`` prints the public key of the key there.
+
+``register set`` and ``register list`` keep the recorder register at the centre
+(central/actions.py): each change is audited and queued as a signed ``register``/``set``
+command for every station, which the running server publishes.
 """
 
 from __future__ import annotations
@@ -30,7 +38,35 @@ _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def admin() -> None:
-    """Administration of the central store: enrol a station, re-baseline a station's chain."""
+    """Administration of the central store: enrol a station, re-baseline a station's chain,
+    make the centre's signing key, keep the recorder register."""
+
+
+@admin.command("keygen")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where the centre's signing key is made (mode 0600; the server's --signing-key, or "
+    "the credential central-signing-key). An existing key is never replaced.",
+)
+@click.option(
+    "--show", is_flag=True, help="Print the public key of the existing key; make nothing."
+)
+def keygen(key_file: Path, show: bool) -> None:
+    """Make the centre's command-signing key and print its public key for the stations."""
+    from central.signing_key import create_centre_key, load_centre_key
+    from sync.wire.signing import public_key_text
+
+    try:
+        key = load_centre_key(key_file) if show else create_centre_key(key_file)
+    except CredentialsError as exc:
+        click.echo(f"recdock-central: {exc}", err=True)
+        sys.exit(3)
+    if not show:
+        click.echo(f"made the centre's signing key {key_file}", err=True)
+    click.echo(f'centre_public_key = "{public_key_text(key)}"')
 
 
 @admin.command("enrol")
@@ -134,3 +170,73 @@ def rebaseline(
     finally:
         catalog.close()
     click.echo(f"{station}: chain re-baselined (epoch {epoch}, from seq {from_seq})")
+
+
+_DATA = click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The server's data folder (its central-catalog.db).",
+)
+
+
+@admin.group("register")
+def register_group() -> None:
+    """The recorder register: each recorder's lifecycle, officer and unit, sent to every
+    station."""
+
+
+@register_group.command("set")
+@click.argument("serial")
+@_DATA
+@click.option(
+    "--lifecycle",
+    required=True,
+    type=click.Choice(["in_service", "in_maintenance", "lost", "retired"]),
+    help="The recorder's lifecycle.",
+)
+@click.option("--officer", default=None, help="The officer it is issued to.")
+@click.option("--unit", default=None, help="The unit (department) it belongs to.")
+@click.option("--note", default=None, help="Why (kept with the entry).")
+@click.option("--by", "by", required=True, help="Who changes the register (audited).")
+def register_set(serial, data_dir, lifecycle, officer, unit, note, by) -> None:  # noqa: ANN001
+    """Set SERIAL's register entry; every station gets it as a signed command."""
+    from central.actions import ActionError, CentralContext, set_register_entry
+    from central.catalog import CentralCatalog
+
+    catalog = CentralCatalog(data_dir / "central-catalog.db")
+    try:
+        entry = set_register_entry(
+            CentralContext(catalog), serial, lifecycle=lifecycle, by=by, officer=officer,
+            unit=unit, note=note,
+        )  # fmt: skip
+    except ActionError as exc:
+        click.echo(f"recdock-central: {exc}", err=True)
+        sys.exit(2)
+    finally:
+        catalog.close()
+    click.echo(f"{entry['serial']}: {entry['lifecycle']} ({entry['officer'] or '-'}, "
+               f"{entry['unit'] or '-'}); sent to the stations by the running server")  # fmt: skip
+
+
+@register_group.command("list")
+@_DATA
+@click.option("--unit", default=None, help="Only this unit's recorders.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
+def register_list(data_dir: Path, unit: str | None, as_json: bool) -> None:
+    """The register's entries by serial."""
+    import json
+
+    from central.catalog import CentralCatalog, register
+
+    catalog = CentralCatalog(data_dir / "central-catalog.db")
+    try:
+        entries = register.listing(catalog.conn, unit)
+    finally:
+        catalog.close()
+    if as_json:
+        click.echo(json.dumps(entries, ensure_ascii=False))
+        return
+    for e in entries:
+        click.echo(f"{e['serial']}\t{e['lifecycle']}\t{e['officer'] or '-'}\t{e['unit'] or '-'}")

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
+from central.actions import CentralContext
 from central.api import ReaderAuth, include_api, load_reader_tokens
 from central.auth import CredentialsError, TokenAuth, load_tokens, read_credential
 from central.catalog import CentralCatalog
@@ -26,7 +28,7 @@ from central.enrolment import StationKeys
 from central.folder import private_file
 from central.limits import UploadLimits
 from central.openapi import add_common_answers
-from central.options import serve_limit_options, upload_limit_options
+from central.options import centre_options, serve_limit_options, upload_limit_options
 from central.serve import (
     DEFAULT_MAX_REQUESTS,
     GateMiddleware,
@@ -34,6 +36,8 @@ from central.serve import (
     ServeLimits,
     uvicorn_config,
 )
+from central.settings import CentreSettings
+from central.signing_key import default_path, load_centre_key
 from central.tus import include_tus
 from central.upload import DEFAULT_MAX_SIZE, UploadStore
 
@@ -59,13 +63,14 @@ def create_app(
     max_requests: int = DEFAULT_MAX_REQUESTS,
     api_docs: bool = False,
     station_keys: Mapping[str, str] | str | os.PathLike[str] | None = None,
+    signing_key: Any = None,
+    centre: CentreSettings | None = None,
 ) -> FastAPI:
     """Build the central store's app.
 
     ``tokens`` is a mapping token -> station id, a credentials file (see :mod:`central.auth`), or
-    None for ``$CREDENTIALS_DIRECTORY/central-tokens``. Other parts (MQTT consumer, JSON API)
-    attach to the returned app with ``include_router``; the upload store is ``app.state.uploads``
-    and the station authentication dependency ``app.state.auth``.
+    None for ``$CREDENTIALS_DIRECTORY/central-tokens``. The upload store is
+    ``app.state.uploads``, the station authentication dependency ``app.state.auth``.
 
     The MQTT-fed catalog (``catalog_path``, default ``<data_dir>/central-catalog.db``) is
     ``app.state.catalog`` and is served read-only under ``/api`` to holders of a reader token
@@ -74,12 +79,12 @@ def create_app(
     an :class:`~central.consumer.MqttConsumer` runs with the app and fills the catalog with what
     enrolled stations signed: ``station_keys`` is the enrolment register (station id -> public
     key, a register file, or None for ``$CREDENTIALS_DIRECTORY/central-station-keys``; see
-    :mod:`central.enrolment`).
+    :mod:`central.enrolment`); ``signing_key`` signs its commands (:func:`_signing_key`);
+    ``centre`` holds the thresholds of the health words and of the rules run periodically.
 
     ``limits`` bound what each station may announce and store (:mod:`central.limits`);
-    ``max_requests`` the HTTP requests inside the app at once (``app.state.gate``, a
-    :class:`~central.serve.RequestGate`: one more is answered 429). ``/openapi.json``,
-    ``/docs`` and ``/redoc`` are served only with ``api_docs``.
+    ``max_requests`` the HTTP requests inside the app at once (``app.state.gate``: one more is
+    answered 429). ``/openapi.json``, ``/docs``, ``/redoc`` are served only with ``api_docs``.
     """
     token_map = tokens if isinstance(tokens, Mapping) else load_tokens(tokens)
     auth = TokenAuth(token_map)
@@ -98,7 +103,8 @@ def create_app(
     readers = ReaderAuth(
         api_tokens if isinstance(api_tokens, Mapping) else load_reader_tokens(api_tokens)
     )
-    include_api(app, catalog, readers, consumer=_consumer(catalog, mqtt, station_keys))
+    app.state.centre_settings = centre or CentreSettings()
+    _include_api(app, catalog, readers, _consumer(catalog, mqtt, station_keys, signing_key))
     logger.info("central store in %s for %d stations", data_dir, len(auth))
     return app
 
@@ -107,12 +113,35 @@ def _consumer(
     catalog: CentralCatalog,
     mqtt: ConsumerSettings | None,
     station_keys: Mapping[str, str] | str | os.PathLike[str] | None,
+    signing_key: Any,
 ) -> MqttConsumer | None:
     """The MQTT consumer, fed by the stations enrolled in ``station_keys``; None without MQTT."""
     if mqtt is None:
         return None
     keys = StationKeys(dict(station_keys) if isinstance(station_keys, Mapping) else station_keys)
-    return MqttConsumer(catalog, mqtt, keys=keys)
+    return MqttConsumer(catalog, mqtt, keys=keys, signing_key=_signing_key(signing_key))
+
+
+def _include_api(
+    app: FastAPI, catalog: CentralCatalog, readers: ReaderAuth, consumer: MqttConsumer | None
+) -> None:
+    """The JSON API with the consumer, and ``app.state.actions``: what people's decisions go
+    through (central/actions.py), the dashboard's among them; their commands leave through
+    the consumer's publisher."""
+    include_api(app, catalog, readers, consumer=consumer)
+    app.state.actions = CentralContext(catalog, consumer.commands if consumer else None)
+
+
+def _signing_key(source: Any) -> Ed25519PrivateKey | None:
+    """The centre's key (it signs the commands to stations, :mod:`central.commands`): given,
+    read from its PEM file, or ``$CREDENTIALS_DIRECTORY/central-signing-key``; else None."""
+    if source is None:
+        source = default_path()
+        if source is None:
+            return None
+    if isinstance(source, Ed25519PrivateKey):
+        return source
+    return load_centre_key(Path(source))
 
 
 def _bare_app(*, api_docs: bool, max_requests: int) -> FastAPI:
@@ -146,25 +175,46 @@ async def _expire_periodically(store: UploadStore, older_than: float, interval: 
         await asyncio.sleep(interval)
 
 
+async def _rules_periodically(app: FastAPI) -> None:
+    """Evaluate the centre's own fault rules (central/rules.py) and send stations the register
+    entries they lack (central/actions.py), every ``rules_interval_s`` seconds."""
+    from central.actions import push_register
+    from central.rules import evaluate
+
+    settings: CentreSettings = app.state.centre_settings
+    while True:
+        try:
+            await asyncio.to_thread(evaluate, app.state.catalog, settings)
+            await asyncio.to_thread(push_register, app.state.actions)
+        except Exception:  # the rules must keep running whatever one round met
+            logger.exception("evaluating the centre's fault rules failed; next round follows")
+        await asyncio.sleep(settings.rules_interval_s)
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Verify the uploads completed before a restart and expire abandoned ones while the app
-    runs (``app.state.upload_expiry``, every ``app.state.expiry_interval`` seconds); at the end,
-    stop the expiry and wait for the verifications under way."""
+    runs (``app.state.upload_expiry``, every ``app.state.expiry_interval`` seconds), and
+    evaluate the centre's fault rules; at the end, stop both and wait for the verifications
+    under way."""
     store: UploadStore = app.state.uploads
     pending = await asyncio.to_thread(store.resume_pending)
     if pending:
         logger.info("verifying %d uploads completed before the restart", pending)
-    task = asyncio.create_task(
-        _expire_periodically(store, app.state.upload_expiry, app.state.expiry_interval),
-        name="expire-uploads",
-    )
+    tasks = [
+        asyncio.create_task(
+            _expire_periodically(store, app.state.upload_expiry, app.state.expiry_interval),
+            name="expire-uploads",
+        ),
+        asyncio.create_task(_rules_periodically(app), name="rules"),
+    ]
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await asyncio.to_thread(store.close)
 
 
@@ -274,6 +324,7 @@ def _consumer_settings(
 )
 @upload_limit_options
 @serve_limit_options
+@centre_options
 @click.option(
     "--station-keys",
     "station_keys_file",
@@ -282,6 +333,15 @@ def _consumer_settings(
     help="Enrolment register: each station's Ed25519 public key ([stations] id = key, TOML; "
     "`recdock-central enrol` writes it). Read again when it changes. Default: "
     "$CREDENTIALS_DIRECTORY/central-station-keys. Needed with --mqtt-host.",
+)
+@click.option(
+    "--signing-key",
+    "signing_key_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The centre's Ed25519 signing key (PEM; `recdock-central keygen` makes it): signs "
+    "the commands sent to stations. Default: $CREDENTIALS_DIRECTORY/central-signing-key when "
+    "present; none: commands wait in the catalog, unsent.",
 )
 @click.option("--log-level", default="info", show_default=True, help="Log level.")
 def main(
@@ -299,16 +359,19 @@ def main(
     mqtt_key,
     mqtt_username,
     station_keys_file,
+    signing_key_file,
     log_level,
     api_docs: bool,
     limits: UploadLimits,
     serve_limits: ServeLimits,
     max_requests: int,
+    centre: CentreSettings,
 ) -> None:
     """Run the recdock reference central store (tus uploads with verified receipts).
 
     Exit codes: 0 clean stop, 2 usage error, 3 bad credentials. Administration:
-    `recdock-central enrol --help` and `recdock-central rebaseline --help`.
+    `recdock-central enrol --help`, `recdock-central rebaseline --help` and
+    `recdock-central keygen --help`.
     """
     import uvicorn
 
@@ -326,6 +389,8 @@ def main(
             max_requests=max_requests,
             api_docs=api_docs,
             station_keys=station_keys_file,
+            signing_key=signing_key_file,
+            centre=centre,
         )
     except CredentialsError as exc:
         click.echo(f"recdock-central: {exc}", err=True)

@@ -1,6 +1,6 @@
-"""``recdock-central``: the server (``central.app.main``) and its two administrative commands.
+"""``recdock-central``: the server (``central.app.main``) and its administrative commands.
 
-``recdock-central enrol ...`` and ``recdock-central rebaseline ...`` run
+``recdock-central enrol ...``, ``rebaseline ...``, ``keygen ...`` and ``register ...`` run
 :mod:`central.admin`; anything else starts the server with its options, as before.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-ADMIN_COMMANDS = ("enrol", "rebaseline")
+ADMIN_COMMANDS = ("enrol", "rebaseline", "keygen", "register")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,8 +5,11 @@ module: ``stations`` (status, last seen, the head of each station's audit chain 
 chain holds), ``bays``, ``recorders`` (health), ``events`` (verified events, de-duplicated per
 station and seq, and the chain check), ``faults``, ``rejected`` (the last invalid messages, for
 diagnosis), ``alerts`` (``security_alerts``: unsigned, forged or unenrolled messages, kept
-apart), ``conflicts`` (``chain_conflicts``: the evidence of a broken chain) and ``operator``
-(``operator_actions``: re-baselines).
+apart), ``conflicts`` (``chain_conflicts``: the evidence of a broken chain), ``operator``
+(``operator_actions``: re-baselines, people's decisions on faults and the register),
+``commands`` (the centre's commands to stations: an outbox), ``devices`` (each recorder's
+latest report, whichever station sent it), ``history`` (``recorder_history``: every report,
+for trends) and ``register`` (the recorder register kept at the centre).
 The upload receipts and failures live apart, in their own database file (``receipts.sqlite``
 in the upload store's data folder): ``receipts``, which opens a connection per call. Other
 modules call :class:`CentralCatalog` and the owner modules' named functions;
@@ -33,11 +36,15 @@ from typing import Any
 from central.catalog import (
     alerts,
     bays,
+    commands,
     conflicts,
+    devices,
     events,
     faults,
+    history,
     operator,
     recorders,
+    register,
     rejected,
     stations,
 )
@@ -45,7 +52,21 @@ from central.catalog import (
 __all__ = ["CentralCatalog", "now_utc"]
 
 # in the order their tables are created
-TABLES = (stations, bays, recorders, events, faults, rejected, alerts, conflicts, operator)
+TABLES = (
+    stations,
+    bays,
+    recorders,
+    events,
+    faults,
+    rejected,
+    alerts,
+    conflicts,
+    operator,
+    commands,
+    devices,
+    history,
+    register,
+)
 
 
 def now_utc() -> str:
@@ -67,6 +88,8 @@ class CentralCatalog:
                     conn.execute(statement)
                 for name, column, declaration in getattr(table, "COLUMNS", ()):
                     _add_column(conn, name, column, declaration)
+                for statement in getattr(table, "INDEXES", ()):
+                    conn.execute(statement)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -147,6 +170,8 @@ class CentralCatalog:
         with self.tx() as conn:
             stations.ensure(conn, station)
             recorders.record(conn, station, doc, received_at)
+            devices.record(conn, station, doc, received_at)
+            history.record(conn, station, doc)
 
     def record_fault(self, station: str, fault_id: str, doc: dict[str, Any]) -> None:
         """A fault's signed retained payload: attached to the fault, its state unchanged."""
@@ -199,7 +224,7 @@ class CentralCatalog:
         return {
             "station": station,
             **view["chain"],
-            "rebaselines": operator.listing(self.conn, station),
+            "rebaselines": operator.listing(self.conn, station, "rebaseline"),
         }
 
     def alerts(self, station: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -219,9 +244,11 @@ class CentralCatalog:
         return recorders.listing(self.conn, station)
 
     def faults(
-        self, *, include_resolved: bool = False, now: datetime | None = None
+        self, *, include_resolved: bool = False, now: datetime | None = None, **filters: Any
     ) -> list[dict[str, Any]]:
-        return faults.listing(self.conn, include_resolved=include_resolved, now=now)
+        """Faults oldest first (:func:`central.catalog.faults.listing`: ``station``,
+        ``device``, ``amber_hours``)."""
+        return faults.listing(self.conn, include_resolved=include_resolved, now=now, **filters)
 
     def events(self, station: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return events.listing(self.conn, station, limit)
