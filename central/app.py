@@ -36,6 +36,8 @@ from central.serve import (
 )
 from central.tus import include_tus
 from central.upload import DEFAULT_MAX_SIZE, UploadStore
+from central.web import DashboardOptions, include_dashboard
+from central.web.cli import dashboard_options
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ def create_app(
     max_requests: int = DEFAULT_MAX_REQUESTS,
     api_docs: bool = False,
     station_keys: Mapping[str, str] | str | os.PathLike[str] | None = None,
+    dashboard: DashboardOptions | None = None,
 ) -> FastAPI:
     """Build the central store's app.
 
@@ -74,7 +77,7 @@ def create_app(
     an :class:`~central.consumer.MqttConsumer` runs with the app and fills the catalog with what
     enrolled stations signed: ``station_keys`` is the enrolment register (station id -> public
     key, a register file, or None for ``$CREDENTIALS_DIRECTORY/central-station-keys``; see
-    :mod:`central.enrolment`).
+    :mod:`central.enrolment`). The dashboard (:mod:`central.web`; ``dashboard``) is at ``/``.
 
     ``limits`` bound what each station may announce and store (:mod:`central.limits`);
     ``max_requests`` the HTTP requests inside the app at once (``app.state.gate``, a
@@ -99,6 +102,7 @@ def create_app(
         api_tokens if isinstance(api_tokens, Mapping) else load_reader_tokens(api_tokens)
     )
     include_api(app, catalog, readers, consumer=_consumer(catalog, mqtt, station_keys))
+    include_dashboard(app, catalog, data_dir, dashboard)
     logger.info("central store in %s for %d stations", data_dir, len(auth))
     return app
 
@@ -283,6 +287,7 @@ def _consumer_settings(
     "`recdock-central enrol` writes it). Read again when it changes. Default: "
     "$CREDENTIALS_DIRECTORY/central-station-keys. Needed with --mqtt-host.",
 )
+@dashboard_options
 @click.option("--log-level", default="info", show_default=True, help="Log level.")
 def main(
     data_dir,
@@ -304,11 +309,13 @@ def main(
     limits: UploadLimits,
     serve_limits: ServeLimits,
     max_requests: int,
+    dashboard: DashboardOptions,
 ) -> None:
     """Run the recdock reference central store (tus uploads with verified receipts).
 
     Exit codes: 0 clean stop, 2 usage error, 3 bad credentials. Administration:
-    `recdock-central enrol --help` and `recdock-central rebaseline --help`.
+    `recdock-central enrol --help`, `recdock-central rebaseline --help` and
+    `recdock-central user --help` (the dashboard's users, docs/dashboard.md).
     """
     import uvicorn
 
@@ -326,6 +333,7 @@ def main(
             max_requests=max_requests,
             api_docs=api_docs,
             station_keys=station_keys_file,
+            dashboard=dashboard,
         )
     except CredentialsError as exc:
         click.echo(f"recdock-central: {exc}", err=True)

@@ -1,0 +1,218 @@
+"""What the dashboard's pages show, read from the central catalog: thin, plain data.
+
+Each function takes the :class:`~central.catalog.CentralCatalog`, the dashboard's
+:class:`Settings` and the moment ``now``, and returns dictionaries the templates render (the
+same dictionaries ``?format=json`` answers, which the benchmark compares against).
+
+Health words (docs/dashboard.md): every station and recorder has one of
+
+* ``unknown``: nothing heard from it for longer than ``silent_hours``, or never;
+* ``unhealthy``: a station offline (its Last Will) or with a broken audit chain; a station or
+  recorder with an open fault past the 24-hour repair limit;
+* ``degraded``: an open fault, or a recorder whose last check left it not ready;
+* ``healthy``: none of these.
+
+A fault's level against the 24-hour limit: ``red`` past it, ``amber`` from ``amber_hours``,
+``open`` before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from central.catalog import CentralCatalog
+from central.catalog.faults import REPAIR_LIMIT_HOURS
+
+WORDS = ("unhealthy", "degraded", "unknown", "healthy")  # worst first
+LEVELS = ("red", "amber", "open")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The dashboard's thresholds (``recdock-central`` options, docs/dashboard.md)."""
+
+    amber_hours: float = 12.0
+    silent_hours: float = 1.0
+    overdue_hours: float = 24.0
+    poll_seconds: float = 5.0
+
+
+def hours_since(at: str | None, now: datetime) -> float | None:
+    if not at:
+        return None
+    try:
+        then = datetime.fromisoformat(at)
+    except ValueError:
+        return None
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return (now - then).total_seconds() / 3600
+
+
+def fault_level(age_hours: float, settings: Settings) -> str:
+    if age_hours >= REPAIR_LIMIT_HOURS:
+        return "red"
+    return "amber" if age_hours >= settings.amber_hours else "open"
+
+
+def faults(catalog: CentralCatalog, settings: Settings, now: datetime) -> list[dict[str, Any]]:
+    """Open faults, oldest (worst) first, each with its level against the 24-hour limit."""
+    out = []
+    for f in catalog.faults(now=now):
+        out.append({**f, "level": fault_level(f["age_hours"], settings)})
+    out.sort(key=lambda f: -f["age_hours"])
+    return out
+
+
+def _word(silent: bool, unhealthy: bool, degraded: bool) -> str:
+    if silent:
+        return "unknown"
+    if unhealthy:
+        return "unhealthy"
+    return "degraded" if degraded else "healthy"
+
+
+def stations(
+    catalog: CentralCatalog, settings: Settings, now: datetime, open_faults: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every station with its health word, worst first."""
+    out = []
+    for s in catalog.stations():
+        own = [f for f in open_faults if f["station"] == s["station"]]
+        silent_for = hours_since(s["last_seen"], now)
+        offline = s["status"] in ("offline", "stopped")
+        silent = silent_for is None or silent_for > settings.silent_hours
+        word = _word(
+            silent and not offline,
+            offline or not s["chain"]["ok"] or any(f["level"] == "red" for f in own),
+            bool(own),
+        )
+        detail = s.get("status_detail") or {}
+        out.append(
+            {
+                "station": s["station"],
+                "status": s["status"] or "unknown",
+                "online": s["status"] == "online" and not silent,
+                "last_seen": s["last_seen"],
+                "silent_hours": None if silent_for is None else round(silent_for, 2),
+                "chain": s["chain"]["state"],
+                "faults": len(own),
+                "simulate": bool(detail.get("simulate")),
+                "bays": len(catalog.bays(s["station"])),
+                "word": word,
+            }
+        )
+    out.sort(key=lambda s: (WORDS.index(s["word"]), s["station"]))
+    return out
+
+
+def _recorder(
+    r: dict[str, Any], settings: Settings, now: datetime, open_faults: list[dict[str, Any]]
+) -> dict[str, Any]:
+    h = r["health"]
+    own = [f for f in open_faults if f.get("subject") == r["serial"]]
+    since = hours_since(h.get("at") or r["updated_at"], now)
+    return {
+        "serial": r["serial"],
+        "station": r["station"],
+        "bay": h.get("bay"),
+        "officer": h.get("officer"),
+        "unit": h.get("unit"),
+        "model": h.get("model"),
+        "last_docked": h.get("at") or r["updated_at"],
+        "hours_since": None if since is None else round(since, 1),
+        "overdue": since is not None and since > settings.overdue_hours,
+        "late": bool(h.get("late")),
+        "ready": r["ready"],
+        "reasons": list(h.get("reasons") or []),
+        "battery_pct": h.get("battery_pct"),
+        "free_bytes": h.get("free_bytes"),
+        "clock_offset_s": h.get("clock_offset_s"),
+        "faults": len(own),
+        "word": _word(
+            since is None,
+            any(f["level"] == "red" for f in own),
+            bool(own) or r["ready"] is False,
+        ),
+    }
+
+
+def recorders(
+    catalog: CentralCatalog,
+    settings: Settings,
+    now: datetime,
+    open_faults: list[dict[str, Any]],
+    *,
+    station: str | None = None,
+    unit: str | None = None,
+) -> list[dict[str, Any]]:
+    """Each recorder as its newest report shows it (an officer may dock at any station),
+    filtered by station and unit, worst first."""
+    newest: dict[str, dict[str, Any]] = {}
+    for r in catalog.recorders():
+        seen = newest.get(r["serial"])
+        if seen is None or (r["health"].get("at") or "") > (seen["health"].get("at") or ""):
+            newest[r["serial"]] = r
+    out = [_recorder(r, settings, now, open_faults) for r in newest.values()]
+    if station:
+        out = [r for r in out if r["station"] == station]
+    if unit:
+        out = [r for r in out if r["unit"] == unit]
+    out.sort(key=lambda r: (WORDS.index(r["word"]), r["serial"]))
+    return out
+
+
+def overview(catalog: CentralCatalog, settings: Settings, now: datetime) -> dict[str, Any]:
+    """Worst first: faults against the 24-hour limit, stations offline, recorders overdue,
+    late footage; and the counts of each health word."""
+    open_faults = faults(catalog, settings, now)
+    all_stations = stations(catalog, settings, now, open_faults)
+    all_recorders = recorders(catalog, settings, now, open_faults)
+    return {
+        "faults": open_faults,
+        "offline": [s for s in all_stations if not s["online"]],
+        "overdue": [r for r in all_recorders if r["overdue"]],
+        "late": [r for r in all_recorders if r["late"]],
+        "words": {
+            "stations": {w: sum(s["word"] == w for s in all_stations) for w in WORDS},
+            "recorders": {w: sum(r["word"] == w for r in all_recorders) for w in WORDS},
+        },
+    }
+
+
+def fault(
+    catalog: CentralCatalog, settings: Settings, now: datetime, station: str, fault_id: str
+) -> dict[str, Any] | None:
+    for f in catalog.faults(include_resolved=True, now=now):
+        if f["station"] == station and f["id"] == fault_id:
+            return {**f, "level": fault_level(f["age_hours"], settings)}
+    return None
+
+
+def _battery(data: dict[str, Any]) -> float | None:
+    for result in data.get("results") or []:
+        if result.get("name") == "battery" and isinstance(result.get("value"), int | float):
+            return float(result["value"])
+    return None
+
+
+def history(catalog: CentralCatalog, serial: str, limit: int = 60) -> list[dict[str, Any]]:
+    """The recorder's pre-shift checks at every station (its ``checks`` events), oldest
+    first: when, where, ready or not and why, battery and clock offset."""
+    out = []
+    for e in catalog.subject_events(serial, "checks", limit):
+        data = e["data"]
+        offset = data.get("clock_offset_s")
+        out.append(
+            {
+                "at": e["at"],
+                "station": e["station"],
+                "ready": data.get("ready"),
+                "reasons": list(data.get("reasons") or []),
+                "battery_pct": _battery(data),
+                "clock_offset_s": offset if isinstance(offset, int | float) else None,
+            }
+        )
+    return out
