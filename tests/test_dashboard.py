@@ -52,7 +52,7 @@ def centre(tmp_path: Path):
     for days, pct in ((2, 96.0), (1, 81.0), (0, 40.0)):
         dock(station, SERIAL, battery=pct, offset=1.5 * days, days_ago=days)
     fault_id = raise_fault(station)
-    for topic, payload, retain in [status(KEY, "online"), *pending(station, KEY)]:
+    for topic, payload, _retain in [status(KEY, "online"), *pending(station, KEY)]:
         consumer.handle(topic, payload, retained=False)
     with serve_app(app) as url:
         yield url, fault_id
