@@ -1,4 +1,4 @@
-"""``recdock-central enrol`` and ``recdock-central rebaseline``: the operator's two actions.
+"""``recdock-central enrol``, ``rebaseline`` and ``keygen``: the operator's actions on the host.
 
 ``enrol`` registers a station's signing key in the enrolment register (central/enrolment.py)
 and, given the tokens file, gives the station an upload token when it has none. Re-keying is
@@ -10,6 +10,10 @@ epoch starting at the given seq and hash (by default seq 0 and the genesis hash:
 whose catalog was replaced starts again at 1). It is audited (``operator_actions``: who, when,
 why, and the chain's state before) and shown by ``GET /api/stations/{id}/chain``. Both are
 run on the central store's host, by its administrator (docs/central.md, docs/security.md).
+
+``keygen`` makes the centre's own signing key (central/signing_key.py), which signs every
+command sent to stations, and prints its public key for each station's ``[mqtt]
+centre_public_key``; ``--show`` prints the public key of the key there.
 """
 
 from __future__ import annotations
@@ -30,7 +34,35 @@ _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def admin() -> None:
-    """Administration of the central store: enrol a station, re-baseline a station's chain."""
+    """Administration of the central store: enrol a station, re-baseline a station's chain,
+    make the centre's signing key."""
+
+
+@admin.command("keygen")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where the centre's signing key is made (mode 0600; the server's --signing-key, or "
+    "the credential central-signing-key). An existing key is never replaced.",
+)
+@click.option(
+    "--show", is_flag=True, help="Print the public key of the existing key; make nothing."
+)
+def keygen(key_file: Path, show: bool) -> None:
+    """Make the centre's command-signing key and print its public key for the stations."""
+    from central.signing_key import create_centre_key, load_centre_key
+    from sync.wire.signing import public_key_text
+
+    try:
+        key = load_centre_key(key_file) if show else create_centre_key(key_file)
+    except CredentialsError as exc:
+        click.echo(f"recdock-central: {exc}", err=True)
+        sys.exit(3)
+    if not show:
+        click.echo(f"made the centre's signing key {key_file}", err=True)
+    click.echo(f'centre_public_key = "{public_key_text(key)}"')
 
 
 @admin.command("enrol")

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
+from central.actions import CentralContext
 from central.api import ReaderAuth, include_api, load_reader_tokens
 from central.auth import CredentialsError, TokenAuth, load_tokens, read_credential
 from central.catalog import CentralCatalog
@@ -34,6 +36,7 @@ from central.serve import (
     ServeLimits,
     uvicorn_config,
 )
+from central.signing_key import default_path, load_centre_key
 from central.tus import include_tus
 from central.upload import DEFAULT_MAX_SIZE, UploadStore
 from central.web import DashboardOptions, include_dashboard
@@ -62,6 +65,7 @@ def create_app(
     api_docs: bool = False,
     station_keys: Mapping[str, str] | str | os.PathLike[str] | None = None,
     dashboard: DashboardOptions | None = None,
+    signing_key: Any = None,
 ) -> FastAPI:
     """Build the central store's app.
 
@@ -77,7 +81,8 @@ def create_app(
     an :class:`~central.consumer.MqttConsumer` runs with the app and fills the catalog with what
     enrolled stations signed: ``station_keys`` is the enrolment register (station id -> public
     key, a register file, or None for ``$CREDENTIALS_DIRECTORY/central-station-keys``; see
-    :mod:`central.enrolment`). The dashboard (:mod:`central.web`; ``dashboard``) is at ``/``.
+    :mod:`central.enrolment`); ``signing_key`` signs its commands (:func:`_signing_key`).
+    The dashboard (:mod:`central.web`; ``dashboard``) is at ``/``.
 
     ``limits`` bound what each station may announce and store (:mod:`central.limits`);
     ``max_requests`` the HTTP requests inside the app at once (``app.state.gate``, a
@@ -101,7 +106,7 @@ def create_app(
     readers = ReaderAuth(
         api_tokens if isinstance(api_tokens, Mapping) else load_reader_tokens(api_tokens)
     )
-    include_api(app, catalog, readers, consumer=_consumer(catalog, mqtt, station_keys))
+    _include_api(app, catalog, readers, _consumer(catalog, mqtt, station_keys, signing_key))
     include_dashboard(app, catalog, data_dir, dashboard)
     logger.info("central store in %s for %d stations", data_dir, len(auth))
     return app
@@ -111,12 +116,35 @@ def _consumer(
     catalog: CentralCatalog,
     mqtt: ConsumerSettings | None,
     station_keys: Mapping[str, str] | str | os.PathLike[str] | None,
+    signing_key: Any,
 ) -> MqttConsumer | None:
     """The MQTT consumer, fed by the stations enrolled in ``station_keys``; None without MQTT."""
     if mqtt is None:
         return None
     keys = StationKeys(dict(station_keys) if isinstance(station_keys, Mapping) else station_keys)
-    return MqttConsumer(catalog, mqtt, keys=keys)
+    return MqttConsumer(catalog, mqtt, keys=keys, signing_key=_signing_key(signing_key))
+
+
+def _include_api(
+    app: FastAPI, catalog: CentralCatalog, readers: ReaderAuth, consumer: MqttConsumer | None
+) -> None:
+    """The JSON API with the consumer, and ``app.state.actions``: what people's decisions go
+    through (central/actions.py), the dashboard's among them; their commands leave through
+    the consumer's publisher."""
+    include_api(app, catalog, readers, consumer=consumer)
+    app.state.actions = CentralContext(catalog, consumer.commands if consumer else None)
+
+
+def _signing_key(source: Any) -> Ed25519PrivateKey | None:
+    """The centre's key (it signs the commands to stations, :mod:`central.commands`): given,
+    read from its PEM file, or ``$CREDENTIALS_DIRECTORY/central-signing-key``; else None."""
+    if source is None:
+        source = default_path()
+        if source is None:
+            return None
+    if isinstance(source, Ed25519PrivateKey):
+        return source
+    return load_centre_key(Path(source))
 
 
 def _bare_app(*, api_docs: bool, max_requests: int) -> FastAPI:
@@ -288,6 +316,15 @@ def _consumer_settings(
     "$CREDENTIALS_DIRECTORY/central-station-keys. Needed with --mqtt-host.",
 )
 @dashboard_options
+@click.option(
+    "--signing-key",
+    "signing_key_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The centre's Ed25519 signing key (PEM; `recdock-central keygen` makes it): signs "
+    "the commands sent to stations. Default: $CREDENTIALS_DIRECTORY/central-signing-key when "
+    "present; none: commands wait in the catalog, unsent.",
+)
 @click.option("--log-level", default="info", show_default=True, help="Log level.")
 def main(
     data_dir,
@@ -304,6 +341,7 @@ def main(
     mqtt_key,
     mqtt_username,
     station_keys_file,
+    signing_key_file,
     log_level,
     api_docs: bool,
     limits: UploadLimits,
@@ -315,7 +353,8 @@ def main(
 
     Exit codes: 0 clean stop, 2 usage error, 3 bad credentials. Administration:
     `recdock-central enrol --help`, `recdock-central rebaseline --help` and
-    `recdock-central user --help` (the dashboard's users, docs/dashboard.md).
+    `recdock-central user --help` (the dashboard's users, docs/dashboard.md) and
+    `recdock-central keygen --help`.
     """
     import uvicorn
 
@@ -334,6 +373,7 @@ def main(
             api_docs=api_docs,
             station_keys=station_keys_file,
             dashboard=dashboard,
+            signing_key=signing_key_file,
         )
     except CredentialsError as exc:
         click.echo(f"recdock-central: {exc}", err=True)

@@ -1,6 +1,6 @@
-"""``recdock-central``: the server (``central.app.main``) and its two administrative commands.
+"""``recdock-central``: the server (``central.app.main``) and its administrative commands.
 
-``recdock-central enrol ...`` and ``recdock-central rebaseline ...`` run
+``recdock-central enrol ...``, ``rebaseline ...`` and ``keygen ...`` run
 :mod:`central.admin`, ``recdock-central user ...`` the dashboard's users (:mod:`central.web.cli`);
 anything else starts the server with its options, as before.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-ADMIN_COMMANDS = ("enrol", "rebaseline")
+ADMIN_COMMANDS = ("enrol", "rebaseline", "keygen")
 USER_COMMAND = "user"  # the dashboard's users: central/web/cli.py
 
 

@@ -18,6 +18,11 @@ dropped at once (acknowledged, never queued nor stored) and counted (``oversize`
 ``/api/health``); the queue between paho's thread and the writer holds at most ``queue_max``
 messages: when it is full, paho's thread waits (the broker keeps what it has not delivered),
 so memory stays bounded by ``queue_max`` x ``max_payload_bytes``.
+
+Commands to stations (:mod:`central.commands`) leave through the same connection: its
+:class:`~central.commands.CommandPublisher` (``consumer.commands``) runs with the consumer and
+is woken after every stored batch (a station's fault asks for a ``received`` command; an
+applied command's topic is cleared) and after every connection.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from central.catalog import CentralCatalog
+from central.commands import CommandPublisher
 from central.enrolment import StationKeys
 from central.messages import InvalidMessage, MessageHandler, PayloadValidator
 
@@ -84,7 +90,12 @@ class MqttConsumer:
     """Subscribe to every station and keep the central catalog up to date."""
 
     def __init__(
-        self, catalog: CentralCatalog, settings: ConsumerSettings, *, keys: StationKeys
+        self,
+        catalog: CentralCatalog,
+        settings: ConsumerSettings,
+        *,
+        keys: StationKeys,
+        signing_key=None,  # Ed25519PrivateKey | None: the centre's, for its commands  # noqa: ANN001
     ) -> None:
         self.catalog = catalog
         self.settings = settings
@@ -124,6 +135,9 @@ class MqttConsumer:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self.client = client
+        self.commands = CommandPublisher(
+            catalog, signing_key, client, connected=self._subscribed.is_set
+        )
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -141,9 +155,11 @@ class MqttConsumer:
         self._writer.start()
         self.client.connect_async(s.host, s.port, s.keepalive, **kwargs)
         self.client.loop_start()
+        self.commands.start()
 
     def stop(self) -> None:
         self._closing.set()
+        self.commands.stop()
         self.client.disconnect()
         self.client.loop_stop()
         self._stop.set()
@@ -174,6 +190,7 @@ class MqttConsumer:
             return
         self._subscribed.set()
         logger.info("central consumer: subscribed to %s", SUBSCRIPTION)
+        self.commands.wake()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         self._connected.clear()
@@ -241,6 +258,7 @@ class MqttConsumer:
             for m in batch:
                 if m.qos > 0:
                     self.client.ack(m.mid, m.qos)
+            self.commands.wake()
 
     # -- one message (no broker needed: tests call this directly) --------------------------
 

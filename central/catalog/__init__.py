@@ -33,6 +33,7 @@ from typing import Any
 from central.catalog import (
     alerts,
     bays,
+    commands,
     conflicts,
     events,
     faults,
@@ -45,7 +46,18 @@ from central.catalog import (
 __all__ = ["CentralCatalog", "now_utc"]
 
 # in the order their tables are created
-TABLES = (stations, bays, recorders, events, faults, rejected, alerts, conflicts, operator)
+TABLES = (
+    stations,
+    bays,
+    recorders,
+    events,
+    faults,
+    rejected,
+    alerts,
+    conflicts,
+    operator,
+    commands,
+)
 
 
 def now_utc() -> str:
@@ -67,6 +79,8 @@ class CentralCatalog:
                     conn.execute(statement)
                 for name, column, declaration in getattr(table, "COLUMNS", ()):
                     _add_column(conn, name, column, declaration)
+                for statement in getattr(table, "INDEXES", ()):
+                    conn.execute(statement)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -199,7 +213,7 @@ class CentralCatalog:
         return {
             "station": station,
             **view["chain"],
-            "rebaselines": operator.listing(self.conn, station),
+            "rebaselines": operator.listing(self.conn, station, "rebaseline"),
         }
 
     def alerts(self, station: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -219,9 +233,11 @@ class CentralCatalog:
         return recorders.listing(self.conn, station)
 
     def faults(
-        self, *, include_resolved: bool = False, now: datetime | None = None
+        self, *, include_resolved: bool = False, now: datetime | None = None, **filters: Any
     ) -> list[dict[str, Any]]:
-        return faults.listing(self.conn, include_resolved=include_resolved, now=now)
+        """Faults oldest first (:func:`central.catalog.faults.listing`: ``station``,
+        ``device``, ``amber_hours``)."""
+        return faults.listing(self.conn, include_resolved=include_resolved, now=now, **filters)
 
     def events(self, station: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return events.listing(self.conn, station, limit)

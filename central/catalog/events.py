@@ -32,7 +32,7 @@ import logging
 import sqlite3
 from typing import Any
 
-from central.catalog import conflicts, faults, operator, stations
+from central.catalog import commands, conflicts, faults, operator, stations
 from sync.wire.chain import canonical
 
 logger = logging.getLogger(__name__)
@@ -185,12 +185,32 @@ def _advance(conn: sqlite3.Connection, station: str, epoch: int) -> None:
 
 def _fault_event(conn: sqlite3.Connection, station: str, doc: dict[str, Any], at: str) -> None:
     """Fault openings and resolutions travel in the event stream, signed: the only way a
-    fault's state changes at the central store."""
+    station's fault changes state at the central store. A fault that opens is answered with
+    the ``fault``/``received`` command (what makes it ``reported`` at the station). An event
+    that names a ``command_id`` says the station applied that command."""
     kind, data = doc["kind"], doc["data"]
     if kind == "fault.open":
-        faults.open_fault(conn, station, doc["subject"], {**data, "opened_at": doc["at"]}, at)
+        if faults.open_fault(conn, station, doc["subject"], {**data, "opened_at": doc["at"]}, at):
+            commands.issue(
+                conn,
+                station=station,
+                kind="fault",
+                key=doc["subject"],
+                action="received",
+                by=faults.CENTRE,
+                at=at,
+                fields={"fault_id": doc["subject"]},
+            )
     elif kind == "fault.resolved":
         faults.resolve(conn, station, doc["subject"], doc["at"])
+    command_id = data.get("command_id") if isinstance(data, dict) else None
+    if isinstance(command_id, str) and not commands.mark_applied(conn, station, command_id, at):
+        logger.warning(
+            "station %s: event %s names command %r, which the centre never sent it",
+            station,
+            doc["seq"],
+            command_id[:80],
+        )
 
 
 def rebaseline(

@@ -1,5 +1,6 @@
 """The operators' actions (table ``operator_actions``): who did what to a station's record, when
-and why. Today: re-baselining a broken audit chain (``recdock-central rebaseline``).
+and why: re-baselining a broken audit chain (``recdock-central rebaseline``), acknowledging or
+resolving a fault, changing the recorder register (central/actions.py).
 
 Rows are only added, never changed or removed; the JSON API shows a station's actions with its
 chain (``GET /api/stations/{id}/chain``).
@@ -40,7 +41,13 @@ def record(
     )
 
 
-def listing(conn: sqlite3.Connection, station: str) -> list[dict[str, Any]]:
+def listing(
+    conn: sqlite3.Connection, station: str, action: str | None = None
+) -> list[dict[str, Any]]:
+    """The station's actions in order (only those of ``action`` when given)."""
+    sql, params = "SELECT * FROM operator_actions WHERE station = ?", [station]
+    if action is not None:
+        sql, params = sql + " AND action = ?", [*params, action]
     return [
         {
             "at": r["at"],
@@ -48,7 +55,5 @@ def listing(conn: sqlite3.Connection, station: str) -> list[dict[str, Any]]:
             "action": r["action"],
             **json.loads(r["detail"]),
         }
-        for r in conn.execute(
-            "SELECT * FROM operator_actions WHERE station = ? ORDER BY id", (station,)
-        )
+        for r in conn.execute(sql + " ORDER BY id", params)
     ]

@@ -42,7 +42,14 @@ def include_dashboard(
     users = UserFile(options.users_file or data / "dashboard-users.toml")
     secret = load_secret(data / "dashboard-secret")
     sessions = Sessions(secret, max_age=options.session_seconds, secure=not options.plain_http)
-    dashboard = Dashboard(catalog, users, sessions, settings=options.settings, actions=actions)
+    dashboard = Dashboard(
+        catalog,
+        users,
+        sessions,
+        settings=options.settings,
+        actions=actions,
+        actions_ctx=getattr(app.state, "actions", None),
+    )
     app.state.dashboard = dashboard
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(router)

@@ -15,6 +15,7 @@ from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from central import actions as decisions
 from central.catalog import CentralCatalog
 from central.web import i18n
 from central.web.board import Settings
@@ -61,23 +62,21 @@ class FaultActions(Protocol):
 
 
 class CentreFaultActions:
-    """The centre's fault lifecycle (``central.actions``, recorded with who and when and sent
-    to the station as a signed command); 503 until this centre has it."""
+    """The centre's fault lifecycle (:mod:`central.actions`): the decision recorded with who
+    and when, and sent to the station as a signed command by the consumer's publisher."""
 
-    def __init__(self, catalog: CentralCatalog) -> None:
-        self.catalog = catalog
+    def __init__(self, ctx: decisions.CentralContext) -> None:
+        self.ctx = ctx
 
     def apply(self, action: str, station: str, fault_id: str, *, by: str, note: str) -> None:
+        ref = f"{station}/{fault_id}"
         try:
-            from central import actions  # type: ignore[attr-defined]
-        except ImportError:
-            raise HTTPException(
-                status_code=503, detail="this central store cannot change a fault's state yet"
-            ) from None
-        if action == "acknowledge":
-            actions.acknowledge_fault(self.catalog, station, fault_id, by=by)
-        else:
-            actions.resolve_fault(self.catalog, station, fault_id, by=by, note=note)
+            if action == "acknowledge":
+                decisions.acknowledge_fault(self.ctx, ref, by)
+            else:
+                decisions.resolve_fault(self.ctx, ref, by, note)
+        except decisions.ActionError as exc:
+            raise HTTPException(status_code=exc.status, detail=str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -97,12 +96,15 @@ class Dashboard:
         settings: Settings | None = None,
         actions: FaultActions | None = None,
         limiter: LoginLimiter | None = None,
+        actions_ctx: decisions.CentralContext | None = None,
     ) -> None:
         self.catalog = catalog
         self.users = users
         self.sessions = sessions
         self.settings = settings or Settings()
-        self.actions = actions or CentreFaultActions(catalog)
+        self.actions = actions or CentreFaultActions(
+            actions_ctx or decisions.CentralContext(catalog)
+        )
         self.limiter = limiter or LoginLimiter()
         self.env = Environment(
             loader=PackageLoader("central.web", "templates"),
