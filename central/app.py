@@ -82,13 +82,11 @@ def create_app(
     enrolled stations signed: ``station_keys`` is the enrolment register (station id -> public
     key, a register file, or None for ``$CREDENTIALS_DIRECTORY/central-station-keys``; see
     :mod:`central.enrolment`); ``signing_key`` signs its commands (:func:`_signing_key`).
-    The dashboard (:mod:`central.web`; ``dashboard``) is at ``/``.
-
-    ``limits`` bound what each station may announce and store (:mod:`central.limits`);
-    ``max_requests`` the HTTP requests inside the app at once (``app.state.gate``, a
-    :class:`~central.serve.RequestGate`: one more is answered 429). ``/openapi.json``,
-    ``/docs`` and ``/redoc`` are served only with ``api_docs``.
-    """
+    The dashboard (:mod:`central.web`; ``dashboard``) is at ``/``. ``limits`` bound what each
+    station may announce and store (:mod:`central.limits`); ``max_requests`` the HTTP requests
+    inside the app at once (``app.state.gate``, a :class:`~central.serve.RequestGate`: one more
+    429). ``/openapi.json``, ``/docs`` and
+    ``/redoc`` are served only with ``api_docs``."""
     token_map = tokens if isinstance(tokens, Mapping) else load_tokens(tokens)
     auth = TokenAuth(token_map)
     data_dir = Path(data_dir)
@@ -351,10 +349,8 @@ def main(
 ) -> None:
     """Run the recdock reference central store (tus uploads with verified receipts).
 
-    Exit codes: 0 clean stop, 2 usage error, 3 bad credentials. Administration:
-    `recdock-central enrol --help`, `recdock-central rebaseline --help` and
-    `recdock-central user --help` (the dashboard's users, docs/dashboard.md) and
-    `recdock-central keygen --help`.
+    Exit codes: 0 clean stop, 2 usage error, 3 bad credentials. Administration: `recdock-central
+    enrol|rebaseline|keygen|user --help` (user: the dashboard's users, docs/dashboard.md).
     """
     import uvicorn
 
