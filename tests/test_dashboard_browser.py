@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from sync.wire import commands
 from tests.central_server import serve_app
 from tests.dashboard_tools import (
     PASSWORDS,
@@ -38,7 +39,7 @@ from tests.dashboard_tools import (
     station_catalog,
     status,
 )
-from tests.mosquitto import MOSQUITTO, Mosquitto
+from tests.mosquitto import MOSQUITTO, Mosquitto, Subscriber
 from tests.recorders import wait_for
 from tests.signing_keys import new_key, register
 
@@ -47,6 +48,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 AXE_VERSION = "4.10.3"  # scripts/setup unpacks this version's axe.min.js here
 AXE = Path(os.environ.get("RECDOCK_AXE", ROOT / ".venv" / f"axe-core-{AXE_VERSION}.min.js"))
 KEY = new_key()
+CENTRE_KEY = new_key()  # the centre's: signs its commands to stations
 SECONDS = 15_000  # what "within seconds" allows, in Playwright's milliseconds
 
 pytestmark = [
@@ -95,6 +97,7 @@ def system(tmp_path: Path) -> Iterator[System]:
             poll_seconds=1,
             mqtt=s.broker.consumer_settings(),
             station_keys=register({STATION: KEY}),
+            signing_key=CENTRE_KEY,
         )
         with serve_app(app) as url:
             s.url = url
@@ -188,6 +191,41 @@ def test_a_viewer_has_no_fault_buttons_and_a_forged_post_is_refused(browser, sys
     sup = logged_in(browser, system, "sup")
     sup.goto(fault_url)
     assert sup.locator("#acknowledge").count() == 1, "a supervisor has the button"
+
+
+def test_a_supervisor_acknowledges_on_the_page_and_the_station_gets_the_signed_command(
+    browser, system
+) -> None:
+    fault_id = raise_fault(system.station)
+    topic = commands.topic(STATION, "fault", fault_id)
+    inbox = Subscriber(system.broker, topic, client_id="st-a-inbox", identity=STATION)
+    try:
+        system.send_queued()
+        page = logged_in(browser, system, "sup")
+        page.goto(f"{system.url}/faults/{STATION}/{fault_id}?lang=en")
+        page.locator('[data-state="reported"]').wait_for(timeout=SECONDS)
+        page.click("#acknowledge")
+        state = page.locator('[data-state="acknowledged"]')
+        state.wait_for(timeout=SECONDS)
+        assert "sup" in state.inner_text(), "who acknowledged it is shown"
+
+        def signed(action: str) -> dict | None:
+            for payload, _retained in inbox.on(topic):
+                if payload:
+                    doc = commands.verify_command(CENTRE_KEY.public_key(), topic, payload)
+                    if doc["action"] == action:
+                        return doc
+            return None
+
+        acked = wait_for(lambda: signed("acknowledge"), 15, "the acknowledge command")
+        assert (acked["by"], acked["fault_id"]) == ("sup", fault_id)
+        page.fill("#note", "battery replaced")
+        page.click("#resolve")
+        page.locator('[data-state="resolved"]').wait_for(timeout=SECONDS)
+        resolved = wait_for(lambda: signed("resolve"), 15, "the resolve command")
+        assert (resolved["by"], resolved["note"]) == ("sup", "battery replaced")
+    finally:
+        inbox.close()
 
 
 def _artefacts(request) -> Path:  # noqa: ANN001
