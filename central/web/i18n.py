@@ -103,6 +103,11 @@ EN = {
     "error.forbidden": "Not allowed: {reason}",
     "error.csrf": "The form has expired or did not come from this dashboard; reload the page.",
     "error.role": "this needs the {role} role",
+    "state.open": "open",
+    "state.reported": "reported to the centre",
+    "state.acknowledged": "acknowledged",
+    "state.resolved": "resolved",
+    "col.evidence": "Evidence",
     "yes": "yes",
     "no": "no",
 }
@@ -196,6 +201,11 @@ ZH = {
     "error.forbidden": "不允许：{reason}",
     "error.csrf": "表单已过期或并非来自本页面；请刷新页面。",
     "error.role": "需要{role}角色",
+    "state.open": "未处理",
+    "state.reported": "已上报中心",
+    "state.acknowledged": "已确认",
+    "state.resolved": "已解决",
+    "col.evidence": "证据",
     "yes": "是",
     "no": "否",
 }
