@@ -79,22 +79,30 @@ def station_catalog(home: Path) -> Catalog:
 
 
 def dock(catalog: Catalog, serial: str, *, battery: float, offset: float, days_ago: float = 0):
-    """A recorder's pre-shift check as the station records it: the checks event (history)
-    and the retained recorder-health message."""
+    """A recorder's pre-shift check as the station records it (agent.checks.health_payload's
+    shape: each check's value as text): the checks event (history) and the retained
+    recorder-health message, with an officer and unit (the schema has them; today's station
+    does not fill them in)."""
     at = (datetime.now(UTC) - timedelta(days=days_ago)).isoformat(timespec="milliseconds")
-    results = [{"name": "battery", "value": battery, "state": "pass"}]
+    ok = battery >= 50
+    values = {"battery": f"{battery:.0f} %", "storage": "12.0 GiB free"}
+    results = [
+        {"name": name, "ok": ok or name != "battery", "value": value, "threshold": "", "detail": ""}
+        for name, value in values.items()
+    ]
     health = {
         "station": STATION,
         "device_serial": serial,
         "at": at,
         "bay": 1,
-        "ready": battery >= 50,
-        "reasons": [] if battery >= 50 else [f"battery {battery:.0f} % < 50 %"],
-        "battery_pct": battery,
+        "ready": ok,
+        "reasons": [] if ok else [f"battery {battery:.0f} % < 50 %"],
+        "checks": {
+            r["name"]: {k: r[k] for k in ("ok", "value", "threshold", "detail")} for r in results
+        },
         "clock_offset_s": offset,
         "officer": "王警官",
         "unit": "一中队",
-        "free_bytes": 12 * 1024**3,
     }
     checks.record(
         catalog,

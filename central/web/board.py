@@ -18,6 +18,7 @@ A fault's level against the 24-hour limit: ``red`` past it, ``amber`` from ``amb
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -108,6 +109,31 @@ def stations(
     return out
 
 
+_NUMBER = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)")
+
+
+def number(value: Any) -> float | None:
+    """A number, or the one a check's value starts with (``"35 %"`` -> 35.0); else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    found = _NUMBER.match(value) if isinstance(value, str) else None
+    return float(found.group(1)) if found else None
+
+
+def _check(health: dict[str, Any], name: str) -> Any:
+    """The value of the named pre-shift check in a recorder-health message."""
+    return ((health.get("checks") or {}).get(name) or {}).get("value")
+
+
+def _free(health: dict[str, Any]) -> str | None:
+    if isinstance(health.get("free_bytes"), int):
+        return f"{health['free_bytes'] / 1024**3:.1f} GiB"
+    value = _check(health, "storage")
+    return str(value) if value is not None else None
+
+
 def _recorder(
     r: dict[str, Any], settings: Settings, now: datetime, open_faults: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -127,9 +153,9 @@ def _recorder(
         "late": bool(h.get("late")),
         "ready": r["ready"],
         "reasons": list(h.get("reasons") or []),
-        "battery_pct": h.get("battery_pct"),
-        "free_bytes": h.get("free_bytes"),
-        "clock_offset_s": h.get("clock_offset_s"),
+        "battery_pct": number(h.get("battery_pct", _check(h, "battery"))),
+        "free": _free(h),
+        "clock_offset_s": number(h.get("clock_offset_s")),
         "faults": len(own),
         "word": _word(
             since is None,
@@ -193,8 +219,8 @@ def fault(
 
 def _battery(data: dict[str, Any]) -> float | None:
     for result in data.get("results") or []:
-        if result.get("name") == "battery" and isinstance(result.get("value"), int | float):
-            return float(result["value"])
+        if result.get("name") == "battery":
+            return number(result.get("value"))
     return None
 
 
@@ -204,7 +230,6 @@ def history(catalog: CentralCatalog, serial: str, limit: int = 60) -> list[dict[
     out = []
     for e in catalog.subject_events(serial, "checks", limit):
         data = e["data"]
-        offset = data.get("clock_offset_s")
         out.append(
             {
                 "at": e["at"],
@@ -212,7 +237,7 @@ def history(catalog: CentralCatalog, serial: str, limit: int = 60) -> list[dict[
                 "ready": data.get("ready"),
                 "reasons": list(data.get("reasons") or []),
                 "battery_pct": _battery(data),
-                "clock_offset_s": offset if isinstance(offset, int | float) else None,
+                "clock_offset_s": number(data.get("clock_offset_s")),
             }
         )
     return out
