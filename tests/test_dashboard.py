@@ -249,3 +249,13 @@ def test_a_new_password_ends_the_users_sessions(centre, tmp_path: Path) -> None:
     s = login(url, "view")
     UserFile(tmp_path / "users.toml").set_password("view", "a-new-password-1")
     assert s.get(f"{url}/", timeout=10).url.startswith(f"{url}/login")
+
+
+def test_the_dashboards_commands_and_options_have_help() -> None:
+    from central.app import main as serve
+    from tests.test_cli import missing_help
+
+    assert missing_help(user_command) == []
+    assert missing_help(serve) == []
+    names = {p.opts[0] for p in serve.params}
+    assert {"--users", "--dashboard-plain-http", "--fault-amber-hours"} <= names
