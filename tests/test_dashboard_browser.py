@@ -290,3 +290,27 @@ def test_pages_pass_axe_and_their_screenshots_are_kept(browser, system, lang, re
         ]
     assert found == {name: [] for name in pages}
     assert all((folder / f"{n}-{lang}.png").stat().st_size > 10_000 for n in pages)
+
+
+def test_on_a_phone_no_page_is_wider_than_the_screen(browser, system, request) -> None:
+    """Readable on a phone: the page itself never scrolls sideways (wide tables scroll in
+    their own box); the overview's screenshot is kept."""
+    fault_id = _fill(system)
+    phone = {"width": 390, "height": 844}
+    page = logged_in(browser, system, "sup", viewport=phone, device_scale_factor=2)
+    for path in (
+        "/",
+        "/stations",
+        "/recorders",
+        f"/recorders/{SERIAL}",
+        f"/faults/{STATION}/{fault_id}",
+    ):
+        page.goto(f"{system.url}{path}")
+        page.locator("main h1").wait_for()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= phone["width"], f"{path} is {width} px wide on a {phone['width']} px phone"
+    page.goto(f"{system.url}/")
+    shot = _artefacts(request) / "overview-phone-zh-CN.png"
+    page.screenshot(path=shot, full_page=True)
+    if os.environ.get("RECDOCK_DOCS_SCREENSHOTS") == "1":
+        shutil.copyfile(shot, ROOT / "docs" / "dashboard" / shot.name)
