@@ -11,7 +11,11 @@ audit of people's actions), and the command that carries it to the station, queu
   ``fault``/``acknowledge`` command;
 * :func:`resolve_fault`: an open fault is resolved with a note; a station's fault gets the
   ``fault``/``resolve`` command (with the note). The centre's own faults (``origin`` centre)
-  need no command: no station holds them.
+  need no command: no station holds them;
+* :func:`set_register_entry`: an administrator sets a recorder's lifecycle, officer and unit
+  in the register; every station the centre knows gets the ``register``/``set`` command
+  (retained per serial); :func:`push_register` sends what a station has not had yet (a
+  station new to the centre; run with the centre's rules).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from central.catalog import CentralCatalog, faults, now_utc, operator
+from central.catalog import CentralCatalog, faults, now_utc, operator, register, stations
 from central.catalog import commands as outbox
 
 logger = logging.getLogger(__name__)
@@ -114,3 +118,54 @@ def _decide(
     logger.info("fault %s: %s by %s", ref, action, by)
     ctx.wake()
     return faults.one(ctx.catalog.conn, station, fid)
+
+
+def set_register_entry(
+    ctx: CentralContext,
+    serial: str,
+    *,
+    lifecycle: str,
+    by: str,
+    officer: str | None = None,
+    unit: str | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """``by`` sets ``serial``'s register entry; every known station gets it. Returns the
+    entry."""
+    serial, by = (serial or "").strip(), _person(by)
+    if not serial or len(serial) > 64:
+        raise ActionError("a recorder serial is 1-64 characters")
+    if lifecycle not in register.LIFECYCLES:
+        raise ActionError(f"lifecycle {lifecycle!r} is not one of {', '.join(register.LIFECYCLES)}")
+    entry = {"serial": serial, "lifecycle": lifecycle, "officer": officer or None,
+             "unit": unit or None, "note": note or None}  # fmt: skip
+    at = now_utc()
+    with ctx.catalog.tx() as conn:
+        before = register.one(conn, serial)
+        register.put(conn, entry, by, at)
+        for row in stations.rows(conn):
+            _send_entry(conn, row["station"], entry, by, at)
+        operator.record(conn, at, by, "register.set", faults.CENTRE, {**entry, "before": before})
+    logger.info("register: %s set to %s by %s", serial, lifecycle, by)
+    ctx.wake()
+    return register.one(ctx.catalog.conn, serial)
+
+
+def push_register(ctx: CentralContext) -> int:
+    """Send every station the register entries it has not had since they last changed;
+    returns how many commands were queued."""
+    at = now_utc()
+    with ctx.catalog.tx() as conn:
+        missing = outbox.register_missing(conn)
+        for station, serial in missing:
+            entry = register.one(conn, serial)
+            _send_entry(conn, station, entry, entry["updated_by"], at)
+    if missing:
+        ctx.wake()
+    return len(missing)
+
+
+def _send_entry(conn: Any, station: str, entry: dict[str, Any], by: str, at: str) -> None:
+    fields = {k: entry.get(k) for k in ("serial", "lifecycle", "officer", "unit")}
+    outbox.issue(conn, station=station, kind="register", key=entry["serial"], action="set",
+                 by=by, at=at, fields=fields)  # fmt: skip

@@ -14,6 +14,10 @@ run on the central store's host, by its administrator (docs/central.md, docs/sec
 ``keygen`` makes the centre's own signing key (central/signing_key.py), which signs every
 command sent to stations, and prints its public key for each station's ``[mqtt]
 centre_public_key``; ``--show`` prints the public key of the key there.
+
+``register set`` and ``register list`` keep the recorder register at the centre
+(central/actions.py): each change is audited and queued as a signed ``register``/``set``
+command for every station, which the running server publishes.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ _HASH = re.compile(r"^[0-9a-f]{64}$")
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def admin() -> None:
     """Administration of the central store: enrol a station, re-baseline a station's chain,
-    make the centre's signing key."""
+    make the centre's signing key, keep the recorder register."""
 
 
 @admin.command("keygen")
@@ -166,3 +170,73 @@ def rebaseline(
     finally:
         catalog.close()
     click.echo(f"{station}: chain re-baselined (epoch {epoch}, from seq {from_seq})")
+
+
+_DATA = click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The server's data folder (its central-catalog.db).",
+)
+
+
+@admin.group("register")
+def register_group() -> None:
+    """The recorder register: each recorder's lifecycle, officer and unit, sent to every
+    station."""
+
+
+@register_group.command("set")
+@click.argument("serial")
+@_DATA
+@click.option(
+    "--lifecycle",
+    required=True,
+    type=click.Choice(["in_service", "in_maintenance", "lost", "retired"]),
+    help="The recorder's lifecycle.",
+)
+@click.option("--officer", default=None, help="The officer it is issued to.")
+@click.option("--unit", default=None, help="The unit (department) it belongs to.")
+@click.option("--note", default=None, help="Why (kept with the entry).")
+@click.option("--by", "by", required=True, help="Who changes the register (audited).")
+def register_set(serial, data_dir, lifecycle, officer, unit, note, by) -> None:  # noqa: ANN001
+    """Set SERIAL's register entry; every station gets it as a signed command."""
+    from central.actions import ActionError, CentralContext, set_register_entry
+    from central.catalog import CentralCatalog
+
+    catalog = CentralCatalog(data_dir / "central-catalog.db")
+    try:
+        entry = set_register_entry(
+            CentralContext(catalog), serial, lifecycle=lifecycle, by=by, officer=officer,
+            unit=unit, note=note,
+        )  # fmt: skip
+    except ActionError as exc:
+        click.echo(f"recdock-central: {exc}", err=True)
+        sys.exit(2)
+    finally:
+        catalog.close()
+    click.echo(f"{entry['serial']}: {entry['lifecycle']} ({entry['officer'] or '-'}, "
+               f"{entry['unit'] or '-'}); sent to the stations by the running server")  # fmt: skip
+
+
+@register_group.command("list")
+@_DATA
+@click.option("--unit", default=None, help="Only this unit's recorders.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
+def register_list(data_dir: Path, unit: str | None, as_json: bool) -> None:
+    """The register's entries by serial."""
+    import json
+
+    from central.catalog import CentralCatalog, register
+
+    catalog = CentralCatalog(data_dir / "central-catalog.db")
+    try:
+        entries = register.listing(catalog.conn, unit)
+    finally:
+        catalog.close()
+    if as_json:
+        click.echo(json.dumps(entries, ensure_ascii=False))
+        return
+    for e in entries:
+        click.echo(f"{e['serial']}\t{e['lifecycle']}\t{e['officer'] or '-'}\t{e['unit'] or '-'}")

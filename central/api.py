@@ -12,6 +12,13 @@ Routes (all JSON, all read-only)::
     GET /api/stations/{id}/chain         the head of the station's chain the centre holds; also
                                          for that station's own upload token
     GET /api/security-alerts[?station=&limit=]  unsigned, forged or unenrolled messages
+    GET /api/overview                    worst first: faults against 24 h, stations offline,
+                                         recorders overdue, late footage, health word counts
+    GET /api/fleet/stations              every station with its health word (central/views.py)
+    GET /api/fleet/recorders[?unit=&station=]  every recorder with its health word
+    GET /api/fleet/recorders/{serial}    one recorder: its history (battery, clock drift),
+                                         register entry and faults
+    GET /api/register[?unit=]            the recorder register kept at the centre
 
 Read access needs a **reader token** (``Authorization: Bearer <token>``), kept apart from the
 stations' upload tokens: a station token is refused here, so a station cannot read what other
@@ -44,9 +51,11 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 
 from central import openapi as doc
+from central import views
 from central.auth import MIN_TOKEN_LENGTH, CredentialsError
 from central.catalog import CentralCatalog
 from central.consumer import MqttConsumer
+from central.settings import CentreSettings
 
 API_CREDENTIAL_NAME = "central-api-tokens"
 
@@ -177,7 +186,12 @@ async def _reader(
     return await request.app.state.readers(request)
 
 
+async def _settings(request: Request) -> CentreSettings:
+    return getattr(request.app.state, "centre_settings", None) or CentreSettings()
+
+
 Catalog = Annotated[CentralCatalog, Depends(_catalog)]
+Settings = Annotated[CentreSettings, Depends(_settings)]
 Consumer = Annotated[MqttConsumer | None, Depends(_consumer)]
 READER = [Depends(_reader)]
 
@@ -231,11 +245,60 @@ def recorders(catalog: Catalog, station: str | None = None) -> list[dict[str, An
 @router.get("/faults", dependencies=READER, responses=doc.API_ERRORS)
 def faults(
     catalog: Catalog,
+    settings: Settings,
     all: bool = Query(False, description="Include resolved faults"),  # noqa: A002
+    station: str | None = Query(None, description="Only this station's faults"),
 ) -> list[dict[str, Any]]:
-    """Open faults (and resolved ones with ``all``), each with its age and whether it is
-    past the 24-hour repair limit."""
-    return catalog.faults(include_resolved=all)
+    """Open faults (and resolved ones with ``all``), oldest first, each with its lifecycle,
+    evidence, age, band and whether it is past the 24-hour repair limit."""
+    return catalog.faults(include_resolved=all, station=station, amber_hours=settings.amber_hours)
+
+
+@router.get("/overview", dependencies=READER, responses=doc.API_ERRORS)
+def overview(catalog: Catalog, settings: Settings) -> dict[str, Any]:
+    """Worst first: open faults against the 24-hour limit, stations offline or silent,
+    recorders overdue, late footage per unit, and how many stations and recorders have
+    each health word."""
+    return views.overview(catalog, settings)
+
+
+@router.get("/fleet/stations", dependencies=READER, responses=doc.API_ERRORS)
+def fleet_stations(catalog: Catalog, settings: Settings) -> list[dict[str, Any]]:
+    """Every station with its health word and the reasons for it (docs/faults.md)."""
+    return views.station_list(catalog, settings)
+
+
+@router.get("/fleet/recorders", dependencies=READER, responses=doc.API_ERRORS)
+def fleet_recorders(
+    catalog: Catalog,
+    settings: Settings,
+    unit: str | None = Query(None, description="Only this unit's recorders"),
+    station: str | None = Query(None, description="Only recorders last docked here"),
+) -> list[dict[str, Any]]:
+    """Every recorder reported or registered, with its health word (docs/faults.md)."""
+    return views.recorder_list(catalog, settings, unit=unit, station=station)
+
+
+@router.get(
+    "/fleet/recorders/{serial}",
+    dependencies=READER,
+    responses={**doc.API_ERRORS, **doc.API_NOT_FOUND},
+)
+def fleet_recorder(serial: str, catalog: Catalog, settings: Settings) -> dict[str, Any]:
+    """One recorder: its row, its history (battery and clock offset, drift a day), its
+    register entry and its faults."""
+    found = views.recorder_history(catalog, serial, settings)
+    if found is None:
+        raise HTTPException(status_code=404, detail=f"no recorder {serial!r} known")
+    return found
+
+
+@router.get("/register", dependencies=READER, responses=doc.API_ERRORS)
+def register_entries(
+    catalog: Catalog, unit: str | None = Query(None, description="Only this unit's entries")
+) -> list[dict[str, Any]]:
+    """The recorder register kept at the centre, by serial."""
+    return views.register_entries(catalog, unit)
 
 
 async def _reader_or_station(request: Request, station: str) -> str:

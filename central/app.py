@@ -28,7 +28,7 @@ from central.enrolment import StationKeys
 from central.folder import private_file
 from central.limits import UploadLimits
 from central.openapi import add_common_answers
-from central.options import serve_limit_options, upload_limit_options
+from central.options import centre_options, serve_limit_options, upload_limit_options
 from central.serve import (
     DEFAULT_MAX_REQUESTS,
     GateMiddleware,
@@ -36,6 +36,7 @@ from central.serve import (
     ServeLimits,
     uvicorn_config,
 )
+from central.settings import CentreSettings
 from central.signing_key import default_path, load_centre_key
 from central.tus import include_tus
 from central.upload import DEFAULT_MAX_SIZE, UploadStore
@@ -66,13 +67,13 @@ def create_app(
     station_keys: Mapping[str, str] | str | os.PathLike[str] | None = None,
     dashboard: DashboardOptions | None = None,
     signing_key: Any = None,
+    centre: CentreSettings | None = None,
 ) -> FastAPI:
     """Build the central store's app.
 
     ``tokens`` is a mapping token -> station id, a credentials file (see :mod:`central.auth`), or
-    None for ``$CREDENTIALS_DIRECTORY/central-tokens``. Other parts (MQTT consumer, JSON API)
-    attach to the returned app with ``include_router``; the upload store is ``app.state.uploads``
-    and the station authentication dependency ``app.state.auth``.
+    None for ``$CREDENTIALS_DIRECTORY/central-tokens``. The upload store is
+    ``app.state.uploads``, the station authentication dependency ``app.state.auth``.
 
     The MQTT-fed catalog (``catalog_path``, default ``<data_dir>/central-catalog.db``) is
     ``app.state.catalog`` and is served read-only under ``/api`` to holders of a reader token
@@ -81,12 +82,12 @@ def create_app(
     an :class:`~central.consumer.MqttConsumer` runs with the app and fills the catalog with what
     enrolled stations signed: ``station_keys`` is the enrolment register (station id -> public
     key, a register file, or None for ``$CREDENTIALS_DIRECTORY/central-station-keys``; see
-    :mod:`central.enrolment`); ``signing_key`` signs its commands (:func:`_signing_key`).
+    :mod:`central.enrolment`); ``signing_key`` signs its commands (:func:`_signing_key`);
+    ``centre`` holds the thresholds of the health words and of the rules run periodically.
     The dashboard (:mod:`central.web`; ``dashboard``) is at ``/``. ``limits`` bound what each
     station may announce and store (:mod:`central.limits`); ``max_requests`` the HTTP requests
-    inside the app at once (``app.state.gate``, a :class:`~central.serve.RequestGate`: one more
-    429). ``/openapi.json``, ``/docs`` and
-    ``/redoc`` are served only with ``api_docs``."""
+    inside the app at once (``app.state.gate``: one more is answered 429). ``/openapi.json``,
+    ``/docs``, ``/redoc`` are served only with ``api_docs``."""
     token_map = tokens if isinstance(tokens, Mapping) else load_tokens(tokens)
     auth = TokenAuth(token_map)
     data_dir = Path(data_dir)
@@ -98,16 +99,21 @@ def create_app(
     app.state.upload_expiry = upload_expiry
     app.state.expiry_interval = expiry_interval
     include_tus(app, store, prefix=prefix)
-    catalog_file = Path(catalog_path or data_dir / "central-catalog.db")
-    catalog_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    catalog = CentralCatalog(private_file(catalog_file))
+    catalog = _open_catalog(Path(catalog_path or data_dir / "central-catalog.db"))
     readers = ReaderAuth(
         api_tokens if isinstance(api_tokens, Mapping) else load_reader_tokens(api_tokens)
     )
+    app.state.centre_settings = centre or CentreSettings()
     _include_api(app, catalog, readers, _consumer(catalog, mqtt, station_keys, signing_key))
     include_dashboard(app, catalog, data_dir, dashboard)
     logger.info("central store in %s for %d stations", data_dir, len(auth))
     return app
+
+
+def _open_catalog(path: Path) -> CentralCatalog:
+    """The central catalog in ``path``, in a folder and a file only its owner can read."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return CentralCatalog(private_file(path))
 
 
 def _consumer(
@@ -176,25 +182,46 @@ async def _expire_periodically(store: UploadStore, older_than: float, interval: 
         await asyncio.sleep(interval)
 
 
+async def _rules_periodically(app: FastAPI) -> None:
+    """Evaluate the centre's own fault rules (central/rules.py) and send stations the register
+    entries they lack (central/actions.py), every ``rules_interval_s`` seconds."""
+    from central.actions import push_register
+    from central.rules import evaluate
+
+    settings: CentreSettings = app.state.centre_settings
+    while True:
+        try:
+            await asyncio.to_thread(evaluate, app.state.catalog, settings)
+            await asyncio.to_thread(push_register, app.state.actions)
+        except Exception:  # the rules must keep running whatever one round met
+            logger.exception("evaluating the centre's fault rules failed; next round follows")
+        await asyncio.sleep(settings.rules_interval_s)
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Verify the uploads completed before a restart and expire abandoned ones while the app
-    runs (``app.state.upload_expiry``, every ``app.state.expiry_interval`` seconds); at the end,
-    stop the expiry and wait for the verifications under way."""
+    runs (``app.state.upload_expiry``, every ``app.state.expiry_interval`` seconds), and
+    evaluate the centre's fault rules; at the end, stop both and wait for the verifications
+    under way."""
     store: UploadStore = app.state.uploads
     pending = await asyncio.to_thread(store.resume_pending)
     if pending:
         logger.info("verifying %d uploads completed before the restart", pending)
-    task = asyncio.create_task(
-        _expire_periodically(store, app.state.upload_expiry, app.state.expiry_interval),
-        name="expire-uploads",
-    )
+    tasks = [
+        asyncio.create_task(
+            _expire_periodically(store, app.state.upload_expiry, app.state.expiry_interval),
+            name="expire-uploads",
+        ),
+        asyncio.create_task(_rules_periodically(app), name="rules"),
+    ]
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await asyncio.to_thread(store.close)
 
 
@@ -304,6 +331,7 @@ def _consumer_settings(
 )
 @upload_limit_options
 @serve_limit_options
+@centre_options
 @click.option(
     "--station-keys",
     "station_keys_file",
@@ -346,12 +374,12 @@ def main(
     serve_limits: ServeLimits,
     max_requests: int,
     dashboard: DashboardOptions,
+    centre: CentreSettings,
 ) -> None:
     """Run the recdock reference central store (tus uploads with verified receipts).
 
     Exit codes: 0 clean stop, 2 usage error, 3 bad credentials. Administration: `recdock-central
-    enrol|rebaseline|keygen|user --help` (user: the dashboard's users, docs/dashboard.md).
-    """
+    enrol|rebaseline|keygen|register|user --help` (user: the dashboard's users)."""
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -370,6 +398,7 @@ def main(
             station_keys=station_keys_file,
             dashboard=dashboard,
             signing_key=signing_key_file,
+            centre=centre,
         )
     except CredentialsError as exc:
         click.echo(f"recdock-central: {exc}", err=True)

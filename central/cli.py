@@ -1,6 +1,6 @@
 """``recdock-central``: the server (``central.app.main``) and its administrative commands.
 
-``recdock-central enrol ...``, ``rebaseline ...`` and ``keygen ...`` run
+``recdock-central enrol ...``, ``rebaseline ...``, ``keygen ...`` and ``register ...`` run
 :mod:`central.admin`, ``recdock-central user ...`` the dashboard's users (:mod:`central.web.cli`);
 anything else starts the server with its options, as before.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-ADMIN_COMMANDS = ("enrol", "rebaseline", "keygen")
+ADMIN_COMMANDS = ("enrol", "rebaseline", "keygen", "register")
 USER_COMMAND = "user"  # the dashboard's users: central/web/cli.py
 
 

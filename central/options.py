@@ -3,7 +3,9 @@
 ``@upload_limit_options`` adds one option per field of :class:`~central.limits.UploadLimits`
 and hands the command a ``limits`` argument; ``@serve_limit_options`` does the same for
 :class:`~central.serve.ServeLimits` (``serve_limits``) and the app's requests in flight
-(``max_requests``). Defaults, bounds and help live here, once.
+(``max_requests``); ``@centre_options`` for :class:`~central.settings.CentreSettings`
+(``centre``: the health words' and the centre's fault rules' thresholds, docs/faults.md).
+Defaults, bounds and help live here, once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import click
 
 from central.limits import UploadLimits
 from central.serve import DEFAULT_MAX_REQUESTS, ServeLimits
+from central.settings import CentreSettings
 
 _U, _S = UploadLimits(), ServeLimits()
 
@@ -112,3 +115,45 @@ serve_limit_options = _grouped(
     },
     _serve,
 )
+
+
+_C = CentreSettings()
+CENTRE_OPTIONS = {
+    "station_silent_hours": "Hours without a message after which a station is `unknown` and "
+    "gets a station.silent fault.",
+    "station_offline_minutes": "Minutes a station's status may stay `offline` (its Last Will) "
+    "before a station.offline fault opens.",
+    "recorder_unknown_hours": "Hours without a report from any station after which a recorder "
+    "is `unknown`.",
+    "overdue_hours": "Hours a recorder in service may stay docked nowhere before a "
+    "recorder.overdue fault opens.",
+    "amber_hours": "Age in hours from which an open fault shows amber (red past 24 h).",
+    "clock_drift_s_per_day": "Clock drift between two dockings, seconds a day, above which a "
+    "recorder.clock_drift fault opens (GA/T 947: 3).",
+    "battery_low_pct": "Battery percentage at docking below which a docking counts as low.",
+    "battery_low_dockings": "Low dockings in a row (any stations) that open a recorder.battery "
+    "fault.",
+    "late_window_hours": "Window in hours over which late recordings are counted per unit.",
+    "late_max": "Late recordings of a unit within the window above which a unit.late_footage "
+    "fault opens.",
+    "rules_interval_s": "Seconds between two evaluations of the centre's fault rules.",
+}
+
+
+def centre_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add one option per field of :class:`CentreSettings`; pass ``centre``."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {field: kwargs.pop(field) for field in CENTRE_OPTIONS}
+        return command(*args, **kwargs, centre=CentreSettings(**values))
+
+    for field, help_text in reversed(CENTRE_OPTIONS.items()):
+        default = getattr(_C, field)
+        low = 1 if field == "rules_interval_s" else 0
+        kind = click.IntRange(min=low) if isinstance(default, int) else click.FloatRange(min=low)
+        flag = "--" + field.replace("_", "-")
+        wrapper = click.option(
+            flag, field, default=default, show_default=True, type=kind, help=help_text
+        )(wrapper)
+    return wrapper

@@ -66,7 +66,8 @@ def send_new(station: Catalog, central: MqttConsumer, sent: set[int]) -> None:
     ):
         if m.id not in sent:
             sent.add(m.id)
-            assert central.handle(topic, payload, retained=m.retain) == "stored"
+            outcome = central.handle(topic, payload, retained=m.retain)
+            assert outcome == ("stored" if m.payload else "cleared")
 
 
 def command_rows(catalog: CentralCatalog) -> list[dict]:
@@ -273,3 +274,45 @@ def test_a_command_decided_while_the_broker_is_away_is_sent_when_it_returns(
             assert retained and json.loads(payload)["action"] == "acknowledge"
         finally:
             consumer.stop()
+
+
+def test_a_fault_the_station_resolves_itself_settles_its_commands(
+    station: Catalog, central: MqttConsumer
+) -> None:
+    from agent.catalog.faults import resolve_fault as station_resolves
+    from central.catalog import commands as outbox_rows
+
+    sent: set[int] = set()
+    report_fault(station, "store.full", "store", "the store reached its reserve")
+    send_new(station, central, sent)
+    assert outbox_rows.to_clear(central.catalog.conn) == []
+    station_resolves(station, "store.full", "store")
+    send_new(station, central, sent)
+    [settled] = outbox_rows.to_clear(central.catalog.conn)
+    assert settled["latest"] and settled["topic"] == command_rows(central.catalog)[0]["topic"]
+
+
+def test_the_server_reads_its_key_from_the_option_or_the_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from central.app import create_app
+    from central.consumer import ConsumerSettings
+    from tests.central_server import TOKENS
+
+    creds = tmp_path / "creds"
+    assert CliRunner().invoke(admin, ["keygen", "--key", str(creds / "central-signing-key")])
+    expected = public_key_text(load_centre_key(creds / "central-signing-key"))
+    mqtt = ConsumerSettings(port=1)
+    keys = register({STATION: KEY})
+    given = create_app(tmp_path / "a", TOKENS, mqtt=mqtt, station_keys=keys,
+                       signing_key=creds / "central-signing-key")  # fmt: skip
+    assert public_key_text(given.state.consumer.commands.key) == expected
+    assert given.state.actions.commands is given.state.consumer.commands
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    from_credential = create_app(tmp_path / "b", TOKENS, mqtt=mqtt, station_keys=keys)
+    assert public_key_text(from_credential.state.consumer.commands.key) == expected
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    keyless = create_app(tmp_path / "c", TOKENS, mqtt=mqtt, station_keys=keys)
+    assert keyless.state.consumer.commands.key is None
+    for app in (given, from_credential, keyless):
+        app.state.catalog.close()

@@ -5,8 +5,11 @@ module: ``stations`` (status, last seen, the head of each station's audit chain 
 chain holds), ``bays``, ``recorders`` (health), ``events`` (verified events, de-duplicated per
 station and seq, and the chain check), ``faults``, ``rejected`` (the last invalid messages, for
 diagnosis), ``alerts`` (``security_alerts``: unsigned, forged or unenrolled messages, kept
-apart), ``conflicts`` (``chain_conflicts``: the evidence of a broken chain) and ``operator``
-(``operator_actions``: re-baselines).
+apart), ``conflicts`` (``chain_conflicts``: the evidence of a broken chain), ``operator``
+(``operator_actions``: re-baselines, people's decisions on faults and the register),
+``commands`` (the centre's commands to stations: an outbox), ``devices`` (each recorder's
+latest report, whichever station sent it), ``history`` (``recorder_history``: every report,
+for trends) and ``register`` (the recorder register kept at the centre).
 The upload receipts and failures live apart, in their own database file (``receipts.sqlite``
 in the upload store's data folder): ``receipts``, which opens a connection per call. Other
 modules call :class:`CentralCatalog` and the owner modules' named functions;
@@ -35,10 +38,13 @@ from central.catalog import (
     bays,
     commands,
     conflicts,
+    devices,
     events,
     faults,
+    history,
     operator,
     recorders,
+    register,
     rejected,
     stations,
 )
@@ -57,6 +63,9 @@ TABLES = (
     conflicts,
     operator,
     commands,
+    devices,
+    history,
+    register,
 )
 
 
@@ -161,6 +170,8 @@ class CentralCatalog:
         with self.tx() as conn:
             stations.ensure(conn, station)
             recorders.record(conn, station, doc, received_at)
+            devices.record(conn, station, doc, received_at)
+            history.record(conn, station, doc)
 
     def record_fault(self, station: str, fault_id: str, doc: dict[str, Any]) -> None:
         """A fault's signed retained payload: attached to the fault, its state unchanged."""

@@ -52,3 +52,13 @@ def listing(conn: sqlite3.Connection, station: str) -> list[dict[str, Any]]:
             "SELECT * FROM bays WHERE station = ? ORDER BY bay", (station,)
         ).fetchall()
     ]
+
+
+def summary(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """Per station: how many bays report, and how many are in each state."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in conn.execute("SELECT station, state, count(*) FROM bays GROUP BY station, state"):
+        entry = out.setdefault(r[0], {"bays": 0, "states": {}})
+        entry["bays"] += r[2]
+        entry["states"][r[1]] = r[2]
+    return out

@@ -38,6 +38,7 @@ SCHEMA = [
         cleared_at TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS commands_topic ON commands (topic, seq)",
+    "CREATE INDEX IF NOT EXISTS commands_key ON commands (station, kind, key, issued_at)",
     "CREATE INDEX IF NOT EXISTS commands_unpublished ON commands (seq) WHERE published_at IS NULL",
     "CREATE INDEX IF NOT EXISTS commands_to_clear ON commands (seq)"
     " WHERE applied_at IS NOT NULL AND cleared_at IS NULL",
@@ -109,6 +110,17 @@ def mark_applied(conn: sqlite3.Connection, station: str, command_id: str, at: st
     return cur.rowcount > 0
 
 
+def settle(conn: sqlite3.Connection, station: str, kind: str, key: str, at: str) -> int:
+    """Every command on (station, kind, key) is done with (the station resolved the fault
+    itself): treated as applied, so its retained topic is cleared. Returns how many."""
+    cur = conn.execute(
+        "UPDATE commands SET applied_at = ?, published_at = coalesce(published_at, ?)"
+        " WHERE station = ? AND kind = ? AND key = ? AND applied_at IS NULL",
+        (at, at, station, kind, key),
+    )
+    return cur.rowcount
+
+
 def to_clear(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, Any]]:
     """Applied commands whose retained copy is still at the broker, each with ``latest``:
     whether it is still the newest command on its topic (only then is the topic cleared)."""
@@ -159,4 +171,18 @@ def listing(
             "cleared_at": r["cleared_at"],
         }
         for r in rows
+    ]
+
+
+def register_missing(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """(station, serial) pairs where the station was sent no ``register`` command since the
+    register entry last changed (a new entry, a changed one, a station new to the centre)."""
+    return [
+        (r[0], r[1])
+        for r in conn.execute(
+            "SELECT s.station, g.serial FROM stations s CROSS JOIN register g"
+            " WHERE NOT EXISTS (SELECT 1 FROM commands c WHERE c.station = s.station"
+            " AND c.kind = 'register' AND c.key = g.serial AND c.issued_at >= g.updated_at)"
+            " ORDER BY s.station, g.serial"
+        )
     ]

@@ -186,7 +186,8 @@ def _advance(conn: sqlite3.Connection, station: str, epoch: int) -> None:
 def _fault_event(conn: sqlite3.Connection, station: str, doc: dict[str, Any], at: str) -> None:
     """Fault openings and resolutions travel in the event stream, signed: the only way a
     station's fault changes state at the central store. A fault that opens is answered with
-    the ``fault``/``received`` command (what makes it ``reported`` at the station). An event
+    the ``fault``/``received`` command (what makes it ``reported`` at the station); once it is
+    resolved, the commands about it are settled (their retained topic is cleared). An event
     that names a ``command_id`` says the station applied that command."""
     kind, data = doc["kind"], doc["data"]
     if kind == "fault.open":
@@ -203,6 +204,7 @@ def _fault_event(conn: sqlite3.Connection, station: str, doc: dict[str, Any], at
             )
     elif kind == "fault.resolved":
         faults.resolve(conn, station, doc["subject"], doc["at"])
+        commands.settle(conn, station, "fault", doc["subject"], at)  # nothing left to tell it
     command_id = data.get("command_id") if isinstance(data, dict) else None
     if isinstance(command_id, str) and not commands.mark_applied(conn, station, command_id, at):
         logger.warning(

@@ -1,0 +1,102 @@
+"""The recorders across stations (table ``devices``): each serial's latest report, wherever it
+docked (an officer may dock at any station).
+
+Kept from every recorder health message (``recdock/<station>/recorder/<serial>``) whose ``at``
+is newer than the one held: the station and bay it docked at, when, the verdict and reasons of
+its pre-shift checks, battery, free space, clock offset, officer and unit as the station read
+them. ``recorders`` keeps the last report per station; this table answers "where and how is
+this recorder now" for the dashboard's list of 1,000 recorders in one indexed query.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from sync.wire.chain import canonical
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS devices (
+        serial TEXT PRIMARY KEY,
+        station TEXT NOT NULL,
+        bay INTEGER,
+        at TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        ready INTEGER,
+        reasons TEXT NOT NULL DEFAULT '[]',
+        battery_pct REAL,
+        free_bytes INTEGER,
+        total_bytes INTEGER,
+        clock_offset_s REAL,
+        officer TEXT,
+        unit TEXT,
+        model TEXT,
+        firmware TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS devices_station ON devices (station, serial)",
+    "CREATE INDEX IF NOT EXISTS devices_unit ON devices (unit, serial)",
+    "CREATE INDEX IF NOT EXISTS devices_at ON devices (at)",
+]
+
+FIELDS = ("battery_pct", "free_bytes", "total_bytes", "clock_offset_s", "officer", "unit")
+
+
+def record(conn: sqlite3.Connection, station: str, doc: dict[str, Any], received_at: str) -> None:
+    """A recorder's health report; kept when newer than the one held."""
+    ready = doc.get("ready")
+    conn.execute(
+        "INSERT INTO devices (serial, station, bay, at, received_at, ready, reasons, battery_pct,"
+        " free_bytes, total_bytes, clock_offset_s, officer, unit, model, firmware)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (serial) DO UPDATE SET station = excluded.station, bay = excluded.bay,"
+        " at = excluded.at, received_at = excluded.received_at, ready = excluded.ready,"
+        " reasons = excluded.reasons, battery_pct = excluded.battery_pct,"
+        " free_bytes = excluded.free_bytes, total_bytes = excluded.total_bytes,"
+        " clock_offset_s = excluded.clock_offset_s, officer = excluded.officer,"
+        " unit = excluded.unit, model = excluded.model, firmware = excluded.firmware"
+        " WHERE excluded.at > devices.at",
+        (
+            doc["device_serial"],
+            station,
+            doc.get("bay"),
+            doc["at"],
+            received_at,
+            None if ready is None else int(bool(ready)),
+            canonical(list(doc.get("reasons") or [])),
+            *(doc.get(f) for f in FIELDS),
+            doc.get("model"),
+            doc.get("firmware"),
+        ),
+    )
+
+
+def _view(r: sqlite3.Row) -> dict[str, Any]:
+    out = dict(r)
+    out["ready"] = None if r["ready"] is None else bool(r["ready"])
+    out["reasons"] = json.loads(r["reasons"])
+    return out
+
+
+def listing(conn: sqlite3.Connection, *, station: str | None = None) -> list[dict[str, Any]]:
+    """Every recorder's latest report by serial (of those last docked at ``station``)."""
+    sql, params = "SELECT * FROM devices", []
+    if station is not None:
+        sql, params = sql + " WHERE station = ?", [station]
+    return [_view(r) for r in conn.execute(sql + " ORDER BY serial", params)]
+
+
+def one(conn: sqlite3.Connection, serial: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM devices WHERE serial = ?", (serial,)).fetchone()
+    return _view(row) if row else None
+
+
+def not_seen_since(conn: sqlite3.Connection, before: str) -> list[dict[str, Any]]:
+    """Recorders whose last report is older than ``before``."""
+    return [
+        _view(r) for r in conn.execute("SELECT * FROM devices WHERE at < ? ORDER BY at", (before,))
+    ]
+
+
+def count(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM devices").fetchone()[0]

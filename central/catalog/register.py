@@ -1,0 +1,64 @@
+"""The recorder register at the centre (table ``register``): each recorder's lifecycle, officer
+and unit, kept by an administrator (central/actions.py, ``recdock-central register``) and
+pushed to every station as ``register``/``set`` commands.
+
+Lifecycles: ``in_service``, ``in_maintenance``, ``lost``, ``retired``. Every change is also an
+``operator_actions`` row (who, when, what it was before).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+LIFECYCLES = ("in_service", "in_maintenance", "lost", "retired")
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS register (
+        serial TEXT PRIMARY KEY,
+        lifecycle TEXT NOT NULL CHECK (lifecycle IN
+            ('in_service', 'in_maintenance', 'lost', 'retired')),
+        officer TEXT,
+        unit TEXT,
+        note TEXT,
+        updated_at TEXT NOT NULL,
+        updated_by TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS register_unit ON register (unit, serial)",
+]
+
+
+def put(conn: sqlite3.Connection, entry: dict[str, Any], by: str, at: str) -> None:
+    """Add or replace ``entry`` (serial, lifecycle, officer, unit, note)."""
+    conn.execute(
+        "INSERT INTO register (serial, lifecycle, officer, unit, note, updated_at, updated_by)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (serial) DO UPDATE SET"
+        " lifecycle = excluded.lifecycle, officer = excluded.officer, unit = excluded.unit,"
+        " note = excluded.note, updated_at = excluded.updated_at,"
+        " updated_by = excluded.updated_by",
+        (
+            entry["serial"],
+            entry["lifecycle"],
+            entry.get("officer"),
+            entry.get("unit"),
+            entry.get("note"),
+            at,
+            by,
+        ),
+    )
+
+
+def one(conn: sqlite3.Connection, serial: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM register WHERE serial = ?", (serial,)).fetchone()
+    return dict(row) if row else None
+
+
+def listing(conn: sqlite3.Connection, unit: str | None = None) -> list[dict[str, Any]]:
+    sql, params = "SELECT * FROM register", []
+    if unit is not None:
+        sql, params = sql + " WHERE unit = ?", [unit]
+    return [dict(r) for r in conn.execute(sql + " ORDER BY serial", params)]
+
+
+def by_serial(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    return {r["serial"]: r for r in listing(conn)}
