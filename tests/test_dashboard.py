@@ -154,17 +154,22 @@ def test_the_overview_puts_the_fault_and_the_recorder_with_their_health_words(ce
     data = s.get(f"{url}/?format=json", timeout=10).json()
     assert [f["id"] for f in data["faults"]] == [fault_id]
     assert data["faults"][0]["level"] == "open"
-    assert data["words"]["stations"]["degraded"] == 1, "an open fault degrades its station"
+    # the centre's words (central/health.py): an open fault of severity error makes its station
+    # unhealthy; a recorder whose last check said not ready is unhealthy
+    stations = s.get(f"{url}/stations?format=json", timeout=10).json()
+    assert [(x["word"], x["reasons"]) for x in stations] == [("unhealthy", ["severe_fault", "fault"])]
+    assert data["words"]["stations"]["unhealthy"] == 1
     recorders = s.get(f"{url}/recorders?format=json", timeout=10).json()["recorders"]
     [r] = recorders
     assert (r["serial"], r["battery_pct"], r["ready"], r["word"]) == (
         SERIAL,
         40.0,
         False,
-        "degraded",
+        "unhealthy",
     )
+    assert "not_ready" in r["word_reasons"]
     html = s.get(f"{url}/", timeout=10).text
-    assert 'data-word="degraded"' in html and 'aria-hidden="true">▲</span>' in html
+    assert 'data-word="unhealthy"' in html and 'aria-hidden="true">✖</span>' in html
 
 
 def test_the_recorders_filter_by_unit_and_station(centre) -> None:
@@ -258,4 +263,4 @@ def test_the_dashboards_commands_and_options_have_help() -> None:
     assert missing_help(user_command) == []
     assert missing_help(serve) == []
     names = {p.opts[0] for p in serve.params}
-    assert {"--users", "--dashboard-plain-http", "--fault-amber-hours"} <= names
+    assert {"--users", "--dashboard-plain-http", "--amber-hours", "--poll-seconds"} <= names

@@ -10,12 +10,14 @@ languages and ``charts`` the inline SVG charts.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from central.catalog import CentralCatalog
+from central.settings import CentreSettings
 from central.web.board import Settings
 from central.web.context import Dashboard, DashboardOptions, FaultActions
 from central.web.pages import router
@@ -42,11 +44,13 @@ def include_dashboard(
     users = UserFile(options.users_file or data / "dashboard-users.toml")
     secret = load_secret(data / "dashboard-secret")
     sessions = Sessions(secret, max_age=options.session_seconds, secure=not options.plain_http)
+    # the thresholds are the centre's (health words, fault ages): one definition
+    centre = getattr(app.state, "centre_settings", None) or CentreSettings()
     dashboard = Dashboard(
         catalog,
         users,
         sessions,
-        settings=options.settings,
+        settings=replace(options.settings, centre=centre),
         actions=actions,
         actions_ctx=getattr(app.state, "actions", None),
     )

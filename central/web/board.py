@@ -4,14 +4,9 @@ Each function takes the :class:`~central.catalog.CentralCatalog`, the dashboard'
 :class:`Settings` and the moment ``now``, and returns dictionaries the templates render (the
 same dictionaries ``?format=json`` answers, which the benchmark compares against).
 
-Health words (docs/dashboard.md): every station and recorder has one of
-
-* ``unknown``: nothing heard from it for longer than ``silent_hours``, or never;
-* ``unhealthy``: a station offline (its Last Will) or with a broken audit chain; a station or
-  recorder with an open fault past the 24-hour repair limit;
-* ``degraded``: an open fault, or a recorder whose last check left it not ready;
-* ``healthy``: none of these.
-
+Health words: the centre's (:mod:`central.health`, its conditions listed in docs/faults.md),
+computed from what this module reads; the thresholds are the centre's settings
+(:class:`~central.settings.CentreSettings`, ``recdock-central --amber-hours`` and the rest).
 A fault's level against the 24-hour limit: ``red`` past it, ``amber`` from ``amber_hours``,
 ``open`` before.
 """
@@ -23,8 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from central import health
 from central.catalog import CentralCatalog
 from central.catalog.faults import REPAIR_LIMIT_HOURS
+from central.settings import CentreSettings
 
 WORDS = ("unhealthy", "degraded", "unknown", "healthy")  # worst first
 LEVELS = ("red", "amber", "open")
@@ -32,12 +29,18 @@ LEVELS = ("red", "amber", "open")
 
 @dataclass(frozen=True)
 class Settings:
-    """The dashboard's thresholds (``recdock-central`` options, docs/dashboard.md)."""
+    """The dashboard's own setting (``--poll-seconds``) and the centre's thresholds."""
 
-    amber_hours: float = 12.0
-    silent_hours: float = 1.0
-    overdue_hours: float = 24.0
     poll_seconds: float = 5.0
+    centre: CentreSettings = CentreSettings()
+
+    @property
+    def amber_hours(self) -> float:
+        return self.centre.amber_hours
+
+    @property
+    def overdue_hours(self) -> float:
+        return self.centre.overdue_hours
 
 
 def hours_since(at: str | None, now: datetime) -> float | None:
@@ -67,14 +70,6 @@ def faults(catalog: CentralCatalog, settings: Settings, now: datetime) -> list[d
     return out
 
 
-def _word(silent: bool, unhealthy: bool, degraded: bool) -> str:
-    if silent:
-        return "unknown"
-    if unhealthy:
-        return "unhealthy"
-    return "degraded" if degraded else "healthy"
-
-
 def stations(
     catalog: CentralCatalog, settings: Settings, now: datetime, open_faults: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -83,13 +78,9 @@ def stations(
     for s in catalog.stations():
         own = [f for f in open_faults if f["station"] == s["station"]]
         silent_for = hours_since(s["last_seen"], now)
-        offline = s["status"] in ("offline", "stopped")
-        silent = silent_for is None or silent_for > settings.silent_hours
-        word = _word(
-            silent and not offline,
-            offline or not s["chain"]["ok"] or any(f["level"] == "red" for f in own),
-            bool(own),
-        )
+        silent = silent_for is None or silent_for > settings.centre.station_silent_hours
+        subject = {**s, "chain_state": s["chain"]["state"], "open_faults": own}
+        word, reasons = health.station_word(subject, settings.centre, now)
         detail = s.get("status_detail") or {}
         out.append(
             {
@@ -103,6 +94,7 @@ def stations(
                 "simulate": bool(detail.get("simulate")),
                 "bays": len(catalog.bays(s["station"])),
                 "word": word,
+                "reasons": reasons,
             }
         )
     out.sort(key=lambda s: (WORDS.index(s["word"]), s["station"]))
@@ -140,7 +132,7 @@ def _recorder(
     h = r["health"]
     own = [f for f in open_faults if f.get("subject") == r["serial"]]
     since = hours_since(h.get("at") or r["updated_at"], now)
-    return {
+    out = {
         "serial": r["serial"],
         "station": r["station"],
         "bay": h.get("bay"),
@@ -157,12 +149,10 @@ def _recorder(
         "free": _free(h),
         "clock_offset_s": number(h.get("clock_offset_s")),
         "faults": len(own),
-        "word": _word(
-            since is None,
-            any(f["level"] == "red" for f in own),
-            bool(own) or r["ready"] is False,
-        ),
     }
+    subject = {**out, "at": h.get("at") or r["updated_at"], "open_faults": own}
+    out["word"], out["word_reasons"] = health.recorder_word(subject, settings.centre, now)
+    return out
 
 
 def recorders(

@@ -1,4 +1,5 @@
-"""The dashboard's command line: ``recdock-central``'s dashboard options, and
+"""The dashboard's command line: ``recdock-central``'s dashboard options (its thresholds are
+the centre's: ``--amber-hours`` and the rest, central/options.py), and
 ``recdock-central user add/passwd/remove`` (the users file, central/web/users.py).
 
 A password is asked for twice on a terminal, or read as one line from standard input with
@@ -18,8 +19,6 @@ import click
 from central.web.board import Settings
 from central.web.context import DashboardOptions
 from central.web.users import ROLES, UserFile, UsersError
-
-_S = Settings()
 
 DASHBOARD_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     (
@@ -49,36 +48,9 @@ DASHBOARD_OPTIONS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     (
-        "--fault-amber-hours",
-        {
-            "default": _S.amber_hours,
-            "show_default": True,
-            "type": click.FloatRange(min=0, max=24),
-            "help": "An open fault shows amber from this age (red past the 24-hour limit).",
-        },
-    ),
-    (
-        "--silent-hours",
-        {
-            "default": _S.silent_hours,
-            "show_default": True,
-            "type": click.FloatRange(min=0.01),
-            "help": "A station or recorder not heard from for longer is 'unknown'.",
-        },
-    ),
-    (
-        "--overdue-hours",
-        {
-            "default": _S.overdue_hours,
-            "show_default": True,
-            "type": click.FloatRange(min=0.01),
-            "help": "A recorder not docked anywhere for longer is overdue.",
-        },
-    ),
-    (
         "--poll-seconds",
         {
-            "default": _S.poll_seconds,
+            "default": Settings().poll_seconds,
             "show_default": True,
             "type": click.FloatRange(min=1, max=3600),
             "help": "How often an open dashboard page updates itself.",
@@ -92,12 +64,7 @@ def dashboard_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        settings = Settings(
-            amber_hours=kwargs.pop("fault_amber_hours"),
-            silent_hours=kwargs.pop("silent_hours"),
-            overdue_hours=kwargs.pop("overdue_hours"),
-            poll_seconds=kwargs.pop("poll_seconds"),
-        )
+        settings = Settings(poll_seconds=kwargs.pop("poll_seconds"))
         options = DashboardOptions(
             users_file=kwargs.pop("users"),
             settings=settings,
