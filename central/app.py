@@ -378,8 +378,8 @@ def main(
 ) -> None:
     """Run the recdock reference central store (tus uploads with verified receipts).
 
-    Exit codes: 0 clean stop, 2 usage error, 3 bad credentials. Administration: `recdock-central
-    enrol|rebaseline|keygen|register|user --help` (user: the dashboard's users)."""
+    Exit codes: 0 clean stop, 2 usage error, 3 bad credentials. Administration:
+    `recdock-central enrol --help`, and rebaseline, keygen, register, user (dashboard users)."""
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
