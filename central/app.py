@@ -40,6 +40,8 @@ from central.settings import CentreSettings
 from central.signing_key import default_path, load_centre_key
 from central.tus import include_tus
 from central.upload import DEFAULT_MAX_SIZE, UploadStore
+from central.web import DashboardOptions, include_dashboard
+from central.web.cli import dashboard_options
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ def create_app(
     max_requests: int = DEFAULT_MAX_REQUESTS,
     api_docs: bool = False,
     station_keys: Mapping[str, str] | str | os.PathLike[str] | None = None,
+    dashboard: DashboardOptions | None = None,
     signing_key: Any = None,
     centre: CentreSettings | None = None,
 ) -> FastAPI:
@@ -81,11 +84,10 @@ def create_app(
     key, a register file, or None for ``$CREDENTIALS_DIRECTORY/central-station-keys``; see
     :mod:`central.enrolment`); ``signing_key`` signs its commands (:func:`_signing_key`);
     ``centre`` holds the thresholds of the health words and of the rules run periodically.
-
-    ``limits`` bound what each station may announce and store (:mod:`central.limits`);
-    ``max_requests`` the HTTP requests inside the app at once (``app.state.gate``: one more is
-    answered 429). ``/openapi.json``, ``/docs``, ``/redoc`` are served only with ``api_docs``.
-    """
+    The dashboard (:mod:`central.web`; ``dashboard``) is at ``/``. ``limits`` bound what each
+    station may announce and store (:mod:`central.limits`); ``max_requests`` the HTTP requests
+    inside the app at once (``app.state.gate``: one more is answered 429). ``/openapi.json``,
+    ``/docs``, ``/redoc`` are served only with ``api_docs``."""
     token_map = tokens if isinstance(tokens, Mapping) else load_tokens(tokens)
     auth = TokenAuth(token_map)
     data_dir = Path(data_dir)
@@ -97,16 +99,21 @@ def create_app(
     app.state.upload_expiry = upload_expiry
     app.state.expiry_interval = expiry_interval
     include_tus(app, store, prefix=prefix)
-    catalog_file = Path(catalog_path or data_dir / "central-catalog.db")
-    catalog_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    catalog = CentralCatalog(private_file(catalog_file))
+    catalog = _open_catalog(Path(catalog_path or data_dir / "central-catalog.db"))
     readers = ReaderAuth(
         api_tokens if isinstance(api_tokens, Mapping) else load_reader_tokens(api_tokens)
     )
     app.state.centre_settings = centre or CentreSettings()
     _include_api(app, catalog, readers, _consumer(catalog, mqtt, station_keys, signing_key))
+    include_dashboard(app, catalog, data_dir, dashboard)
     logger.info("central store in %s for %d stations", data_dir, len(auth))
     return app
+
+
+def _open_catalog(path: Path) -> CentralCatalog:
+    """The central catalog in ``path``, in a folder and a file only its owner can read."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return CentralCatalog(private_file(path))
 
 
 def _consumer(
@@ -334,6 +341,7 @@ def _consumer_settings(
     "`recdock-central enrol` writes it). Read again when it changes. Default: "
     "$CREDENTIALS_DIRECTORY/central-station-keys. Needed with --mqtt-host.",
 )
+@dashboard_options
 @click.option(
     "--signing-key",
     "signing_key_file",
@@ -365,14 +373,13 @@ def main(
     limits: UploadLimits,
     serve_limits: ServeLimits,
     max_requests: int,
+    dashboard: DashboardOptions,
     centre: CentreSettings,
 ) -> None:
     """Run the recdock reference central store (tus uploads with verified receipts).
 
     Exit codes: 0 clean stop, 2 usage error, 3 bad credentials. Administration:
-    `recdock-central enrol --help`, `recdock-central rebaseline --help` and
-    `recdock-central keygen --help`.
-    """
+    `recdock-central enrol --help`, and rebaseline, keygen, register, user (dashboard users)."""
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -389,6 +396,7 @@ def main(
             max_requests=max_requests,
             api_docs=api_docs,
             station_keys=station_keys_file,
+            dashboard=dashboard,
             signing_key=signing_key_file,
             centre=centre,
         )

@@ -1,7 +1,8 @@
 """``recdock-central``: the server (``central.app.main``) and its administrative commands.
 
 ``recdock-central enrol ...``, ``rebaseline ...``, ``keygen ...`` and ``register ...`` run
-:mod:`central.admin`; anything else starts the server with its options, as before.
+:mod:`central.admin`, ``recdock-central user ...`` the dashboard's users (:mod:`central.web.cli`);
+anything else starts the server with its options, as before.
 """
 
 from __future__ import annotations
@@ -9,11 +10,16 @@ from __future__ import annotations
 import sys
 
 ADMIN_COMMANDS = ("enrol", "rebaseline", "keygen", "register")
+USER_COMMAND = "user"  # the dashboard's users: central/web/cli.py
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
-    if args and args[0] in ADMIN_COMMANDS:
+    if args and args[0] == USER_COMMAND:
+        from central.web.cli import user
+
+        user.main(args[1:], prog_name="recdock-central user")
+    elif args and args[0] in ADMIN_COMMANDS:
         from central.admin import admin
 
         admin.main(args, prog_name="recdock-central")

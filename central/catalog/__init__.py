@@ -253,6 +253,10 @@ class CentralCatalog:
     def events(self, station: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return events.listing(self.conn, station, limit)
 
+    def subject_events(self, subject: str, kind: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest events of ``kind`` about ``subject``, oldest first."""
+        return events.of_subject(self.conn, subject, kind, limit)
+
     def event_ids(self, station: str) -> list[str]:
         return events.event_ids(self.conn, station)
 

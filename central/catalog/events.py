@@ -53,6 +53,8 @@ SCHEMA = [
         received_at TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS events_station_seq ON events (station, seq)",
+    # a recorder's history on the dashboard (of_subject)
+    "CREATE INDEX IF NOT EXISTS events_subject_kind ON events (subject, kind, at)",
 ]
 
 # columns added since the table was first created (central/catalog/__init__.py adds them)
@@ -299,6 +301,22 @@ def listing(
             "received_at": r["received_at"],
         }
         for r in rows
+    ]
+
+
+def of_subject(
+    conn: sqlite3.Connection, subject: str, kind: str, limit: int = 100
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` events of ``kind`` about ``subject`` (a recorder's serial), from
+    every station, oldest first: a recorder's history."""
+    rows = conn.execute(
+        "SELECT station, at, data FROM events WHERE subject = ? AND kind = ?"
+        " ORDER BY at DESC LIMIT ?",
+        (subject, kind, limit),
+    ).fetchall()
+    return [
+        {"station": r["station"], "at": r["at"], "data": json.loads(r["data"])}
+        for r in reversed(rows)
     ]
 
 
