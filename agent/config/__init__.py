@@ -166,20 +166,26 @@ class Config(Strict):
         return v
 
 
+def config_file(path: Path | None) -> Path | None:
+    """The file :func:`load_config` reads: ``path``, else ``$RECDOCK_CONFIG``, else
+    /etc/recdock/recdock.toml when it exists; None for the embedded default."""
+    if path is not None:
+        return path
+    env = os.environ.get("RECDOCK_CONFIG")
+    if env:
+        return Path(env)
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
 def load_config(path: Path | None) -> Config:
     """Load the configuration file, or the embedded default when there is none.
 
     ``path`` None means: ``$RECDOCK_CONFIG``, else /etc/recdock/recdock.toml when it
     exists, else the embedded default.
     """
+    path = config_file(path)
     if path is None:
-        env = os.environ.get("RECDOCK_CONFIG")
-        if env:
-            path = Path(env)
-        elif DEFAULT_CONFIG_PATH.exists():
-            path = DEFAULT_CONFIG_PATH
-        else:
-            return Config()
+        return Config()
     data = read_toml(path)
     return load_model(Config, data, path)
 
