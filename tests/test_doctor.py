@@ -187,7 +187,18 @@ def test_a_busy_pin_is_named_with_what_to_do(tmp_path: Path) -> None:
 
     _, pins = doctor.check_gpio(station_config(), healthy_seams(tmp_path, probe_pins=probe))
     assert pins.status == "FAIL" and "27 (bay 2 led): error: 'GPIO busy'" in pins.text
-    assert "systemctl stop recdock" in pins.todo
+    assert "gpioinfo" in pins.todo
+
+
+def test_pins_held_by_the_running_station_are_as_they_should_be(tmp_path: Path, home: Path) -> None:
+    def probe(kind: str, pins: list[int]) -> dict[int, str | None]:
+        return dict.fromkeys(pins, "error: 'GPIO busy'")
+
+    (home / "run").mkdir()
+    (home / "run" / "station.json").write_text(json.dumps({"pid": os.getpid()}))
+    seams = healthy_seams(tmp_path, probe_pins=probe)
+    pins = by_topic(run_checks(station_config(), None, home, seams))["pins"]
+    assert pins.status == "ok" and f"the station runs (pid {os.getpid()})" in pins.text
 
 
 def test_a_factory_that_cannot_be_made_is_a_failure(tmp_path: Path) -> None:

@@ -84,9 +84,12 @@ def run_checks(
     config: Config, config_file: Path | None, home: Path, seams: DoctorSeams
 ) -> list[Finding]:
     """Every check, in the order a recorder meets what it checks."""
+    from agent.station.status import daemon_info
+
+    running = daemon_info(home)
     return [
         check_config(config, config_file),
-        *check_gpio(config, seams),
+        *check_gpio(config, seams, running.get("pid") if running["running"] else None),
         *check_bays(config, seams),
         check_store(config, home),
         check_clock(seams.clock),
@@ -131,7 +134,9 @@ def configured_pins(config: Config) -> dict[int, str]:
     return pins
 
 
-def check_gpio(config: Config, seams: DoctorSeams) -> list[Finding]:
+def check_gpio(config: Config, seams: DoctorSeams, station_pid: int | None = None) -> list[Finding]:
+    """The gpiochip, then a claim of each configured pin; a pin a running station holds
+    (``station_pid``) is as it should be."""
     from agent.errors import IndicatorError
 
     kind = config.gpio.factory
@@ -171,21 +176,24 @@ def check_gpio(config: Config, seams: DoctorSeams) -> list[Finding]:
         answers = seams.probe_pins(kind, sorted(pins))
     except IndicatorError as exc:
         return [*found, Finding("pins", "FAIL", str(exc), "see docs/indicators.md")]
-    return [*found, _pins_finding(pins, answers)]
+    return [*found, _pins_finding(pins, answers, station_pid)]
 
 
-def _pins_finding(pins: dict[int, str], answers: dict[int, str | None]) -> Finding:
+def _pins_finding(
+    pins: dict[int, str], answers: dict[int, str | None], station_pid: int | None
+) -> Finding:
     busy = {pin: why for pin, why in answers.items() if why is not None}
+    named = ", ".join(f"{pin} ({pins[pin]})" for pin in sorted(pins))
     if not busy:
-        named = ", ".join(f"{pin} ({pins[pin]})" for pin in sorted(pins))
         return Finding("pins", "ok", f"BCM {named}: each can be claimed")
-    named = "; ".join(f"{pin} ({pins[pin]}): {why}" for pin, why in sorted(busy.items()))
+    if station_pid is not None:
+        return Finding("pins", "ok", f"BCM {named}: in use, the station runs (pid {station_pid})")
+    why = "; ".join(f"{pin} ({pins[pin]}): {why}" for pin, why in sorted(busy.items()))
     return Finding(
         "pins",
         "FAIL",
-        f"BCM {named}",
-        "a running station holds its pins: stop it (systemctl stop recdock) and run "
-        "`recdock doctor` again; otherwise another program uses the pin, or the pin is wrong",
+        f"BCM {why}",
+        "another program holds the pin (`gpioinfo` shows which), or the pin number is wrong",
     )
 
 
