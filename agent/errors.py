@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import errno
 
-#: errno values that mean the recorder itself went away (unplugged, FUSE process died).
-GONE_ERRNOS = {errno.ENOTCONN, errno.ENODEV, errno.ENXIO, errno.ESHUTDOWN, errno.ENOENT}
+#: errno values that mean the recorder itself went away (unplugged, its FUSE process died or
+#: its connection aborted).
+GONE_ERRNOS = {
+    errno.ENOTCONN,
+    errno.ENODEV,
+    errno.ENXIO,
+    errno.ESHUTDOWN,
+    errno.ECONNABORTED,
+    errno.ENOENT,
+}
 #: errno values that mean a disk is full.
 FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
@@ -50,6 +58,12 @@ class CatalogError(RecdockError):
     permanent = True
 
 
+class CatalogFullError(CatalogError):
+    """The disk under the catalog is full: the catalog is fine, it cannot grow."""
+
+    exit_code = EXIT_CANTCREAT
+
+
 class StoreError(RecdockError):
     """Writing or reading the station store failed."""
 
@@ -75,6 +89,11 @@ class RecorderGoneError(RecorderError):
 
 class SourceChangedError(RecorderError):
     """A file on the recorder changed while it was being copied."""
+
+
+class RecorderDamagedError(RecorderError):
+    """The recorder's file system contradicts itself: a file cannot be read whole (its
+    clusters hold fewer bytes than its directory entry says). Not a change: it stays so."""
 
 
 class VerifyMismatchError(StoreError):

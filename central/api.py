@@ -9,6 +9,9 @@ Routes (all JSON, all read-only)::
     GET /api/recorders[?station=]        recorder health
     GET /api/faults[?all=true]           open faults with age_hours and overdue (24 h limit)
     GET /api/events[?station=&limit=]    newest events first
+    GET /api/stations/{id}/chain         the head of the station's chain the centre holds; also
+                                         for that station's own upload token
+    GET /api/security-alerts[?station=&limit=]  unsigned, forged or unenrolled messages
 
 Read access needs a **reader token** (``Authorization: Bearer <token>``), kept apart from the
 stations' upload tokens: a station token is refused here, so a station cannot read what other
@@ -36,9 +39,11 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 
+from central import openapi as doc
 from central.auth import MIN_TOKEN_LENGTH, CredentialsError
 from central.catalog import CentralCatalog
 from central.consumer import MqttConsumer
@@ -164,8 +169,11 @@ async def _consumer(request: Request) -> MqttConsumer | None:
     return request.app.state.consumer
 
 
-async def _reader(request: Request) -> str:
-    """The reader's name, from the app's reader tokens (or their 401 or 503)."""
+async def _reader(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(doc.READER_TOKEN)]
+) -> str:
+    """The reader's name, from the app's reader tokens (or their 401 or 503); the bearer
+    scheme is declared for the OpenAPI document."""
     return await request.app.state.readers(request)
 
 
@@ -188,13 +196,15 @@ def health(catalog: Catalog, consumer: Consumer) -> dict[str, Any]:
     return out
 
 
-@router.get("/stations", dependencies=READER)
+@router.get("/stations", dependencies=READER, responses=doc.API_ERRORS)
 def stations(catalog: Catalog) -> list[dict[str, Any]]:
     """Every station: status, last seen, audit chain (ok / gap / broken)."""
     return catalog.stations()
 
 
-@router.get("/stations/{station}", dependencies=READER)
+@router.get(
+    "/stations/{station}", dependencies=READER, responses={**doc.API_ERRORS, **doc.API_NOT_FOUND}
+)
 def station(station: str, catalog: Catalog) -> dict[str, Any]:
     found = catalog.station(station)
     if found is None:
@@ -202,19 +212,23 @@ def station(station: str, catalog: Catalog) -> dict[str, Any]:
     return found
 
 
-@router.get("/stations/{station}/bays", dependencies=READER)
+@router.get(
+    "/stations/{station}/bays",
+    dependencies=READER,
+    responses={**doc.API_ERRORS, **doc.API_NOT_FOUND},
+)
 def bays(station: str, catalog: Catalog) -> list[dict[str, Any]]:
     if catalog.station(station) is None:
         raise HTTPException(status_code=404, detail=f"no station {station!r} reported yet")
     return catalog.bays(station)
 
 
-@router.get("/recorders", dependencies=READER)
+@router.get("/recorders", dependencies=READER, responses=doc.API_ERRORS)
 def recorders(catalog: Catalog, station: str | None = None) -> list[dict[str, Any]]:
     return catalog.recorders(station)
 
 
-@router.get("/faults", dependencies=READER)
+@router.get("/faults", dependencies=READER, responses=doc.API_ERRORS)
 def faults(
     catalog: Catalog,
     all: bool = Query(False, description="Include resolved faults"),  # noqa: A002
@@ -224,7 +238,64 @@ def faults(
     return catalog.faults(include_resolved=all)
 
 
-@router.get("/events", dependencies=READER)
+async def _reader_or_station(request: Request, station: str) -> str:
+    """A reader, or the station ``station`` itself with its upload token (to compare its chain
+    with what the centre holds: ``recdock verify --against-central``)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else ""
+    readers: ReaderAuth = request.app.state.readers
+    if token and readers.reader_for(token):
+        return "reader"
+    auth = getattr(request.app.state, "auth", None)
+    own = auth.station_for(token) if auth is not None and token else None
+    if own is None:
+        raise HTTPException(
+            status_code=401,
+            detail="a reader token, or this station's upload token, is required",
+            headers={"WWW-Authenticate": 'Bearer realm="recdock-central-api"'},
+        )
+    if own != station:
+        raise HTTPException(status_code=403, detail="a station reads only its own chain")
+    return own
+
+
+_CHAIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No reader token and no station token"},
+    403: {"description": "Another station's upload token"},
+    404: {"description": "The station has not reported"},
+}
+
+
+@router.get(
+    "/stations/{station}/chain",
+    dependencies=[Depends(_reader_or_station)],
+    responses=_CHAIN_RESPONSES,
+)
+def chain(station: str, catalog: Catalog) -> dict[str, Any]:
+    """The head of the station's audit chain the centre holds (seq and hash of the part
+    complete from the baseline), the highest seq received, its state and re-baselines."""
+    found = catalog.chain(station)
+    if found is None:
+        raise HTTPException(status_code=404, detail=f"no station {station!r} reported yet")
+    return found
+
+
+@router.get(
+    "/security-alerts",
+    dependencies=READER,
+    responses={
+        401: {"description": "No reader token"},
+        503: {"description": "The server has no reader tokens"},
+    },
+)
+def security_alerts(
+    catalog: Catalog, station: str | None = None, limit: int = Query(100, ge=1, le=1000)
+) -> list[dict[str, Any]]:
+    """Messages not taken as a station's (unenrolled, unsigned, forged), newest first."""
+    return catalog.alerts(station, limit)
+
+
+@router.get("/events", dependencies=READER, responses=doc.API_ERRORS)
 def events(
     catalog: Catalog, station: str | None = None, limit: int = Query(100, ge=1, le=1000)
 ) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 from fastapi import FastAPI
@@ -21,6 +22,18 @@ from central.api import ReaderAuth, include_api, load_reader_tokens
 from central.auth import CredentialsError, TokenAuth, load_tokens, read_credential
 from central.catalog import CentralCatalog
 from central.consumer import ConsumerSettings, MqttConsumer
+from central.enrolment import StationKeys
+from central.folder import private_file
+from central.limits import UploadLimits
+from central.openapi import add_common_answers
+from central.options import serve_limit_options, upload_limit_options
+from central.serve import (
+    DEFAULT_MAX_REQUESTS,
+    GateMiddleware,
+    RequestGate,
+    ServeLimits,
+    uvicorn_config,
+)
 from central.tus import include_tus
 from central.upload import DEFAULT_MAX_SIZE, UploadStore
 
@@ -42,6 +55,10 @@ def create_app(
     catalog_path: str | os.PathLike[str] | None = None,
     mqtt: ConsumerSettings | None = None,
     api_tokens: Mapping[str, str] | str | os.PathLike[str] | None = None,
+    limits: UploadLimits | None = None,
+    max_requests: int = DEFAULT_MAX_REQUESTS,
+    api_docs: bool = False,
+    station_keys: Mapping[str, str] | str | os.PathLike[str] | None = None,
 ) -> FastAPI:
     """Build the central store's app.
 
@@ -54,26 +71,68 @@ def create_app(
     ``app.state.catalog`` and is served read-only under ``/api`` to holders of a reader token
     (``api_tokens``: token -> reader name, a ``[readers]`` file, or None for
     ``$CREDENTIALS_DIRECTORY/central-api-tokens``; see :mod:`central.api`). With ``mqtt`` set,
-    an :class:`~central.consumer.MqttConsumer` runs with the app and fills the catalog.
+    an :class:`~central.consumer.MqttConsumer` runs with the app and fills the catalog with what
+    enrolled stations signed: ``station_keys`` is the enrolment register (station id -> public
+    key, a register file, or None for ``$CREDENTIALS_DIRECTORY/central-station-keys``; see
+    :mod:`central.enrolment`).
+
+    ``limits`` bound what each station may announce and store (:mod:`central.limits`);
+    ``max_requests`` the HTTP requests inside the app at once (``app.state.gate``, a
+    :class:`~central.serve.RequestGate`: one more is answered 429). ``/openapi.json``,
+    ``/docs`` and ``/redoc`` are served only with ``api_docs``.
     """
     token_map = tokens if isinstance(tokens, Mapping) else load_tokens(tokens)
     auth = TokenAuth(token_map)
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = UploadStore(data_dir, max_size=max_size, workers=verify_workers)
-    app = FastAPI(title="recdock central store", lifespan=_lifespan)
+    store = UploadStore(data_dir, max_size=max_size, workers=verify_workers, limits=limits)
+    app = _bare_app(api_docs=api_docs, max_requests=max_requests)
     app.state.uploads = store
     app.state.auth = auth
     app.state.upload_expiry = upload_expiry
     app.state.expiry_interval = expiry_interval
     include_tus(app, store, prefix=prefix)
-    catalog = CentralCatalog(catalog_path or data_dir / "central-catalog.db")
+    catalog_file = Path(catalog_path or data_dir / "central-catalog.db")
+    catalog_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    catalog = CentralCatalog(private_file(catalog_file))
     readers = ReaderAuth(
         api_tokens if isinstance(api_tokens, Mapping) else load_reader_tokens(api_tokens)
     )
-    consumer = MqttConsumer(catalog, mqtt) if mqtt is not None else None
-    include_api(app, catalog, readers, consumer=consumer)
+    include_api(app, catalog, readers, consumer=_consumer(catalog, mqtt, station_keys))
     logger.info("central store in %s for %d stations", data_dir, len(auth))
+    return app
+
+
+def _consumer(
+    catalog: CentralCatalog,
+    mqtt: ConsumerSettings | None,
+    station_keys: Mapping[str, str] | str | os.PathLike[str] | None,
+) -> MqttConsumer | None:
+    """The MQTT consumer, fed by the stations enrolled in ``station_keys``; None without MQTT."""
+    if mqtt is None:
+        return None
+    keys = StationKeys(dict(station_keys) if isinstance(station_keys, Mapping) else station_keys)
+    return MqttConsumer(catalog, mqtt, keys=keys)
+
+
+def _bare_app(*, api_docs: bool, max_requests: int) -> FastAPI:
+    """The app before its routes: the lifespan, the gate on requests in flight, and the API
+    documentation only when asked for."""
+    app = FastAPI(
+        title="recdock central store",
+        lifespan=_lifespan,
+        **({} if api_docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}),
+    )
+    app.state.gate = RequestGate(max_requests)
+    app.add_middleware(GateMiddleware, gate=app.state.gate)
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_common_answers(plain_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
@@ -107,6 +166,34 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await asyncio.to_thread(store.close)
+
+
+def _credential_file(name: str) -> Path | None:
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(cred_dir) / name if cred_dir else None
+    return path if path is not None and path.is_file() else None
+
+
+def _consumer_settings(
+    host: str | None,
+    port: int,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    username: str | None,
+) -> ConsumerSettings | None:
+    """The MQTT consumer's settings from the command line and the systemd credentials."""
+    if not host:
+        return None
+    return ConsumerSettings(
+        host=host,
+        port=port,
+        ca_file=ca,
+        cert_file=cert,
+        key_file=key or _credential_file("central-mqtt-key") if cert else None,
+        username=username,
+        password=read_credential("central-mqtt-password") if username else None,
+    )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -162,9 +249,39 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     help="CA certificate (PEM) of the broker; switches TLS on.",
 )
 @click.option(
+    "--mqtt-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Client certificate (PEM) for the broker; the shipped broker configuration wants one "
+    "whose common name is recdock-central (docs/deployment.md).",
+)
+@click.option(
+    "--mqtt-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Private key (PEM) of --mqtt-cert. Default: $CREDENTIALS_DIRECTORY/central-mqtt-key.",
+)
+@click.option(
     "--mqtt-username",
     default=None,
     help="MQTT user name; the password comes from $CREDENTIALS_DIRECTORY/central-mqtt-password.",
+)
+@click.option(
+    "--api-docs",
+    is_flag=True,
+    help="Serve the OpenAPI document (/openapi.json) and its pages (/docs, /redoc); off by "
+    "default: they describe every route to anyone who asks.",
+)
+@upload_limit_options
+@serve_limit_options
+@click.option(
+    "--station-keys",
+    "station_keys_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Enrolment register: each station's Ed25519 public key ([stations] id = key, TOML; "
+    "`recdock-central enrol` writes it). Read again when it changes. Default: "
+    "$CREDENTIALS_DIRECTORY/central-station-keys. Needed with --mqtt-host.",
 )
 @click.option("--log-level", default="info", show_default=True, help="Log level.")
 def main(
@@ -178,26 +295,26 @@ def main(
     mqtt_host,
     mqtt_port,
     mqtt_ca,
+    mqtt_cert,
+    mqtt_key,
     mqtt_username,
+    station_keys_file,
     log_level,
+    api_docs: bool,
+    limits: UploadLimits,
+    serve_limits: ServeLimits,
+    max_requests: int,
 ) -> None:
     """Run the recdock reference central store (tus uploads with verified receipts).
 
-    Exit codes: 0 clean stop, 2 usage error, 3 bad credentials.
+    Exit codes: 0 clean stop, 2 usage error, 3 bad credentials. Administration:
+    `recdock-central enrol --help` and `recdock-central rebaseline --help`.
     """
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
-        mqtt = None
-        if mqtt_host:
-            mqtt = ConsumerSettings(
-                host=mqtt_host,
-                port=mqtt_port,
-                ca_file=mqtt_ca,
-                username=mqtt_username,
-                password=read_credential("central-mqtt-password") if mqtt_username else None,
-            )
+        mqtt = _consumer_settings(mqtt_host, mqtt_port, mqtt_ca, mqtt_cert, mqtt_key, mqtt_username)
         app = create_app(
             data_dir,
             tokens_file,
@@ -205,11 +322,23 @@ def main(
             upload_expiry=expire_after,
             mqtt=mqtt,
             api_tokens=api_tokens_file,
+            limits=limits,
+            max_requests=max_requests,
+            api_docs=api_docs,
+            station_keys=station_keys_file,
         )
     except CredentialsError as exc:
         click.echo(f"recdock-central: {exc}", err=True)
         sys.exit(3)
-    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=False)
+    config = uvicorn_config(
+        app,
+        limits=serve_limits,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        access_log=False,
+    )
+    uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

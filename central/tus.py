@@ -13,8 +13,9 @@ Rules this module keeps:
 * ``GET <upload>/receipt`` answers 202 while verifying, 200 with the receipt, 460 with a JSON
   reason on a hash mismatch. The last ``PATCH`` and a ``HEAD`` of a complete upload carry an
   ``Upload-Receipt`` header with that URL.
-* A creation whose ``sha256`` (and size, and SM3 when given) is already stored is answered ``201``
-  with ``Upload-Offset`` equal to ``Upload-Length`` and an ``Upload-Receipt``: nothing is re-sent.
+* A creation whose ``sha256`` (and size, and SM3 when given) the same station already uploaded is
+  answered ``201`` with ``Upload-Offset`` equal to ``Upload-Length`` and an ``Upload-Receipt``:
+  nothing is re-sent. Another station's uploads never answer it.
 * A station sees only its own uploads and receipts; there is no route that reads stored media, and
   ``DELETE`` only terminates an unfinished upload.
 * A ``PATCH`` reserves its upload (:meth:`~central.upload.UploadStore.begin_write`) before it
@@ -33,13 +34,16 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Annotated, Any, NamedTuple
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from central import openapi as doc
+from central.limits import LimitExceeded, UploadLimits, check_metadata
 from central.upload import HEX64, UploadInfo, UploadStore
-from sync.wire.tusmeta import TUS_VERSION, decode_metadata, encode_metadata
+from sync.wire.tusmeta import TUS_VERSION, ascii_int, decode_metadata, encode_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +93,11 @@ async def _endpoint(request: Request) -> TusEndpoint:
     return request.app.state.tus
 
 
-async def _station(request: Request) -> str:
-    """The calling station's id, from the app's station authentication (or its 401)."""
+async def _station(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(doc.STATION_TOKEN)]
+) -> str:
+    """The calling station's id, from the app's station authentication (or its 401); the
+    bearer scheme is declared for the OpenAPI document."""
     return await request.app.state.auth(request)
 
 
@@ -111,6 +118,16 @@ def _tus_headers(extra: dict[str, str] | None = None) -> dict[str, str]:
 def _error(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(
         {"error": error, "detail": detail, **extra}, status_code=status, headers=_tus_headers()
+    )
+
+
+def _refused(exc: LimitExceeded) -> JSONResponse:
+    """A limit's refusal: its status, and ``Retry-After`` when waiting can help."""
+    extra = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return JSONResponse(
+        {"error": exc.error, "detail": exc.detail},
+        status_code=exc.status,
+        headers=_tus_headers(extra),
     )
 
 
@@ -162,18 +179,26 @@ class _Creation(NamedTuple):
     metadata: dict[str, str]
 
 
-def _creation(request: Request, station: str, max_size: int) -> _Creation | JSONResponse:
+class _Limits(NamedTuple):
+    max_size: int
+    upload: UploadLimits
+
+
+def _creation(request: Request, station: str, limits: _Limits) -> _Creation | JSONResponse:
     """The upload a creation request announces, or the error response to send."""
     if "upload-defer-length" in request.headers:
         return _error(400, "unsupported", "Upload-Defer-Length is not supported")
-    length_header = request.headers.get("upload-length", "")
-    if not length_header.isdigit():
-        return _error(400, "bad_length", "Upload-Length must be a non-negative integer")
-    length = int(length_header)
-    if length > max_size:
-        return _error(413, "too_large", f"Upload-Length exceeds {max_size} bytes")
+    length = ascii_int(request.headers.get("upload-length"))
+    if length is None:
+        return _error(400, "bad_length", "Upload-Length must be 1-20 ASCII digits")
+    if length > limits.max_size:
+        return _error(413, "too_large", f"Upload-Length exceeds {limits.max_size} bytes")
+    header = request.headers.get("upload-metadata")
     try:
-        metadata = decode_metadata(request.headers.get("upload-metadata"))
+        check_metadata(header, limits.upload)
+        metadata = decode_metadata(header)
+    except LimitExceeded as exc:
+        return _refused(exc)
     except ValueError:
         return _error(400, "bad_metadata", "Upload-Metadata is not valid tus metadata")
     sha256 = metadata.get("sha256", "").lower()
@@ -207,8 +232,8 @@ def _already_stored(request: Request, receipt: dict[str, Any], length: int) -> J
 # -- routes ----------------------------------------------------------------------------------
 
 
-@router.options("/")
-@router.options("/{upload_id}")
+@router.options("/", **doc.OPTIONS)
+@router.options("/{upload_id}", **doc.OPTIONS, openapi_extra={"parameters": [doc.UPLOAD_ID]})
 async def tus_options(tus: Tus) -> Response:
     return Response(
         status_code=204,
@@ -222,19 +247,22 @@ async def tus_options(tus: Tus) -> Response:
     )
 
 
-@router.post("/", name="tus_create")
+@router.post("/", name="tus_create", **doc.CREATE)
 async def tus_create(request: Request, tus: Tus, station: Station) -> Response:
     if (bad := _check_version(request)) is not None:
         return bad
     store = tus.store
-    new = _creation(request, station, store.max_size)
+    new = _creation(request, station, _Limits(store.max_size, store.limits))
     if isinstance(new, JSONResponse):
         return new
     length, sha256, sm3, metadata = new
     receipt = await run_in_threadpool(store.deduplicate, station, length, sha256, sm3, metadata)
     if receipt is not None:
         return _already_stored(request, receipt, length)
-    info = await run_in_threadpool(store.create, station, length, sha256, sm3, metadata)
+    try:
+        info = await run_in_threadpool(store.create, station, length, sha256, sm3, metadata)
+    except LimitExceeded as exc:
+        return _refused(exc)
     headers = {"Location": str(request.url_for("tus_head", upload_id=info.id))}
     if length == 0:
         store.start_verify(info)
@@ -242,7 +270,7 @@ async def tus_create(request: Request, tus: Tus, station: Station) -> Response:
     return Response(status_code=201, headers=_tus_headers(headers))
 
 
-@router.head("/{upload_id}", name="tus_head")
+@router.head("/{upload_id}", name="tus_head", **doc.HEAD)
 async def tus_head(upload_id: str, request: Request, tus: Tus, station: Station) -> Response:
     if (bad := _check_version(request)) is not None:
         return bad
@@ -267,22 +295,22 @@ async def tus_head(upload_id: str, request: Request, tus: Tus, station: Station)
     return Response(status_code=200, headers=_tus_headers(headers))
 
 
-@router.patch("/{upload_id}")
+@router.patch("/{upload_id}", **doc.PATCH)
 async def tus_patch(upload_id: str, request: Request, tus: Tus, station: Station) -> Response:
     if (bad := _check_version(request)) is not None:
         return bad
     if request.headers.get("content-type") != OFFSET_CONTENT_TYPE:
         return _error(415, "content_type", f"Content-Type must be {OFFSET_CONTENT_TYPE}")
-    offset_header = request.headers.get("upload-offset", "")
-    if not offset_header.isdigit():
-        return _error(400, "bad_offset", "Upload-Offset must be a non-negative integer")
+    offset = ascii_int(request.headers.get("upload-offset"))
+    if offset is None:
+        return _error(400, "bad_offset", "Upload-Offset must be 1-20 ASCII digits")
     lock = tus.lock_for(upload_id)
     try:
         await asyncio.wait_for(lock.acquire(), tus.lock_wait)
     except TimeoutError:
         return _error(423, "locked", "another request is writing this upload; retry")
     try:
-        written = await _append(tus.store, upload_id, station, int(offset_header), request)
+        written = await _append(tus.store, upload_id, station, offset, request)
     finally:
         lock.release()
     if isinstance(written, JSONResponse):
@@ -301,7 +329,7 @@ async def tus_patch(upload_id: str, request: Request, tus: Tus, station: Station
     return Response(status_code=204, headers=_tus_headers(headers))
 
 
-@router.delete("/{upload_id}")
+@router.delete("/{upload_id}", **doc.DELETE)
 async def tus_delete(upload_id: str, request: Request, tus: Tus, station: Station):
     if (bad := _check_version(request)) is not None:
         return bad
@@ -315,7 +343,7 @@ async def tus_delete(upload_id: str, request: Request, tus: Tus, station: Statio
     return Response(status_code=204, headers=_tus_headers())
 
 
-@router.get("/{upload_id}/receipt", name="tus_receipt")
+@router.get("/{upload_id}/receipt", name="tus_receipt", **doc.RECEIPT_ROUTE)
 async def tus_receipt(upload_id: str, tus: Tus, station: Station) -> Response:
     store = tus.store
     info, err = await run_in_threadpool(_own, store, upload_id, station)

@@ -2,18 +2,19 @@
 
 The tus endpoint (:mod:`central.tus`) serves this store over HTTP. Rules this module keeps:
 
-* An upload's offset is recorded only in its info file, atomically replaced and its folder
-  fsynced (:meth:`UploadStore.save`, called once the bytes before it are fsynced). A restarted
-  server truncates a partial file back to its recorded offset before appending.
-* Upload ids are made here (128 random bits, hex) and every id from a URL is matched against
-  ``^[0-9a-f]{32}$`` before it becomes part of a path: no path traversal.
+* The unfinished uploads, their records and their ids are kept by :mod:`central.folder`
+  (offsets recorded atomically and durably; ids checked before they touch a path).
 * After the last byte the stored file is re-read and hashed (SHA-256, and SM3 when the station sent
-  one) in a worker thread, off the request path. A match moves it, read-only, to
+  one) in a worker thread, off the request path. A match moves it, read-only (0400), to
   ``objects/sha256/ab/cd/<sha256>`` (fsync file, link, fsync folders) and records a receipt in
   ``receipts.sqlite`` (:mod:`central.catalog.receipts`); a mismatch deletes the partial upload and
   records why.
-* Content already stored (same ``sha256`` and size, and SM3 when given) gets a receipt for a new
-  upload id at once (:meth:`UploadStore.deduplicate`): nothing is re-sent.
+* Content the same station already uploaded (same ``sha256`` and size, and SM3 when given) gets
+  a receipt for a new upload id at once (:meth:`UploadStore.deduplicate`): nothing is re-sent.
+  Another station's uploads never answer a creation: a station that knows a hash sends the
+  bytes, and its metadata never goes on another station's receipt.
+* A creation is admitted only within the limits (:mod:`central.limits`): per station, open
+  uploads, bytes announced and not sent, bytes stored a day; the data disk's reserve.
 * Expiry deletes an unfinished upload only under a reservation a ``PATCH`` cannot take at the same
   time (``begin_write``): never an upload being written, and a ``PATCH`` that comes while expiry
   holds its upload is refused.
@@ -24,26 +25,34 @@ The tus endpoint (:mod:`central.tus`) serves this store over HTTP. Rules this mo
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
-import json
 import logging
 import os
 import re
-import secrets
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from central.catalog import receipts
+from central.folder import (
+    UploadFolder,
+    UploadInfo,
+    fsync_dir,
+    new_upload_id,
+    private_dir,
+    private_file,
+)
+from central.limits import Admission, UploadLimits
+
+__all__ = ["DEFAULT_MAX_SIZE", "HEX64", "UploadInfo", "UploadStore"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_SIZE = 64 * 1024**3
-UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _READ_BLOCK = 1024 * 1024
 
@@ -52,40 +61,37 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@dataclass
-class UploadInfo:
-    id: str
-    station: str
-    length: int
-    offset: int
-    sha256: str
-    sm3: str | None
-    metadata: dict[str, str]
-    created_at: str
-
-
 class UploadStore:
     """Partial uploads, verified objects and receipts under one data folder."""
 
     def __init__(
-        self, data_dir: str | os.PathLike[str], *, max_size: int = DEFAULT_MAX_SIZE, workers=2
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        max_size: int = DEFAULT_MAX_SIZE,
+        workers=2,
+        limits: UploadLimits | None = None,
     ):
         self.data_dir = Path(data_dir)
         self.max_size = max_size
+        self.limits = limits or UploadLimits()
         self.uploads_dir = self.data_dir / "uploads"
         self.objects_dir = self.data_dir / "objects" / "sha256"
         self.db_path = self.data_dir / "receipts.sqlite"
-        for d in (self.uploads_dir, self.objects_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
+        self.folder = UploadFolder(self.uploads_dir)
+        for d in (self.objects_dir.parent, self.objects_dir):
+            private_dir(d)
+        private_file(self.db_path)
+        for suffix in ("-wal", "-shm"):  # an older version's were 0644
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(self.db_path.with_name(self.db_path.name + suffix), 0o600)
         receipts.create(self.db_path)
+        self.admission = Admission(
+            self.limits, self.data_dir, functools.partial(receipts.stored_bytes_on, self.db_path)
+        )
+        for info in self.folder.records():
+            self.admission.track(info.id, info.station, info.length, info.offset)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recdock-verify")
         self._jobs: dict[str, Future] = {}
         self._writing: set[str] = set()  # uploads a PATCH is appending to
@@ -94,19 +100,7 @@ class UploadStore:
 
     # -- paths and records --------------------------------------------------------------------
 
-    @staticmethod
-    def valid_id(upload_id: str) -> bool:
-        return bool(UPLOAD_ID.match(upload_id))
-
-    def _part(self, upload_id: str) -> Path:
-        if not self.valid_id(upload_id):
-            raise ValueError(f"invalid upload id {upload_id!r}")
-        return self.uploads_dir / f"{upload_id}.part"
-
-    def _info_path(self, upload_id: str) -> Path:
-        if not self.valid_id(upload_id):
-            raise ValueError(f"invalid upload id {upload_id!r}")
-        return self.uploads_dir / f"{upload_id}.json"
+    valid_id = staticmethod(UploadFolder.valid_id)
 
     def object_path(self, sha256: str) -> Path:
         if not HEX64.match(sha256):
@@ -114,22 +108,12 @@ class UploadStore:
         return self.objects_dir / sha256[:2] / sha256[2:4] / sha256
 
     def load(self, upload_id: str) -> UploadInfo | None:
-        try:
-            data = json.loads(self._info_path(upload_id).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        return UploadInfo(**data)
+        return self.folder.load(upload_id)
 
     def save(self, info: UploadInfo) -> None:
-        """Replace the info file atomically and durably."""
-        path = self._info_path(info.id)
-        tmp = path.with_suffix(".json.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(asdict(info), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(self.uploads_dir)
+        """Record the upload's offset (atomically, durably): see :meth:`UploadFolder.save`."""
+        self.folder.save(info)
+        self.admission.track(info.id, info.station, info.length, info.offset)
 
     def receipt(self, upload_id: str) -> dict[str, Any] | None:
         return receipts.receipt(self.db_path, upload_id)
@@ -142,8 +126,13 @@ class UploadStore:
     def create(
         self, station: str, length: int, sha256: str, sm3: str | None, metadata
     ) -> UploadInfo:
+        """A new upload, when the limits admit it (else :class:`LimitExceeded`)."""
+        with self.admission.admitting(station, length):
+            return self._create(station, length, sha256, sm3, metadata)
+
+    def _create(self, station, length, sha256, sm3, metadata) -> UploadInfo:
         info = UploadInfo(
-            id=secrets.token_hex(16),
+            id=new_upload_id(),
             station=station,
             length=length,
             offset=0,
@@ -152,18 +141,18 @@ class UploadStore:
             metadata=dict(metadata),
             created_at=_now(),
         )
-        with open(self._part(info.id), "xb") as f:
-            os.fsync(f.fileno())
-        self.save(info)
+        self.folder.create(info)
+        self.admission.track(info.id, station, length, 0)
         logger.info("upload %s created by %s: %d bytes", info.id, station, length)
         return info
 
     def deduplicate(
         self, station: str, length: int, sha256: str, sm3: str | None, metadata
     ) -> dict[str, Any] | None:
-        """When this content is already stored, record a receipt for a new upload id and
-        return it; otherwise None."""
-        stored = receipts.first_receipt_of(self.db_path, sha256, length)
+        """When ``station`` itself already uploaded this content and it is stored, record a
+        receipt for a new upload id and return it; otherwise None (the bytes are sent, and the
+        store still keeps one object: :func:`_link_object`)."""
+        stored = receipts.first_receipt_of(self.db_path, station, sha256, length)
         if stored is None or (sm3 is not None and stored["sm3"] != sm3):
             return None
         obj = self.object_path(sha256)
@@ -172,7 +161,7 @@ class UploadStore:
                 return None
         except FileNotFoundError:
             return None
-        upload_id = secrets.token_hex(16)
+        upload_id = new_upload_id()
         self._record_receipt(upload_id, sha256, sm3, length, station, metadata, dedup=True)
         logger.info("upload %s by %s: sha256 %s already stored", upload_id, station, sha256)
         return self.receipt(upload_id)
@@ -193,15 +182,8 @@ class UploadStore:
     # -- data ---------------------------------------------------------------------------------
 
     def open_for_append(self, info: UploadInfo):
-        """Open the partial file at its durable offset (dropping any unacknowledged tail)."""
-        f = open(self._part(info.id), "r+b")  # noqa: SIM115 - closed by the caller
-        try:
-            f.truncate(info.offset)
-            f.seek(info.offset)
-        except BaseException:
-            f.close()
-            raise
-        return f
+        """Open the partial file at its durable offset: see :meth:`UploadFolder.open_for_append`."""
+        return self.folder.open_for_append(info)
 
     def begin_write(self, upload_id: str) -> bool:
         """Reserve an upload for a PATCH, so expiry leaves it alone until :meth:`end_write`.
@@ -253,7 +235,7 @@ class UploadStore:
 
     def _verify(self, info: UploadInfo) -> None:
         """Hash the complete upload; store it and record its receipt, or record why not."""
-        part = self._part(info.id)
+        part = self.folder.part(info.id)
         obj = self.object_path(info.sha256)
         if not part.exists():
             # A crash between the rename into objects/ and the receipt: finish the job.
@@ -269,7 +251,7 @@ class UploadStore:
             return
         _link_object(part, obj, self.objects_dir)
         part.unlink()
-        _fsync_dir(self.uploads_dir)
+        fsync_dir(self.uploads_dir)
         self._done(info, obj)
 
     def _mismatch(self, info: UploadInfo, expected: dict[str, Any], actual: dict[str, Any]) -> None:
@@ -294,13 +276,13 @@ class UploadStore:
         self._record_receipt(
             info.id, info.sha256, info.sm3, info.length, info.station, info.metadata, dedup=False
         )
-        self._info_path(info.id).unlink(missing_ok=True)
+        self.folder.info_path(info.id).unlink(missing_ok=True)
+        self.admission.forget(info.id)
         logger.info("upload %s by %s verified: %s", info.id, info.station, obj)
 
     def _discard(self, upload_id: str) -> None:
-        for path in (self._part(upload_id), self._info_path(upload_id)):
-            path.unlink(missing_ok=True)
-        _fsync_dir(self.uploads_dir)
+        self.folder.discard(upload_id)
+        self.admission.forget(upload_id)
 
     def terminate(self, upload_id: str) -> None:
         self._discard(upload_id)
@@ -309,9 +291,8 @@ class UploadStore:
     def resume_pending(self) -> int:
         """Verify complete uploads left unverified by a restart; returns how many."""
         count = 0
-        for path in self.uploads_dir.glob("*.json"):
-            info = self.load(path.stem) if self.valid_id(path.stem) else None
-            if info is not None and info.offset == info.length:
+        for info in self.folder.records():
+            if info.offset == info.length:
                 self.start_verify(info)
                 count += 1
         return count
@@ -359,7 +340,7 @@ class UploadStore:
                 return False
             self._discard(upload_id)
             return True
-        if path.suffix == ".part" and not self._info_path(upload_id).exists():
+        if path.suffix == ".part" and not self.folder.info_path(upload_id).exists():
             path.unlink(missing_ok=True)  # orphan of a crash during creation
         elif path.name.endswith(".json.tmp"):
             path.unlink(missing_ok=True)
@@ -392,8 +373,9 @@ def _digests(path: Path, *, with_sm3: bool) -> dict[str, Any]:
 
 def _link_object(part: Path, obj: Path, objects_dir: Path) -> None:
     """Make the verified upload read-only and durable, and link it in as ``obj``."""
-    obj.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(part, 0o444)
+    for d in (obj.parent.parent, obj.parent):
+        d.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(part, 0o400)  # read-only, and only the service's user reads it
     with open(part, "rb") as f:
         os.fsync(f.fileno())
     try:
@@ -404,4 +386,4 @@ def _link_object(part: Path, obj: Path, objects_dir: Path) -> None:
         pass  # already stored by an earlier upload of the same content
     else:
         for d in (obj.parent, obj.parent.parent, objects_dir):
-            _fsync_dir(d)
+            fsync_dir(d)

@@ -1,9 +1,11 @@
-"""The station's background services: the MQTT outbox publisher and the uploader.
+"""The station's background services: the MQTT outbox publisher, the uploader, the anchor.
 
-Both are off unless configured (``[mqtt] enabled``, ``[upload] enabled``): a station
+All are off unless configured (``[mqtt] enabled``, ``[upload] enabled``): a station
 works with no broker and no central store, its outbox and store simply wait. The
 daemon starts them once the dock listens and stops them after its last events were
-queued, so the clean "stopped" status and the final events still go out.
+queued, so the clean "stopped" status and the final events still go out. The anchor
+check (with ``[upload]``, unless ``[anchor] enabled = false``) compares the local audit
+chain with the centre's once a day (sync/anchor.py).
 """
 
 from __future__ import annotations
@@ -22,15 +24,19 @@ class MqttService:
     """The MQTT link (Last Will "offline", retained status) and the outbox publisher."""
 
     def __init__(self, config: Config, home: Path) -> None:
+        from agent.config.keys import load_signing_key, signing_key_path
         from sync.mqtt.link import MqttLink
         from sync.mqtt.publisher import OutboxPublisher
 
         self.config = config
-        self.link = MqttLink(config.mqtt, config.station_id)
+        key = load_signing_key(signing_key_path(config.mqtt, home))
+        self.link = MqttLink(config.mqtt, config.station_id, signing_key=key)
         self.publisher = OutboxPublisher(
             home / "catalog.db",
             config.station_id,
             self.link,
+            signing_key=key,
+            max_message_bytes=config.mqtt.max_message_bytes,
             max_inflight=config.mqtt.max_inflight,
             batch=config.mqtt.publish_batch,
         )
@@ -88,6 +94,74 @@ class UploadService:
         self.thread.join(timeout=60)
 
 
+class AnchorService:
+    """Once every ``anchor.check_every_hours``: the local chain against the centre's head.
+
+    A disagreement opens a critical ``chain.central`` fault (audited, published, shown by
+    ``recdock status``); a later check that agrees resolves it. A centre that cannot be asked
+    is logged and tried again at the next check.
+    """
+
+    FAULT_KIND = "chain.central"
+    FAULT_SUBJECT = "audit log"
+
+    def __init__(self, config: Config, home: Path, *, first_after_s: float = 60.0) -> None:
+        self.config = config
+        self.home = home
+        self.first_after_s = first_after_s
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="anchor", daemon=True)
+        self.checks = 0
+
+    def describe(self) -> str:
+        every = self.config.anchor.check_every_hours
+        return f"anchor: the audit chain compared with the centre's every {every:g} h"
+
+    def _run(self) -> None:
+        delay = self.first_after_s
+        while not self.stop_event.wait(delay):
+            delay = self.config.anchor.check_every_hours * 3600
+            try:
+                self.check_once()
+            except Exception:
+                log.exception("anchor: the check failed; it runs again in %.0f s", delay)
+
+    def check_once(self):  # -> sync.anchor.AnchorReport | None
+        """One comparison; the report, or None when the centre could not be asked."""
+        from agent.catalog import Catalog
+        from agent.catalog.faults import report_fault, resolve_fault
+        from sync.anchor import AnchorUnavailable, check_against_central
+
+        catalog = Catalog(self.home / "catalog.db", station_id=self.config.station_id, create=False)
+        try:
+            try:
+                report = check_against_central(self.config, catalog)
+            except AnchorUnavailable as exc:
+                log.warning("anchor: %s; the chain is compared at the next check", exc)
+                return None
+            self.checks += 1
+            if report.ok:
+                resolve_fault(catalog, self.FAULT_KIND, self.FAULT_SUBJECT, "agrees again")
+            else:
+                detail = "; ".join(report.problems)
+                report_fault(
+                    catalog, self.FAULT_KIND, self.FAULT_SUBJECT, detail, severity="critical"
+                )
+            return report
+        finally:
+            catalog.close()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def wake(self) -> None:
+        """Nothing to do: the check runs on its own schedule."""
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=30)
+
+
 def configured_services(config: Config, home: Path) -> list[Service]:
     services: list[Service] = []
     if config.mqtt.enabled:
@@ -96,6 +170,8 @@ def configured_services(config: Config, home: Path) -> list[Service]:
         log.info("MQTT: off ([mqtt] enabled = false): events wait in the outbox")
     if config.upload.enabled:
         services.append(UploadService(config, home))
+        if config.anchor.enabled:
+            services.append(AnchorService(config, home))
     else:
         log.info("uploads: off ([upload] enabled = false): recordings wait in the store")
     return services

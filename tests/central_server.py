@@ -164,3 +164,60 @@ class FaultProxy:
                 client.shutdown(socket.SHUT_WR)
         except OSError:
             self._reset(client, upstream)
+
+
+def free_port() -> int:
+    with contextlib.closing(_listen()) as sock:
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_central(
+    data: Path, *args: str, tokens: dict[str, str] | None = None, timeout: float = 20.0
+) -> Iterator[str]:
+    """``recdock-central`` itself, as a process on a free loopback port, with a tokens file
+    written beside ``data`` (station tokens: ``tokens``, default :data:`TOKENS`) and its log in
+    ``recdock-central.log`` there; yields its base URL and stops it (SIGTERM) at the end."""
+    import subprocess
+    import sys
+
+    import requests
+
+    data.parent.mkdir(parents=True, exist_ok=True)
+    tokens_file = data.parent / "central-tokens.toml"
+    lines = [f'"{station}" = "{token}"' for token, station in (tokens or TOKENS).items()]
+    tokens_file.write_text("[stations]\n" + "\n".join(lines) + "\n")
+    port = free_port()
+    central = Path(sys.executable).with_name("recdock-central")
+    log_path = data.parent / "recdock-central.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            str(central),
+            *("--data", str(data), "--tokens", str(tokens_file), "--port", str(port)),
+            *("--log-level", "warning", *args),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"recdock-central exited: {log_path.read_text()}")
+        try:
+            return requests.options(f"{url}/files/", timeout=1).status_code == 204
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(up, timeout, interval=0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()

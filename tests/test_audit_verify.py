@@ -221,3 +221,103 @@ def test_verify_without_a_catalog_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 74 and "catalog not found" in result.stderr
     assert not (tmp_path / "nohome" / "catalog.db").exists()
     assert os.listdir(tmp_path) == ["nohome"] or not (tmp_path / "nohome").exists()
+
+
+# -- a cut end of the log (issue 10, item 3) -----------------------------------------------------
+
+
+def session_id(home: Path) -> str:
+    with db(home) as conn:
+        return conn.execute("SELECT id FROM sessions").fetchone()[0]
+
+
+def test_a_cut_end_that_took_the_removals_and_the_session_end_is_named(
+    station: tuple[Path, Path],
+) -> None:
+    """The last entries of a hand offload are its removals and its session.end: cut them off
+    and what is left is a valid, shorter chain. The catalog's columns still say the files
+    left the recorder and the session ended."""
+    home, config = station
+    sid = session_id(home)
+    with db(home) as conn:
+        kinds = [r[0] for r in conn.execute("SELECT kind FROM audit ORDER BY seq")]
+        assert kinds[-FILES - 1 :] == ["file.removed_from_recorder"] * FILES + ["session.end"]
+        conn.execute(
+            "DELETE FROM audit WHERE kind IN ('file.removed_from_recorder', 'session.end')"
+        )
+    problems = problems_of(home, config)
+    assert any(
+        p.startswith(f"session {sid}: the catalog says it ended") and "session.end" in p
+        for p in problems
+    ), problems
+    for rec in recordings(home):
+        assert any(
+            p.startswith(rec["store_path"])
+            and "left the recorder" in p
+            and "file.removed_from_recorder entry is missing" in p
+            for p in problems
+        ), problems
+
+
+def test_a_cut_after_a_check_is_named_and_stays_named(station: tuple[Path, Path]) -> None:
+    """Cut the last check's own entry: no column records it, the chain is valid without it,
+    and the next check appends its entry at the freed number. The head the check kept
+    outside the catalog names it, and every check after names it again."""
+    home, config = station
+    assert run_verify(home, config)[0] == 0
+    with db(home) as conn:
+        (last,) = conn.execute("SELECT max(seq) FROM audit").fetchone()
+        conn.execute("DELETE FROM audit WHERE seq = ?", (last,))
+    problems = problems_of(home, config)
+    cut = [p for p in problems if f"entry {last} " in p and "is gone" in p]
+    assert cut and "its end was cut" in cut[0], problems
+    again = problems_of(home, config)  # the freed number holds the second check's entry now
+    assert any(cut[0] in p for p in again), again
+
+
+def test_a_cut_written_over_by_new_entries_is_named(
+    station: tuple[Path, Path], tmp_path: Path
+) -> None:
+    home, config = station
+    assert run_verify(home, config)[0] == 0
+    with db(home) as conn:
+        (last,) = conn.execute("SELECT max(seq) FROM audit").fetchone()
+        conn.execute("DELETE FROM audit WHERE seq = ?", (last,))
+    rec = make_folder_recorder(tmp_path / "rec2", "AUDIT2", files=1, size=10_000)
+    assert recdock("offload", str(rec), home=home, config=config).returncode == 0
+    problems = problems_of(home, config)
+    assert any(f"entry {last} is not the one recdock verify saw there" in p for p in problems), (
+        problems
+    )
+
+
+def test_a_session_record_that_disagrees_with_the_catalog_is_named(
+    station: tuple[Path, Path],
+) -> None:
+    home, config = station
+    rec = recordings(home)[0]
+    record = (home / "store" / rec["store_path"]).parents[3] / "session.json"
+    data = json.loads(record.read_text())
+    data["files"][0]["sha256"] = "0" * 64
+    writable(record)
+    record.write_text(json.dumps(data))
+    problems = problems_of(home, config)
+    assert any(
+        "session.json: the session's record does not match the catalog" in p
+        and rec["store_path"] in p
+        for p in problems
+    ), problems
+
+
+def test_a_deleted_catalog_row_is_named_by_the_entry_that_stored_it(
+    station: tuple[Path, Path],
+) -> None:
+    home, config = station
+    rec = recordings(home)[1]
+    with db(home) as conn:
+        conn.execute("DELETE FROM recordings WHERE id = ?", (rec["id"],))
+    problems = problems_of(home, config)
+    assert (
+        f"{rec['store_path']}: audit entry {rec['audit_seq']} (file.stored) catalogued it, "
+        "but the catalog has no row for it (the row was deleted)"
+    ) in problems, problems

@@ -480,3 +480,41 @@ def test_store_out_of_inodes_is_a_full_store(tmp_path: Path, home: Path) -> None
         assert not temp_files(home / "store")
         all_accounted_for(rec, home, "INODE1", files, 1000)
         assert_rows_verified(home)
+
+
+@pytest.mark.parametrize("errno_name", ["ECONNABORTED", "ENOTCONN", "EIO"])
+def test_a_recorder_file_whose_status_cannot_be_read_is_a_clear_error(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, errno_name: str
+) -> None:
+    """fstat of a recorder file failing (a yanked fusefat mount answers ECONNABORTED or
+    ENOTCONN; a failing medium EIO) is the recorder gone, or that file's error: never an
+    unexpected exception (exit 70), and nothing is removed from the recorder."""
+    import errno
+
+    from agent.errors import RecorderGoneError
+
+    rec = make_folder_recorder(tmp_path / "rec", "ABORT01", files=3, size=4096)
+    before = media(rec)
+    code = getattr(errno, errno_name)
+    real_fstat = os.fstat
+    root = str(rec.resolve())
+
+    def fstat(fd: int) -> os.stat_result:
+        target = os.readlink(f"/proc/self/fd/{fd}") if isinstance(fd, int) else ""
+        if target.startswith(root) and target.endswith("0002.MP4"):
+            raise OSError(code, os.strerror(code))
+        return real_fstat(fd)
+
+    monkeypatch.setattr(os, "fstat", fstat)  # opening and copying the file both fstat it
+    config = Config(store=StoreConfig(reserve_bytes=0))
+    profile = ProfileSet.load([SHIPPED_PROFILES]).get("simulated")
+    report = Offloader(config, home, open_catalog(home, config.station_id)).run(rec, profile)
+    failed = [f for f in report.files if f.status == "failed"]
+    assert [f.source_path.rsplit("/", 1)[-1] for f in failed] == [before[1]]
+    if errno_name == "EIO":
+        assert "Input/output error" in failed[0].message and report.exception is None
+    else:
+        assert isinstance(report.exception, RecorderGoneError), report.exception
+        assert "went away" in str(report.exception)
+    assert before[1] in media(rec)  # the file that failed stays on the recorder
+    assert_rows_verified(home)

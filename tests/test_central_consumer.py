@@ -1,9 +1,11 @@
 """The central store's MQTT consumer, its catalog and JSON API.
 
-Station messages are produced by the station's own code (agent.catalog, agent.catalog.faults) so the
-central side is tested against what stations really send. The end-to-end tests run a real
-Mosquitto, the station's publisher as a separate process (so it can be SIGKILLed), and the
-real consumer.
+Station messages are produced by the station's own code (agent.catalog, agent.catalog.faults)
+and signed as the station's publisher signs them, so the central side is tested against what
+stations really send. The end-to-end tests run a real Mosquitto (the shipped configuration),
+the station's publisher as a separate process (so it can be SIGKILLed), and the real consumer.
+What the centre does with unsigned, forged and unenrolled messages is in
+tests/test_central_trust.py.
 """
 
 from __future__ import annotations
@@ -20,31 +22,41 @@ from pathlib import Path
 import pytest
 import requests
 
-from agent.catalog import Catalog, outbox
+from agent.catalog import Catalog, audit, outbox
 from agent.catalog.faults import report_fault, resolve_fault
 from central.app import create_app
 from central.catalog import CentralCatalog
 from central.consumer import ConsumerSettings, MqttConsumer
+from central.enrolment import StationKeys
 from sync.wire import topics
 from sync.wire.chain import GENESIS, entry_hash
+from sync.wire.signing import sign_payload
 from tests.central_server import TOKENS, serve_app
 from tests.mosquitto import Mosquitto
 from tests.recorders import wait_for
+from tests.signing_keys import home_key, new_key, queued, register
 from tests.test_mqtt import add_events, needs_mosquitto, start_station, write_station_config
 
 STATION = "ST-C1"
 READER = "reader-token-0123456789abcdef"
+KEY = new_key()  # the station's signing key, enrolled at the centre below
 
 
 def station_messages(catalog: Catalog) -> list[tuple[str, bytes]]:
-    """Everything the station has queued, as (topic, payload), in outbox order."""
-    return [(m.topic, m.payload) for m in outbox.pending(catalog.conn, limit=1_000_000)]
+    """Everything the station has queued, signed as it leaves, in outbox order."""
+    return queued(catalog, KEY)
+
+
+def consumer_for(catalog: CentralCatalog, settings: ConsumerSettings | None = None) -> MqttConsumer:
+    """A consumer with STATION enrolled (not started: tests call handle() directly)."""
+    keys = StationKeys(register({STATION: KEY}))
+    return MqttConsumer(catalog, settings or ConsumerSettings(port=1), keys=keys)
 
 
 @pytest.fixture
 def central(tmp_path: Path) -> MqttConsumer:
     cat = CentralCatalog(tmp_path / "central.db")
-    consumer = MqttConsumer(cat, ConsumerSettings(port=1))  # not started: handle() directly
+    consumer = consumer_for(cat)
     yield consumer
     cat.close()
 
@@ -59,10 +71,10 @@ def feed(consumer: MqttConsumer, messages: list[tuple[str, bytes]]) -> list[str]
 def test_station_and_central_agree_on_the_entry_hash(home: Path, central: MqttConsumer) -> None:
     station = Catalog(home / "catalog.db", station_id=STATION)
     add_events(station, 5)
-    for e in station.audit_entries():
+    for e in audit.entries(station):
         data = json.dumps(e.data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         assert entry_hash(e.prev_hash, e.seq, e.at, e.kind, e.subject, data) == e.hash
-    assert station.check_audit_chain() == []
+    assert audit.check_chain(station) == []
     feed(central, station_messages(station))
     events = central.catalog.events(STATION)
     assert len(events) == 5 and all(e["hash_ok"] for e in events)
@@ -76,7 +88,7 @@ def test_continuous_chain_is_ok_and_its_head_is_the_stations(
     assert set(feed(central, station_messages(station))) == {"stored"}
     view = central.catalog.station(STATION)
     assert view["chain"]["state"] == "ok"
-    assert (view["chain"]["head_seq"], view["chain"]["head_hash"]) == station.head()
+    assert (view["chain"]["head_seq"], view["chain"]["head_hash"]) == audit.head(station)
 
 
 def test_duplicates_are_dropped_by_event_id(home: Path, central: MqttConsumer) -> None:
@@ -116,35 +128,29 @@ def test_rewritten_history_is_flagged(home: Path, tmp_path: Path, central: MqttC
     add_events(original, 6)
     feed(central, station_messages(original))
     assert central.catalog.station(STATION)["chain"]["state"] == "ok"
-    # the same station id, a different catalog: a different event at seq 1..3
-    forged = Catalog(tmp_path / "other" / "catalog.db", station_id=STATION)
+    # the same station, its key, a different catalog: another event it signed at seq 1..3
+    replaced = Catalog(tmp_path / "other" / "catalog.db", station_id=STATION)
     for i in range(3):
-        with forged.tx():
-            forged.append_audit("test.event", f"forged-{i}", {"i": -i})
-    feed(central, station_messages(forged)[:1])
+        with replaced.tx():
+            audit.append(replaced, "test.event", f"replaced-{i}", {"i": -i})
+    assert feed(central, station_messages(replaced)[:1]) == ["conflict"]
     view = central.catalog.station(STATION)
     assert view["chain"]["state"] == "broken" and view["chain"]["ok"] is False
-    assert "seq 1 arrived twice with different content" in view["chain"]["problem"]
+    assert (
+        "seq 1 arrived twice, validly signed, with different content" in (view["chain"]["problem"])
+    )
+    assert view["chain"]["conflicts"] == 1, "the second signed event is kept as evidence"
+    assert len(central.catalog.event_ids(STATION)) == 6
 
 
-def test_altered_event_and_broken_link_are_flagged(home: Path, tmp_path: Path) -> None:
+def test_a_validly_signed_event_that_does_not_follow_its_neighbour_breaks_the_chain(
+    home: Path, central: MqttConsumer
+) -> None:
     station = Catalog(home / "catalog.db", station_id=STATION)
     add_events(station, 4)
     msgs = station_messages(station)
-
-    # content changed after chaining: the recomputed hash differs
-    cat1 = CentralCatalog(tmp_path / "c1.db")
-    c1 = MqttConsumer(cat1, ConsumerSettings(port=1))
-    doc = json.loads(msgs[1][1])
-    doc["data"]["i"] = 999
-    feed(c1, [msgs[0], (msgs[1][0], json.dumps(doc).encode())])
-    chain = cat1.station(STATION)["chain"]
-    assert chain["state"] == "broken" and "does not match its content" in chain["problem"]
-
-    # a self-consistent event whose prev_hash is not the stored hash of seq - 1
-    cat2 = CentralCatalog(tmp_path / "c2.db")
-    c2 = MqttConsumer(cat2, ConsumerSettings(port=1))
-    feed(c2, msgs[:2])
+    feed(central, msgs[:2])
+    # a self-consistent event, signed by the station, whose prev_hash is not event 2's hash
     third = json.loads(msgs[2][1])
     third["prev_hash"] = "f" * 64
     third["hash"] = entry_hash(
@@ -155,64 +161,70 @@ def test_altered_event_and_broken_link_are_flagged(home: Path, tmp_path: Path) -
         third["subject"],
         json.dumps(third["data"], sort_keys=True, separators=(",", ":")),
     )
-    feed(c2, [(msgs[2][0], json.dumps(third).encode())])
-    chain = cat2.station(STATION)["chain"]
+    resigned = sign_payload(KEY, msgs[2][0], json.dumps(third).encode())
+    assert feed(central, [(msgs[2][0], resigned)]) == ["stored"]
+    chain = central.catalog.station(STATION)["chain"]
     assert chain["state"] == "broken" and "does not follow event 2" in chain["problem"]
-    # and a first event that does not start at the genesis hash
+    assert "two validly signed events disagree" in chain["problem"]
     assert GENESIS == "0" * 64
 
 
 def test_invalid_messages_are_counted_and_kept_not_crashing(central: MqttConsumer) -> None:
-    bad = [
+    """Unsigned garbage is a security alert; what the station signed but does not follow the
+    schema or its topic is rejected (a station's bug, kept for diagnosis)."""
+    unsigned = [
         (topics.event(STATION), b"not json"),
         (topics.event(STATION), b"[1, 2]"),
         (topics.event(STATION), json.dumps({"event_id": "x"}).encode()),
-        (topics.status(STATION), json.dumps({"station": STATION, "state": "sleepy"}).encode()),
-        (topics.status(STATION), json.dumps({"station": "ST-OTHER", "state": "online"}).encode()),
+        (topics.status(STATION), json.dumps({"station": STATION, "state": "online"}).encode()),
+    ]
+    signed_but_wrong = [
+        (topics.status(STATION), {"station": STATION, "state": "sleepy"}),
+        (topics.status(STATION), {"station": "ST-OTHER", "state": "online"}),
         (
             topics.bay(STATION, 2),
-            json.dumps(
-                {"station": STATION, "bay": 3, "state": "idle", "at": "2024-01-01T00:00:00+00:00"}
-            ).encode(),
+            {"station": STATION, "bay": 3, "state": "idle", "at": "2024-01-01T00:00:00+00:00"},
         ),
-        ("recdock/ST-C1/unknown/thing", b"{}"),
-        (topics.event(STATION), b""),
     ]
-    assert feed(central, bad) == ["rejected"] * len(bad)
-    assert central.stats["rejected"] == len(bad)
-    assert central.catalog.counts()["rejected"] == len(bad)
+    rejected = [(t, sign_payload(KEY, t, json.dumps(doc).encode())) for t, doc in signed_but_wrong]
+    rejected += [("recdock/ST-C1/unknown/thing", b"{}"), (topics.event(STATION), b"")]
+    assert feed(central, unsigned) == ["alert"] * len(unsigned)
+    assert feed(central, rejected) == ["rejected"] * len(rejected)
+    assert central.stats["rejected"] == len(rejected)
+    assert central.catalog.counts()["rejected"] == len(rejected)
+    assert central.catalog.counts()["security_alerts"] == len(unsigned)
     ok = json.dumps({"station": STATION, "state": "online"}).encode()
-    assert central.handle(topics.status(STATION), ok) == "stored"
+    assert central.handle(
+        topics.status(STATION), sign_payload(KEY, topics.status(STATION), ok)
+    ) == ("stored")
 
 
 def test_poison_messages_in_a_batch_do_not_hold_up_the_others(
     home: Path, central: MqttConsumer
 ) -> None:
-    """One station's bad message is rejected alone; the rest of its batch is stored."""
+    """One station's bad message is kept apart alone; the rest of its batch is stored."""
     station = Catalog(home / "catalog.db", station_id=STATION)
     add_events(station, 3)
     good = station_messages(station)
     event = json.loads(good[0][1])
+
+    def signed(topic: str, doc: dict) -> tuple[str, bytes]:
+        return topic, sign_payload(KEY, topic, json.dumps(doc).encode())
+
     poison = [
         (topics.event(STATION), b"[" * 100_000 + b"]" * 100_000),  # RecursionError
         (topics.event(STATION), b'{"n": ' + b"9" * 5000 + b"}"),  # int too large to parse
         (topics.event(STATION), json.dumps({**event, "subject": "\ud800"}).encode()),
-        (
-            topics.event(STATION),
-            json.dumps({**event, "seq": 2**70, "event_id": f"{STATION}:x"}).encode(),
-        ),
-        (topics.event(STATION), json.dumps({**event, "at": "garbage"}).encode()),
+        signed(topics.event(STATION), {**event, "seq": 2**70, "event_id": f"{STATION}:x"}),
+        signed(topics.event(STATION), {**event, "at": "garbage"}),
         # another station's event ids must not shadow this one's
         (topics.event("ST-OTHER"), json.dumps({**event, "station": "ST-OTHER"}).encode()),
         (topics.bay(STATION, 1).replace("/1", "/\u00b2"), b""),
-        (
-            topics.bay(STATION, 2**70),
-            json.dumps({"station": STATION, "bay": 2**70, "state": "idle"}).encode(),
-        ),
+        signed(topics.bay(STATION, 2**70), {"station": STATION, "bay": 2**70, "state": "idle"}),
     ]
     with central.catalog.tx():  # as the consumer's writer does: one batch, one transaction
         outcomes = [central.handle(t, p) for t, p in poison + good]
-    assert outcomes[: len(poison)] == ["rejected"] * len(poison)
+    assert not {"stored", "duplicate", "conflict"} & set(outcomes[: len(poison)]), outcomes
     assert outcomes[len(poison) :] == ["stored"] * len(good)
     info = central.catalog.station(STATION)
     assert info is not None and info["chain"]["state"] == "ok", info
@@ -273,9 +285,10 @@ def test_api_serves_the_catalog_to_reader_tokens_only(home: Path, tmp_path: Path
     station = Catalog(home / "catalog.db", station_id=STATION)
     add_events(station, 3)
     report_fault(station, "store.full", "store", "the store reached its reserve")
-    consumer = MqttConsumer(app.state.catalog, ConsumerSettings(port=1))
+    consumer = consumer_for(app.state.catalog)
     feed(consumer, station_messages(station))
-    consumer.handle(topics.status(STATION), b'{"station":"ST-C1","state":"online"}')
+    online = b'{"station":"ST-C1","state":"online"}'
+    consumer.handle(topics.status(STATION), sign_payload(KEY, topics.status(STATION), online))
     with serve_app(app) as url:
         auth = {"Authorization": f"Bearer {READER}"}
         assert requests.get(f"{url}/api/health", timeout=10).json()["catalog"]["stations"] == 1
@@ -323,12 +336,12 @@ def test_events_exactly_once_across_a_broker_outage_and_station_restarts(
     broker = Mosquitto(tmp_path / "broker", persistence=True)
     broker.start()
     central_cat = CentralCatalog(tmp_path / "central.db")
-    consumer = MqttConsumer(central_cat, ConsumerSettings(port=broker.port, reconnect_max_s=2))
+    keys = StationKeys(register({STATION: home_key(home)}))  # the station process's own key
+    settings = broker.consumer_settings(reconnect_max_s=2)
+    consumer = MqttConsumer(central_cat, settings, keys=keys)
     consumer.start()
     station = Catalog(home / "catalog.db", station_id=STATION)
-    config = write_station_config(
-        tmp_path / "station.toml", broker.port, STATION, reconnect_max_s="2"
-    )
+    config = write_station_config(tmp_path / "station.toml", broker, STATION, reconnect_max_s="2")
     procs = []
 
     def start() -> None:
@@ -384,7 +397,7 @@ def test_events_exactly_once_across_a_broker_outage_and_station_restarts(
     assert len(got) == len(set(got)) == len(ids), "each event exactly once in the catalog"
     assert set(got) == set(ids), "zero lost"
     view = central_cat.station(STATION)
-    assert view["chain"]["state"] == "ok" and view["chain"]["head_seq"] == station.head()[0]
+    assert view["chain"]["state"] == "ok" and view["chain"]["head_seq"] == audit.head(station)[0]
     assert consumer.stats["rejected"] == 0
     print(
         f"outage {outage_s:.0f}s: {len(ids)} events, duplicates dropped by the central store: "

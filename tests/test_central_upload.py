@@ -68,7 +68,7 @@ def test_upload_gives_receipt_and_read_only_object(central, tmp_path):
     assert urls == [receipt.upload_url]
     obj = data / "objects" / "sha256" / sha[:2] / sha[2:4] / sha
     assert hashlib.sha256(obj.read_bytes()).hexdigest() == sha
-    assert stat.S_IMODE(obj.stat().st_mode) == 0o444
+    assert stat.S_IMODE(obj.stat().st_mode) == 0o400
     assert not list((data / "uploads").iterdir())
 
 

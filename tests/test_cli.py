@@ -96,10 +96,10 @@ def test_an_unexpected_error_is_one_line_and_exit_70(tmp_path, monkeypatch) -> N
     open_catalog(home, Config().station_id).close()
     assert CliRunner().invoke(cli, ["--home", str(home), "catalog"]).exit_code == 0
 
-    def broken(self):  # type: ignore[no-untyped-def]
+    def broken(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(Catalog, "recordings", broken)
+    monkeypatch.setattr(Catalog, "stream", broken)
     result = CliRunner().invoke(cli, ["--home", str(home), "catalog"])
     assert result.exit_code == 70, (result.exit_code, result.output)
     lines = result.stderr.strip().splitlines()
@@ -185,5 +185,29 @@ def test_help_and_status_import_nothing_they_do_not_use(tmp_path, args) -> None:
     assert done.returncode == 0, done.stderr
     loaded = set(done.stderr.split())
     heavy = {"gpiozero", "paho", "fastapi", "uvicorn", "starlette", "sqlite_utils", "requests"}
+    heavy |= {"tqdm"}  # verify's progress bar
     assert loaded & heavy == set(), sorted(loaded & heavy)
     assert "click" in loaded  # the probe did run the command line
+
+
+@pytest.mark.parametrize("args", [("status",), ("status", "--json")], ids=" ".join)
+def test_status_on_a_home_where_the_station_never_ran_says_so_and_exits_0(tmp_path, args) -> None:
+    import json
+
+    home = tmp_path / "home"
+    config = tmp_path / "recdock.toml"
+    config.write_text("[indicators.bays.1]\nled = 17\n[indicators.bays.2]\nled = 27\n")
+    done = recdock(*args, home=home, config=config)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    if "--json" in args:
+        snap = json.loads(done.stdout)
+        assert snap["catalog_found"] is False and snap["daemon"]["running"] is False
+        assert [(b["bay"], b["state"], b["led"]) for b in snap["bays"]] == [
+            (1, "idle", "idle"),
+            (2, "idle", "idle"),
+        ]
+        assert snap["sync_backlog"] == 0 and snap["faults"] == []
+    else:
+        assert "has not run here yet" in done.stdout.splitlines()[0], done.stdout
+    assert not home.exists() or not (home / "catalog.db").exists()  # status creates nothing

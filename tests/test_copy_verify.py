@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import agent.store as store_mod
-from agent.catalog import open_catalog
+from agent.catalog import open_catalog, recordings
 from agent.config import SHIPPED_PROFILES, Config, OffloadConfig, StoreConfig
 from agent.offload import Offloader
 from agent.recorder.profiles import ProfileSet
@@ -49,7 +49,7 @@ def offload(tmp_path: Path, home: Path, rec: Path):  # type: ignore[no-untyped-d
     catalog = open_catalog(home, config.station_id)
     try:
         report = Offloader(config, home, catalog).run(rec, profile)
-        return report, len(catalog.recordings())
+        return report, len(recordings.listing(catalog))
     finally:
         catalog.close()
 

@@ -358,6 +358,32 @@ def test_crash_between_store_link_and_catalog_commit_is_adopted(tmp_path: Path) 
     assert done.returncode == 0 and "temp file" not in done.stdout, done.stdout + done.stderr
 
 
+def test_verify_after_a_crash_calls_the_copy_to_adopt_recoverable_not_added(
+    tmp_path: Path,
+) -> None:
+    """Between the crash and the next offload, the verified copy without a row is no
+    tampering: verify says what it is and what adopts it (issue 10, item 8)."""
+    home, config, rec, *_ = crash_then_complete(tmp_path, "after-link")
+    store = home / "store"
+    (sess,) = catalog_rows(home, "SELECT * FROM sessions")
+    media = store / sess["store_dir"] / MEDIA_DIR
+    (orphan,) = [p for p in media.rglob("*") if p.is_file() and not p.name.startswith(TEMP_PREFIX)]
+    rel = orphan.relative_to(store).as_posix()
+    done = recdock("verify", home=home, config=config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "added" not in done.stdout and "PROBLEM" not in done.stdout, done.stdout
+    (note,) = [ln for ln in done.stdout.splitlines() if ln.startswith(f"note: {rel}: ")]
+    assert f"recoverable copy of interrupted session {sess['id']}" in note, note
+    assert "the next offload at this station" in note and "adopts it" in note, note
+
+    again = recdock("offload", str(rec), home=home, config=config)
+    assert again.returncode == 0, again.stdout + again.stderr
+    (row,) = catalog_rows(home, "SELECT adopted FROM recordings WHERE store_path = ?", (rel,))
+    assert row["adopted"] == 1  # the next offload did adopt it, as the note said
+    done = recdock("verify", home=home, config=config)
+    assert done.returncode == 0 and rel not in done.stdout, done.stdout
+
+
 @pytest.mark.parametrize("point", ["marker", "after-commit", "after-unlink", "finalize"])
 def test_crash_at_a_named_moment_then_offload_completes(tmp_path: Path, point: str) -> None:
     home, config, rec, serial, expected, crashed = crash_then_complete(tmp_path, point)

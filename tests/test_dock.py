@@ -13,7 +13,6 @@ import os
 import queue
 import socket
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,76 +29,8 @@ from agent.seams.dock.udev import UdevDock
 from agent.seams.indicators.patterns import State
 from agent.seams.mount import Mounter, MountError, NotMatchedError
 from tests.conftest import needs_fusefat
+from tests.fake_pyudev import PORT, FakeContext, FakeDevice, FakeMonitor, usb_disk
 from tests.recorders import make_fat_recorder, make_folder_recorder
-
-PORT = "platform-fd500000.pcie-pci-0000:01:00.0-usb-0:1.2:1.0-scsi-0:0:0:0"
-
-
-# --- fake pyudev objects (the udev seam) ---------------------------------------------------------
-
-
-@dataclass
-class FakeDevice:
-    device_path: str
-    properties: dict[str, str] = field(default_factory=dict)
-    attributes: dict[str, bytes] = field(default_factory=dict)
-    device_node: str | None = None
-    action: str | None = None
-    parent: FakeDevice | None = None
-
-    def find_parent(self, subsystem: str, device_type: str | None = None) -> FakeDevice | None:
-        return self.parent
-
-
-class FakeContext:
-    def __init__(self, devices: list[FakeDevice], log: list[str]) -> None:
-        self.devices = devices
-        self.log = log
-
-    def list_devices(self, **match: str) -> list[FakeDevice]:
-        self.log.append(f"list {sorted(match.items())}")
-        return [
-            d
-            for d in self.devices
-            if all(d.properties.get(k) == v for k, v in match.items() if k != "subsystem")
-        ]
-
-
-class FakeMonitor:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-        self.events: queue.Queue[FakeDevice] = queue.Queue()
-
-    def filter_by(self, subsystem: str) -> None:
-        self.log.append(f"filter {subsystem}")
-
-    def start(self) -> None:
-        self.log.append("monitor started")
-
-    def poll(self, timeout: float) -> FakeDevice | None:
-        try:
-            return self.events.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-
-def usb_disk(
-    devpath: str,
-    devnode: str,
-    *,
-    vid="1209",
-    pid="0001",
-    serial="SIM0001",
-    id_path=PORT,
-    fs="vfat",
-    action=None,
-) -> FakeDevice:
-    parent = FakeDevice(
-        "/devices/usb1/1-1",
-        {"ID_VENDOR_ID": vid, "ID_MODEL_ID": pid, "ID_SERIAL_SHORT": serial},
-    )
-    props = {"ID_FS_USAGE": "filesystem", "ID_BUS": "usb", "ID_FS_TYPE": fs, "ID_PATH": id_path}
-    return FakeDevice(devpath, props, {}, devnode, action, parent)
 
 
 def config(**kw: Any) -> Config:
@@ -340,6 +271,24 @@ def test_sd_notify_sends_datagrams_to_notify_socket(tmp_path, monkeypatch):
     assert sdnotify.ready() is False  # not under systemd: a no-op
 
 
+def test_sd_notify_never_hangs_on_a_reader_that_does_not_keep_up(tmp_path, monkeypatch):
+    """A notify socket nobody reads fills up (net.unix.max_dgram_qlen): a send gives up
+    after SEND_TIMEOUT_S instead of blocking the daemon, its stop included."""
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    monkeypatch.setattr(sdnotify, "SEND_TIMEOUT_S", 0.2)
+    try:
+        limit = int(Path("/proc/sys/net/unix/max_dgram_qlen").read_text())
+        sent = [sdnotify.watchdog() for _ in range(limit + 5)]
+        assert sent[:limit] == [True] * limit and sent[-1] is False  # dropped, not stuck
+        assert sock.recv(4096) == b"WATCHDOG=1"  # the queue moves again once read
+        assert sdnotify.stopping()
+    finally:
+        sock.close()
+
+
 # --- one bay state change, one transaction (rule 3) ---------------------------------
 
 
@@ -358,17 +307,16 @@ def test_bay_state_row_audit_and_retained_topic_commit_together(tmp_path):
     class Boom(Exception):
         pass
 
-    original = catalog.append_audit
     calls = {"n": 0}
 
     def failing(*args: Any) -> Any:
         calls["n"] += 1
         raise Boom
 
-    catalog.append_audit = failing  # type: ignore[method-assign]
-    with pytest.raises(Boom):
-        set_bay_state(catalog, 2, State.READY, device_serial="S1")
-    catalog.append_audit = original  # type: ignore[method-assign]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr("agent.catalog.audit.append", failing)
+        with pytest.raises(Boom):
+            set_bay_state(catalog, 2, State.READY, device_serial="S1")
     assert calls["n"] == 1
     assert catalog.query("SELECT state FROM bays WHERE bay = 2")[0]["state"] == "not_ready"
     assert len(catalog.query("SELECT * FROM outbox WHERE topic = 'recdock/st-1/bay/2'")) == 1

@@ -1,10 +1,12 @@
 """The whole way: a recorder docked at a running station reaches the central store.
 
 Real parts only: `recdock run --simulate` as a subprocess with a real FAT32 image, a real
-Mosquitto on loopback, and the reference central store (uvicorn) with its MQTT consumer
-and tus endpoint. The station's events arrive at the central catalog with an intact audit
-chain, its recordings are uploaded and confirmed by receipts, and a clean stop shows as
-"stopped" at the centre.
+Mosquitto on loopback (the shipped configuration: TLS, the station's client certificate, the
+ACL), and the reference central store (uvicorn) with its MQTT consumer and tus endpoint, the
+station enrolled with its signing key. The station's events arrive at the central catalog,
+signed, with an intact audit chain, its recordings are uploaded and confirmed by receipts, the
+station's chain agrees with the centre's head, and a clean stop shows as "stopped" at the
+centre.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from pathlib import Path
 import requests
 
 from central.app import create_app
-from central.consumer import ConsumerSettings
 from tests.central_server import serve_app
 from tests.conftest import needs_fusefat
 from tests.mosquitto import Mosquitto
 from tests.recorders import make_fat_recorder, wait_for
+from tests.signing_keys import home_key, register
 from tests.test_station import CONFIG, Station, start_station, stop_station
 
 STATION_TOKEN = "station-token-0123456789"
@@ -31,19 +33,21 @@ READER_TOKEN = "reader-token-0123456789"
 def test_docked_recorder_reaches_the_central_store(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "mosquitto")
     broker.start()
+    key = home_key(tmp_path / "home")  # `recdock enrol` on the station, in effect
     app = create_app(
         tmp_path / "central",
         {STATION_TOKEN: "st-test"},
         catalog_path=tmp_path / "central" / "central.db",
-        mqtt=ConsumerSettings(host="127.0.0.1", port=broker.port, client_id="central-e2e"),
+        mqtt=broker.consumer_settings(client_id="central-e2e"),
         api_tokens={READER_TOKEN: "supervisor"},
+        station_keys=register({"st-test": key}),
     )
     try:
         with serve_app(app) as url:
             # the consumer's first session starts with its subscription: what the station
             # publishes before it would reach nobody
             assert app.state.consumer.wait_subscribed(10)
-            station = start_sync_station(tmp_path, broker.port, url)
+            station = start_sync_station(tmp_path, broker, url)
             try:
                 image = make_fat_recorder(tmp_path / "r1.img", "E2E0001", files=3, size=1 << 20)
                 station.plug(1, image)
@@ -69,6 +73,10 @@ def test_docked_recorder_reaches_the_central_store(tmp_path: Path) -> None:
                 wait_for(central_has_all, 30, "the station's events at the central store")
                 info = api.get(f"{url}/api/stations/st-test").json()
                 assert info["chain"]["state"] == "ok" and info["chain"]["missing"] == [], info
+                assert info["security_alerts"] == 0, "everything the station sent was signed"
+                against = station.run("verify", "--against-central")
+                assert against.returncode == 0, against.stdout + against.stderr
+                assert "central store: agrees" in against.stdout
             finally:
                 assert stop_station(station) == 0, station.log.read_text()[-3000:]
             wait_for(
@@ -81,17 +89,18 @@ def test_docked_recorder_reaches_the_central_store(tmp_path: Path) -> None:
         broker.stop()
 
 
-def start_sync_station(tmp_path: Path, mqtt_port: int, url: str) -> Station:
-    extra = f"""
-[mqtt]
-enabled = true
-host = "127.0.0.1"
-port = {mqtt_port}
+def start_sync_station(tmp_path: Path, broker: Mosquitto, url: str) -> Station:
+    extra = (
+        "\n"
+        + broker.mqtt_toml("st-test")
+        + f"""
 [upload]
 enabled = true
 endpoint = "{url}/files/"
 token = "{STATION_TOKEN}"
+insecure_lab = true
 """
+    )
     config = tmp_path / "recdock.toml"
     config.write_text(CONFIG.format(slots=2) + extra)
     return start_station(tmp_path, config=config)

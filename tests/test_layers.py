@@ -69,3 +69,63 @@ def test_the_contracts_catch_a_wrong_import(
         assert any(broken in s and "BROKEN" in s for s in result.stdout.splitlines()), result.stdout
     else:
         assert "No import cycles" in result.stdout and "agent.store" in result.stdout
+
+
+def module_cycles(graph, modules: list[str]) -> list[list[str]]:
+    """Strongly connected groups of modules (Tarjan): each one a cycle of imports."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.find_modules_directly_imported_by(v):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for m in modules:
+        if m not in index:
+            visit(m)
+    return cycles
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    """No import cycle between any two modules, packages' own __init__ included (the
+    acyclic_siblings contract looks at siblings; this looks at every module)."""
+    import sys
+
+    import grimp
+
+    sys.setrecursionlimit(10_000)
+    graph = grimp.build_graph("agent", "sync", "central")
+    assert module_cycles(graph, sorted(graph.modules)) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    import grimp
+
+    graph = grimp.ImportGraph()
+    for m in ("p", "p.a", "p.b", "p.c"):
+        graph.add_module(m)
+    graph.add_import(importer="p.a", imported="p.b")
+    graph.add_import(importer="p.b", imported="p")
+    graph.add_import(importer="p", imported="p.a")
+    graph.add_import(importer="p.c", imported="p.a")
+    assert module_cycles(graph, sorted(graph.modules)) == [["p", "p.a", "p.b"]]

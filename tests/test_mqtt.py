@@ -2,7 +2,8 @@
 
 Behaviour without a broker is shown on :class:`tests.memory_link.MemoryLink`; everything the
 broker does (PUBACK, retained messages, the Last Will) is shown on a real ``mosquitto`` on
-loopback.
+loopback, running the shipped broker configuration (tests/mosquitto.py): TLS, a client
+certificate per station, the ACL.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.catalog import Catalog, outbox
-from agent.config.links import MqttConfig, MqttTls
+from agent.catalog import Catalog, audit, outbox
+from agent.config.links import MqttConfig
 from sync.mqtt.link import MqttLink
 from sync.mqtt.publisher import OutboxPublisher
 from sync.wire import topics
@@ -34,12 +35,15 @@ from sync.wire.payloads import (
     status_payload,
     topic_kind,
 )
+from sync.wire.signing import verify_doc
 from tests.memory_link import MemoryBroker, MemoryLink
-from tests.mosquitto import MOSQUITTO, Mosquitto, Subscriber, make_certs
+from tests.mosquitto import MOSQUITTO, Mosquitto, Subscriber, TestPki
 from tests.recorders import wait_for
 from tests.signal_tools import deadlock_alarm, signal_inside
+from tests.signing_keys import home_key, new_key, signed
 
 STATION = "ST-T1"
+KEY = new_key()  # this module's station key (tests that run a station process use home_key)
 needs_mosquitto = pytest.mark.skipif(
     MOSQUITTO is None and not os.environ.get("CI"), reason="mosquitto not installed"
 )
@@ -53,7 +57,7 @@ def add_events(catalog: Catalog, n: int, start: int = 0) -> list[str]:
     ids = []
     for i in range(start, start + n):
         with catalog.tx():
-            entry = catalog.append_audit("test.event", f"item-{i}", {"i": i})
+            entry = audit.append(catalog, "test.event", f"item-{i}", {"i": i})
         ids.append(f"{catalog.station_id}:{catalog.catalog_id}:{entry.seq}")
     return ids
 
@@ -68,8 +72,14 @@ def broker(tmp_path: Path):
         yield b
 
 
-def link_config(port: int, **kw: object) -> MqttConfig:
-    return MqttConfig(enabled=True, host="127.0.0.1", port=port, keepalive=5, **kw)
+def real_link(broker: Mosquitto, **kw: object) -> MqttLink:
+    """The station's link to ``broker``, with its client certificate and key."""
+    return MqttLink(broker.mqtt_config(STATION, **kw), STATION, signing_key=KEY)
+
+
+def publisher(catalog: Catalog, link: object, **kw: object) -> OutboxPublisher:
+    kw.setdefault("idle_poll_s", 0.05)
+    return OutboxPublisher(catalog.path, STATION, link, signing_key=KEY, **kw)  # type: ignore[arg-type]
 
 
 # -- without a broker: the publisher's rules on MemoryLink -----------------------------------
@@ -81,7 +91,7 @@ def test_row_leaves_the_outbox_only_when_acknowledged(home: Path) -> None:
     link = MemoryLink()
     link.hold_acks = True
     link.connect()
-    pub = OutboxPublisher(catalog.path, STATION, link, max_inflight=3, idle_poll_s=0.05)
+    pub = publisher(catalog, link, max_inflight=3)
     pub.start()
     try:
         wait_for(lambda: link.unacked == 3, what="three messages in flight")
@@ -106,7 +116,7 @@ def test_flush_waits_for_rows_queued_while_the_publisher_was_finding_the_outbox_
     catalog = make_catalog(home)
     link = MemoryLink()
     link.connect()
-    pub = OutboxPublisher(catalog.path, STATION, link, idle_poll_s=0.05)
+    pub = publisher(catalog, link)
     real_pending = outbox.pending
     looked, go_on = threading.Event(), threading.Event()
     hold = threading.Event()
@@ -150,7 +160,7 @@ def test_unacknowledged_rows_are_resent_after_reconnect_and_replayed_after_resta
     link = MemoryLink(broker)
     link.hold_acks = True
     link.connect()
-    pub = OutboxPublisher(catalog.path, STATION, link, max_inflight=10, idle_poll_s=0.05)
+    pub = publisher(catalog, link, max_inflight=10)
     pub.start()
     wait_for(lambda: link.unacked == 4, what="all four sent")
     link.disconnect()  # the connection drops before any PUBACK
@@ -163,7 +173,7 @@ def test_unacknowledged_rows_are_resent_after_reconnect_and_replayed_after_resta
     more = add_events(catalog, 3, start=4)
     link2 = MemoryLink(broker)
     link2.connect()
-    pub2 = OutboxPublisher(catalog.path, STATION, link2, idle_poll_s=0.05)
+    pub2 = publisher(catalog, link2)
     pub2.start()
     try:
         wait_for(lambda: backlog(catalog) == 0, what="replayed outbox empty")
@@ -199,7 +209,7 @@ def test_rejected_message_stays_queued_and_is_retried(home: Path) -> None:
 
     link = Rejecting()
     link.connect()
-    pub = OutboxPublisher(catalog.path, STATION, link, retry_after_s=0.2, idle_poll_s=0.05)
+    pub = publisher(catalog, link, retry_after_s=0.2)
     pub.start()
     try:
         wait_for(lambda: pub.stats.rejected == 1, what="a rejection")
@@ -216,7 +226,7 @@ def test_publisher_sends_nothing_while_disconnected(home: Path) -> None:
     catalog = make_catalog(home)
     add_events(catalog, 3)
     link = MemoryLink()
-    pub = OutboxPublisher(catalog.path, STATION, link, idle_poll_s=0.05)
+    pub = publisher(catalog, link)
     pub.start()
     try:
         wait_for(lambda: pub.iterations >= 5, what="the publisher looked five times")
@@ -236,9 +246,9 @@ def test_outbox_drains_to_a_real_broker_and_online_is_retained(
 ) -> None:
     catalog = make_catalog(home)
     ids = add_events(catalog, 50)
-    sub = Subscriber(broker.port)
-    link = MqttLink(link_config(broker.port), STATION)
-    pub = OutboxPublisher(catalog.path, STATION, link, idle_poll_s=0.05)
+    sub = Subscriber(broker)
+    link = real_link(broker)
+    pub = publisher(catalog, link)
     pub.start()
     link.start()
     try:
@@ -260,11 +270,11 @@ def test_rows_stay_until_puback_from_a_frozen_broker_and_pahos_queue_is_capped(
 ) -> None:
     catalog = make_catalog(home)
     # paho's queue holds 5; the publisher would hand over 50: paho must refuse the rest
-    link = MqttLink(link_config(broker.port, max_inflight=5, max_queued=5), STATION)
-    pub = OutboxPublisher(catalog.path, STATION, link, max_inflight=50, idle_poll_s=0.05)
+    link = real_link(broker, max_inflight=5, max_queued=5)
+    pub = publisher(catalog, link, max_inflight=50)
     pub.start()
     link.start()
-    sub = Subscriber(broker.port)
+    sub = Subscriber(broker)
     try:
         assert link.wait_connected(10)
         # the link's own retained "online" takes one of paho's 5 places until its PUBACK
@@ -293,7 +303,7 @@ def test_broker_down_rows_stay_and_drain_when_it_returns(
     broker: Mosquitto, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     catalog = make_catalog(home)
-    link = MqttLink(link_config(broker.port), STATION)
+    link = real_link(broker)
     # The restarted broker keeps no sessions: an event the link hands it before the test's
     # subscriber has subscribed reaches nobody, and the link's reconnect (paho's back-off)
     # may land in that window. The link waits for the subscriber; it goes on as it would.
@@ -306,7 +316,7 @@ def test_broker_down_rows_stay_and_drain_when_it_returns(
         return publish(*args, **kwargs)
 
     monkeypatch.setattr(link, "publish", publish_once_the_subscriber_listens)
-    pub = OutboxPublisher(catalog.path, STATION, link, idle_poll_s=0.05)
+    pub = publisher(catalog, link)
     pub.start()
     link.start()
     try:
@@ -319,7 +329,7 @@ def test_broker_down_rows_stay_and_drain_when_it_returns(
         assert backlog(catalog) == 40, "no broker, no PUBACK, no deletion"
         listening.clear()
         broker.start()
-        sub = Subscriber(broker.port)
+        sub = Subscriber(broker)
         listening.set()
         wait_for(lambda: backlog(catalog) == 0, timeout=30, what="outbox drained after restart")
         wait_for(lambda: len(sub.on(topics.event(STATION))) >= 40, what="all at subscriber")
@@ -334,15 +344,18 @@ def test_broker_down_rows_stay_and_drain_when_it_returns(
 # -- the station process: Last Will on SIGKILL, "stopped" on a clean stop ---------------------
 
 
-def write_station_config(path: Path, port: int, station: str = STATION, **extra: str) -> Path:
-    lines = [f'station_id = "{station}"', "[mqtt]", "enabled = true", 'host = "127.0.0.1"']
-    lines += [f"port = {port}", "keepalive = 5"]
-    lines += [f"{k} = {v}" for k, v in extra.items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+def write_station_config(
+    path: Path, broker: Mosquitto, station: str = STATION, **extra: str
+) -> Path:
+    """A station config for ``broker``: its certificate, keepalive 5 s, ``extra`` [mqtt] keys."""
+    text = f'station_id = "{station}"\n' + broker.mqtt_toml(station, keepalive=5, **extra)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
 def start_station(home: Path, config: Path) -> subprocess.Popen[bytes]:
+    """``python -m sync.mqtt`` for ``home``, with the station key at <home>/signing-key."""
+    home_key(home)
     log = (home / "publisher.log").open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "sync.mqtt", "--home", str(home), "--config", str(config)],
@@ -362,8 +375,8 @@ def test_last_will_offline_when_the_station_is_killed(
     broker: Mosquitto, home: Path, tmp_path: Path
 ) -> None:
     make_catalog(home).close()
-    config = write_station_config(tmp_path / "station.toml", broker.port)
-    sub = Subscriber(broker.port)
+    config = write_station_config(tmp_path / "station.toml", broker)
+    sub = Subscriber(broker)
     proc = start_station(home, config)
     try:
         wait_for(lambda: last_status(sub) == "online", timeout=15, what="online")
@@ -376,7 +389,7 @@ def test_last_will_offline_when_the_station_is_killed(
             proc.kill()
         sub.close()
     # a subscriber that comes later sees the retained "offline"
-    late = Subscriber(broker.port, client_id="late-sub")
+    late = Subscriber(broker, client_id="late-sub")
     try:
         wait_for(lambda: last_status(late) == "offline", what="retained offline")
         assert late.on(topics.status(STATION))[-1][1] is True
@@ -389,8 +402,8 @@ def test_clean_stop_publishes_retained_stopped(
     broker: Mosquitto, home: Path, tmp_path: Path
 ) -> None:
     make_catalog(home).close()
-    config = write_station_config(tmp_path / "station.toml", broker.port)
-    sub = Subscriber(broker.port)
+    config = write_station_config(tmp_path / "station.toml", broker)
+    sub = Subscriber(broker)
     proc = start_station(home, config)
     try:
         wait_for(lambda: last_status(sub) == "online", timeout=15, what="online")
@@ -401,7 +414,7 @@ def test_clean_stop_publishes_retained_stopped(
         if proc.poll() is None:
             proc.kill()
         sub.close()
-    late = Subscriber(broker.port, client_id="late-sub")
+    late = Subscriber(broker, client_id="late-sub")
     try:
         wait_for(lambda: last_status(late) == "stopped", what="retained stopped")
         states = [decode_payload(p)["state"] for p, _ in late.on(topics.status(STATION))]
@@ -468,7 +481,8 @@ def test_every_topic_payload_the_station_sends_validates(tmp_path: Path, home: P
         (topics.status(STATION), status_payload(STATION, s, client_id="recdock-x"))
         for s in STATUS_STATES
     ]
-    for topic, payload in msgs:
+    # as they leave the station: signed where the publisher (or the link) hands them over
+    for topic, payload in signed(KEY, msgs):
         parsed = topic_kind(topic)
         assert parsed is not None, f"{topic} is not a documented topic"
         station, kind, _key = parsed
@@ -482,6 +496,9 @@ def test_every_topic_payload_the_station_sends_validates(tmp_path: Path, home: P
         seen[kind] = seen.get(kind, 0) + 1
         if kind == "event":
             assert doc["event_id"] and len(doc["hash"]) == 64 and len(doc["prev_hash"]) == 64
+        verify_doc(KEY.public_key(), topic, doc)  # raises unless validly signed
+        unsigned = {k: v for k, v in doc.items() if k != "sig"}
+        assert list(validator(kind).iter_errors(unsigned)), f"{kind} valid without 'sig'"
     assert set(seen) == set(PAYLOAD_KINDS), f"not every topic kind was produced: {seen}"
 
 
@@ -497,12 +514,15 @@ def test_schemas_reject_what_they_must() -> None:
         "data": {},
         "prev_hash": "0" * 64,
         "hash": "a" * 64,
+        "sig": "A" * 86 + "==",
     }
     assert not list(validator("event").iter_errors(event))
-    for key in ("event_id", "hash", "prev_hash", "seq"):
+    for key in ("event_id", "hash", "prev_hash", "seq", "sig"):
         broken = {k: v for k, v in event.items() if k != key}
         assert list(validator("event").iter_errors(broken)), f"event without {key} accepted"
     assert list(validator("event").iter_errors({**event, "hash": "xyz"}))
+    assert list(validator("event").iter_errors({**event, "sig": "not base64"}))
+    assert list(validator("event").iter_errors({**event, "seq": 10**18}))
 
 
 _json_scalars = (
@@ -547,52 +567,27 @@ def test_payload_encode_decode_round_trip_keeps_the_chain_verifiable(data: dict)
     )
 
 
-# -- TLS -----------------------------------------------------------------------------------
+# -- TLS: every broker test talks TLS with a client certificate (the shipped configuration) ---
 
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI missing")
 
 
-@pytest.fixture
-def tls_broker(tmp_path: Path):
-    server = make_certs(tmp_path / "pki")
-    server.require_certificate = True
-    other_ca = make_certs(tmp_path / "other-pki", "other")
-    with Mosquitto(tmp_path / "tls-broker", tls=server) as b:
-        yield b, tmp_path / "pki", other_ca.ca_file
+def other_ca(tmp_path: Path) -> Path:
+    return TestPki(tmp_path / "other-pki", "other").ca_file
 
 
-def tls_link(port: int, ca: Path, pki: Path, **kw: object) -> MqttLink:
-    tls = MqttTls(ca_file=ca, cert_file=pki / "client.crt", key_file=pki / "client.key")
-    return MqttLink(link_config(port, tls=tls, **kw), STATION)
+def link_with_ca(broker: Mosquitto, ca_file: Path, **kw: object) -> MqttLink:
+    config = broker.mqtt_config(STATION, **kw)
+    tls = config.tls.model_copy(update={"ca_file": ca_file})
+    return MqttLink(config.model_copy(update={"tls": tls}), STATION, signing_key=KEY)
 
 
 @needs_mosquitto
 @needs_openssl
-def test_tls_with_the_right_ca_and_a_client_certificate(tls_broker, home: Path) -> None:
-    broker, pki, _ = tls_broker
-    catalog = make_catalog(home)
-    ids = add_events(catalog, 5)
-    sub = Subscriber(broker.port)  # the plain listener of the same broker
-    link = tls_link(broker.tls_port, pki / "ca.crt", pki)
-    pub = OutboxPublisher(catalog.path, STATION, link, idle_poll_s=0.05)
-    pub.start()
-    link.start()
-    try:
-        assert link.wait_connected(15), link.last_error
-        wait_for(lambda: backlog(catalog) == 0, what="outbox drained over TLS")
-        wait_for(lambda: len(sub.on(topics.event(STATION))) >= 5, what="events over TLS")
-        assert {json.loads(p)["event_id"] for p, _ in sub.on(topics.event(STATION))} == set(ids)
-    finally:
-        pub.stop()
-        link.stop()
-        sub.close()
-
-
-@needs_mosquitto
-@needs_openssl
-def test_tls_refuses_a_broker_signed_by_another_ca(tls_broker, home: Path, caplog) -> None:
-    broker, pki, other_ca = tls_broker
-    link = tls_link(broker.tls_port, other_ca, pki, reconnect_min_s=1, reconnect_max_s=1)
+def test_tls_refuses_a_broker_signed_by_another_ca(
+    broker: Mosquitto, tmp_path: Path, caplog
+) -> None:
+    link = link_with_ca(broker, other_ca(tmp_path), reconnect_min_s=1, reconnect_max_s=1)
     link.start()
     try:
         wait_for(lambda: link.last_error is not None, timeout=15, what="a connection error")
@@ -605,10 +600,11 @@ def test_tls_refuses_a_broker_signed_by_another_ca(tls_broker, home: Path, caplo
 
 @needs_mosquitto
 @needs_openssl
-def test_only_the_insecure_setting_skips_verification(tls_broker, caplog) -> None:
-    broker, pki, other_ca = tls_broker
+def test_only_the_insecure_setting_skips_verification(
+    broker: Mosquitto, tmp_path: Path, caplog
+) -> None:
     with caplog.at_level(logging.WARNING, logger="sync.mqtt"):
-        link = tls_link(broker.tls_port, other_ca, pki, tls_insecure_skip_verify=True)
+        link = link_with_ca(broker, other_ca(tmp_path), tls_insecure_skip_verify=True)
     assert "NOT checked" in caplog.text, "switching verification off is logged loudly"
     link.start()
     try:
@@ -616,9 +612,9 @@ def test_only_the_insecure_setting_skips_verification(tls_broker, caplog) -> Non
     finally:
         link.stop()
     assert MqttConfig().tls_insecure_skip_verify is False
-    assert [n for n in MqttConfig.model_fields if "insecure" in n or "verify" in n] == [
-        "tls_insecure_skip_verify"
-    ], "no other way to switch verification off"
+    assert [n for n in MqttConfig.model_fields if "verify" in n] == ["tls_insecure_skip_verify"], (
+        "no other way to switch verification off"
+    )
 
 
 @needs_mosquitto
@@ -634,7 +630,8 @@ def test_a_stop_signal_landing_inside_the_publisher_process_wait_does_not_deadlo
 
     home = tmp_path / "home"
     make_catalog(home).close()
-    config = write_station_config(tmp_path / "station.toml", broker.port)
+    home_key(home)
+    config = write_station_config(tmp_path / "station.toml", broker)
     real_run_publisher = publisher_main.run_publisher
 
     signalled: list[list[bool]] = []

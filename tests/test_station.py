@@ -17,6 +17,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -465,7 +466,8 @@ def test_four_recorders_docked_at_once(station: Station, tmp_path):
     for bay, t0 in plugged.items():
         assert first_change(station, BAY_PINS[bay], t0 - 0.5) - t0 < 1.0, f"bay {bay}"
     for bay in BAY_PINS:
-        assert station.wait_state(bay, "ready", "not_ready", timeout=120)["state"] == "ready"
+        row = station.wait_state(bay, "ready", "not_ready", timeout=120)
+        assert row["state"] == "ready", f"bay {bay}: {row}"
     status = station.status()
     assert [b["state"] for b in status["bays"]] == ["ready"] * 4
     for bay in BAY_PINS:
@@ -502,6 +504,17 @@ def test_plug_without_a_running_station_says_so(tmp_path):
     assert "no simulated station is running" in done.stderr
 
 
+def _drain(sock: socket.socket, into: list[str]) -> None:
+    """Read notify datagrams until the socket closes."""
+    while True:
+        try:
+            into.append(sock.recv(4096).decode())
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+
+
 def test_sigterm_mid_offload_stops_cleanly_and_the_next_start_resumes(tmp_path):
     notify = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -513,6 +526,10 @@ def test_sigterm_mid_offload_stops_cleanly_and_the_next_start_resumes(tmp_path):
         assert messages[0].startswith("READY=1")
         messages += [sock.recv(4096).decode() for _ in range(3)]
         assert messages[1:] == ["WATCHDOG=1"] * 3  # every 0.2 s: half of WATCHDOG_USEC
+        # from here on, read the notify socket as systemd does, without falling behind
+        rest: list[str] = []
+        reader = threading.Thread(target=_drain, args=(sock, rest), daemon=True)
+        reader.start()
         image = make_fat_recorder(tmp_path / "r.img", "SIMTERM", files=6, size=4 * MiB)
         s.plug(1, image)
         wait_for(lambda: (s.bay_row(1) or {}).get("progress_bytes"), 30, "progress")
@@ -525,12 +542,7 @@ def test_sigterm_mid_offload_stops_cleanly_and_the_next_start_resumes(tmp_path):
         wait_for(lambda: "stopping: abandoning" in s.log.read_text(), 10, "the stop to begin")
         os.kill(fusefat, signal.SIGCONT)
         assert stop_station(s) == 0, s.log.read_text()
-        rest = []
-        while True:
-            msg = sock.recv(4096).decode()
-            rest.append(msg)
-            if msg.startswith("STOPPING=1"):
-                break
+        wait_for(lambda: any(m.startswith("STOPPING=1") for m in rest), 10, "STOPPING=1")
     finally:
         sock.close()
     # nothing half-written was taken for media; the verified copies are catalogued

@@ -118,3 +118,27 @@ def test_tmpfiles_create_the_folders(tmp_path: Path) -> None:
     for rel, mode in modes.items():
         assert (tmp_path / rel).is_dir()
         assert (tmp_path / rel).stat().st_mode & 0o777 == mode, rel
+
+
+def test_unit_ships_its_credentials_commented_with_the_names_the_station_reads(
+    tmp_path: Path,
+) -> None:
+    """The secrets go in as systemd credentials (LoadCredential=), named as the code reads them;
+    the unit carries the lines, commented, rather than leaving them to a doc."""
+    from agent.config.keys import SIGNING_KEY_CREDENTIAL
+    from agent.config.links import MQTT_PASSWORD_CREDENTIAL, UPLOAD_TOKEN_CREDENTIAL
+
+    commented = re.findall(r"^#LoadCredential=([\w-]+):(\S+)$", UNIT.read_text(), re.M)
+    names = {name for name, _ in commented}
+    assert {SIGNING_KEY_CREDENTIAL, UPLOAD_TOKEN_CREDENTIAL, MQTT_PASSWORD_CREDENTIAL} <= names
+    assert all(source.startswith("/etc/recdock/") for _, source in commented)
+    assert "LoadCredential" not in unit_settings(), "shipped commented: the operator chooses"
+    if shutil.which("systemd-analyze") is None:
+        return
+    uncommented = UNIT.read_text().replace("#LoadCredential=", "LoadCredential=")
+    copy = tmp_path / "recdock.service"
+    copy.write_text(uncommented.replace(INSTALLED, str(BIN / "recdock")))
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0 and "recdock.service" not in done.stderr, done.stderr

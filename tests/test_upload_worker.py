@@ -22,7 +22,7 @@ import pytest
 import requests
 import uvicorn
 
-from agent.catalog import Catalog, open_catalog
+from agent.catalog import Catalog, audit, open_catalog, recordings
 from agent.catalog.faults import fault_id, list_faults, resolve_fault
 from agent.config import SHIPPED_PROFILES, Config, StoreConfig
 from agent.config.links import UploadConfig
@@ -57,7 +57,7 @@ def offload(home: Path, tmp_path: Path, *, files: int = 3, size: int = 300_000) 
     profile = ProfileSet.load([SHIPPED_PROFILES]).get("simulated")
     report = Offloader(config, home, catalog, keep_source=True).run(rec, profile)
     assert report.ok, report.failures
-    assert len(catalog.recordings()) == files
+    assert len(recordings.listing(catalog)) == files
     return catalog
 
 
@@ -69,6 +69,7 @@ def upload_config(endpoint: str, **kw) -> UploadConfig:
     kw.setdefault("retries", 1)
     kw.setdefault("chunk_bytes", CHUNK)
     kw.setdefault("timeout_s", 10.0)
+    kw.setdefault("insecure_lab", True)  # the test centre is plain http:// on loopback
     return UploadConfig(enabled=True, endpoint=endpoint, token=TOKEN_A, **kw)
 
 
@@ -88,8 +89,8 @@ def object_path(data: Path, sha: str) -> Path:
     return data / "objects" / "sha256" / sha[:2] / sha[2:4] / sha
 
 
-def audit(catalog: Catalog, kind: str) -> list[str]:
-    return [e.subject for e in catalog.audit_entries() if e.kind == kind]
+def subjects_of(catalog: Catalog, kind: str) -> list[str]:
+    return [e.subject for e in audit.entries(catalog) if e.kind == kind]
 
 
 def outbox_kinds(catalog: Catalog) -> list[tuple[str, str]]:
@@ -108,7 +109,7 @@ def central_receipts(data: Path) -> list[dict]:
 
 
 def by_path(catalog: Catalog) -> dict[str, dict]:
-    return {r["store_path"]: r for r in catalog.recordings()}
+    return {r["store_path"]: r for r in recordings.listing(catalog)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,7 +120,7 @@ def test_an_offloaded_session_uploads_completely(central, home, tmp_path):
     catalog = offload(home, tmp_path, files=3)
     summary = worker(home, f"{url}/files/").run_once()
     assert summary["synced"] == 3 and summary["remaining"] == 0 and summary["error"] is None
-    rows = catalog.recordings()
+    rows = recordings.listing(catalog)
     for row in rows:
         assert row["synced_at"] is not None
         receipt = json.loads(row["receipt"])
@@ -134,12 +135,12 @@ def test_an_offloaded_session_uploads_completely(central, home, tmp_path):
         assert meta["session_id"] == row["session_id"]
         assert meta["source_path"] == row["source_path"]
         assert meta["recorded_start"] == row["recorded_start"]
-    synced = audit(catalog, "file.synced")
+    synced = subjects_of(catalog, "file.synced")
     assert sorted(synced) == sorted(r["store_path"] for r in rows)
     assert [k for k in outbox_kinds(catalog) if k[0] == "file.synced"] == [
         ("file.synced", s) for s in synced
     ]
-    assert catalog.check_audit_chain() == []
+    assert audit.check_chain(catalog) == []
     # a second pass has nothing to do and sends nothing
     again = worker(home, f"{url}/files/").run_once()
     assert again["candidates"] == 0 and again["bytes_sent"] == 0
@@ -148,7 +149,7 @@ def test_an_offloaded_session_uploads_completely(central, home, tmp_path):
 def test_held_then_late_recordings_go_first(central, home, tmp_path):
     url, data = central
     catalog = offload(home, tmp_path, files=4, size=100_000)
-    rows = catalog.recordings()  # in offload order
+    rows = recordings.listing(catalog)  # in offload order
     held, late = rows[3], rows[2]
     with catalog.tx() as conn:
         conn.execute("UPDATE recordings SET hold = 1 WHERE id = ?", (held["id"],))
@@ -156,7 +157,7 @@ def test_held_then_late_recordings_go_first(central, home, tmp_path):
     summary = worker(home, f"{url}/files/").run_once()
     assert summary["synced"] == 4
     expected = [held, late, rows[0], rows[1]]
-    assert audit(catalog, "file.synced") == [r["store_path"] for r in expected]
+    assert subjects_of(catalog, "file.synced") == [r["store_path"] for r in expected]
     assert [r["sha256"] for r in central_receipts(data)] == [r["sha256"] for r in expected]
 
 
@@ -174,7 +175,7 @@ def test_an_interrupted_upload_resumes_from_the_server_offset(central, home, tmp
 
     first = worker(home, f"{url}/files/", stop=stop, on_progress=hook).run_once()
     assert first["stopped"] and first["files"][0]["status"] == "stopped"
-    row = catalog.recordings()[0]
+    row = recordings.listing(catalog)[0]
     assert row["synced_at"] is None and row["upload_url"]
     saved_url = row["upload_url"]
     head = requests.head(
@@ -186,7 +187,7 @@ def test_an_interrupted_upload_resumes_from_the_server_offset(central, home, tmp
     second = worker(home, f"{url}/files/").run_once()
     assert second["synced"] == 1
     assert second["bytes_sent"] == size - stopped_at[0] < size
-    row = catalog.recordings()[0]
+    row = recordings.listing(catalog)[0]
     assert json.loads(row["receipt"])["upload_url"] == saved_url  # the same upload, resumed
     assert len(central_receipts(data)) == 1
     assert (
@@ -197,7 +198,7 @@ def test_an_interrupted_upload_resumes_from_the_server_offset(central, home, tmp
 def test_bit_rot_in_the_store_is_rejected_and_never_synced(central, home, tmp_path):
     url, data = central
     catalog = offload(home, tmp_path, files=2)
-    rotten = catalog.recordings()[0]
+    rotten = recordings.listing(catalog)[0]
     path = home / "store" / rotten["store_path"]
     os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
     with open(path, "r+b") as f:
@@ -213,7 +214,7 @@ def test_bit_rot_in_the_store_is_rejected_and_never_synced(central, home, tmp_pa
     assert rows[rotten["store_path"]]["synced_at"] is None
     assert rows[rotten["store_path"]]["receipt"] is None
     assert rows[rotten["store_path"]]["upload_url"] is None
-    entries = [e for e in catalog.audit_entries() if e.kind == "file.upload_rejected"]
+    entries = [e for e in audit.entries(catalog) if e.kind == "file.upload_rejected"]
     assert [e.subject for e in entries] == [rotten["store_path"]]
     assert entries[0].data["store_copy_intact"] is False
     assert not object_path(data, rotten["sha256"]).exists()
@@ -231,7 +232,7 @@ def test_corruption_on_the_way_is_re_sent_then_a_fault_after_the_bound(central, 
     url, data = central
     size = 300_000
     catalog = offload(home, tmp_path, files=1, size=size)
-    row = catalog.recordings()[0]
+    row = recordings.listing(catalog)[0]
     port = int(url.rsplit(":", 1)[1])
     # one flipped byte in the body of the first attempt, one in the second's
     with FaultProxy(port, flips=[50_000, 400_000]) as proxy:
@@ -246,7 +247,7 @@ def test_corruption_on_the_way_is_re_sent_then_a_fault_after_the_bound(central, 
         assert [(f.kind, f.subject) for f in faults] == [(FAULT_UPLOAD, row["store_path"])]
         assert "network" in faults[0].detail
         assert w.run_once()["set_aside"] == 1
-        entries = [e for e in catalog.audit_entries() if e.kind == "file.upload_rejected"]
+        entries = [e for e in audit.entries(catalog) if e.kind == "file.upload_rejected"]
         assert [e.data["store_copy_intact"] for e in entries] == [True, True]
         # the operator fixed the path and resolved the fault: it goes again, and arrives
         assert resolve_fault(catalog, FAULT_UPLOAD, row["store_path"], "NIC replaced")
@@ -274,7 +275,9 @@ def test_nothing_is_uploaded_outside_the_allowed_hours(central, home, tmp_path):
     summary = w.run_once()
     assert not summary["window_open"] and summary["opens_in_s"] == 10 * 3600
     assert summary["bytes_sent"] == 0 and summary["remaining"] == 2
-    assert all(r["synced_at"] is None and r["upload_url"] is None for r in catalog.recordings())
+    assert all(
+        r["synced_at"] is None and r["upload_url"] is None for r in recordings.listing(catalog)
+    )
     assert central_receipts(data) == [] and list((data / "uploads").iterdir()) == []
 
     # run_forever sleeps until the window opens, and wakes at once on stop
@@ -321,7 +324,7 @@ def test_a_central_store_that_is_down_then_back(home, tmp_path, caplog):
         down = worker(home, endpoint).run_once()
     assert down["synced"] == 0 and down["failed"] == 1 and "unreachable" in down["error"]
     assert len(down["files"]) == 1  # the pass ended at the first failure
-    assert all(r["synced_at"] is None for r in catalog.recordings())
+    assert all(r["synced_at"] is None for r in recordings.listing(catalog))
     assert "unreachable" in caplog.text or "retries" in caplog.text
 
     stop = threading.Event()
@@ -330,13 +333,13 @@ def test_a_central_store_that_is_down_then_back(home, tmp_path, caplog):
     thread.start()
     try:
         with serve_on(create_app(tmp_path / "central", TOKENS), sock):
-            wait_for(lambda: all(r["synced_at"] for r in catalog.recordings()), 30)
+            wait_for(lambda: all(r["synced_at"] for r in recordings.listing(catalog)), 30)
     finally:
         stop.set()
         thread.join(10)
     assert not thread.is_alive()
-    assert sorted(audit(catalog, "file.synced")) == sorted(
-        r["store_path"] for r in catalog.recordings()
+    assert sorted(subjects_of(catalog, "file.synced")) == sorted(
+        r["store_path"] for r in recordings.listing(catalog)
     )
 
 
@@ -352,12 +355,12 @@ def test_a_server_without_receipts_leaves_files_unsynced(home, tmp_path, caplog)
         first = w.run_once()
         assert first["unconfirmed"] == 1 and first["synced"] == 0
         assert "no receipt" in caplog.text and "not marked synced" in caplog.text
-        row = catalog.recordings()[0]
+        row = recordings.listing(catalog)[0]
         assert row["synced_at"] is None and row["receipt"] is None and row["upload_url"]
         # the next pass finds the upload complete and sends nothing again
         second = w.run_once()
         assert second["unconfirmed"] == 1 and second["bytes_sent"] == 0
-    assert audit(catalog, "file.synced") == []
+    assert subjects_of(catalog, "file.synced") == []
 
 
 def test_uploader_factory_is_used(central, home, tmp_path):
@@ -392,7 +395,7 @@ def test_the_uploader_outlives_a_pass_that_crashes(central, home, tmp_path):
     thread.start()
     try:
         # both recordings synced after the crashed pass
-        wait_for(lambda: all(r["synced_at"] for r in catalog.recordings()), 30)
+        wait_for(lambda: all(r["synced_at"] for r in recordings.listing(catalog)), 30)
         assert calls["n"] >= 2 and thread.is_alive()
     finally:
         stop.set()
@@ -415,7 +418,7 @@ def write_config(tmp_path: Path, endpoint: str, enabled: bool = True) -> Path:
     path.write_text(
         f'station_id = "{STATION}"\n[store]\nreserve_bytes = 0\n'
         f'[upload]\nenabled = {str(enabled).lower()}\nendpoint = "{endpoint}"\n'
-        f'token = "{TOKEN_A}"\nretries = 0\nchunk_bytes = {CHUNK}\n'
+        f'token = "{TOKEN_A}"\nretries = 0\nchunk_bytes = {CHUNK}\ninsecure_lab = true\n'
     )
     return path
 
@@ -426,7 +429,7 @@ def test_recdock_sync_once(central, home, tmp_path):
     result = recdock("sync", "--once", home=home, config=write_config(tmp_path, f"{url}/files/"))
     assert result.returncode == 0, result.stderr
     assert "2 synced" in result.stdout and "0 not yet synced" in result.stdout
-    assert all(r["synced_at"] for r in catalog.recordings())
+    assert all(r["synced_at"] for r in recordings.listing(catalog))
 
 
 def test_recdock_sync_once_says_when_the_store_is_unreachable(home, tmp_path):
@@ -469,7 +472,7 @@ def test_a_killed_sync_resumes_from_the_server_offset(central, home, tmp_path):
     finally:
         proc.kill()
         proc.wait(10)
-    row = catalog.recordings()[0]
+    row = recordings.listing(catalog)[0]
     assert row["synced_at"] is None and row["upload_url"]  # kept before the first byte went
     # HEAD waits for the PATCH the kill cut short: its offset is the server's durable one
     head = requests.head(
@@ -480,7 +483,7 @@ def test_a_killed_sync_resumes_from_the_server_offset(central, home, tmp_path):
     summary = worker(home, f"{url}/files/").run_once()
     assert summary["synced"] == 1
     assert summary["bytes_sent"] == size - acknowledged
-    assert json.loads(catalog.recordings()[0]["receipt"])["upload_url"] == row["upload_url"]
+    assert json.loads(recordings.listing(catalog)[0]["receipt"])["upload_url"] == row["upload_url"]
 
 
 def test_a_stop_is_not_held_up_by_a_receipt_the_centre_is_still_verifying(home, tmp_path):
@@ -513,14 +516,14 @@ def test_a_stop_is_not_held_up_by_a_receipt_the_centre_is_still_verifying(home, 
         assert not runner.is_alive(), "the stop waited for the receipt"
         assert time.monotonic() - t0 < 5
         assert result[0]["synced"] == 0 and result[0]["stopped"] is True
-        row = catalog.recordings()[0]
+        row = recordings.listing(catalog)[0]
         assert row["synced_at"] is None and row["receipt"] is None and row["upload_url"]
         # the centre finished verifying: the next pass asks for the receipt, sends nothing again
         slow.clear()
         stop.clear()
         again = w.run_once()
         assert again["synced"] == 1 and again["bytes_sent"] == 0
-    assert catalog.recordings()[0]["synced_at"] is not None
+    assert recordings.listing(catalog)[0]["synced_at"] is not None
 
 
 def test_a_stop_signal_landing_inside_the_sync_command_wait_does_not_deadlock(

@@ -5,10 +5,12 @@ SQLite, WAL, ``synchronous=FULL``. Migrations are registered functions
 
 Every SQL statement of the station lives in this package, and every table has one owner
 module: ``sessions``, ``recordings``, ``audit``, ``outbox``, ``faults``, ``checks``, ``bays``
-(and ``meta`` here). Other layers call their named functions; tests/test_sql_only_in_catalog.py
-keeps it so. A write that must be atomic with others runs inside :meth:`Catalog.tx`
-(``BEGIN IMMEDIATE``): the owner modules' write functions take the open connection and never
-commit (rule 3, docs/architecture.md).
+(and ``meta`` here); ``crosscheck`` only reads across them, for `recdock verify`. Other
+layers call their named functions (``audit.append(catalog, ...)``,
+``recordings.pending_upload(catalog)``); tests/test_code_shape.py keeps it so. This module is
+the core the owners build on, and imports none of them. A write that must be atomic with
+others runs inside :meth:`Catalog.tx` (``BEGIN IMMEDIATE``): the owner modules' write
+functions take the open connection and never commit (rule 3, docs/architecture.md).
 
 A catalog belongs to one store: both carry the same ``catalog_id`` (the store in
 ``store/.catalog-id``). A catalog that is new, missing or does not match its store is never
@@ -22,6 +24,7 @@ may spend in all (docs/performance.md).
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import uuid
@@ -32,17 +35,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.catalog.migrations import MIGRATIONS
-from agent.errors import CatalogError
+from agent.errors import CatalogError, CatalogFullError
 from sync.wire.chain import canonical
 
 if TYPE_CHECKING:
     import sqlite_utils
 
-    from agent.catalog.audit import AuditEntry
-
 log = logging.getLogger(__name__)
 
-__all__ = ["Catalog", "canonical", "now_utc", "open_catalog"]
+__all__ = ["Catalog", "canonical", "catalog_path", "now_utc", "open_catalog"]
+
+
+#: Below this much free space the catalog's disk counts as full: SQLite needs room for its
+#: write-ahead log and its shared-memory index, and without it says "disk I/O error".
+FULL_BELOW_BYTES = 4 * 1024 * 1024
+#: SQLite's words for a file that is not a (sound) database: only then is a backup the cure.
+DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 
 def now_utc() -> str:
@@ -78,10 +86,7 @@ class Catalog:
                     self._set_meta("station_id", station_id)
                     self._set_meta("created_at", now_utc())
         except sqlite3.DatabaseError as exc:
-            raise CatalogError(
-                f"{path}: catalog unreadable ({exc}); restore it from a backup — "
-                "nothing is removed from recorders meanwhile"
-            ) from exc
+            raise catalog_error(path, exc, opening=True) from exc
         self.catalog_id: str = self._meta("catalog_id") or ""
 
     # -- transactions and migrations ------------------------------------------------
@@ -116,10 +121,7 @@ class Catalog:
                     raise self._error(exc) from exc
 
     def _error(self, exc: sqlite3.Error) -> CatalogError:
-        return CatalogError(
-            f"{self.path}: catalog error ({exc}); nothing is removed from recorders until it "
-            "is fixed (free space under the catalog, or restore it from a backup)"
-        )
+        return catalog_error(self.path, exc, opening=False)
 
     def _migrate(self) -> None:
         self.conn.execute(
@@ -149,7 +151,7 @@ class Catalog:
 
     def is_empty(self) -> bool:
         """No session was ever recorded in this catalog."""
-        return self.conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
+        return self.conn.execute("SELECT max(rowid) FROM sessions").fetchone()[0] is None
 
     def close(self) -> None:
         self.conn.close()
@@ -168,33 +170,21 @@ class Catalog:
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 
-    def append_audit(self, kind: str, subject: str, data: dict[str, Any]) -> AuditEntry:
-        """Append one hash-chained entry, and queue it for MQTT, in the open transaction."""
-        from agent.catalog import audit
+    def stream(
+        self, sql: str, params: tuple[Any, ...] | list[Any] = (), *, batch: int = 256
+    ) -> Iterator[dict[str, Any]]:
+        """Rows as dicts, a batch at a time: constant memory whatever the result's size.
 
-        return audit.append(self, kind, subject, data)
-
-    def head(self) -> tuple[int, str]:
-        """The audit log's last sequence number and hash."""
-        from agent.catalog import audit
-
-        return audit.head(self)
-
-    def audit_entries(self) -> Iterator[AuditEntry]:
-        from agent.catalog import audit
-
-        return audit.entries(self)
-
-    def check_audit_chain(self) -> list[str]:
-        from agent.catalog import audit
-
-        return audit.check_chain(self)
-
-    def recordings(self) -> list[dict[str, Any]]:
-        """Every catalogued recording, in the order they were stored."""
-        from agent.catalog import recordings
-
-        return recordings.listing(self)
+        The statement stays open (a read snapshot, which never blocks the daemon in WAL
+        mode) until the rows run out or the iterator is closed."""
+        try:
+            cur = self.conn.cursor()
+            cur.row_factory = _dict_row
+            cur.execute(sql, params)
+            while rows := cur.fetchmany(batch):
+                yield from rows
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     @property
     def db(self) -> sqlite_utils.Database:
@@ -204,5 +194,46 @@ class Catalog:
         return sqlite_utils.Database(self.conn)
 
 
+def free_bytes(folder: Path) -> int | None:
+    """Free space in ``folder``'s file system for us (None: it cannot be read); a file system
+    out of inodes has none either."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    if st.f_files and not st.f_favail:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def catalog_error(path: Path, exc: sqlite3.Error, *, opening: bool) -> CatalogError:
+    """What an SQLite error means for the administrator: a full disk is named as such (the
+    catalog is fine: restoring an older one would make the station refuse to offload or clear
+    anything), a damaged file calls for its backup, anything else for a look at the disk."""
+    free = free_bytes(path.parent)
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name == "SQLITE_FULL" or (free is not None and free < FULL_BELOW_BYTES):
+        return CatalogFullError(
+            f"{path}: the disk under the catalog is full ({free} bytes free in {path.parent}); "
+            "the catalog is not damaged and nothing is lost. Free space on that disk (files "
+            "that are not recdock's: logs, core dumps, copies left by hand; never store files), "
+            "then carry on: recorders keep their recordings meanwhile"
+        )
+    if opening or name.startswith(DAMAGED):
+        return CatalogError(
+            f"{path}: catalog unreadable ({exc}); restore it from a backup — "
+            "nothing is removed from recorders meanwhile"
+        )
+    return CatalogError(
+        f"{path}: catalog error ({exc}); nothing is removed from recorders until it is fixed "
+        "(look at the disk under it: `dmesg` shows I/O errors)"
+    )
+
+
+def catalog_path(home: Path) -> Path:
+    """Where a station home keeps its catalog."""
+    return home / "catalog.db"
+
+
 def open_catalog(home: Path, station_id: str, *, create: bool = True) -> Catalog:
-    return Catalog(home / "catalog.db", station_id=station_id, create=create)
+    return Catalog(catalog_path(home), station_id=station_id, create=create)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agent.catalog import now_utc, outbox
+from agent.catalog import audit, now_utc, outbox
 from sync.wire import topics
 
 if TYPE_CHECKING:
@@ -27,10 +27,10 @@ def set_bay_state(
     session_id: str | None = None,
     detail: str | None = None,
     port: str | None = None,
-    audit: tuple[str, str, dict[str, Any]] | None = None,
+    also: tuple[str, str, dict[str, Any]] | None = None,
 ) -> None:
     """Record that ``bay`` shows ``state``: the bays row, an audit entry and the retained
-    bay topic, in one transaction. ``audit`` adds one more audit entry to the same
+    bay topic, in one transaction. ``also`` adds one more audit entry to the same
     transaction (e.g. ``device.unknown``). A port with no bay number gets the audit entry
     only (there is no bay row or topic to update)."""
     at = now_utc()
@@ -60,9 +60,9 @@ def set_bay_state(
                 (bay, str(state), device_serial, profile, reason, session_id, detail, at),
             )
         subject = f"bay {bay}" if bay is not None else f"port {port}"
-        if audit is not None:
-            catalog.append_audit(*audit)
-        entry = catalog.append_audit("bay.state", subject, payload)
+        if also is not None:
+            audit.append(catalog, *also)
+        entry = audit.append(catalog, "bay.state", subject, payload)
         if bay is not None:
             outbox.enqueue(
                 conn,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agent.catalog import outbox, sessions
+from agent.catalog import audit, outbox, sessions
 from sync.wire import topics
 
 if TYPE_CHECKING:
@@ -48,7 +48,8 @@ def record(
         check_id = int(cur.lastrowid or 0)
         if session_id is not None and clock_offset_s is not None:
             sessions.set_clock_offset(conn, session_id, clock_offset_s)
-        catalog.append_audit(
+        audit.append(
+            catalog,
             "checks",
             device_serial,
             {**audit_data, "check_id": check_id, "session_id": session_id, "bay": bay},

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.catalog import Catalog, now_utc, outbox
+from agent.catalog import Catalog, audit, now_utc, outbox
 from sync.wire import topics
 
 REPAIR_LIMIT_HOURS = 24.0
@@ -93,7 +93,8 @@ def report_fault(
                 " last_seen_at = excluded.last_seen_at, resolved_at = NULL, occurrences = 1",
                 (fid, kind, subject, severity, detail, at, at),
             )
-            entry = catalog.append_audit(
+            entry = audit.append(
+                catalog,
                 "fault.open",
                 fid,
                 {"kind": kind, "subject": subject, "detail": detail, "severity": severity},
@@ -115,8 +116,9 @@ def report_fault(
                 event_id=f"{catalog.station_id}:fault:{fid}:{entry.seq}",
                 retain=True,
             )
-        r = conn.execute("SELECT * FROM faults WHERE id = ?", (fid,)).fetchone()
-        cols = [d[0] for d in conn.execute("SELECT * FROM faults LIMIT 0").description]
+        cur = conn.execute("SELECT * FROM faults WHERE id = ?", (fid,))
+        r = cur.fetchone()
+        cols = [d[0] for d in cur.description]
     return _row(dict(zip(cols, r, strict=True)))
 
 
@@ -130,8 +132,8 @@ def resolve_fault(catalog: Catalog, kind: str, subject: str, note: str = "") -> 
         )
         if cur.rowcount == 0:
             return False
-        entry = catalog.append_audit(
-            "fault.resolved", fid, {"kind": kind, "subject": subject, "note": note}
+        entry = audit.append(
+            catalog, "fault.resolved", fid, {"kind": kind, "subject": subject, "note": note}
         )
         outbox.enqueue(
             conn,

@@ -152,7 +152,66 @@ def m003_removal_intent(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE recordings ADD COLUMN removal_intent_at TEXT")
 
 
+@migration
+def m030_identity_conflicts(conn: sqlite3.Connection) -> None:
+    # rule 8: a session whose recorder's USB descriptor, status file and register disagree
+    run_script(
+        conn,
+        """
+        CREATE TABLE identity_conflicts (
+            id INTEGER PRIMARY KEY,
+            session_id TEXT NOT NULL REFERENCES sessions(id),
+            device_serial TEXT NOT NULL,
+            claimed_serial TEXT,
+            reason TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX identity_conflicts_session ON identity_conflicts (session_id)
+        """,
+    )
+
+
 def run_script(conn: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             conn.execute(statement)
+
+
+@migration
+def m040_indexes_for_years(conn: sqlite3.Connection) -> None:
+    """Every query the daemon, the uploader and the publisher run per docking or per pass
+    searches an index, so none slows down as the catalog grows (tests/test_query_plans.py).
+
+    Partial indexes hold only the rows a query looks for: the retained values queued in the
+    outbox (superseded at every bay state, health, status and fault), the recordings not yet
+    synced, removals announced and not recorded, sessions not ended, and the two audit kinds
+    the uploader counts. Their size follows what is pending, not the station's history.
+    ``outbox_size`` keeps the outbox's row count, kept by triggers, for `recdock status`
+    (counting millions of queued rows took longer than the whole command may).
+    """
+    run_script(
+        conn,
+        """
+        CREATE INDEX outbox_retained ON outbox (topic) WHERE retain = 1;
+        CREATE INDEX recordings_unsynced
+            ON recordings (hold DESC, late DESC, offloaded_at, id) WHERE synced_at IS NULL;
+        CREATE INDEX recordings_removal_announced
+            ON recordings (device_serial) WHERE removal_intent_at IS NOT NULL;
+        CREATE INDEX sessions_unfinished ON sessions (started_at) WHERE ended_at IS NULL;
+        CREATE INDEX checks_bay ON checks (bay, id);
+        CREATE INDEX audit_upload_rejected
+            ON audit (subject, seq) WHERE kind = 'file.upload_rejected';
+        CREATE INDEX audit_fault_resolved ON audit (subject, seq) WHERE kind = 'fault.resolved';
+        CREATE TABLE outbox_size (one INTEGER PRIMARY KEY CHECK (one = 1), n INTEGER NOT NULL);
+        INSERT INTO outbox_size (one, n) SELECT 1, count(*) FROM outbox
+        """,
+    )
+    # a trigger's body has semicolons of its own: one statement each
+    conn.execute(
+        "CREATE TRIGGER outbox_size_insert AFTER INSERT ON outbox"
+        " BEGIN UPDATE outbox_size SET n = n + 1; END"
+    )
+    conn.execute(
+        "CREATE TRIGGER outbox_size_delete AFTER DELETE ON outbox"
+        " BEGIN UPDATE outbox_size SET n = n - 1; END"
+    )

@@ -47,7 +47,9 @@ def enqueue(
     retained topic is superseded, even one already handed to the broker and not yet
     acknowledged (the broker keeps only the newest retained value anyway). This is the one
     exception to "a row leaves the outbox only on PUBACK": it applies to retained state
-    (status, bays, recorder health, faults), never to events.
+    (status, bays, recorder health, faults), never to events. The superseded value is found
+    through the partial index ``outbox_retained`` (retained rows only): O(log n) however
+    many events wait for a broker.
     """
     if not conn.in_transaction:
         raise RuntimeError("outbox.enqueue must run inside the caller's transaction")
@@ -81,8 +83,9 @@ def acknowledge(conn: sqlite3.Connection, ids: list[int]) -> None:
 
 
 def backlog(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    """How many messages wait: kept by triggers (migration m040), O(1) at any size."""
+    return int(conn.execute("SELECT n FROM outbox_size").fetchone()[0])
 
 
 def is_empty(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM outbox LIMIT 1").fetchone() is None
+    return conn.execute("SELECT min(id) FROM outbox").fetchone()[0] is None

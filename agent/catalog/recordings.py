@@ -9,6 +9,8 @@ upload ends with the central receipt (``synced_at``, ``receipt``).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -55,8 +57,62 @@ def insert(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
 
 
 def listing(catalog: Catalog) -> list[dict[str, Any]]:
-    """Every recording, in the order they were stored."""
+    """Every recording, in the order they were stored (a list: for small catalogs and tests;
+    :func:`select` streams)."""
     return catalog.query("SELECT * FROM recordings ORDER BY id")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which recordings to list; None selects everything on that key.
+
+    ``since``/``until`` bound the moment the recording started (its offload when the start
+    is unknown), as UTC ``YYYY-MM-DD HH:MM:SS``: ``since`` inclusive, ``until`` exclusive.
+    """
+
+    device: str | None = None
+    officer: str | None = None
+    unit: str | None = None
+    since: str | None = None
+    until: str | None = None
+    synced: bool | None = None
+    late: bool | None = None
+    limit: int | None = None
+
+
+#: SQLite's datetime() reads the ISO times with their offset and gives UTC.
+_STARTED = "datetime(coalesce(recorded_start, offloaded_at))"
+
+
+def select(catalog: Catalog, sel: Selection) -> Iterator[dict[str, Any]]:
+    """The selected recordings in the order they were stored, streamed (filtered in SQL)."""
+    terms: list[str] = []
+    params: list[Any] = []
+    for column, value in (("device_serial", sel.device), ("officer_id", sel.officer)):
+        if value is not None:
+            terms.append(f"{column} = ?")
+            params.append(value)
+    if sel.unit is not None:
+        terms.append("unit = ?")
+        params.append(sel.unit)
+    if sel.since is not None:
+        terms.append(f"{_STARTED} >= ?")
+        params.append(sel.since)
+    if sel.until is not None:
+        terms.append(f"{_STARTED} < ?")
+        params.append(sel.until)
+    if sel.synced is not None:
+        terms.append("synced_at IS NOT NULL" if sel.synced else "synced_at IS NULL")
+    if sel.late is not None:
+        terms.append("late = 1" if sel.late else "late = 0")
+    sql = "SELECT * FROM recordings"
+    if terms:
+        sql += " WHERE " + " AND ".join(terms)
+    sql += " ORDER BY id"
+    if sel.limit is not None:
+        sql += " LIMIT ?"
+        params.append(sel.limit)
+    return catalog.stream(sql, params)
 
 
 def by_store_path(catalog: Catalog, store_path: str) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from agent.catalog import outbox
+from agent.catalog import audit, outbox
 from sync.wire import topics
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def set_station_status(catalog: Catalog, state: str, data: dict[str, Any]) -> None:
     """The retained station status ("online", "stopped"), audited, in one transaction."""
     with catalog.tx() as conn:
-        entry = catalog.append_audit(f"station.{state}", catalog.station_id, data)
+        entry = audit.append(catalog, f"station.{state}", catalog.station_id, data)
         outbox.enqueue(
             conn,
             topics.status(catalog.station_id),

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -63,15 +63,15 @@ def run_checks(
     reconnect: Callable[[], Path] | None = None,
     catalog: Catalog | None = None,
     clock_read_at: datetime | None = None,
+    findings: Sequence[CheckResult] = (),
 ) -> CheckReport:
     """Run every pre-shift check on the recorder mounted at ``root``, re-read now.
 
-    ``info``: the identity (and the values, when the status cannot be read again);
-    ``offload``: its verdict and late flags (without it, the media are looked up in
-    ``catalog``); ``writable``: the clock may be set; ``reconnect``: the dock reconnects the
-    recorder so its firmware applies the time file, and returns the new root;
-    ``clock_read_at``: when ``info`` was read at docking, so a long offload does not count
-    as drift. A recorder that went away raises RecorderGoneError.
+    ``info``: the identity (and the values if the status cannot be read again); ``offload``:
+    its verdict and late flags (else the media are looked up in ``catalog``); ``writable``,
+    ``reconnect``: the clock may be set, the dock reconnecting the recorder to apply it (and
+    returning the new root); ``clock_read_at``: when ``info`` was read (a long offload is no
+    drift); ``findings``: the station's own (a damaged file system, an identity conflict).
     """
     listed = offload is None or profile.identity.source == "file_name"
     media, problems = _listed(root, profile) if listed else ([], [])
@@ -84,8 +84,7 @@ def run_checks(
     else:
         off = check_offload_catalog(media, problems, serial, catalog)
         late = late_from_media(media, profile, config, station_now)
-    # last: setting the clock may reconnect the recorder (a new mount)
-    outcome = _clock(
+    outcome = _clock(  # last: setting the clock may reconnect the recorder (a new mount)
         root,
         profile,
         config,
@@ -99,6 +98,7 @@ def run_checks(
         reconnect=reconnect,
     )
     results = [battery, storage, outcome.result, firmware, off, check_late(late, config)]
+    results += findings
     failed = [r for r in results if r.ok is False]
     return CheckReport(
         results=results,

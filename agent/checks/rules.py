@@ -109,7 +109,7 @@ def check_offload_report(offload: OffloadReport) -> CheckResult:
     verified = sum(1 for f in offload.files if f.status in ("stored", "already"))
     value = f"{verified} of {n} verified in the store"
     threshold = "every recording verified in the store"
-    if offload.ok:
+    if offload.complete:
         return CheckResult("offload", True, value, threshold, "nothing left behind")
     failures = offload.failures
     first = failures[0] if failures else "offload incomplete"

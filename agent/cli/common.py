@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,3 +43,9 @@ def pick_profile(c: Ctx, source: Path, name: str | None) -> Profile:
             "pass --profile NAME (see firmware_profiles/)"
         )
     return found
+
+
+def utc_day_start(day: datetime) -> str:
+    """The UTC moment (SQLite's ``YYYY-MM-DD HH:MM:SS``) the station's local ``day`` starts."""
+    midnight = datetime(day.year, day.month, day.day).astimezone()  # naive: local time
+    return midnight.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -41,6 +41,7 @@ COMMANDS = {
     "check": ("agent.cli.check", "check_command"),
     "catalog": ("agent.cli.catalog", "catalog"),
     "verify": ("agent.cli.verify", "verify"),
+    "enrol": ("agent.cli.enrol", "enrol"),
     "faults": ("agent.cli.faults", "faults"),
     "status": ("agent.cli.status", "status_command"),
     "run": ("agent.cli.run", "run_command"),

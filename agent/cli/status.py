@@ -1,4 +1,8 @@
-"""`recdock status`: what the station shows, read from the catalog (also while it runs)."""
+"""`recdock status`: what the station shows, read from the catalog (also while it runs).
+
+On a home where the station never ran (no catalog yet) it says so and exits 0: a new
+administrator's first command must not fail. It creates nothing there.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,17 @@ import click
 @click.pass_obj
 def status_command(c: Any, as_json: bool) -> None:
     """Bays, docked recorders, their state and LED, last checks, sync backlog, open faults."""
+    from agent.catalog import catalog_path
     from agent.station.status import render, snapshot
 
-    catalog = c.catalog(create=False)
-    try:
-        snap = snapshot(catalog, c.config, c.home)
-    finally:
-        catalog.close()
+    if not catalog_path(c.home).exists():
+        snap = snapshot(None, c.config, c.home)
+    else:
+        catalog = c.catalog(create=False)
+        try:
+            snap = snapshot(catalog, c.config, c.home)
+        finally:
+            catalog.close()
     if as_json:
         click.echo(json.dumps(snap, indent=2, ensure_ascii=False))
     else:

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agent.config.anchor import AnchorConfig
 from agent.config.indicators import IndicatorsConfig
 from agent.config.links import MqttConfig, UploadConfig
 from agent.config.toml import load_model, read_toml
@@ -141,6 +142,10 @@ class Config(Strict):
     )
     upload: UploadConfig = Field(
         default_factory=UploadConfig, description="Uploads to the central store ([upload])"
+    )
+    anchor: AnchorConfig = Field(
+        default_factory=AnchorConfig,
+        description="The audit chain compared with the centre's ([anchor], sync/anchor.py)",
     )
 
     @model_validator(mode="after")

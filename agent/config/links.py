@@ -29,12 +29,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def credential_path(name: str) -> Path | None:
+    """``$CREDENTIALS_DIRECTORY/<name>`` (systemd ``LoadCredential=``), or None without it."""
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    return Path(cred_dir) / name if cred_dir else None
+
+
 def read_credential(name: str) -> str | None:
     """``$CREDENTIALS_DIRECTORY/<name>`` without its trailing newline, or None when absent."""
-    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not cred_dir:
+    path = credential_path(name)
+    if path is None:
         return None
-    path = Path(cred_dir) / name
     try:
         return path.read_text(encoding="utf-8").rstrip("\r\n")
     except FileNotFoundError:
@@ -128,9 +133,31 @@ class MqttConfig(_Strict):
     reconnect_max_s: Annotated[int, Field(ge=1, le=3600)] = Field(
         default=60, description="Longest wait between reconnect attempts (doubling up to it)."
     )
+    signing_key: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM, mode 0400) that signs every message; made by "
+        "`recdock enrol`. Unset: the systemd credential 'signing-key' "
+        "(LoadCredential=signing-key:FILE), else <home>/signing-key.",
+    )
+    max_message_bytes: Annotated[int, Field(ge=4096, le=16 * 1024 * 1024)] = Field(
+        default=256 * 1024,
+        description="Largest signed message the station publishes; one larger stays in the "
+        "outbox with an error in the log (the shipped broker's message_size_limit is the same).",
+    )
+    insecure_lab: bool = Field(
+        default=False,
+        description="INSECURE: allow a user name and password without TLS (they cross the "
+        "network in clear). Only for a lab; logged at every start while set.",
+    )
 
     @model_validator(mode="after")
     def _cross(self) -> MqttConfig:
+        tls = self.tls.active or self.tls_insecure_skip_verify
+        if self.username is not None and not tls and not self.insecure_lab:
+            raise ValueError(
+                "username (and its password) without TLS would cross the network in clear: "
+                "set [mqtt.tls] ca_file (or enabled = true), or insecure_lab = true for a lab"
+            )
         if self.max_queued < self.max_inflight:
             raise ValueError(
                 f"max_queued ({self.max_queued}) must be at least max_inflight "
@@ -172,6 +199,12 @@ def within_hours(window: tuple[time, time], at: time) -> bool:
     if start < end:
         return start <= at < end
     return at >= start or at < end
+
+
+_PLAIN_HTTP = (
+    "the upload token would go to a plain http:// endpoint, readable on the network: use an "
+    "https:// endpoint, or set [upload] insecure_lab = true for a lab"
+)
 
 
 class UploadConfig(_Strict):
@@ -217,6 +250,12 @@ class UploadConfig(_Strict):
         default=None,
         description="CA certificate(s) (PEM) for the endpoint's HTTPS; unset: the system CAs.",
     )
+    insecure_lab: bool = Field(
+        default=False,
+        description="INSECURE: let the upload token go to a plain http:// endpoint. Only for a "
+        "lab; without it the station refuses to start with a token and an http:// endpoint, "
+        "with it the station logs a warning at every start.",
+    )
 
     @field_validator("allowed_hours")
     @classmethod
@@ -236,7 +275,23 @@ class UploadConfig(_Strict):
     def _cross(self) -> UploadConfig:
         if self.enabled and self.endpoint is None:
             raise ValueError("upload.enabled needs upload.endpoint")
+        if self.token is not None and self.plain_http and not self.insecure_lab:
+            raise ValueError(_PLAIN_HTTP)
         return self
+
+    @property
+    def plain_http(self) -> bool:
+        """The endpoint is ``http://``: whatever goes there, the network sees."""
+        return self.endpoint is not None and self.endpoint.lower().startswith("http://")
+
+    def token_over_plain_http(self, token: str | None) -> bool:
+        """True when ``token`` goes to an ``http://`` endpoint under ``insecure_lab`` (the
+        caller warns); raises ValueError when it would go there without it."""
+        if token is None or not self.plain_http:
+            return False
+        if not self.insecure_lab:
+            raise ValueError(_PLAIN_HTTP)
+        return True
 
     def window(self) -> tuple[time, time] | None:
         return parse_hours(self.allowed_hours) if self.allowed_hours else None

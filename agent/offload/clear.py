@@ -6,7 +6,11 @@ Read top to bottom, this module is the whole rule. A file is removed from the re
    two before copying), and the file's row reads back with the hash it was committed with;
 2. the store copy is there, a regular file with the catalogued size (re-hashed as well when the
    offload found it "already stored");
-3. the file on the recorder still has the size and modification time it was copied with.
+3. the file on the recorder still holds the bytes that were copied: it has the size and
+   modification time it was copied with and, where its file system keeps a change time
+   (agent/recorder/filesystem.py), the same inode and change time; elsewhere (FAT, exFAT,
+   FUSE: a recorder can rewrite a recording in place and put its size and time back) it is
+   read again, around the page cache, and its hash must be the copy's.
 
 Each removal is announced in the catalog first (``removal_intent_at``), then the files are
 unlinked, then the removals are recorded with their audit entries: three steps for a whole group,
@@ -24,26 +28,39 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from agent.catalog import Catalog, now_utc, recordings
-from agent.offload.report import FileResult, OffloadReport
-from agent.recorder.media import MediaFile
+from agent.catalog import Catalog, audit, now_utc, recordings
+from agent.errors import RecorderError
+from agent.offload.report import FileResult, OffloadReport, SourceStamp
+from agent.recorder.filesystem import ChangeTimes
+from agent.recorder.media import MediaFile, open_source
 from agent.recorder.status import RecorderInfo
 from agent.store import Store
-from agent.store.hashing import hash_file
+from agent.store.hashing import hash_file, hash_range, new_hashers
+from agent.store.io import set_direct
 
 log = logging.getLogger(__name__)
 
-#: A file to clear: on the recorder, its mtime when copied, its catalog row, its result.
-Item = tuple[MediaFile, int, dict[str, Any], FileResult]
+#: A file to clear: on the recorder, its status when copied, its catalog row, its result.
+Item = tuple[MediaFile, SourceStamp, dict[str, Any], FileResult]
+
+CHANGED = "it changed since it was copied"
+DIFFERS = (
+    "its bytes on the recorder are not the bytes copied (it was rewritten in place, its size "
+    "and time put back); the next docking copies it again"
+)
 
 
 class Clearer:
     """Removes verified, catalogued files from one recorder (never anything else)."""
 
-    def __init__(self, catalog: Catalog, store: Store, buf: memoryview) -> None:
+    def __init__(
+        self, catalog: Catalog, store: Store, buf: memoryview, read_ahead: memoryview
+    ) -> None:
         self.catalog = catalog
         self.store = store
         self.buf = buf
+        self.read_ahead = read_ahead  # the second buffer of a re-read
+        self.ctimes = ChangeTimes()
 
     # -- what may leave the recorder ---------------------------------------------------------
 
@@ -78,24 +95,72 @@ class Clearer:
         return None
 
     def removable(self, source: Path, item: Item) -> bool:
-        """May this file leave the recorder now? (catalog trusted, source unchanged)"""
-        m, mtime_ns, row, result = item
-        reason = self.refused(row)
+        """May this file leave the recorder now? (catalog trusted, its bytes the copy's)"""
+        m, stamp, row, result = item
+        reason = self.refused(row) or self.source_differs(source, m, stamp, row)
         if reason:
             result.message = f"kept on the recorder: {reason}"
             return False
+        return True
+
+    def source_differs(
+        self, source: Path, m: MediaFile, stamp: SourceStamp, row: dict[str, Any]
+    ) -> str | None:
+        """Why the file on the recorder may not hold the bytes copied, or None."""
+        path = os.path.join(os.fsencode(source), m.relpath)
         try:
-            now = os.lstat(os.path.join(os.fsencode(source), m.relpath))
-        except OSError:
-            return False
+            now = os.lstat(path)
+        except OSError as exc:
+            return f"it cannot be found again ({exc.strerror})"
         if (
             not stat.S_ISREG(now.st_mode)
             or now.st_size != row["size"]
-            or now.st_mtime_ns != mtime_ns
+            or now.st_mtime_ns != stamp.mtime_ns
         ):
-            result.message = "kept on the recorder: it changed since it was copied"
-            return False
-        return True
+            return CHANGED
+        if self.ctimes.kept(now, path):
+            same = (now.st_dev, now.st_ino, now.st_ctime_ns) == (
+                stamp.dev,
+                stamp.ino,
+                stamp.ctime_ns,
+            )
+            return None if same else CHANGED
+        return self._read_again(source, m, row)
+
+    def _read_again(self, source: Path, m: MediaFile, row: dict[str, Any]) -> str | None:
+        """Hash the recorder's file as it is now (no page cache): its bytes, or why not."""
+        try:
+            fd = open_source(source, m)
+        except (OSError, RecorderError) as exc:
+            return f"it cannot be read again ({getattr(exc, 'strerror', None) or exc})"
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            set_direct(fd, True)
+            hashers = new_hashers(False)
+            size = hash_range(fd, [self.buf, self.read_ahead], hashers, 0, None)
+        except OSError as exc:
+            return f"it cannot be read again ({exc.strerror})"
+        finally:
+            os.close(fd)
+        if size != row["size"] or hashers[0].hexdigest() != row["sha256"]:
+            self._note_differs(m, row)
+            return DIFFERS
+        return None
+
+    def _note_differs(self, m: MediaFile, row: dict[str, Any]) -> None:
+        """The audit log keeps that this store copy is not what the recorder holds now."""
+        log.warning("%s: %s", m.name, DIFFERS)
+        with self.catalog.tx():
+            audit.append(
+                self.catalog,
+                "file.differs_on_recorder",
+                row["store_path"],
+                {
+                    "device_serial": row["device_serial"],
+                    "source_path": row["source_path"],
+                    "sha256": row["sha256"],
+                },
+            )
 
     # -- removing ----------------------------------------------------------------------------
 
@@ -150,7 +215,7 @@ class Clearer:
                 }
                 if note:
                     data["note"] = note
-                self.catalog.append_audit("file.removed_from_recorder", name, data)
+                audit.append(self.catalog, "file.removed_from_recorder", name, data)
 
     def settle_announced(self, info: RecorderInfo, media: list[MediaFile]) -> None:
         """Record removals a dead process made but did not record (see :meth:`remove`)."""
@@ -183,7 +248,10 @@ class Clearer:
             if row is None:
                 f.message = "kept on the recorder: its catalog row could not be read back"
                 continue
-            items.append((MediaFile(f.relpath, f.size, f.mtime_ns), f.mtime_ns, row, f))
+            if f.stamp is None:
+                f.message = "kept on the recorder: its state when copied is not known"
+                continue
+            items.append((MediaFile(f.relpath, f.size, f.stamp.mtime_ns), f.stamp, row, f))
         removed = self.remove(source, items, report.info)
         if removed:
             report.source_kept_reason = None

@@ -5,7 +5,8 @@ after a crash: the source is hashed and matched against the catalogued copy, its
 → otherwise one read pass into reused buffers, hashed and written (``Store.write_temp``), while
 the verifier thread reads each range back from disk and, once the copy is complete, links it
 into the store (``Store.finish``) → the source unchanged? (size and mtime before and after, and
-the path itself) → a :class:`Pending` copy, which the offload catalogues with its group.
+the path itself; its inode and change time too where the file system keeps them) → a
+:class:`Pending` copy, which the offload catalogues with its group.
 """
 
 from __future__ import annotations
@@ -23,9 +24,16 @@ from pathlib import Path
 
 from agent.catalog import Catalog, recordings
 from agent.config import Config
-from agent.errors import GONE_ERRNOS, RecorderError, RecorderGoneError, SourceChangedError
+from agent.errors import (
+    GONE_ERRNOS,
+    RecorderDamagedError,
+    RecorderError,
+    RecorderGoneError,
+    SourceChangedError,
+)
 from agent.offload.clear import Clearer
-from agent.offload.report import FileResult, Stopped
+from agent.offload.report import FileResult, SourceStamp, Stopped
+from agent.recorder.filesystem import ChangeTimes
 from agent.recorder.media import MediaFile, open_source, recorded_times
 from agent.recorder.names import decode_relpath, encode_relpath
 from agent.recorder.profiles import Profile
@@ -50,7 +58,7 @@ class Pending:
     end: datetime | None
     late: bool
     age_hours: float | None
-    mtime_ns: int  # the source's mtime when it was opened for the copy
+    stamp: SourceStamp  # the source when it was opened for the copy
     result: FileResult
     verified: Future[Digest | None] | None = None  # the verifier's verify-and-link of the copy
 
@@ -82,7 +90,7 @@ class Copier:
         self.progress = progress
         size = config.store.buffer_bytes
         self.buf = clearer.buf
-        self.buf2 = aligned_buffer(size)
+        self.buf2 = clearer.read_ahead  # the clearer reads again only while no copy runs
         self.spare = [aligned_buffer(size) for _ in range(2)]
         self.vbuf = aligned_buffer(size)
         self.vbuf2 = aligned_buffer(size)  # the re-read's read-ahead
@@ -112,8 +120,8 @@ class Copier:
         """Copy ``m`` into the session's folder; None when it was already in the store."""
         fd = self._open(source, m)
         try:
-            before = os.fstat(fd)
-            result.mtime_ns = before.st_mtime_ns
+            before = _fstat(fd, m)
+            result.stamp = stamp = SourceStamp.of(before)
             start, end, _origin = recorded_times(profile, m)
             age = (self.clock() - start).total_seconds() / 3600 if start else None
             late = age is not None and age > self.config.offload.late_after_hours
@@ -137,7 +145,7 @@ class Copier:
             end,
             late,
             result.age_hours,
-            before.st_mtime_ns,
+            stamp,
             result,
             verified,
         )
@@ -149,7 +157,7 @@ class Copier:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise RecorderError(f"{m.name}: became a symbolic link: not followed") from exc
-            if exc.errno in (errno.ENOTCONN, errno.ENODEV, errno.ENXIO, errno.ESHUTDOWN):
+            if exc.errno in GONE_ERRNOS - {errno.ENOENT}:
                 raise RecorderGoneError(
                     f"{m.name}: the recorder went away ({exc.strerror}); nothing was removed "
                     "from it. Dock it again to finish the offload"
@@ -174,14 +182,15 @@ class Copier:
         if not known:
             return False
         digest = hash_fd(fd, self.buf, progress=self._progress, source_name=m.name)
-        check_unchanged(source, m, before, fd, digest)
+        check_unchanged(source, m, before, fd, digest, self.clearer.ctimes)
         for row in known:
             if row["sha256"] == digest.sha256 and self.clearer.store_copy_ok(row, rehash=True):
                 result.status, result.sha256 = "already", digest.sha256
                 result.store_path = row["store_path"]
                 result.message = "already in the store"
                 if clear:
-                    self.clearer.remove(source, [(m, before.st_mtime_ns, row, result)], info)
+                    stamp = SourceStamp.of(before)  # the source as it was just hashed
+                    self.clearer.remove(source, [(m, stamp, row, result)], info)
                 return True
         os.lseek(fd, 0, os.SEEK_SET)
         return False
@@ -212,7 +221,7 @@ class Copier:
                 source_xattr=None if decode_relpath(rel) == m.relpath else m.relpath,
             )
             try:
-                check_unchanged(source, m, before, fd, temp.digest)
+                check_unchanged(source, m, before, fd, temp.digest, self.clearer.ctimes)
             except BaseException:
                 follow.abandon()
                 discard_temp(temp)
@@ -234,29 +243,70 @@ class Copier:
 
 
 def check_unchanged(
-    source: Path, m: MediaFile, before: os.stat_result, fd: int, digest: Digest
+    source: Path,
+    m: MediaFile,
+    before: os.stat_result,
+    fd: int,
+    digest: Digest,
+    ctimes: ChangeTimes,
 ) -> None:
-    """The source still has the size and mtime it had when it was opened (rule 1)."""
-    after = os.fstat(fd)
+    """The source still has the size and mtime it had when it was opened (rule 1), and the
+    same inode and change time where its file system keeps them (a rewrite in place whose
+    size and mtime were put back)."""
+    after = _fstat(fd, m)
+    path = os.path.join(os.fsencode(source), m.relpath)
     try:
-        now = os.lstat(os.path.join(os.fsencode(source), m.relpath))
+        now = os.lstat(path)
     except OSError as exc:
         raise RecorderGoneError(
             f"{m.name}: vanished during the copy ({exc.strerror}): the recorder went "
             "away or the file was deleted; nothing was removed from it. Dock it again to "
             "finish the offload"
         ) from exc
-    same = (
-        after.st_size == before.st_size == now.st_size == digest.size
-        and after.st_mtime_ns == before.st_mtime_ns == now.st_mtime_ns
-        and stat.S_ISREG(now.st_mode)
-    )
-    if not same:
+    if not _same_file(before, after, now, ctimes.kept(now, path)):
         raise SourceChangedError(
             f"{m.name}: changed on the recorder during the copy (size {before.st_size} -> "
             f"{now.st_size}); the copy was discarded and the file stays on the recorder. "
             "It is offloaded at the next docking"
         )
+    if digest.size != before.st_size:
+        # nothing about the file changed, yet it cannot be read whole: its file system
+        # contradicts itself (a cluster chain cut short), and will at the next docking too
+        raise RecorderDamagedError(
+            f"{m.name}: the recorder's file system is damaged: the file is listed with "
+            f"{before.st_size} bytes but only {digest.size} can be read (its cluster chain is "
+            "broken); nothing was copied and it stays on the recorder. Take the recorder out "
+            "of service and have its card imaged and repaired (docs/operations.md)"
+        )
+
+
+def _same_file(
+    before: os.stat_result, after: os.stat_result, now: os.stat_result, ctime_kept: bool
+) -> bool:
+    """The open file and the path still say what the file said when it was opened."""
+    same = (
+        after.st_size == before.st_size == now.st_size
+        and after.st_mtime_ns == before.st_mtime_ns == now.st_mtime_ns
+        and stat.S_ISREG(now.st_mode)
+    )
+    if same and ctime_kept:
+        same = after.st_ctime_ns == before.st_ctime_ns == now.st_ctime_ns and (
+            (now.st_dev, now.st_ino) == (before.st_dev, before.st_ino)
+        )
+    return same
+
+
+def _fstat(fd: int, m: MediaFile) -> os.stat_result:
+    """The open recorder file's status; a recorder that went away says so."""
+    try:
+        return os.fstat(fd)
+    except OSError as exc:
+        if exc.errno in GONE_ERRNOS:
+            raise RecorderGoneError(
+                f"{m.name}: the recorder went away ({exc.strerror}); nothing was removed "
+                "from it. Dock it again to finish the offload"
+            ) from exc
+        raise RecorderError(f"{m.name}: cannot read its status ({exc.strerror})") from exc
 
 
 def close_source(fd: int, name: str) -> None:

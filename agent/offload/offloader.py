@@ -22,11 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.catalog import Catalog, canonical, now_utc, recordings, sessions
+from agent.catalog import Catalog, audit, canonical, now_utc, recordings, sessions
 from agent.config import Config
 from agent.errors import (
     CatalogError,
     RecdockError,
+    RecorderDamagedError,
     RecorderError,
     RecorderGoneError,
     StoreError,
@@ -34,15 +35,17 @@ from agent.errors import (
 )
 from agent.offload.clear import Clearer
 from agent.offload.copy import Copier, Pending
+from agent.offload.faults import identity_found, left_found
 from agent.offload.recovery import recover_interrupted
-from agent.offload.report import REPORTED, FileResult, OffloadReport, Stopped
+from agent.offload.report import REPORTED, FileResult, OffloadReport, Stopped, about
 from agent.offload.session import SessionLock, finalize_session, new_session_id, open_session
+from agent.recorder.identity import add_conflict, agree
 from agent.recorder.media import MediaFile, list_media
 from agent.recorder.names import safe_label
 from agent.recorder.profiles import Profile
 from agent.recorder.status import RecorderInfo, read_info
 from agent.store import Store
-from agent.store.io import aligned_buffer, fsync_dir
+from agent.store.io import SourceReadError, aligned_buffer, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,9 @@ class Offloader:
         self.stop = stop or threading.Event()
         self.clock = clock
         self.buf = aligned_buffer(config.store.buffer_bytes)
-        self.clearer = Clearer(catalog, self.store, self.buf)
+        self.clearer = Clearer(
+            catalog, self.store, self.buf, aligned_buffer(config.store.buffer_bytes)
+        )
         self.copier = Copier(
             config,
             catalog,
@@ -109,7 +114,10 @@ class Offloader:
         serial: str | None = None,
         media: list[MediaFile] | None = None,
         session_extra: dict[str, Any] | None = None,
+        identity_check: Callable[[str], str | None] | None = None,
     ) -> OffloadReport:
+        """Offload ``source``; ``identity_check`` (the station's) says why the serial the
+        recorder is filed under is in conflict with another docked recorder, or None."""
         self.store.bind(self.catalog.catalog_id, self.catalog.is_empty())
         recover_interrupted(self.catalog, self.store, self.home, self.buf)
         problems: list[str] = []
@@ -121,8 +129,9 @@ class Offloader:
         # a long offload makes the station clock move on (it is stored with the session)
         info_read_at = self.clock()
         drift = (info.clock - info_read_at).total_seconds() if info.clock else None
-        if serial:
-            info.serial = serial
+        agree(info, serial or usb_serial, self.config.registered())  # rule 8
+        if identity_check is not None and (clash := identity_check(info.serial)):
+            add_conflict(info, clash)
         self.clearer.settle_announced(info, media)
         started = self.clock()
         sid = new_session_id(started)
@@ -131,7 +140,10 @@ class Offloader:
         run = _Run(source, profile, info, report, store_dir)
         lock = SessionLock(self.home, sid)
         try:
-            self._open_session(run, media, started, drift, session_extra)
+            _open_session(
+                self.catalog, self.config.station_id, run, media, started, drift, session_extra
+            )
+            identity_found(self.catalog, report)
             self.copier.start()
             self._offload_files(run, media)
         except BaseException:
@@ -147,40 +159,6 @@ class Offloader:
         finally:
             lock.release()
         return report
-
-    def _open_session(
-        self,
-        run: _Run,
-        media: list[MediaFile],
-        started: datetime,
-        drift: float | None,
-        session_extra: dict[str, Any] | None,
-    ) -> None:
-        info, problems = run.info, run.report.problems
-        row = {
-            "id": run.report.session_id,
-            "station_id": self.config.station_id,
-            "device_serial": info.serial,
-            "officer_id": info.officer,
-            "unit": info.unit,
-            "profile": run.profile.name,
-            "source": str(run.source),
-            "store_dir": run.store_dir,
-            "started_at": started.isoformat(),
-            "device_info": canonical({**info.as_dict(), **(session_extra or {})}),
-            "files_seen": len(media),
-            "problems": len(problems),
-            "clock_offset_s": round(drift, 3) if drift is not None else None,
-        }
-        audit = {
-            "device_serial": info.serial,
-            "officer_id": info.officer,
-            "unit": info.unit,
-            "profile": run.profile.name,
-            "files_seen": len(media),
-            "problems": problems,
-        }
-        open_session(self.catalog, row, audit)
 
     # -- the per-file loop --------------------------------------------------------------
 
@@ -213,11 +191,22 @@ class Offloader:
                     if run.report.error is None:
                         run.report.error, run.report.exception = str(exc), exc
             self._commit_run(run)
+            left_found(self.catalog, run.report, run.profile)
 
     def _one(self, run: _Run, m: MediaFile) -> None:
         """Copy one file: queued for verification, or failed (it stays on the recorder)."""
         result = FileResult(m.name, "failed", size=m.size, relpath=m.relpath)
         run.report.files.append(result)
+        if m.too_deep:
+            limit, name = run.profile.media.max_depth, run.profile.name
+            result.message = (
+                f"in folders nested deeper than {limit} (media.max_depth of profile {name}): "
+                "not offloaded, it stays on the recorder. Move it up on the recorder, or "
+                "raise media.max_depth in the profile"
+            )
+            run.errors.append(result)
+            run.report.too_deep.append(m.name)
+            return
         try:
             pending = self.copier.copy(
                 run.source,
@@ -234,11 +223,13 @@ class Offloader:
             raise
         except StoreError as exc:
             # the store disk itself failing is a station fault: stop
-            result.message = str(exc)
+            result.message = about(m.name, str(exc))
             raise
         except RecorderError as exc:
-            result.message = str(exc)
+            result.message = about(m.name, str(exc))
             run.errors.append(result)
+            if isinstance(exc, (RecorderDamagedError, SourceReadError)):
+                run.report.damaged.append(m.name)
             log.warning("%s: %s", run.info.serial, exc, extra=REPORTED)
 
     def _settle(self, run: _Run, keep: int) -> None:
@@ -249,7 +240,7 @@ class Offloader:
                 assert p.verified is not None
                 p.verified.result()
             except StoreError as exc:
-                p.result.message = str(exc)
+                p.result.message = about(p.media.name, str(exc))
                 raise
             run.group.append(p)
             run.report.bytes_copied += p.media.size
@@ -287,7 +278,8 @@ class Offloader:
                 self._catalogue(conn, p, report.session_id, info, profile, at)
                 p.result.status = "stored"
             for r in errors:
-                self.catalog.append_audit(
+                audit.append(
+                    self.catalog,
                     "file.error",
                     r.source_path,
                     {
@@ -305,7 +297,7 @@ class Offloader:
             for p in group:
                 row = recordings.by_store_path(self.catalog, p.store_path)
                 if row:
-                    items.append((p.media, p.mtime_ns, row, p.result))
+                    items.append((p.media, p.stamp, row, p.result))
             self.clearer.remove(source, items, info)
         elif report.source_kept_reason is None:
             report.source_kept_reason = "keep-source is set"
@@ -314,7 +306,8 @@ class Offloader:
         self, conn: Any, p: Pending, session_id: str, info: RecorderInfo, profile: Profile, at: str
     ) -> None:
         """One verified copy: its ``file.stored`` entry and its row."""
-        entry = self.catalog.append_audit(
+        entry = audit.append(
+            self.catalog,
             "file.stored",
             p.store_path,
             {
@@ -351,6 +344,42 @@ class Offloader:
             log.error(
                 "%s: session %s not finalised: %s", report.device_serial, report.session_id, exc
             )
+
+
+def _open_session(
+    catalog: Catalog,
+    station_id: str,
+    run: _Run,
+    media: list[MediaFile],
+    started: datetime,
+    drift: float | None,
+    session_extra: dict[str, Any] | None,
+) -> None:
+    info, problems = run.info, run.report.problems
+    row = {
+        "id": run.report.session_id,
+        "station_id": station_id,
+        "device_serial": info.serial,
+        "officer_id": info.officer,
+        "unit": info.unit,
+        "profile": run.profile.name,
+        "source": str(run.source),
+        "store_dir": run.store_dir,
+        "started_at": started.isoformat(),
+        "device_info": canonical({**info.as_dict(), **(session_extra or {})}),
+        "files_seen": len(media),
+        "problems": len(problems),
+        "clock_offset_s": round(drift, 3) if drift is not None else None,
+    }
+    start_entry = {
+        "device_serial": info.serial,
+        "officer_id": info.officer,
+        "unit": info.unit,
+        "profile": run.profile.name,
+        "files_seen": len(media),
+        "problems": problems,
+    }
+    open_session(catalog, row, start_entry)
 
 
 def _stopped_by(report: OffloadReport, exc: Exception) -> None:

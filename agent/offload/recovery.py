@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agent.catalog import Catalog, now_utc, recordings, sessions
+from agent.catalog import Catalog, audit, now_utc, recordings, sessions
 from agent.offload.session import SessionLock, finalize_session
 from agent.recorder.names import decode_relpath, display
 from agent.store import MEDIA_DIR, TEMP_PREFIX, Store, source_name_of
@@ -91,7 +91,8 @@ def _adopt(
     digest = hash_file(full, buf, sm3=store.sm3)
     st = full.stat()
     with catalog.tx() as conn:
-        entry = catalog.append_audit(
+        entry = audit.append(
+            catalog,
             "file.recovered",
             rel_store,
             {

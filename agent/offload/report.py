@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,28 @@ class Stopped(RecdockError):
     """The offload was asked to stop (SIGTERM); the file in flight was abandoned."""
 
 
+def about(name: str, message: str) -> str:
+    """A message for a file's own line: the line names the file, so the message does not
+    name it again ("X: X: read error" reads as two problems)."""
+    return message.removeprefix(f"{name}: ")
+
+
+@dataclass(frozen=True)
+class SourceStamp:
+    """A recorder file's status when it was opened for the copy: what its removal compares
+    (rule 1, agent/offload/clear.py)."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+    dev: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> SourceStamp:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
 @dataclass
 class FileResult:
     source_path: str
@@ -30,7 +53,7 @@ class FileResult:
     late: bool = False
     age_hours: float | None = None
     relpath: bytes = b""  # as on the recorder
-    mtime_ns: int = 0  # the source's mtime when it was copied (or found already stored)
+    stamp: SourceStamp | None = None  # the source when it was copied (or found already stored)
 
 
 @dataclass
@@ -45,11 +68,16 @@ class OffloadReport:
     source_kept_reason: str | None = None
     #: station time when the recorder's status (and its clock) was read
     info_read_at: datetime | None = None
+    #: files that could not be read whole: the recorder's storage is damaged or failing
+    damaged: list[str] = field(default_factory=list)
+    #: media in folders nested deeper than the profile's media.max_depth: left, never copied
+    too_deep: list[str] = field(default_factory=list)
     #: the error that stopped the offload (the daemon tells a full store from a yanked recorder)
     exception: Exception | None = field(default=None, repr=False, compare=False)
 
     @property
-    def ok(self) -> bool:
+    def complete(self) -> bool:
+        """Every media file on the recorder is verified in the store: nothing left behind."""
         return (
             self.error is None
             and not self.problems
@@ -57,9 +85,21 @@ class OffloadReport:
         )
 
     @property
+    def ok(self) -> bool:
+        """Complete, and filed under an identity nothing disputes (rule 8)."""
+        return self.complete and not self.info.identity_conflict
+
+    @property
     def failures(self) -> list[str]:
         lines = [f"{f.source_path}: {f.message}" for f in self.files if f.status == "failed"]
-        return self.problems + lines + ([self.error] if self.error else [])
+        conflict = self.info.identity_conflict
+        identity = [f"identity conflict: {conflict}; filed under {self.device_serial}"]
+        return (
+            (identity if conflict else [])
+            + self.problems
+            + lines
+            + ([self.error] if self.error else [])
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agent.catalog import Catalog, now_utc, recordings, sessions
+from agent.catalog import Catalog, audit, now_utc, recordings, sessions
 from agent.store import Store
 
 
@@ -40,6 +40,25 @@ class SessionLock:
         except BlockingIOError:
             return None
 
+    @staticmethod
+    def held(home: Path, session_id: str) -> bool:
+        """Whether a live process holds the session's lock now (for `recdock verify`: it
+        takes nothing and removes nothing; its shared lock lasts only the test)."""
+        path = home / "run" / "locks" / f"{session_id}.lock"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         try:
             os.unlink(self.path)
@@ -55,12 +74,12 @@ def new_session_id(now: datetime) -> str:
 def open_session(
     catalog: Catalog,
     row: dict[str, Any],
-    audit: dict[str, Any],
+    start_entry: dict[str, Any],
 ) -> None:
     """The session's row and its ``session.start`` entry, in one transaction."""
     with catalog.tx() as conn:
         sessions.insert(conn, row)
-        catalog.append_audit("session.start", row["id"], audit)
+        audit.append(catalog, "session.start", row["id"], start_entry)
 
 
 def finalize_session(catalog: Catalog, store: Store, session_id: str, state: str) -> None:
@@ -79,7 +98,8 @@ def finalize_session(catalog: Catalog, store: Store, session_id: str, state: str
     with catalog.tx() as conn:
         if not sessions.end(conn, session_id, state, ended):
             return  # already ended: one session.end entry per session
-        catalog.append_audit(
+        audit.append(
+            catalog,
             "session.end",
             session_id,
             {"state": state, "files_stored": len(recs), "device_serial": sess["device_serial"]},

@@ -23,7 +23,10 @@ from agent.recorder.profiles import Profile
 
 log = logging.getLogger(__name__)
 
-MAX_DEPTH = 16
+#: Folders listed below a profile's ``media.max_depth``: their media are named, one by one, as
+#: left on the recorder; deeper still, a folder is reported as a whole (on a damaged card a
+#: folder can hold its own ancestor, and a walk without an end would never finish).
+LISTED_BEYOND = 32
 GLOB_FLAGS = wglob.GLOBSTAR | wglob.IGNORECASE | wglob.DOTGLOB
 
 
@@ -32,6 +35,8 @@ class MediaFile:
     relpath: bytes  # as on the recorder, '/'-separated
     size: int
     mtime_ns: int
+    #: in folders nested deeper than the profile's media.max_depth: listed, never copied
+    too_deep: bool = False
 
     @property
     def name(self) -> str:
@@ -58,57 +63,78 @@ def list_media(root: Path, profile: Profile) -> tuple[list[MediaFile], list[Prob
 
     Entries that match the profile's media globs but are not regular files
     (symlinks, FIFOs, devices, sockets) are refused and never opened; unreadable
-    folders are reported. Nothing outside ``root`` is touched.
+    folders are reported. Media in folders nested deeper than the profile's
+    ``media.max_depth`` are listed with ``too_deep`` set: the offload leaves them and
+    names each one. Nothing outside ``root`` is touched.
     """
-    files: list[MediaFile] = []
-    problems: list[Problem] = []
     broot = os.fsencode(root)
     if not os.path.isdir(broot):
         raise RecorderGoneError(f"{root}: the recorder is not mounted there (no such folder)")
+    walk = _Walk(root, profile)
+    walk.folder(broot, b"", 0)
+    return walk.files, walk.problems
 
-    def walk(dir_b: bytes, rel: bytes, depth: int) -> None:
+
+class _Walk:
+    """One walk of a recorder: a ``scandir`` per folder, bytes names, no link followed."""
+
+    def __init__(self, root: Path, profile: Profile) -> None:
+        self.root, self.profile = root, profile
+        self.limit = profile.media.max_depth
+        self.files: list[MediaFile] = []
+        self.problems: list[Problem] = []
+
+    def folder(self, dir_b: bytes, rel: bytes, depth: int) -> None:
+        """Walk one folder, ``depth`` folders below the root."""
         try:
             entries = list(os.scandir(dir_b))
         except OSError as exc:
             if exc.errno in GONE_ERRNOS - {2}:
-                raise gone_or(exc, str(root)) from exc
-            problems.append(Problem(display(rel) or "/", f"folder unreadable ({exc.strerror})"))
+                raise gone_or(exc, str(self.root)) from exc
+            self.problems.append(
+                Problem(display(rel) or "/", f"folder unreadable ({exc.strerror})")
+            )
             return
         for entry in sorted(entries, key=lambda e: e.name):
             erel = entry.name if not rel else rel + b"/" + entry.name
-            text = display(erel)
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError as exc:
                 if exc.errno in GONE_ERRNOS - {2}:
-                    raise gone_or(exc, str(root)) from exc
-                problems.append(Problem(text, f"cannot stat ({exc.strerror})"))
+                    raise gone_or(exc, str(self.root)) from exc
+                self.problems.append(Problem(display(erel), f"cannot stat ({exc.strerror})"))
                 continue
-            is_media = wglob.globmatch(
-                erel.decode("utf-8", "surrogateescape"), profile.media.globs, flags=GLOB_FLAGS
-            )
-            if stat.S_ISLNK(st.st_mode):
-                if is_media or _looks_dir_pattern(erel, profile):
-                    problems.append(Problem(text, "symbolic link: not followed, not copied"))
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if depth >= MAX_DEPTH:
-                    problems.append(
-                        Problem(text, f"folders nested deeper than {MAX_DEPTH}: skipped")
-                    )
-                    continue
-                walk(entry.path, erel, depth + 1)
-                continue
-            if not is_media:
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                kind = _kind(st.st_mode)
-                problems.append(Problem(text, f"{kind}, not a regular file: skipped, never opened"))
-                continue
-            files.append(MediaFile(erel, st.st_size, st.st_mtime_ns))
+            self.entry(entry.path, erel, st, depth)
 
-    walk(broot, b"", 0)
-    return files, problems
+    def entry(self, path: bytes, erel: bytes, st: os.stat_result, depth: int) -> None:
+        profile, text = self.profile, display(erel)
+        is_media = wglob.globmatch(
+            erel.decode("utf-8", "surrogateescape"), profile.media.globs, flags=GLOB_FLAGS
+        )
+        if stat.S_ISLNK(st.st_mode):
+            if is_media or _looks_dir_pattern(erel, profile):
+                self.problems.append(Problem(text, "symbolic link: not followed, not copied"))
+        elif stat.S_ISDIR(st.st_mode):
+            if depth >= self.limit + LISTED_BEYOND:
+                self.problems.append(
+                    Problem(
+                        text,
+                        f"folders nested deeper than {self.limit + LISTED_BEYOND}: not read "
+                        "(a folder loop on a damaged card?); what they hold stays on the recorder",
+                    )
+                )
+            else:
+                self.folder(path, erel, depth + 1)
+        elif not is_media:
+            return
+        elif not stat.S_ISREG(st.st_mode):
+            kind = _kind(st.st_mode)
+            self.problems.append(
+                Problem(text, f"{kind}, not a regular file: skipped, never opened")
+            )
+        else:
+            too_deep = depth > self.limit
+            self.files.append(MediaFile(erel, st.st_size, st.st_mtime_ns, too_deep))
 
 
 def _looks_dir_pattern(rel: bytes, profile: Profile) -> bool:

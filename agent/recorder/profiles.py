@@ -103,6 +103,11 @@ class Media(Strict):
     bitrate_mbps: Annotated[float, Field(gt=0, le=1000)] = Field(
         default=8.0, description="Recording bitrate, for the free-space-for-a-shift check"
     )
+    max_depth: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=16,
+        description="Deepest folder nesting whose media are copied; a recording deeper is "
+        "listed, left on the recorder and reported (the recorder is not ready, a fault opens)",
+    )
 
 
 class Clock(Strict):

@@ -37,6 +37,9 @@ class RecorderInfo:
     free_bytes: int | None = None
     total_bytes: int | None = None
     problems: list[str] = field(default_factory=list)
+    status_serial: str | None = None  # the serial the status file names (untrusted)
+    #: why the USB descriptor, the status file and the register disagree (rule 8)
+    identity_conflict: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +56,8 @@ class RecorderInfo:
             "free_bytes": self.free_bytes,
             "total_bytes": self.total_bytes,
             "problems": list(self.problems),
+            "status_serial": self.status_serial,
+            "identity_conflict": self.identity_conflict,
         }
 
 
@@ -162,7 +167,8 @@ def read_info(
     def get(key: str | None) -> Any:
         return status.get(key) if key else None
 
-    serial = _serial(root, profile, _text(get(s.serial)), usb_serial, media)
+    status_serial = _text(get(s.serial))
+    serial = _serial(root, profile, status_serial, usb_serial, media)
     officer = _text(get(s.officer))
     if officer is None and media:
         for m in media:
@@ -183,6 +189,7 @@ def read_info(
         minutes_to_full=_number(get(s.charge_minutes_to_full), 0, 24 * 60),
         clock=_clock(get(s.clock), profile),
         problems=problems,
+        status_serial=status_serial,
     )
     try:
         st = os.statvfs(root)

@@ -5,6 +5,10 @@ named by ``$NOTIFY_SOCKET`` (a leading ``@`` means the abstract namespace). With
 ``$NOTIFY_SOCKET`` (not started by systemd with ``Type=notify``) every call is a
 no-op that returns False. ``$WATCHDOG_USEC`` (with ``$WATCHDOG_PID``, when set,
 naming this process) says how often systemd expects ``WATCHDOG=1``.
+
+A send never blocks the caller for long: a datagram socket whose reader does not keep up
+(its queue holds ``net.unix.max_dgram_qlen`` messages, 10 by default) would otherwise hang the
+daemon, its stop included. After :data:`SEND_TIMEOUT_S` the message is dropped and logged.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import os
 import socket
 
 log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 1.0
 
 
 def notify(*lines: str) -> bool:
@@ -25,8 +31,17 @@ def notify(*lines: str) -> bool:
         address = "\0" + address[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.settimeout(SEND_TIMEOUT_S)
             sock.connect(address)
             sock.sendall("\n".join(lines).encode("utf-8"))
+    except TimeoutError:
+        log.warning(
+            "sd_notify to %s: not read within %.0f s; %s dropped",
+            os.environ.get("NOTIFY_SOCKET"),
+            SEND_TIMEOUT_S,
+            lines[0],
+        )
+        return False
     except OSError:
         log.exception("sd_notify to %s failed", os.environ.get("NOTIFY_SOCKET"))
         return False

@@ -1,8 +1,9 @@
 """One docking's pipeline, from plug-in to verdict, in the bay's own thread.
 
-    wait for an offload slot → mount read-only → offload (keep the source) → remount
-    read-write → clear the verified files → pre-shift checks (the clock is set, the recorder
-    reconnected) → checks stored → verdict (READY / NOT_READY and why) → unmount
+    wait for an offload slot → mount read-only → offload (keep the source) → check its file
+    system read-only → (only if that passed and the offload is complete) remount read-write →
+    clear the verified files → pre-shift checks (the clock is set, the recorder reconnected,
+    when writable) → checks stored → verdict (READY / NOT_READY and why) → unmount
 
 A recorder pulled out at any step stops that bay's work; the offload makes sure nothing is lost
 (verified copies are catalogued, the rest stays on the recorder) and the bay shows YANKED.
@@ -32,11 +33,19 @@ from agent.errors import (
     StoreFullError,
 )
 from agent.offload import Offloader, OffloadReport, Stopped
+from agent.offload.faults import conflict_found
 from agent.recorder.media import list_media
 from agent.seams.dock import DockEvent, Matched
 from agent.seams.indicators.patterns import State
 from agent.seams.mount import Mount, Mounter
 from agent.station.faults import StationFault
+from agent.station.findings import (
+    WriteGate,
+    identity_findings,
+    tell_conflict,
+    with_conflict,
+    write_gate,
+)
 from agent.station.logs import set_log_context
 
 log = logging.getLogger(__name__)
@@ -63,7 +72,13 @@ class Docking:
     mount: Mount | None = None
     thread: threading.Thread | None = None
     verdict: State | None = None  # set once the bay showed its verdict
+    reason: str | None = None  # why, when the verdict is not READY
     device: str | None = None  # serial, once known
+    #: the offload's report once it returned: a verdict reached by an exception (the
+    #: recorder yanked) still names the device and the session
+    report: OffloadReport | None = None
+    #: another recorder docked now presents the same serial (rule 8); set by its bay
+    conflict: str | None = None
 
     @property
     def bay(self) -> int | None:
@@ -89,6 +104,7 @@ class Station(Protocol):
     apply_firmware: Callable[[Path, Any], None] | None
 
     def show(self, bay: int | None, state: State) -> None: ...
+    def same_serial(self, docking: Docking, serial: str) -> list[Docking]: ...
 
 
 class BayWork:
@@ -97,6 +113,7 @@ class BayWork:
     def __init__(self, station: Station, docking: Docking) -> None:
         self.station = station
         self.d = docking
+        self.catalog: Catalog | None = None  # this bay thread's, while it works
 
     def run(self) -> None:
         """Whatever fails, the bay ends with a verdict."""
@@ -120,7 +137,7 @@ class BayWork:
         d, station = self.d, self.station
         assert d.match is not None
         set_log_context(d.bay, d.event.label())
-        catalog = open_catalog(station.home, station.config.station_id)
+        catalog = self.catalog = open_catalog(station.home, station.config.station_id)
         report: OffloadReport | None = None
         try:
             while not station.slots.acquire(timeout=0.2):
@@ -164,9 +181,28 @@ class BayWork:
         if isinstance(report.exception, RecorderGoneError):
             raise Yanked(str(report.exception))
         self.station.faults.cleared(catalog)
-        self._clear(offloader, report)
-        self._check(catalog, report)
+        assert d.mount is not None
+        gate = write_gate(self.station.mounter, d.mount, report, catalog)
+        if gate.writable:
+            self._clear(offloader, report)
+        self._check(catalog, report, gate)
         return report
+
+    def _same_serial(self, serial: str) -> str | None:
+        """Another recorder docked now with the same serial: both are in conflict (rule 8)."""
+        d = self.d
+        others = self.station.same_serial(d, serial)
+        if not others:
+            return None
+        bays = ", ".join(str(o.bay or o.port) for o in sorted([d, *others], key=_bay_order))
+        reason = (
+            f"two recorders docked at once with serial {serial} (bays {bays}): "
+            "at most one of them is that recorder"
+        )
+        assert self.catalog is not None
+        for other in others:
+            tell_conflict(self.station, self.catalog, other, reason)
+        return reason
 
     def _offload(self, catalog: Catalog) -> tuple[Offloader, OffloadReport]:
         """Mount read-only, offload with the source kept."""
@@ -194,8 +230,13 @@ class BayWork:
             stop=d.stop,
             clock=station.clock.now,
         )
-        report = offloader.run(d.mount.path, profile, usb_serial=d.event.serial)
-        d.device = report.device_serial
+        report = offloader.run(
+            d.mount.path, profile, usb_serial=d.event.serial, identity_check=self._same_serial
+        )
+        with d.lock:
+            d.report, d.device, told = report, report.device_serial, d.conflict
+        if told:  # another bay found the clash before this session was known to it
+            conflict_found(catalog, report, told)
         set_log_context(d.bay, f"{report.device_serial} {d.event.label()}")
         log.info("offload: %s", json.dumps(report.as_dict(), ensure_ascii=False))
         return offloader, report
@@ -210,8 +251,9 @@ class BayWork:
         log.info("cleared %d verified files from the recorder", removed)
         self._gone_or_stopping()
 
-    def _check(self, catalog: Catalog, report: OffloadReport) -> None:
-        """The pre-shift checks, stored; then the verdict."""
+    def _check(self, catalog: Catalog, report: OffloadReport, gate: WriteGate) -> None:
+        """The pre-shift checks (the clock set only on a writable recorder), stored; then the
+        verdict."""
         from agent.checks import record_checks, run_checks
 
         d, station = self.d, self.station
@@ -223,10 +265,11 @@ class BayWork:
             clock=station.clock,
             info=report.info,
             offload=report,
-            writable=True,
-            reconnect=self._reconnect,
+            writable=gate.writable,
+            reconnect=self._reconnect if gate.writable else None,
             catalog=catalog,
             clock_read_at=report.info_read_at,
+            findings=[*gate.findings, *identity_findings(report)],
         )
         self._gone_or_stopping()
         record_checks(
@@ -274,6 +317,7 @@ class BayWork:
         self, catalog: Catalog, state: State, reason: str | None, report: OffloadReport | None
     ) -> None:
         d, station = self.d, self.station
+        report = report or d.report
         if station.stopping.is_set() and not d.gone.is_set():
             log.info("station stopping: no verdict for this docking (%s)", reason)
             return
@@ -282,7 +326,9 @@ class BayWork:
         with d.lock:
             if d.gone.is_set() and state is not State.YANKED:
                 state, reason = State.YANKED, LEFT_BEFORE_VERDICT
-            d.verdict = state
+            if d.conflict and state in (State.READY, State.NOT_READY):
+                state, reason = State.NOT_READY, with_conflict(reason, d.conflict)
+            d.verdict, d.reason = state, reason
             if state is State.YANKED:
                 reason = reason or "left the bay before its verdict"
                 log.warning("yanked: %s", reason)
@@ -295,7 +341,7 @@ class BayWork:
                 catalog,
                 d.bay,
                 state,
-                device_serial=(report.device_serial if report else d.event.serial),
+                device_serial=(report.device_serial if report else d.device or d.event.serial),
                 profile=d.match.profile.name if d.match else None,
                 reason=reason,
                 session_id=report.session_id if report else None,
@@ -323,3 +369,7 @@ class BayWork:
                 log.warning("bay %s: progress not recorded: %s", bay, exc)
 
         return hook
+
+
+def _bay_order(d: Docking) -> tuple[int, str]:
+    return (d.bay or 0, d.port or "")

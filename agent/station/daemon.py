@@ -98,6 +98,7 @@ class Station:
         self.registered = {d.serial: d.profile for d in config.devices}
         self.catalog: Catalog | None = None
         self.state_file = home / "run" / "station.json"
+        self._serials = threading.Lock()  # dockings claim their serial one at a time
 
     def bays(self) -> list[int]:
         return sorted(set(self.config.bays.values()) | set(self.config.indicators.bays))
@@ -108,6 +109,17 @@ class Station:
     def show(self, bay: int | None, state: State) -> None:
         if bay is not None and bay in self.indicators.bays:
             self.indicators.show(bay, state)
+
+    def same_serial(self, docking: Docking, serial: str) -> list[Docking]:
+        """Claim ``serial`` for ``docking``; the other recorders docked now that claim it too
+        (rule 8: two recorders with one serial are a conflict, shown at both bays)."""
+        with self._serials:
+            docking.device = serial
+            return [
+                o
+                for o in list(self.dockings.values())
+                if o is not docking and o.device == serial and not o.gone.is_set()
+            ]
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -296,7 +308,7 @@ class Station:
             device_serial=event.serial,
             reason=reason,
             port=docking.port,
-            audit=(
+            also=(
                 "device.unknown",
                 event.serial or f"{event.vendor_id}:{event.product_id}",
                 {

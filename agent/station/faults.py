@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.catalog.faults import open_kinds, report_fault, resolve_fault
-from agent.errors import CatalogError
+from agent.errors import CatalogError, CatalogFullError
 
 if TYPE_CHECKING:
     from agent.catalog import Catalog
@@ -46,8 +46,12 @@ class StationFault:
             self.indicators.station_fault(True)
 
     def raised(self, exc: Exception, catalog: Catalog) -> None:
-        """A store or catalog error stopped a bay's work: report it and show it everywhere."""
-        kind = "catalog" if isinstance(exc, CatalogError) else "store"
+        """A store or catalog error stopped a bay's work: report it and show it everywhere.
+
+        A full disk under the catalog is a store fault (the station's disk is full), which
+        clears by itself once there is room again; the catalog is fine."""
+        full = isinstance(exc, CatalogFullError)
+        kind = "catalog" if isinstance(exc, CatalogError) and not full else "store"
         with self._lock:
             try:
                 report_fault(catalog, kind, kind, str(exc))

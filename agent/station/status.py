@@ -1,7 +1,9 @@
 """`recdock status`: what the station shows, read from the catalog (works while it runs).
 
 The daemon writes every bay state change, check and fault to the catalog (WAL: readers
-never block it), and ``<home>/run/station.json`` while it runs. This module only reads.
+never block it), and ``<home>/run/station.json`` while it runs. This module only reads. A
+home without a catalog is a station that never ran there: every bay idle, nothing queued,
+no fault, and ``catalog_found`` false.
 """
 
 from __future__ import annotations
@@ -68,29 +70,31 @@ def _last_check(catalog: Catalog, bay: int, session_id: str | None) -> dict[str,
     }
 
 
-def snapshot(catalog: Catalog, config: Config, home: Path) -> dict[str, Any]:
+def snapshot(catalog: Catalog | None, config: Config, home: Path) -> dict[str, Any]:
+    """What `recdock status` shows; ``catalog`` None: the station never ran in ``home``."""
     now = datetime.now(UTC)
-    faults = [f.as_dict(now) for f in list_faults(catalog)]
+    faults = [f.as_dict(now) for f in list_faults(catalog)] if catalog else []
     station_fault = any(f["kind"] in STATION_FAULT_KINDS for f in faults)
     daemon = daemon_info(home)
-    rows = bays.rows(catalog)
+    rows = bays.rows(catalog) if catalog else {}
     numbers = sorted(set(config.bays.values()) | set(config.indicators.bays) | set(rows))
     ports = {n: p for p, n in config.bays.items()}
     return {
         "station_id": config.station_id,
+        "catalog_found": catalog is not None,
         "daemon": daemon,
         "station_fault": station_fault,
         "bays": [
             _bay_view(catalog, n, ports.get(n), rows.get(n) or {}, daemon["running"], station_fault)
             for n in numbers
         ],
-        "sync_backlog": outbox.backlog(catalog.conn),
+        "sync_backlog": outbox.backlog(catalog.conn) if catalog else 0,
         "faults": faults,
     }
 
 
 def _bay_view(
-    catalog: Catalog,
+    catalog: Catalog | None,
     n: int,
     port: str | None,
     row: dict[str, Any],
@@ -114,7 +118,7 @@ def _bay_view(
         "session_id": row.get("session_id"),
         "progress": {"bytes": row.get("progress_bytes"), "total": row.get("progress_total")},
         "updated_at": row.get("updated_at"),
-        "last_check": _last_check(catalog, n, row.get("session_id")),
+        "last_check": _last_check(catalog, n, row.get("session_id")) if catalog else None,
     }
 
 
@@ -129,6 +133,11 @@ def render(snap: dict[str, Any]) -> str:
             f"{d.get('started_at', '?')})"
         )
         lines.extend(f"  {s}" for s in d.get("seams", []))
+    elif not snap.get("catalog_found", True):
+        lines.append(
+            f"station {snap['station_id']}: has not run here yet (no catalog in this home); "
+            "start it with `recdock run` (on a Pi: `systemctl start recdock`)"
+        )
     else:
         lines.append(f"station {snap['station_id']}: NOT RUNNING")
     if snap["station_fault"]:

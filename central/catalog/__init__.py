@@ -2,15 +2,19 @@
 
 Every SQL statement of the central store lives in this package, and every table has one owner
 module: ``stations`` (status, last seen, the head of each station's audit chain and whether the
-chain holds), ``bays``, ``recorders`` (health), ``events`` (de-duplicated by ``event_id``, and
-the chain check), ``faults``, and ``rejected`` (the last invalid messages, for diagnosis).
+chain holds), ``bays``, ``recorders`` (health), ``events`` (verified events, de-duplicated per
+station and seq, and the chain check), ``faults``, ``rejected`` (the last invalid messages, for
+diagnosis), ``alerts`` (``security_alerts``: unsigned, forged or unenrolled messages, kept
+apart), ``conflicts`` (``chain_conflicts``: the evidence of a broken chain) and ``operator``
+(``operator_actions``: re-baselines).
 The upload receipts and failures live apart, in their own database file (``receipts.sqlite``
 in the upload store's data folder): ``receipts``, which opens a connection per call. Other
 modules call :class:`CentralCatalog` and the owner modules' named functions;
 tests/test_code_shape.py keeps it so.
 
 This module keeps the core: one connection per thread (``threading.local``), closed once its
-thread has ended (the API's worker threads come and go); the tables created on opening; writes
+thread has ended (the API's worker threads come and go); the tables created on opening, and the
+columns added since a table was first made (each owner's ``COLUMNS``: additive only); writes
 in short ``BEGIN IMMEDIATE`` transactions, which the owner modules' write functions join and
 never commit; and a savepoint for one message inside a batch.
 """
@@ -26,12 +30,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from central.catalog import bays, events, faults, recorders, rejected, stations
+from central.catalog import (
+    alerts,
+    bays,
+    conflicts,
+    events,
+    faults,
+    operator,
+    recorders,
+    rejected,
+    stations,
+)
 
 __all__ = ["CentralCatalog", "now_utc"]
 
 # in the order their tables are created
-TABLES = (stations, bays, recorders, events, faults, rejected)
+TABLES = (stations, bays, recorders, events, faults, rejected, alerts, conflicts, operator)
 
 
 def now_utc() -> str:
@@ -51,6 +65,8 @@ class CentralCatalog:
             for table in TABLES:
                 for statement in table.SCHEMA:
                     conn.execute(statement)
+                for name, column, declaration in getattr(table, "COLUMNS", ()):
+                    _add_column(conn, name, column, declaration)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -132,22 +148,34 @@ class CentralCatalog:
             stations.ensure(conn, station)
             recorders.record(conn, station, doc, received_at)
 
-    def record_fault(
-        self, station: str, fault_id: str, doc: dict[str, Any] | None, *, received_at: str
-    ) -> None:
-        """An open fault (retained payload) or its clearing (empty retained payload)."""
+    def record_fault(self, station: str, fault_id: str, doc: dict[str, Any]) -> None:
+        """A fault's signed retained payload: attached to the fault, its state unchanged."""
         with self.tx() as conn:
             stations.ensure(conn, station)
-            faults.record(conn, station, fault_id, doc, received_at)
+            faults.attach(conn, station, fault_id, doc)
 
     def record_event(self, doc: dict[str, Any], *, received_at: str) -> str:
-        """Store one audit event and check the chain; returns ``stored`` or ``duplicate``."""
+        """Store one verified audit event and check the chain; returns ``stored``,
+        ``duplicate`` or ``conflict``."""
         with self.tx() as conn:
             return events.record(conn, doc, received_at=received_at)
 
     def record_rejected(self, topic: str, reason: str, payload: bytes) -> None:
         with self.tx() as conn:
             rejected.record(conn, topic, reason, payload, now_utc())
+
+    def record_alert(self, station: str, topic: str, reason: str, payload: bytes) -> None:
+        with self.tx() as conn:
+            alerts.record(conn, station, topic, reason, payload, now_utc())
+
+    def rebaseline(
+        self, station: str, *, operator_name: str, reason: str, base: tuple[int, str]
+    ) -> int:
+        """Start the station's chain anew from ``base``; audited. KeyError: no such station."""
+        with self.tx() as conn:
+            return events.rebaseline(
+                conn, station, operator_name=operator_name, reason=reason, base=base, at=now_utc()
+            )
 
     # -- reads (the JSON API) ------------------------------------------------------------
 
@@ -156,7 +184,26 @@ class CentralCatalog:
         return events.missing_ranges(self.conn, station, limit)
 
     def station_view(self, row: dict[str, Any]) -> dict[str, Any]:
-        return stations.view(row, self.missing_ranges(row["station"]))
+        name = row["station"]
+        counts = {
+            "security_alerts": alerts.count(self.conn, name),
+            "conflicts": conflicts.count(self.conn, name),
+        }
+        return stations.view(row, self.missing_ranges(name), counts)
+
+    def chain(self, station: str) -> dict[str, Any] | None:
+        """The head of the station's chain the centre holds, with its re-baselines."""
+        view = self.station(station)
+        if view is None:
+            return None
+        return {
+            "station": station,
+            **view["chain"],
+            "rebaselines": operator.listing(self.conn, station),
+        }
+
+    def alerts(self, station: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return alerts.listing(self.conn, station, limit)
 
     def stations(self) -> list[dict[str, Any]]:
         return [self.station_view(r) for r in stations.rows(self.conn)]
@@ -189,5 +236,13 @@ class CentralCatalog:
             "events": events.count(conn),
             "open_faults": faults.open_count(conn),
             "rejected": rejected.count(conn),
+            "security_alerts": alerts.count(conn),
             "broken_chains": stations.broken_count(conn),
         }
+
+
+def _add_column(conn: sqlite3.Connection, table: str, column: str, declaration: str) -> None:
+    """Add ``column`` to ``table`` unless it is there (the schema only grows)."""
+    present = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+    if column not in present:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")

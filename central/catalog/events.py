@@ -1,21 +1,28 @@
 """The events and each station's audit chain (table ``events``; the chain columns of
 ``stations`` through :mod:`central.catalog.stations`).
 
-Events are de-duplicated by ``event_id``. Every event carries ``seq``, ``prev_hash`` and
-``hash``; the hash is recomputed from the content (:func:`sync.wire.chain.entry_hash`, the
-station's own definition) and neighbours are compared:
+Only events the consumer has verified reach :func:`record`: signed with the station's enrolled
+key over their chain hash, and the hash recomputed from the content (sync/wire/signing.py).
+Anything else is a security alert (:mod:`central.catalog.alerts`) and never comes here, so
+nothing a forger sends can take an event's place, move the head or break the chain. An event
+is held once per station, chain epoch and seq:
 
-* a **gap** (``seq`` jumps ahead) is not an error: events may arrive out of order or late (the
-  station's outbox replays). The station's ``chain_seq``/``chain_hash`` is the head of the part
-  that is complete from seq 1; ``chain_max_seq`` the highest seen. The gap closes when the
-  missing events arrive.
-* a **rewrite** makes ``chain_ok`` false, for good, with the reason in ``chain_problem``: an
-  event whose hash does not match its content, a second event at a seq already held with a
-  different hash (e.g. a station catalog replaced by another), or an event that does not link
-  to its stored neighbour (``prev_hash`` differs from the hash of seq - 1, or seq + 1 does not
-  link to it).
+* the same seq with the same hash again (a replay from the station's outbox, a redelivery,
+  whatever its ``event_id``) is a **duplicate**;
+* a **gap** (``seq`` jumps ahead) is not an error: events may arrive out of order or late. The
+  station's ``chain_seq``/``chain_hash`` is the head of the part complete from the baseline
+  (seq 0 and the genesis hash, or an operator's re-baseline); ``chain_max_seq`` the highest
+  seen. The gap closes when the missing events arrive;
+* the chain is **broken** only when two events the station validly signed disagree: a second
+  event at a seq already held with another hash (kept as evidence in
+  :mod:`central.catalog.conflicts`), or an event whose ``prev_hash`` is not the hash of the
+  event (or baseline) before it. It stays broken until an operator re-baselines it
+  (:func:`rebaseline`, audited in :mod:`central.catalog.operator`).
 
-Fault openings and resolutions in the stream also update :mod:`central.catalog.faults`.
+After a re-baseline the station's events are held in a new ``epoch``; their ``event_id`` is
+stored with the suffix ``@<epoch>`` so it never meets the id of an earlier epoch's event.
+Fault openings and resolutions in the stream also update :mod:`central.catalog.faults`: they
+are the only way a fault's state changes.
 """
 
 from __future__ import annotations
@@ -25,8 +32,8 @@ import logging
 import sqlite3
 from typing import Any
 
-from central.catalog import faults, stations
-from sync.wire.chain import GENESIS, canonical, entry_hash
+from central.catalog import conflicts, faults, operator, stations
+from sync.wire.chain import canonical
 
 logger = logging.getLogger(__name__)
 
@@ -48,106 +55,103 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS events_station_seq ON events (station, seq)",
 ]
 
+# columns added since the table was first created (central/catalog/__init__.py adds them)
+COLUMNS = [("events", "epoch", "INTEGER NOT NULL DEFAULT 0")]
+
 # -- writes (the MQTT consumer) --------------------------------------------------------------
 
 
 def record(conn: sqlite3.Connection, doc: dict[str, Any], *, received_at: str) -> str:
-    """Store one audit event and check the chain; returns ``stored`` or ``duplicate``."""
+    """Store one verified audit event and check the chain; returns ``stored``, ``duplicate``
+    or ``conflict``."""
     station, seq = doc["station"], int(doc["seq"])
-    data_text = canonical(doc["data"])
-    computed = entry_hash(doc["prev_hash"], seq, doc["at"], doc["kind"], doc["subject"], data_text)
-    hash_ok = computed == doc["hash"]
     stations.ensure(conn, station)
-    if not _insert(conn, doc, seq, data_text, hash_ok, received_at):
+    epoch, base_seq, base_hash = stations.epoch(conn, station)
+    held = _held(conn, station, epoch, seq)
+    if seq <= base_seq or (held is not None and held["hash"] == doc["hash"]):
         stations.count_duplicate(conn, station)
         return "duplicate"
-    stations.count_event(conn, station, seq)
     stations.seen(conn, station, received_at)
-    problem = _chain_problem(conn, doc, seq, hash_ok)
+    if held is not None:
+        conflicts.record(conn, epoch, doc, received_at)
+        _broken(
+            conn,
+            station,
+            f"seq {seq} arrived twice, validly signed, with different content "
+            f"({held['event_id']} and {doc['event_id']}): the station's audit log was "
+            "rewritten or replaced",
+            received_at,
+        )
+        return "conflict"
+    _insert(conn, doc, epoch, received_at)
+    stations.count_event(conn, station, seq)
+    problem = _unlinked(conn, doc, seq, epoch, (base_seq, base_hash))
     if problem:
         _broken(conn, station, problem, received_at)
     else:
-        _advance(conn, station)
+        _advance(conn, station, epoch)
     _fault_event(conn, station, doc, received_at)
     return "stored"
 
 
-def _insert(
-    conn: sqlite3.Connection,
-    doc: dict[str, Any],
-    seq: int,
-    data_text: str,
-    hash_ok: bool,
-    received_at: str,
-) -> bool:
-    """Insert the event; False when its ``event_id`` is already stored."""
-    cur = conn.execute(
-        "INSERT OR IGNORE INTO events (event_id, station, seq, kind, subject, data, at,"
-        " prev_hash, hash, hash_ok, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+def _held(conn: sqlite3.Connection, station: str, epoch: int, seq: int) -> sqlite3.Row | None:
+    return conn.execute(
+        "SELECT event_id, hash FROM events WHERE station = ? AND epoch = ? AND seq = ?"
+        " ORDER BY id LIMIT 1",
+        (station, epoch, seq),
+    ).fetchone()
+
+
+def _insert(conn: sqlite3.Connection, doc: dict[str, Any], epoch: int, received_at: str) -> None:
+    event_id = doc["event_id"] if epoch == 0 else f"{doc['event_id']}@{epoch}"
+    conn.execute(
+        "INSERT INTO events (event_id, station, seq, kind, subject, data, at, prev_hash, hash,"
+        " hash_ok, received_at, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
         (
-            doc["event_id"],
+            event_id,
             doc["station"],
-            seq,
+            int(doc["seq"]),
             doc["kind"],
             doc["subject"],
-            data_text,
+            canonical(doc["data"]),
             doc["at"],
             doc["prev_hash"],
             doc["hash"],
-            int(hash_ok),
             received_at,
+            epoch,
         ),
     )
-    return cur.rowcount != 0
 
 
-def _chain_problem(
-    conn: sqlite3.Connection, doc: dict[str, Any], seq: int, hash_ok: bool
+def _unlinked(
+    conn: sqlite3.Connection,
+    doc: dict[str, Any],
+    seq: int,
+    epoch: int,
+    base: tuple[int, str],
 ) -> str | None:
-    """Why this event breaks its station's chain, or None when it fits."""
+    """Why the event does not link to its stored neighbours (or the baseline), or None."""
     station, digest = doc["station"], doc["hash"]
-    if not hash_ok:
+    if seq - 1 == base[0]:
+        before = (f"the baseline (seq {base[0]})", base[1])
+    else:
+        found = _held(conn, station, epoch, seq - 1)
+        before = (f"event {seq - 1} ({found['event_id']})", found["hash"]) if found else None
+    if before and before[1] != doc["prev_hash"]:
         return (
-            f"event {seq} ({doc['event_id']}): its hash does not match its content "
-            "(altered after it was chained)"
-        )
-    if seq == 1 and doc["prev_hash"] != GENESIS:
-        return f"event 1 ({doc['event_id']}) does not start a chain"
-    other = conn.execute(
-        "SELECT event_id, hash FROM events WHERE station = ? AND seq = ? AND event_id != ?"
-        " AND hash != ? ORDER BY id LIMIT 1",
-        (station, seq, doc["event_id"], digest),
-    ).fetchone()
-    if other:
-        return (
-            f"seq {seq} arrived twice with different content ({other['event_id']} and "
-            f"{doc['event_id']}): the station's audit log was rewritten or replaced"
-        )
-    return _unlinked(conn, doc, seq)
-
-
-def _unlinked(conn: sqlite3.Connection, doc: dict[str, Any], seq: int) -> str | None:
-    """Why the event does not link to its stored neighbours, or None when it does."""
-    station, digest = doc["station"], doc["hash"]
-    before = conn.execute(
-        "SELECT event_id, hash FROM events WHERE station = ? AND seq = ? AND hash_ok = 1"
-        " ORDER BY id LIMIT 1",
-        (station, seq - 1),
-    ).fetchone()
-    if before and before["hash"] != doc["prev_hash"]:
-        return (
-            f"event {seq} ({doc['event_id']}) does not follow event {seq - 1} "
-            f"({before['event_id']}): the station's audit log was rewritten"
+            f"event {seq} ({doc['event_id']}) does not follow {before[0]}: two validly "
+            "signed events disagree; the station's audit log was rewritten"
         )
     after = conn.execute(
-        "SELECT event_id, prev_hash FROM events WHERE station = ? AND seq = ?"
-        " AND hash_ok = 1 ORDER BY id LIMIT 1",
-        (station, seq + 1),
+        "SELECT event_id, prev_hash FROM events WHERE station = ? AND epoch = ? AND seq = ?"
+        " ORDER BY id LIMIT 1",
+        (station, epoch, seq + 1),
     ).fetchone()
     if after and after["prev_hash"] != digest:
         return (
             f"event {seq + 1} ({after['event_id']}) does not follow event {seq} "
-            f"({doc['event_id']}): the station's audit log was rewritten"
+            f"({doc['event_id']}): two validly signed events disagree; the station's audit log "
+            "was rewritten"
         )
     return None
 
@@ -160,15 +164,15 @@ def _broken(conn: sqlite3.Connection, station: str, problem: str, at: str) -> No
         logger.error("station %s: another audit chain problem: %s", station, problem)
 
 
-def _advance(conn: sqlite3.Connection, station: str) -> None:
-    """Move the complete-from-1 head forward over every event now present."""
+def _advance(conn: sqlite3.Connection, station: str, epoch: int) -> None:
+    """Move the complete-from-the-baseline head forward over every event now present."""
     head, digest = stations.chain_head(conn, station)
     moved = False
     while True:
         nxt = conn.execute(
-            "SELECT hash FROM events WHERE station = ? AND seq = ? AND prev_hash = ?"
-            " AND hash_ok = 1 ORDER BY id LIMIT 1",
-            (station, head + 1, digest),
+            "SELECT hash FROM events WHERE station = ? AND epoch = ? AND seq = ?"
+            " AND prev_hash = ? ORDER BY id LIMIT 1",
+            (station, epoch, head + 1, digest),
         ).fetchone()
         if nxt is None:
             break
@@ -178,13 +182,43 @@ def _advance(conn: sqlite3.Connection, station: str) -> None:
 
 
 def _fault_event(conn: sqlite3.Connection, station: str, doc: dict[str, Any], at: str) -> None:
-    """Fault openings and resolutions also travel in the event stream: a clearing of a
-    retained fault topic missed while the central store was away is not lost."""
+    """Fault openings and resolutions travel in the event stream, signed: the only way a
+    fault's state changes at the central store."""
     kind, data = doc["kind"], doc["data"]
     if kind == "fault.open":
         faults.open_fault(conn, station, doc["subject"], {**data, "opened_at": doc["at"]}, at)
     elif kind == "fault.resolved":
         faults.resolve(conn, station, doc["subject"], doc["at"])
+
+
+def rebaseline(
+    conn: sqlite3.Connection,
+    station: str,
+    *,
+    operator_name: str,
+    reason: str,
+    base: tuple[int, str],
+    at: str,
+) -> int:
+    """An operator accepts the station's chain anew from ``base`` (seq, hash); audited.
+    Returns the new epoch. Earlier events stay as they are."""
+    before = stations.row(conn, station)
+    if before is None:
+        raise KeyError(station)
+    epoch = stations.rebaseline(conn, station, base[0], base[1])
+    detail = {
+        "reason": reason,
+        "epoch": epoch,
+        "base_seq": base[0],
+        "base_hash": base[1],
+        "was_ok": bool(before["chain_ok"]),
+        "problem": before["chain_problem"],
+        "head_seq": before["chain_seq"],
+        "max_seq": before["chain_max_seq"],
+    }
+    operator.record(conn, at, operator_name, "rebaseline", station, detail)
+    logger.warning("station %s: chain re-baselined by %s: %s", station, operator_name, reason)
+    return epoch
 
 
 # -- reads (the JSON API) --------------------------------------------------------------------
@@ -198,11 +232,13 @@ def missing_ranges(
     if span is None or span[1] <= span[0]:
         return []
     head = span[0]
+    epoch = stations.epoch(conn, station)[0]
     seqs = [
         r[0]
         for r in conn.execute(
-            "SELECT DISTINCT seq FROM events WHERE station = ? AND seq > ? ORDER BY seq",
-            (station, head),
+            "SELECT DISTINCT seq FROM events WHERE station = ? AND epoch = ? AND seq > ?"
+            " ORDER BY seq",
+            (station, epoch, head),
         )
     ]
     ranges: list[tuple[int, int]] = []
@@ -237,6 +273,7 @@ def listing(
             "prev_hash": r["prev_hash"],
             "hash": r["hash"],
             "hash_ok": bool(r["hash_ok"]),
+            "epoch": r["epoch"],
             "received_at": r["received_at"],
         }
         for r in rows

@@ -1,8 +1,10 @@
 """The faults (table ``faults``): what each station reports open, and when it was resolved.
 
-A fault arrives on its retained topic (opened, or cleared by an empty payload) and again in the
-event stream (``fault.open``, ``fault.resolved``: :mod:`central.catalog.events`), so a clearing
-missed while the central store was away is not lost. A resolution newer than an opening that
+A fault's state changes only through the station's signed events (``fault.open``,
+``fault.resolved``: :mod:`central.catalog.events`), which reach the central store even when it
+was away while a retained topic changed. Its signed retained payload (``repair_by`` and the
+rest) is attached to the fault the events opened, nothing more; an empty retained payload only
+clears the broker's copy and changes nothing here. A resolution newer than an opening that
 arrives late keeps the fault resolved. An open fault is overdue after the 24-hour repair limit.
 """
 
@@ -45,14 +47,12 @@ def age_hours(opened_at: str, now: datetime | None = None) -> float:
 # -- writes (the MQTT consumer) --------------------------------------------------------------
 
 
-def record(
-    conn: sqlite3.Connection, station: str, fault_id: str, doc: dict[str, Any] | None, at: str
-) -> None:
-    """An open fault (retained payload) or its clearing (``doc`` None: empty retained payload)."""
-    if doc is None:
-        resolve(conn, station, fault_id, at)
-        return
-    open_fault(conn, station, fault_id, doc, at)
+def attach(conn: sqlite3.Connection, station: str, fault_id: str, doc: dict[str, Any]) -> None:
+    """The fault's signed retained payload, kept with the fault its events opened (if any)."""
+    conn.execute(
+        "UPDATE faults SET payload = ? WHERE station = ? AND id = ?",
+        (canonical(doc), station, fault_id),
+    )
 
 
 def open_fault(

@@ -13,6 +13,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ CREATE TABLE IF NOT EXISTS receipts (
     deduplicated INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS receipts_sha256 ON receipts (sha256);
+CREATE INDEX IF NOT EXISTS receipts_station_day ON receipts (station, received_at);
 CREATE TABLE IF NOT EXISTS failures (
     upload_id TEXT PRIMARY KEY,
     station TEXT NOT NULL,
@@ -63,14 +65,29 @@ def receipt(db_path: Path, upload_id: str) -> dict[str, Any] | None:
     return _receipt_dict(row) if row else None
 
 
-def first_receipt_of(db_path: Path, sha256: str, size: int) -> dict[str, Any] | None:
-    """The oldest receipt of this content (SHA-256 and size), or None."""
+def first_receipt_of(db_path: Path, station: str, sha256: str, size: int) -> dict[str, Any] | None:
+    """The oldest receipt of this content (SHA-256 and size) that ``station`` itself was given,
+    or None: another station's uploads are never looked at."""
     with _connect(db_path) as db:
         row = db.execute(
-            "SELECT * FROM receipts WHERE sha256 = ? AND size = ? ORDER BY received_at LIMIT 1",
-            (sha256, size),
+            "SELECT * FROM receipts WHERE station = ? AND sha256 = ? AND size = ?"
+            " ORDER BY received_at LIMIT 1",
+            (station, sha256, size),
         ).fetchone()
     return _receipt_dict(row) if row else None
+
+
+def stored_bytes_on(db_path: Path, station: str, day: str) -> int:
+    """The bytes ``station`` stored on the UTC day ``day`` (``YYYY-MM-DD``): its receipts of
+    that day, without those answered from its own earlier uploads (they stored no byte)."""
+    next_day = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+    with _connect(db_path) as db:
+        (total,) = db.execute(
+            "SELECT COALESCE(SUM(size), 0) FROM receipts WHERE station = ?"
+            " AND received_at >= ? AND received_at < ? AND deduplicated = 0",
+            (station, day, next_day),
+        ).fetchone()
+    return int(total)
 
 
 def record_receipt(

@@ -1,9 +1,12 @@
 """The stations (table ``stations``): each station's status, when it was last heard, its event
 counts and the state of its audit chain.
 
-The chain columns (``chain_seq``/``chain_hash``, the head of the part complete from seq 1;
-``chain_max_seq``; ``chain_ok`` and ``chain_problem``) are moved by :mod:`central.catalog.events`,
-which checks the chain, through the named functions here. Every function takes the thread's
+The chain columns (``chain_seq``/``chain_hash``, the head of the part complete from the
+baseline; ``chain_max_seq``; ``chain_ok`` and ``chain_problem``) are moved by
+:mod:`central.catalog.events`, which checks the chain, through the named functions here. A
+station's chain starts at seq 1 and the genesis hash; an operator's re-baseline
+(:func:`rebaseline`) starts a new ``chain_epoch`` from ``chain_base_seq``/``chain_base_hash``
+and leaves the events of earlier epochs as they are. Every function takes the thread's
 connection; the writes run inside the caller's transaction.
 """
 
@@ -33,6 +36,13 @@ SCHEMA = [
         events INTEGER NOT NULL DEFAULT 0,
         duplicates INTEGER NOT NULL DEFAULT 0
     )""",
+]
+
+# columns added since the table was first created (central/catalog/__init__.py adds them)
+COLUMNS = [
+    ("stations", "chain_epoch", "INTEGER NOT NULL DEFAULT 0"),
+    ("stations", "chain_base_seq", "INTEGER NOT NULL DEFAULT 0"),
+    ("stations", "chain_base_hash", f"TEXT NOT NULL DEFAULT '{GENESIS}'"),
 ]
 
 # -- writes (the MQTT consumer) --------------------------------------------------------------
@@ -111,6 +121,26 @@ def chain_head(conn: sqlite3.Connection, station: str) -> tuple[int, str]:
     return int(row["chain_seq"]), row["chain_hash"]
 
 
+def epoch(conn: sqlite3.Connection, station: str) -> tuple[int, int, str]:
+    """The station's chain epoch and the seq and hash it starts from."""
+    row = conn.execute(
+        "SELECT chain_epoch, chain_base_seq, chain_base_hash FROM stations WHERE station = ?",
+        (station,),
+    ).fetchone()
+    return int(row[0]), int(row[1]), str(row[2])
+
+
+def rebaseline(conn: sqlite3.Connection, station: str, base_seq: int, base_hash: str) -> int:
+    """Start a new chain epoch from (``base_seq``, ``base_hash``); returns the new epoch."""
+    conn.execute(
+        "UPDATE stations SET chain_epoch = chain_epoch + 1, chain_base_seq = ?,"
+        " chain_base_hash = ?, chain_seq = ?, chain_hash = ?, chain_max_seq = ?, chain_ok = 1,"
+        " chain_problem = NULL, chain_problem_at = NULL WHERE station = ?",
+        (base_seq, base_hash, base_seq, base_hash, base_seq, station),
+    )
+    return epoch(conn, station)[0]
+
+
 def move_head(conn: sqlite3.Connection, station: str, seq: int, digest: str) -> None:
     conn.execute(
         "UPDATE stations SET chain_seq = ?, chain_hash = ? WHERE station = ?",
@@ -138,8 +168,11 @@ def row(conn: sqlite3.Connection, station: str) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
-def view(row: dict[str, Any], missing: list[tuple[int, int]]) -> dict[str, Any]:
-    """What the JSON API shows of a station; ``missing`` are the seq ranges not received."""
+def view(
+    row: dict[str, Any], missing: list[tuple[int, int]], counts: dict[str, int]
+) -> dict[str, Any]:
+    """What the JSON API shows of a station; ``missing`` are the seq ranges not received,
+    ``counts`` its security alerts and chain conflicts."""
     if not row["chain_ok"]:
         state = "broken"
     elif missing:
@@ -154,6 +187,7 @@ def view(row: dict[str, Any], missing: list[tuple[int, int]]) -> dict[str, Any]:
         "last_seen": row["last_seen"],
         "events": row["events"],
         "duplicates": row["duplicates"],
+        "security_alerts": counts["security_alerts"],
         "chain": {
             "state": state,
             "ok": bool(row["chain_ok"]),
@@ -163,6 +197,10 @@ def view(row: dict[str, Any], missing: list[tuple[int, int]]) -> dict[str, Any]:
             "missing": [list(r) for r in missing],
             "problem": row["chain_problem"],
             "problem_at": row["chain_problem_at"],
+            "conflicts": counts["conflicts"],
+            "epoch": row["chain_epoch"],
+            "base_seq": row["chain_base_seq"],
+            "base_hash": row["chain_base_hash"],
         },
     }
 

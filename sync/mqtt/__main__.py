@@ -7,6 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
+from agent.config.keys import load_signing_key, signing_key_path
 from agent.config.links import MqttConfig
 from agent.errors import ConfigError, RecdockError
 from agent.seams.signals import SignalRelay
@@ -16,15 +17,16 @@ from sync.mqtt.publisher import OutboxPublisher
 logger = logging.getLogger(__name__)
 
 
-def run_publisher(
-    catalog_path: Path, station_id: str, config: MqttConfig, *, stop: threading.Event
-) -> int:
+def run_publisher(home: Path, station_id: str, config: MqttConfig, *, stop: threading.Event) -> int:
     """Run link + publisher until ``stop`` is set; then stop cleanly ("stopped" status)."""
-    link = MqttLink(config, station_id)
+    key = load_signing_key(signing_key_path(config, home))
+    link = MqttLink(config, station_id, signing_key=key)
     publisher = OutboxPublisher(
-        catalog_path,
+        home / "catalog.db",
         station_id,
         link,
+        signing_key=key,
+        max_message_bytes=config.max_message_bytes,
         max_inflight=config.max_inflight,
         batch=config.publish_batch,
     )
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     # thread, and a handler setting it there could deadlock (agent/seams/signals.py)
     with SignalRelay(stop.set):
         try:
-            return run_publisher(home / "catalog.db", config.station_id, mqtt_config, stop=stop)
+            return run_publisher(home, config.station_id, mqtt_config, stop=stop)
         except RecdockError as exc:
             print(f"recdock: {exc}", file=sys.stderr)
             return exc.exit_code

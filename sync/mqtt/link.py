@@ -2,8 +2,10 @@
 
 :class:`MqttLink` keeps the retained station status (``recdock/<station>/status``): the Last
 Will is ``offline``; ``online`` is published on every connect; a clean stop publishes
-``stopped``. ``connect_async`` + ``loop_start``, VERSION2 callbacks, QoS 1, TLS and credentials
-from :class:`agent.config.links.MqttConfig`. The in-memory link the tests use instead lives in
+``stopped``. Each of the three is signed with the station's key like every other message
+(sync/wire/signing.py), the Last Will when it is set at connect. ``connect_async`` +
+``loop_start``, VERSION2 callbacks, QoS 1, TLS and credentials from
+:class:`agent.config.links.MqttConfig`. The in-memory link the tests use instead lives in
 tests/memory_link.py; tests/test_link_contract.py runs one suite against both.
 
 Why tokens rather than mids straight from paho's callback: ``on_publish`` runs in paho's
@@ -28,6 +30,7 @@ from agent.config.links import MqttConfig
 from agent.errors import ConfigError
 from sync.wire import topics
 from sync.wire.payloads import status_payload
+from sync.wire.signing import sign_payload
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +72,10 @@ class Link(Protocol):
 class MqttLink:
     """A :class:`Link` on paho-mqtt 2.x, with the retained station status and its Last Will."""
 
-    def __init__(self, config: MqttConfig, station_id: str) -> None:
+    def __init__(self, config: MqttConfig, station_id: str, *, signing_key: Any) -> None:
         self.config = config
         self.station_id = station_id
+        self.signing_key = signing_key  # cryptography's Ed25519PrivateKey
         self.client_id = config.resolved_client_id(station_id)
         self.status_topic = topics.status(station_id)
         self._listeners: list[LinkListener] = []
@@ -89,13 +93,13 @@ class MqttLink:
         client.max_inflight_messages_set(config.max_inflight)
         client.max_queued_messages_set(config.max_queued)
         client.reconnect_delay_set(config.reconnect_min_s, config.reconnect_max_s)
-        client.will_set(
-            self.status_topic,
-            status_payload(station_id, "offline", client_id=self.client_id),
-            qos=1,
-            retain=True,
-        )
+        client.will_set(self.status_topic, self._status("offline"), qos=1, retain=True)
         self._set_tls(client)
+        if config.insecure_lab:
+            logger.warning(
+                "mqtt: insecure_lab is set: a user name and password may go to the broker "
+                "without TLS, readable by anyone on the network"
+            )
         password = config.resolved_password()
         if config.username is not None:
             client.username_pw_set(config.username, password)
@@ -129,6 +133,10 @@ class MqttLink:
                 "mqtt: tls_insecure_skip_verify is set: the broker's certificate and host name "
                 "are NOT checked; anyone on the path can read and alter station telemetry"
             )
+
+    def _status(self, state: str) -> bytes:
+        payload = status_payload(self.station_id, state, client_id=self.client_id)
+        return sign_payload(self.signing_key, self.status_topic, payload)
 
     # -- Link ----------------------------------------------------------------------------
 
@@ -177,10 +185,7 @@ class MqttLink:
         acknowledged = False
         if self._connected.is_set():
             info = self.client.publish(
-                self.status_topic,
-                status_payload(self.station_id, "stopped", client_id=self.client_id),
-                qos=1,
-                retain=True,
+                self.status_topic, self._status("stopped"), qos=1, retain=True
             )
             try:
                 info.wait_for_publish(timeout)
@@ -212,12 +217,7 @@ class MqttLink:
             return
         self.connects += 1
         self.last_error = None
-        client.publish(
-            self.status_topic,
-            status_payload(self.station_id, "online", client_id=self.client_id),
-            qos=1,
-            retain=True,
-        )
+        client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
         self._connected.set()
         logger.info("mqtt: connected to %s:%d", self.config.host, self.config.port)
         for listener in self._listeners:

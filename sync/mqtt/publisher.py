@@ -5,6 +5,11 @@ only after the broker acknowledged it (PUBACK for QoS 1; rule 4, docs/architectu
 keeps unacknowledged QoS 1 messages in memory and re-sends them after a reconnect; a process
 restart replays the whole outbox. A message may therefore arrive more than once, never zero
 times; receivers drop duplicates by ``event_id``.
+
+Every message is signed where it leaves the station: when a row is handed to the link
+(:meth:`OutboxPublisher._signed`, with the station's Ed25519 key and the rules of
+sync/wire/signing.py), whatever queued it. The outbox keeps rows unsigned, so a replay after a
+re-key is signed with the new key.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 from agent.catalog import outbox
 from sync.mqtt.link import Link
+from sync.wire.signing import sign_payload
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +43,8 @@ class OutboxPublisher(threading.Thread):
     Replays the whole outbox at start (rows are sent in id order). At most ``max_inflight``
     rows are handed to the link and not yet acknowledged. A row the broker rejects (an MQTT 5
     PUBACK with a failure reason) stays in the outbox and is offered again after
-    ``retry_after_s``.
+    ``retry_after_s``. Each row is signed with ``signing_key`` as it is handed over; one whose
+    signed payload exceeds ``max_message_bytes`` (the broker would drop it) stays in the outbox.
     """
 
     def __init__(
@@ -46,6 +53,8 @@ class OutboxPublisher(threading.Thread):
         station_id: str,
         link: Link,
         *,
+        signing_key: Any,  # cryptography's Ed25519PrivateKey
+        max_message_bytes: int = 256 * 1024,
         max_inflight: int = 20,
         batch: int = 200,
         retry_after_s: float = 30.0,
@@ -55,6 +64,8 @@ class OutboxPublisher(threading.Thread):
         self.catalog_path = Path(catalog_path)
         self.station_id = station_id
         self.link = link
+        self.signing_key = signing_key
+        self.max_message_bytes = max_message_bytes
         self.max_inflight = max_inflight
         self.batch = batch
         self.retry_after_s = retry_after_s
@@ -198,12 +209,24 @@ class OutboxPublisher(threading.Thread):
                 if not self._offer(row):
                     return  # not connected, or paho's queue is full: again on the next wake
 
+    def _signed(self, row: outbox.OutboxMessage) -> bytes:
+        """The row's payload as it leaves the station: signed (sync/wire/signing.py). Raises
+        ValueError for a row that can never be published (not a JSON object, too large)."""
+        payload = sign_payload(self.signing_key, row.topic, row.payload)
+        if len(payload) > self.max_message_bytes:
+            raise ValueError(
+                f"{len(payload)} bytes signed, over mqtt.max_message_bytes "
+                f"({self.max_message_bytes})"
+            )
+        return payload
+
     def _offer(self, row: outbox.OutboxMessage) -> bool:
         try:
-            token = self.link.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+            payload = self._signed(row)
+            token = self.link.publish(row.topic, payload, qos=row.qos, retain=row.retain)
         except ValueError:
-            # paho refuses it for good (a wildcard in the topic, a payload over 256 MB): keep
-            # the row (only an acknowledgement may drop it), skip it, and say so
+            # not signable, too large, or paho refuses it for good (a wildcard in the topic):
+            # keep the row (only an acknowledgement may drop it), skip it, and say so
             logger.exception(
                 "outbox: message %d on %r can never be published; it stays in the outbox",
                 row.id,

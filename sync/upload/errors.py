@@ -100,4 +100,9 @@ class _UploadGone(Exception):
 
 
 class _Retry(Exception):
-    """Internal: a transient failure worth another attempt."""
+    """Internal: a transient failure worth another attempt (``retry_after``: the seconds the
+    server asked for, when it did)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

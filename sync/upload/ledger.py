@@ -92,7 +92,8 @@ def _mark_synced(catalog: Catalog, row: dict[str, Any], receipt: Receipt) -> Non
             receipt=canonical(record),
             upload_url=receipt.upload_url,
         ):
-            catalog.append_audit(
+            audit.append(
+                catalog,
                 "file.synced",
                 row["store_path"],
                 {
@@ -127,7 +128,8 @@ def record_rejection(
     attempt = rejections_since_resolved(catalog, store_path) + 1
     with catalog.tx() as conn:
         recordings.set_upload_url(conn, row["id"], None)
-        catalog.append_audit(
+        audit.append(
+            catalog,
             "file.upload_rejected",
             store_path,
             {

@@ -1,7 +1,8 @@
 """What the central store's answers mean: HTTP statuses to upload errors, and tus headers read.
 
 :func:`check_status` returns for a 2xx and raises the matching error otherwise: ``_Retry`` for
-what is worth another attempt (423, 429, 5xx), ``_UploadGone`` for an upload URL the server
+what is worth another attempt (423, 429, 5xx, and 413 with ``Retry-After``: a temporary
+refusal, such as a centre short of disk space), ``_UploadGone`` for an upload URL the server
 does not know (404, 410), an :class:`~sync.upload.errors.UploadError` for the rest. The other
 functions read one header or the JSON body of an answer, ``None`` (or a default) when absent
 or malformed.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -23,7 +24,7 @@ from sync.upload.errors import (
     _Retry,
     _UploadGone,
 )
-from sync.wire.tusmeta import decode_metadata
+from sync.wire.tusmeta import ascii_int, decode_metadata
 
 #: Status of a receipt whose hash did not match (the tus checksum extension's code).
 STATUS_HASH_MISMATCH = 460
@@ -41,8 +42,10 @@ def check_status(resp: requests.Response, path: Path, what: str) -> None:
     code = resp.status_code
     if 200 <= code < 300:
         return
-    if code in RETRY_STATUSES or code >= 500:
-        raise _Retry(f"{what}: HTTP {code}")
+    asked = retry_after(resp, None)
+    # 413 with Retry-After: the centre cannot take it now (its disk is short), later it can
+    if code in RETRY_STATUSES or code >= 500 or (code == 413 and asked is not None):
+        raise _Retry(f"{what}: HTTP {code} ({_reason(resp)})", retry_after=asked)
     detail = _reason(resp)
     if code == 401:
         raise UploadAuthError(
@@ -77,10 +80,34 @@ def check_status(resp: requests.Response, path: Path, what: str) -> None:
 
 
 def int_header(resp: requests.Response, name: str) -> int | None:
+    """A numeric header in ASCII digits (``Upload-Offset: ²`` is no number), else None."""
     value = resp.headers.get(name)
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value)
+    return ascii_int(value.strip()) if value is not None else None
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """A URL's origin: scheme, host and port (the scheme's default port when none is given)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:  # a port that is no number: an origin nothing else has
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def on_origin(url: str, endpoint: str, path: Path, what: str) -> str:
+    """``url`` when it is on the endpoint's origin, else UploadRejected: the station token is
+    sent to the endpoint's origin only, never where a ``Location`` or ``Upload-Receipt`` of
+    the server points elsewhere."""
+    if origin(url) != origin(endpoint):
+        raise UploadRejected(
+            f"{path}: the central store named {what} on another origin ({url}, not "
+            f"{endpoint}); the station token is not sent there. Check the endpoint URL and "
+            "the Host header the central's proxy passes on",
+            path=path,
+        )
+    return url
 
 
 def receipt_link(resp: requests.Response, url: str) -> str | None:
@@ -95,12 +122,10 @@ def remote_sha256(resp: requests.Response) -> str | None:
         return None
 
 
-def retry_after(resp: requests.Response, default: float) -> float:
-    value = resp.headers.get("Retry-After", "")
-    try:
-        return max(0.05, float(value))
-    except ValueError:
-        return default
+def retry_after(resp: requests.Response, default: float | None) -> float | None:
+    """``Retry-After`` in seconds (ASCII digits; at least 0.05), else ``default``."""
+    seconds = int_header(resp, "Retry-After")
+    return default if seconds is None else max(0.05, float(seconds))
 
 
 def json_body(resp: requests.Response) -> dict[str, Any] | None:

@@ -65,6 +65,8 @@ from sync.upload.responses import (
     check_status,
     int_header,
     json_body,
+    on_origin,
+    origin,
     receipt_link,
     remote_sha256,
     retry_after,
@@ -160,6 +162,20 @@ class _Transfer:
         return self.attempt
 
 
+def _resumable(upload_url: str | None, endpoint: str, path: Path) -> str | None:
+    """A stored upload URL to resume, or None when it is on another origin than the endpoint
+    (the endpoint changed since): the token goes to the endpoint's origin only."""
+    if upload_url is not None and origin(upload_url) != origin(endpoint):
+        logger.warning(
+            "%s: the stored upload %s is not on the endpoint's origin (%s); creating anew",
+            path,
+            upload_url,
+            endpoint,
+        )
+        return None
+    return upload_url
+
+
 class TusUploader:
     """Upload files to one tus 1.0 endpoint with a station's bearer token."""
 
@@ -216,11 +232,13 @@ class TusUploader:
         return self.session.request(method, url, allow_redirects=False, **kwargs)
 
     def _sleep_backoff(
-        self, attempt: int, resp: requests.Response | None = None, path: Path | None = None
+        self, attempt: int, asked: float | None = None, path: Path | None = None
     ) -> None:
+        """Wait before retry ``attempt``: the doubling backoff, or longer when the server
+        asked for longer (``Retry-After``), never more than ``max_backoff``."""
         delay = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
-        if resp is not None and resp.headers.get("Retry-After", "").isdigit():
-            delay = min(self.max_backoff, max(delay, float(resp.headers["Retry-After"])))
+        if asked is not None:
+            delay = min(self.max_backoff, max(delay, asked))
         self._wait(
             delay,
             f"{path}: stopped during a retry's backoff; the upload resumes from the server's "
@@ -328,6 +346,7 @@ class TusUploader:
             f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
         except OSError as exc:
             raise UploadError(f"{path}: cannot open for upload: {exc}", path=path) from exc
+        upload_url = _resumable(upload_url, self.endpoint, path)
         with f:
             # read from the disk into the send buffers, not through the page cache (where the
             # file system allows it; a piece O_DIRECT refuses is read through the cache)
@@ -345,12 +364,14 @@ class TusUploader:
             except _UploadGone as exc:
                 t.gone(exc)
             except (_Retry, *TRANSIENT_ERRORS) as exc:
-                self._sleep_backoff(t.failed(exc, self.retries), path=path)
+                asked = getattr(exc, "retry_after", None)
+                self._sleep_backoff(t.failed(exc, self.retries), asked, path=path)
                 t.offset = None  # ask the server where it stands
         assert t.url is not None
         if t.receipt_url is None:
             logger.info("%s: uploaded to %s; the server gives no receipt", path, t.url)
             return Receipt(sha256, size, None, None, False, t.url)
+        on_origin(t.receipt_url, self.endpoint, path, "the receipt (Upload-Receipt)")
         return self._fetch_receipt(t.receipt_url, t.url, path, sha256, size)
 
     def _send(self, t: _Transfer) -> bool:
@@ -373,7 +394,8 @@ class TusUploader:
     def _begin(self, t: _Transfer) -> None:
         """tus creation: a new upload, its URL handed to ``on_url`` at once."""
         resp = self._create(t.path, t.size, t.meta)
-        t.url = urljoin(self.endpoint, resp.headers["Location"])
+        location = urljoin(self.endpoint, resp.headers["Location"])
+        t.url = on_origin(location, self.endpoint, t.path, "the upload (Location)")
         logger.info("%s: upload created at %s", t.path, t.url)
         if t.on_url is not None:
             t.on_url(t.url)

@@ -97,6 +97,21 @@ def default_uploader(upload: UploadConfig, *, backoff: float = 1.0) -> TusUpload
     )
 
 
+def _check_transport(upload: UploadConfig) -> None:
+    """At every start: refuse a token bound for ``http://`` unless ``insecure_lab``, and say
+    so when it is allowed (the token itself is never logged)."""
+    try:
+        insecure = upload.token_over_plain_http(upload.resolved_token())
+    except ValueError as exc:
+        raise ConfigError(f"[upload] endpoint = {upload.endpoint}: {exc}") from exc
+    if insecure:
+        logger.warning(
+            "INSECURE: [upload] insecure_lab = true: the upload token goes to %s over plain "
+            "http://, readable by anyone on the network; only for a lab",
+            upload.endpoint,
+        )
+
+
 # The worker's own control flow, plain exceptions because neither leaves this module: _send
 # catches _StopUpload (raised by its progress callback), _pass catches _PassFailed.
 
@@ -148,6 +163,8 @@ class UploadWorker:
         self._own_catalog = catalog is None
         self._wake = threading.Event()
         self._window = self.upload.window()
+        if self.upload.enabled:
+            _check_transport(self.upload)
 
     # -- plumbing --------------------------------------------------------------------------
 

@@ -23,12 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.seams.dock import SUPPORTED_FS, DockEvent, Matched, is_matched
+from agent.seams.mount.fsck import FsCheck, check_filesystem
 from agent.seams.mount.mounts import SAFE_OPTIONS, Mount, MountError, NotMatchedError
 from agent.seams.mount.simulated import mount_image, pull_image, unmount_image
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Mount", "MountError", "Mounter", "NotMatchedError", "same_device"]
+__all__ = ["FsCheck", "Mount", "MountError", "Mounter", "NotMatchedError", "same_device"]
 
 Runner = Callable[[list[str]], subprocess.CompletedProcess[str]]
 
@@ -138,6 +139,17 @@ class Mounter:
             return mount_image(mount.event, mount.path, writable=True)
         fresh = self.mount_readonly(mount.event)  # checks the device node is still this device
         return self.mount_readwrite(fresh, match)
+
+    def check_filesystem(self, mount: Mount) -> FsCheck:
+        """The recorder's file system checked read-only (``fsck.fat -n``), on its device node
+        or its image; a folder has none to check (``ok`` None)."""
+        if mount.kind == "folder":
+            return FsCheck(None, "a folder: no file system to check")
+        if mount.kind == "fuse":
+            assert mount.event.source is not None
+            return check_filesystem(str(mount.event.source), mount.event.fs_type, self.run)
+        assert mount.event.devnode is not None
+        return check_filesystem(mount.event.devnode, mount.event.fs_type, self.run)
 
     @staticmethod
     def _require_match(mount: Mount, match: Matched) -> None:

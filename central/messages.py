@@ -1,0 +1,197 @@
+"""One station message at the central store: verified, validated, stored, or kept apart.
+
+The centre keeps a station's history only under that station's signature (rule 9,
+docs/architecture.md). For each message, in this order:
+
+1. its topic must be a documented one (docs/mqtt.md), else it is **rejected**;
+2. an empty payload (a cleared retained topic) clears the broker's copy and changes nothing
+   here (**cleared**): a fault is resolved only by its signed ``fault.resolved`` event;
+3. the station named by the topic must be enrolled (:class:`central.enrolment.StationKeys`),
+   the payload a JSON object carrying a signature that verifies with that station's key (an
+   event's hash recomputed from its content first: sync/wire/signing.py); anything else is a
+   **security alert**: counted, kept in ``security_alerts``, never stored as the station's
+   history, never taking an event id, never marking a chain broken;
+4. a validly signed payload must follow its JSON Schema and its topic, else it is **rejected**
+   (the station's own bug: kept in ``rejected`` for diagnosis);
+5. then it is stored: ``stored``, ``duplicate`` or, for an event that disagrees with one the
+   station signed before, ``conflict`` (the chain is broken: :mod:`central.catalog.events`).
+
+One bad message never holds up the others: each runs in its own savepoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+import threading
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from central.catalog import CentralCatalog, now_utc
+from central.enrolment import StationKeys
+from sync.wire import commands
+from sync.wire.payloads import load_schema, topic_kind
+from sync.wire.signing import BadSignature, verify_doc
+
+logger = logging.getLogger(__name__)
+
+
+class InvalidMessage(ValueError):
+    """A message that does not follow docs/mqtt.md; the text says what is wrong."""
+
+
+class SecurityAlert(ValueError):
+    """A message the centre does not take as the station's: unenrolled, unsigned or forged."""
+
+    def __init__(self, station: str, reason: str) -> None:
+        super().__init__(reason)
+        self.station = station
+
+
+class PayloadValidator:
+    """JSON Schema validation of every payload kind (jsonschema, Draft 2020-12)."""
+
+    def __init__(self) -> None:
+        from jsonschema import Draft202012Validator, FormatChecker
+
+        self._validators = {
+            kind: Draft202012Validator(load_schema(kind), format_checker=FormatChecker())
+            for kind in ("status", "bay", "recorder", "event", "fault")
+        }
+
+    def check(self, kind: str, doc: Any) -> None:
+        errors = sorted(self._validators[kind].iter_errors(doc), key=lambda e: list(e.path))
+        if errors:
+            first = errors[0]
+            where = "/".join(str(p) for p in first.path) or "(top level)"
+            raise InvalidMessage(f"{kind} payload: {where}: {first.message}")
+
+
+class MessageHandler:
+    """Verifies and stores messages into ``catalog``; counts outcomes in ``stats``."""
+
+    def __init__(self, catalog: CentralCatalog, keys: StationKeys, stats: Counter[str]) -> None:
+        self.catalog = catalog
+        self.keys = keys
+        self.stats = stats
+        self.validator = PayloadValidator()
+        self._lock = threading.RLock()
+
+    def handle(self, topic: str, payload: bytes, *, retained: bool = False) -> str:
+        """Handle one message; returns ``stored``, ``duplicate``, ``conflict``, ``cleared``,
+        ``alert`` or ``rejected``. Raises only for a catalog that cannot store anything now
+        (``sqlite3.OperationalError``: locked, disk full)."""
+        with self._lock, self.catalog.tx():
+            self.stats["received"] += 1
+            try:
+                with self.catalog.savepoint():
+                    outcome = self._handle(topic, payload, retained)
+            except sqlite3.OperationalError:
+                raise  # rolled back to the savepoint; the catalog cannot store anything now
+            except SecurityAlert as alert:
+                self.stats["alert"] += 1
+                logger.warning(
+                    "central consumer: SECURITY ALERT on %s (station %r): %s",
+                    topic,
+                    alert.station,
+                    alert,
+                )
+                self.catalog.record_alert(alert.station, topic, str(alert), payload)
+                return "alert"
+            except Exception as exc:  # InvalidMessage, or content no check foresaw
+                self.stats["rejected"] += 1
+                reason = str(exc) if isinstance(exc, InvalidMessage) else f"{type(exc).__name__}"
+                logger.warning("central consumer: dropped a message on %s: %s", topic, reason)
+                self.catalog.record_rejected(topic, reason, payload)
+                return "rejected"
+            self.stats[outcome] += 1
+            return outcome
+
+    def _handle(self, topic: str, payload: bytes, retained: bool) -> str:
+        if commands.parse_topic(topic) is not None:
+            return "command"  # the centre's own command, echoed by the broker: nothing to store
+        parsed = topic_kind(topic)
+        if parsed is None:
+            raise InvalidMessage(f"unknown topic {topic!r} (see docs/mqtt.md)")
+        station, kind, key = parsed
+        if not payload:
+            if kind == "event":
+                raise InvalidMessage("event message with an empty payload")
+            return "cleared"  # the broker's copy is gone; nothing here changes
+        doc = self._verified(station, topic, payload)
+        self.validator.check(kind, doc)
+        if doc.get("station") != station:
+            raise InvalidMessage(
+                f"payload station {doc.get('station')!r} differs from the topic's {station!r}"
+            )
+        for field in ("at", "opened_at"):
+            if field in doc and not _is_time(doc[field]):
+                raise InvalidMessage(f"{field} {str(doc[field])[:40]!r} is not an ISO 8601 time")
+        return self._store(station, kind, key, doc, retained)
+
+    def _verified(self, station: str, topic: str, payload: bytes) -> dict[str, Any]:
+        """The payload as a JSON object signed by the station's enrolled key, or an alert."""
+        public_key = self.keys.key_for(station)
+        if public_key is None:
+            raise SecurityAlert(station, f"station {station[:64]!r} is not enrolled")
+        try:
+            doc = _decode(payload)
+            verify_doc(public_key, topic, doc)
+        except (InvalidMessage, BadSignature) as exc:
+            raise SecurityAlert(station, f"not signed by the station: {exc}") from None
+        return doc
+
+    def _store(
+        self, station: str, kind: str, key: str | None, doc: dict[str, Any], retained: bool
+    ) -> str:
+        received_at = now_utc()
+        if kind == "event":
+            if (
+                not _EVENT_ID.match(doc["event_id"])
+                or not doc["event_id"].startswith(f"{station}:")
+                or not doc["event_id"].endswith(f":{doc['seq']}")
+            ):
+                raise InvalidMessage(
+                    f"event_id {str(doc['event_id'])[:80]!r} is not {station}:<catalog>:"
+                    f"{doc['seq']}"
+                )
+            return self.catalog.record_event(doc, received_at=received_at)
+        if kind == "status":
+            self.catalog.record_status(station, doc, live=not retained, received_at=received_at)
+        elif kind == "bay":
+            if str(doc["bay"]) != key:
+                raise InvalidMessage(f"payload bay {doc['bay']} differs from the topic's {key}")
+            self.catalog.record_bay(station, doc["bay"], doc, received_at=received_at)
+        elif kind == "recorder":
+            self.catalog.record_recorder(station, doc, received_at=received_at)
+        elif kind == "fault":
+            if doc["id"] != key:
+                raise InvalidMessage(f"payload fault id {doc['id']!r} differs from {key!r}")
+            self.catalog.record_fault(station, doc["id"], doc)
+        return "stored"
+
+
+_EVENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}:[A-Za-z0-9_-]{1,64}:[1-9][0-9]{0,18}$")
+
+
+def _is_time(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _decode(payload: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError too
+        raise InvalidMessage(f"payload is not UTF-8 JSON: {type(exc).__name__}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidMessage("payload is not a JSON object")
+    return doc

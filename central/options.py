@@ -1,0 +1,114 @@
+"""The limit options of ``recdock-central``, in groups that each become one settings object.
+
+``@upload_limit_options`` adds one option per field of :class:`~central.limits.UploadLimits`
+and hands the command a ``limits`` argument; ``@serve_limit_options`` does the same for
+:class:`~central.serve.ServeLimits` (``serve_limits``) and the app's requests in flight
+(``max_requests``). Defaults, bounds and help live here, once.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from central.limits import UploadLimits
+from central.serve import DEFAULT_MAX_REQUESTS, ServeLimits
+
+_U, _S = UploadLimits(), ServeLimits()
+
+UPLOAD_OPTIONS = {
+    "metadata_bytes": (
+        "--max-metadata-bytes",
+        _U.metadata_bytes,
+        "Longest Upload-Metadata header in bytes; longer: 431.",
+    ),
+    "metadata_keys": (
+        "--max-metadata-keys",
+        _U.metadata_keys,
+        "Most keys in Upload-Metadata; more: 400.",
+    ),
+    "open_uploads": (
+        "--max-open-uploads",
+        _U.open_uploads,
+        "Most uploads one station may have open (created, not yet verified); more: 429.",
+    ),
+    "unfinished_bytes": (
+        "--max-unfinished-bytes",
+        _U.unfinished_bytes,
+        "Most bytes one station may have announced and not sent yet; more: 429 (413 for one "
+        "upload larger than this).",
+    ),
+    "daily_bytes": (
+        "--max-daily-bytes",
+        _U.daily_bytes,
+        "Most bytes one station may store in a UTC day (verified and announced); more: 429 "
+        "until midnight UTC.",
+    ),
+    "disk_reserve": (
+        "--disk-reserve",
+        _U.disk_reserve,
+        "Bytes kept free on the data disk after every open upload is complete; a creation "
+        "that would cross it: 413 with Retry-After.",
+    ),
+}
+
+SERVE_OPTIONS = {
+    "max_header_bytes": (
+        "--max-header-bytes",
+        _S.max_header_bytes,
+        "Longest request line and headers together, in bytes; longer: 431.",
+    ),
+    "max_connections": (
+        "--max-connections",
+        _S.max_connections,
+        "Most open HTTP connections (uvicorn's limit_concurrency); more: 503 from uvicorn.",
+    ),
+}
+
+
+def _grouped(
+    options: dict[str, tuple[str, int, str]], build: Callable[[dict[str, int]], dict[str, Any]]
+):
+    """A decorator adding ``options`` and passing what ``build`` makes of their values."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {field: kwargs.pop(field) for field in options}
+            return command(*args, **kwargs, **build(values))
+
+        for field, (flag, default, help_text) in reversed(options.items()):
+            wrapper = click.option(
+                flag,
+                field,
+                default=default,
+                show_default=True,
+                type=click.IntRange(min=1 if field != "disk_reserve" else 0),
+                help=help_text,
+            )(wrapper)
+        return wrapper
+
+    return decorate
+
+
+upload_limit_options = _grouped(UPLOAD_OPTIONS, lambda v: {"limits": UploadLimits(**v)})
+
+
+def _serve(values: dict[str, int]) -> dict[str, Any]:
+    return {"max_requests": values.pop("max_requests"), "serve_limits": ServeLimits(**values)}
+
+
+serve_limit_options = _grouped(
+    {
+        **SERVE_OPTIONS,
+        "max_requests": (
+            "--max-requests",
+            DEFAULT_MAX_REQUESTS,
+            "Most HTTP requests inside the app at once; more: 429 with Retry-After.",
+        ),
+    },
+    _serve,
+)
