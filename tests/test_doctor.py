@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from click.testing import CliRunner
 from agent.cli.main import cli
 from agent.config import Config, GpioConfig
 from agent.config.indicators import BayPins, IndicatorsConfig
-from agent.config.links import MqttConfig, UploadConfig
+from agent.config.links import UploadConfig
 from agent.errors import IndicatorError
 from agent.seams.clock.simulated import SimulatedClock
 from agent.seams.dock import DockError
@@ -382,42 +381,34 @@ def test_the_broker_off_accepting_and_unreachable(tmp_path: Path) -> None:
     f = doctor.check_broker(Config(), probe_broker)
     assert f.status == "off"
     with Mosquitto(tmp_path / "broker") as broker:
-        config = Config(mqtt=MqttConfig(enabled=True, host="127.0.0.1", port=broker.port))
+        config = Config(mqtt=broker.mqtt_config("st-1"))
         f = doctor.check_broker(config, probe_broker)
-        assert f.status == "ok" and "accepted the connection (anonymous)" in f.text
-    closed = Config(mqtt=MqttConfig(enabled=True, host="127.0.0.1", port=free_port()))
+        assert f.status == "ok" and "accepted the connection with the client certificate" in f.text
+    closed = config.model_copy(
+        update={"mqtt": config.mqtt.model_copy(update={"port": free_port()})}
+    )
     f = doctor.check_broker(closed, probe_broker)
-    assert f.status == "FAIL" and "cannot connect" in f.text and "mqtt-password" in f.todo
+    assert f.status == "FAIL" and "cannot connect" in f.text and "cert_file" in f.todo
 
 
 @needs_mosquitto
-def test_the_broker_refusing_the_credentials(tmp_path: Path) -> None:
+def test_the_broker_refusing_a_certificate_of_another_ca(tmp_path: Path) -> None:
+    """The shipped broker takes only certificates signed by the site's CA."""
     from sync.mqtt.probe import probe_broker
-    from tests.mosquitto import Mosquitto
+    from tests.mosquitto import Mosquitto, TestPki
 
-    passwd = shutil.which("mosquitto_passwd")
-    assert passwd is not None, "mosquitto_passwd comes with the mosquitto package"
-    broker = Mosquitto(tmp_path / "broker")
-    users = tmp_path / "broker" / "passwd"
-    subprocess.run([str(passwd), "-b", "-c", str(users), "station", "right"], check=True)
-    users.chmod(0o600)
-    broker.conf.write_text(
-        broker.conf.read_text().replace(
-            "allow_anonymous true", f"allow_anonymous false\npassword_file {users}"
+    other = TestPki(tmp_path / "other-ca", name="not the site")
+    with Mosquitto(tmp_path / "broker") as broker:
+        good = broker.mqtt_config("st-1")
+        foreign = other.client("st-1")
+        tls = good.tls.model_copy(
+            update={"cert_file": foreign.cert_file, "key_file": foreign.key_file}
         )
-    )
-    with broker:
-        for password, status in (("right", "ok"), ("wrong", "FAIL")):
-            mqtt = MqttConfig(
-                enabled=True,
-                host="127.0.0.1",
-                port=broker.port,
-                username="station",
-                password=password,
-            )
+        for mqtt, status in ((good, "ok"), (good.model_copy(update={"tls": tls}), "FAIL")):
             f = doctor.check_broker(Config(mqtt=mqtt), probe_broker)
             assert f.status == status, f
-        assert "refused the connection as station" in f.text
+        assert "refused the connection" in f.text and str(foreign.cert_file) in f.text, f
+        assert "closed the connection before answering" in f.text, f
 
 
 # -- the central store, for real -----------------------------------------------------------------
@@ -431,11 +422,15 @@ def test_the_centre_off_accepting_and_refusing(tmp_path: Path) -> None:
     assert doctor.check_centre(Config(), probe_endpoint).status == "off"
     with serve_app(create_app(tmp_path / "central", TOKENS)) as url:
         for token, status in ((TOKEN_A, "ok"), ("not-the-token-0123456789", "FAIL")):
-            upload = UploadConfig(enabled=True, endpoint=f"{url}/files/", token=token)
+            upload = UploadConfig(
+                enabled=True, endpoint=f"{url}/files/", token=token, insecure_lab=True
+            )
             f = doctor.check_centre(Config(upload=upload), probe_endpoint)
             assert f.status == status, f
         assert "refused the token (401)" in f.text
-        not_tus = UploadConfig(enabled=True, endpoint=f"{url}/nothing/", token=TOKEN_A)
+        not_tus = UploadConfig(
+            enabled=True, endpoint=f"{url}/nothing/", token=TOKEN_A, insecure_lab=True
+        )
         f = doctor.check_centre(Config(upload=not_tus), probe_endpoint)
         assert f.status == "FAIL" and "not a tus 1.0.0 endpoint" in f.text
     f = doctor.check_centre(Config(upload=upload), probe_endpoint)  # the server is gone

@@ -363,8 +363,9 @@ def check_broker(config: Config, probe: Callable[[Config], tuple[bool, str]]) ->
         "mqtt",
         "FAIL",
         f"{where}: {detail}",
-        "check [mqtt] host, port, tls and username, and the mqtt-password credential "
-        "(docs/mqtt.md)",
+        "check [mqtt] host and port, [mqtt.tls] ca_file, cert_file and key_file (the "
+        "station's certificate from the centre's CA), or username and the mqtt-password "
+        "credential (docs/mqtt.md)",
     )
 
 

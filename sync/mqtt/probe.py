@@ -60,9 +60,15 @@ def probe_broker(config: Config, timeout: float = DEFAULT_TIMEOUT_S) -> tuple[bo
             accepted.set()
         answered.set()
 
+    def on_disconnect(client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+        if not answered.is_set():  # closed before any CONNACK: TLS refused us, or the broker
+            answer.append(f"it closed the connection before answering ({reason_code})")
+            answered.set()
+
     try:
         client = _client(config)
         client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
         client.connect(config.mqtt.host, config.mqtt.port, config.mqtt.keepalive)
     except (OSError, ssl.SSLError, ValueError) as exc:
         return False, f"cannot connect: {type(exc).__name__}: {exc}"
@@ -73,7 +79,17 @@ def probe_broker(config: Config, timeout: float = DEFAULT_TIMEOUT_S) -> tuple[bo
     finally:
         client.disconnect()
         client.loop_stop()
-    user = f" as {config.mqtt.username}" if config.mqtt.username else " (anonymous)"
+    user = _identity(config)
     if accepted.is_set():
         return True, f"the broker accepted the connection{user}"
     return False, f"the broker refused the connection{user}: {answer[0]}"
+
+
+def _identity(config: Config) -> str:
+    """How the station said who it is: its user name, else its client certificate."""
+    m = config.mqtt
+    if m.username:
+        return f" as {m.username}"
+    if m.tls.cert_file is not None:
+        return f" with the client certificate {m.tls.cert_file}"
+    return " (anonymous)"
