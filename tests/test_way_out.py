@@ -2,11 +2,14 @@
 Mosquitto, a recording uploaded to a real recdock-central over tus, and the doctor's lines for
 both.
 
-scripts/test-arm64 runs these inside the emulated arm64 platform against a Mosquitto and a
-``recdock-central`` on the host's loopback, and names them: ``RECDOCK_TEST_MQTT_PORT``,
-``RECDOCK_TEST_CENTRAL_URL`` (its tus endpoint), ``RECDOCK_TEST_CENTRAL_TOKEN`` and
-``RECDOCK_TEST_CENTRAL_STATION`` (the station that token belongs to). Without them (the host
-suite) the tests start their own Mosquitto and serve the central store in-process.
+scripts/test-arm64 runs these inside the emulated arm64 platform against a Mosquitto (the
+shipped configuration: TLS, client certificates only) and a ``recdock-central`` on the host's
+loopback, and names them: ``RECDOCK_TEST_MQTT_PORT``, ``RECDOCK_TEST_MQTT_PKI`` (a folder
+with the broker's ``ca.crt`` and ``client-<identity>.crt``/``.key`` for the station and for
+``recdock-central``), ``RECDOCK_TEST_CENTRAL_URL`` (its tus endpoint),
+``RECDOCK_TEST_CENTRAL_TOKEN`` and ``RECDOCK_TEST_CENTRAL_STATION`` (the station that token
+belongs to, whose certificate the folder holds). Without them (the host suite) the tests start
+their own Mosquitto and serve the central store in-process.
 """
 
 from __future__ import annotations
@@ -21,15 +24,16 @@ from pathlib import Path
 
 import pytest
 
-from agent.catalog import Catalog, outbox
+from agent.catalog import Catalog, audit, outbox
 from agent.config import Config
-from agent.config.links import MqttConfig, UploadConfig
+from agent.config.links import UploadConfig
 from sync.mqtt.link import MqttLink
 from sync.mqtt.publisher import OutboxPublisher
 from sync.wire import topics
 from sync.wire.payloads import decode_payload
-from tests.mosquitto import Mosquitto, Subscriber
+from tests.mosquitto import ClientTls, Mosquitto, Subscriber
 from tests.recorders import wait_for
+from tests.signing_keys import new_key
 
 
 @dataclass(frozen=True)
@@ -39,14 +43,29 @@ class Centre:
     station: str
 
 
+class GivenBroker:
+    """A broker a run was given, with the certificates its CA issued (not the CA's key)."""
+
+    def __init__(self, port: int, pki: Path) -> None:
+        self.port = port
+        self.pki = pki
+
+    def tls(self, identity: str) -> ClientTls:
+        stem = self.pki / f"client-{identity}"
+        return ClientTls(self.pki / "ca.crt", stem.with_suffix(".crt"), stem.with_suffix(".key"))
+
+    mqtt_config = Mosquitto.mqtt_config
+    client = Mosquitto.client
+
+
 @pytest.fixture
-def mqtt_port(tmp_path: Path) -> Iterator[int]:
+def broker(tmp_path: Path) -> Iterator[Mosquitto | GivenBroker]:
     given = os.environ.get("RECDOCK_TEST_MQTT_PORT")
     if given:
-        yield int(given)
+        yield GivenBroker(int(given), Path(os.environ["RECDOCK_TEST_MQTT_PKI"]))
         return
-    with Mosquitto(tmp_path / "broker") as broker:
-        yield broker.port
+    with Mosquitto(tmp_path / "broker") as started:
+        yield started
 
 
 @pytest.fixture
@@ -67,18 +86,20 @@ def centre(tmp_path: Path) -> Iterator[Centre]:
         yield Centre(f"{served}/files/", token, "st-way-out")
 
 
-def test_the_outbox_drains_through_the_broker(tmp_path: Path, mqtt_port: int) -> None:
-    station = f"st-{uuid.uuid4().hex[:12]}"  # a broker shared between runs: our own topics
+def test_the_outbox_drains_through_the_broker(
+    tmp_path: Path, broker: Mosquitto | GivenBroker, centre: Centre
+) -> None:
+    station = centre.station  # the common name of the station's certificate (the ACL's rule)
+    key = new_key()
     catalog = Catalog(tmp_path / "home" / "catalog.db", station_id=station)
     ids = []
     for i in range(20):
         with catalog.tx():
-            entry = catalog.append_audit("test.event", f"item-{i}", {"i": i})
+            entry = audit.append(catalog, "test.event", f"item-{i}", {"i": i})
         ids.append(f"{station}:{catalog.catalog_id}:{entry.seq}")
-    sub = Subscriber(mqtt_port, f"recdock/{station}/#", client_id=f"sub-{station}")
-    config = MqttConfig(enabled=True, host="127.0.0.1", port=mqtt_port, keepalive=5)
-    link = MqttLink(config, station)
-    pub = OutboxPublisher(catalog.path, station, link, idle_poll_s=0.05)
+    sub = Subscriber(broker, f"recdock/{station}/#", client_id=f"sub-{uuid.uuid4().hex[:8]}")
+    link = MqttLink(broker.mqtt_config(station), station, signing_key=key)
+    pub = OutboxPublisher(catalog.path, station, link, signing_key=key, idle_poll_s=0.05)
     pub.start()
     link.start()
     try:
@@ -109,18 +130,21 @@ def test_a_recording_uploads_with_a_receipt_that_confirms_its_hash(
     assert receipt.verified and receipt.sha256 == sha
 
 
-def test_the_doctor_reaches_the_broker_and_the_centre(mqtt_port: int, centre: Centre) -> None:
+def test_the_doctor_reaches_the_broker_and_the_centre(
+    broker: Mosquitto | GivenBroker, centre: Centre
+) -> None:
     from agent.station.doctor import check_broker, check_centre
     from sync.mqtt.probe import probe_broker
     from sync.upload.probe import probe_endpoint
 
+    lab = {"insecure_lab": centre.endpoint.startswith("http://")}  # loopback, plain http
     config = Config(
         station_id=centre.station,
-        mqtt=MqttConfig(enabled=True, host="127.0.0.1", port=mqtt_port),
-        upload=UploadConfig(enabled=True, endpoint=centre.endpoint, token=centre.token),
+        mqtt=broker.mqtt_config(centre.station),
+        upload=UploadConfig(enabled=True, endpoint=centre.endpoint, token=centre.token, **lab),
     )
     assert check_broker(config, probe_broker).status == "ok"
     assert check_centre(config, probe_endpoint).status == "ok"
-    wrong = UploadConfig(enabled=True, endpoint=centre.endpoint, token="x" * 16 + "-wrong")
+    wrong = UploadConfig(enabled=True, endpoint=centre.endpoint, token="x" * 16 + "-wrong", **lab)
     refused = check_centre(config.model_copy(update={"upload": wrong}), probe_endpoint)
     assert refused.status == "FAIL" and "refused the token" in refused.text
