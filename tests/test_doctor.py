@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from agent.cli.main import cli
 from agent.config import Config, GpioConfig
 from agent.config.indicators import BayPins, IndicatorsConfig
-from agent.config.links import UploadConfig
+from agent.config.links import MqttConfig, UploadConfig
 from agent.errors import IndicatorError
 from agent.seams.clock.simulated import SimulatedClock
 from agent.seams.dock import DockError
@@ -97,11 +97,12 @@ def test_everything_present_is_all_ok_and_exit_0(tmp_path: Path, home: Path) -> 
         "usb",
         "store",
         "clock",
+        "signing",
         "mqtt",
         "centre",
         "watchdog",
     ]
-    assert [f.topic for f in findings if f.status != "ok"] == ["mqtt", "centre"]  # off
+    assert [f.topic for f in findings if f.status != "ok"] == ["signing", "mqtt", "centre"]  # off
     assert exit_code(findings) == 0
 
 
@@ -136,7 +137,8 @@ def test_the_cli_on_this_machine_answers_for_what_is_absent(tmp_path: Path, home
     """The real seams on a machine without a gpiochip: a line for each, exit 1, no crash."""
     result = CliRunner().invoke(cli, ["--home", str(home), "doctor"])
     assert result.exit_code == 1, result.output
-    for topic in ("config", "gpio", "bays", "usb", "store", "clock", "mqtt", "centre", "watchdog"):
+    topics = ("config", "gpio", "bays", "usb", "store", "clock", "signing", "mqtt", "centre")
+    for topic in (*topics, "watchdog"):
         assert f"  {topic}" in result.stdout, topic
 
 
@@ -368,6 +370,25 @@ def test_the_real_systemd_seam_functions(tmp_path: Path) -> None:
     assert systemd_booted(tmp_path / "system") is True
     if not Path("/run/systemd/system").is_dir():  # systemctl without systemd: no answer
         assert unit_properties("recdock.service") == {}
+
+
+# -- the signing key -----------------------------------------------------------------------------
+
+
+def test_the_signing_key_absent_unsafe_and_made_by_enrol(home: Path) -> None:
+    from agent.config.keys import create_signing_key
+
+    assert doctor.check_signing_key(Config(), home).status == "off"
+    config = Config(mqtt=MqttConfig(enabled=True, host="broker.example"))
+    f = doctor.check_signing_key(config, home)
+    assert f.status == "FAIL" and str(home / "signing-key") in f.text
+    assert "recdock enrol" in f.todo and "step 5" in f.todo
+    create_signing_key(home / "signing-key")
+    f = doctor.check_signing_key(config, home)
+    assert f.status == "ok" and "Ed25519" in f.text
+    (home / "signing-key").chmod(0o644)  # others may read it: the station refuses it
+    f = doctor.check_signing_key(config, home)
+    assert f.status == "FAIL" and "signing-key" in f.text
 
 
 # -- the broker, for real ------------------------------------------------------------------------

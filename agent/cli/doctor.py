@@ -41,9 +41,9 @@ def real_seams() -> Any:
 def doctor_command(c: Any, as_json: bool) -> None:
     """Check what the station needs on this machine: the gpiochip and the configured pins, the
     USB ports mapped to bays, the store disk and its free space, the clock's NTP
-    synchronisation, the broker and the central store with the credentials given, and the
-    systemd unit's watchdog. Each line says ok, or what to do; exit 0 when nothing is
-    missing, 1 otherwise."""
+    synchronisation, the signing key, the broker and the central store with the credentials
+    given, and the systemd unit's watchdog. Each line says ok (or off), or FAIL and what to
+    do; exit 0 when nothing is missing, 1 otherwise, 78 when the configuration is invalid."""
     from agent.config import config_file
     from agent.station.doctor import as_json as findings_json
     from agent.station.doctor import exit_code, render, run_checks

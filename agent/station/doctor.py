@@ -93,6 +93,7 @@ def run_checks(
         *check_bays(config, seams),
         check_store(config, home),
         check_clock(seams.clock),
+        check_signing_key(config, home),
         check_broker(config, seams.probe_broker),
         check_centre(config, seams.probe_centre),
         check_watchdog(seams),
@@ -344,6 +345,31 @@ def check_clock(clock: Any) -> Finding:
 
 
 # -- the broker and the central store ------------------------------------------------------------
+
+
+def check_signing_key(config: Config, home: Path) -> Finding:
+    """The key that signs every message: the station does not start its link without it."""
+    from agent.config.keys import load_signing_key, signing_key_path
+    from agent.errors import ConfigError
+
+    if not config.mqtt.enabled:
+        return Finding("signing", "off", "[mqtt] enabled = false: nothing is published")
+    path = signing_key_path(config.mqtt, home)
+    if not path.exists():
+        return Finding(
+            "signing",
+            "FAIL",
+            f"no signing key at {path}: the station would not start its MQTT link",
+            f"sudo /opt/recdock/venv/bin/recdock enrol, and enrol the public key it prints at "
+            f"the centre ({DEPLOYMENT}, step 5)",
+        )
+    try:
+        load_signing_key(path)
+    except ConfigError as exc:
+        return Finding("signing", "FAIL", str(exc), f"fix the key as said ({DEPLOYMENT}, step 5)")
+    return Finding(
+        "signing", "ok", f"{path}: Ed25519, owner only (`recdock enrol` shows its public key)"
+    )
 
 
 def check_broker(config: Config, probe: Callable[[Config], tuple[bool, str]]) -> Finding:
