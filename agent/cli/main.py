@@ -47,6 +47,7 @@ COMMANDS = {
     "run": ("agent.cli.run", "run_command"),
     "sync": ("agent.cli.sync", "sync_command"),
     "simulate": ("agent.cli.simulate", "simulate"),
+    "doctor": ("agent.cli.doctor", "doctor_command"),
 }
 
 

@@ -167,3 +167,26 @@ class UdevDock:
             if len(parts) >= 2 and parts[0] == devnode and not parts[1].startswith(mount_dir):
                 return True
         return False
+
+
+def storage_ports(
+    sys_dir: Path = Path("/sys"), udev_data: Path = Path("/run/udev/data")
+) -> list[tuple[str, str]]:
+    """(USB port path ``ID_PATH``, device node) of each USB disk with a file system that udev
+    knows now, as the dock would see it (for `recdock doctor`).
+
+    Raises :class:`DockError` when udev cannot be asked: no sysfs, or no udev database.
+    """
+    if not (sys_dir / "bus" / "usb").is_dir():
+        raise DockError(f"no {sys_dir / 'bus' / 'usb'}: the kernel shows no USB bus here")
+    if not udev_data.is_dir():
+        raise DockError(f"no {udev_data}: udev (systemd-udevd) is not running")
+    import pyudev
+
+    found = []
+    context = pyudev.Context()
+    for device in context.list_devices(subsystem="block", ID_FS_USAGE="filesystem"):
+        if _prop(device, "ID_BUS") != "usb":
+            continue
+        found.append((_prop(device, "ID_PATH") or "?", device.device_node or device.device_path))
+    return sorted(found)

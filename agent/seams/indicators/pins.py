@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from agent.errors import IndicatorError
@@ -53,3 +54,32 @@ def require_factory(pin_factory: Any) -> None:
     if pin_factory is None:
         # gpiozero would pick a default factory by itself; we never let it (rule 7).
         raise IndicatorError("no pin_factory given: pass make_pin_factory('lgpio' or 'mock')")
+
+
+# --- for `recdock doctor` ------------------------------------------------------------------------
+
+
+def gpiochips(dev: Path = Path("/dev")) -> list[str]:
+    """The GPIO character devices of this machine (``/dev/gpiochip*``), in order."""
+    return sorted(str(p) for p in dev.glob("gpiochip*"))
+
+
+def probe_pins(kind: str, pins: list[int]) -> dict[int, str | None]:
+    """Claim each BCM pin once through the pin factory ``kind``, then release them all: None
+    for a pin that could be claimed, else why not (a running station holds its own pins).
+
+    Raises :class:`IndicatorError` when the factory itself cannot be made.
+    """
+    factory = make_pin_factory(kind)
+    answers: dict[int, str | None] = {}
+    try:
+        for number in pins:
+            try:
+                factory.pin(number)
+            except Exception as exc:  # lgpio.error ("GPIO busy"), PinInvalidPin, ...
+                answers[number] = f"{type(exc).__name__}: {exc}"
+            else:
+                answers[number] = None
+    finally:
+        factory.close()
+    return answers
