@@ -279,11 +279,24 @@ class BayWork:
             session_id=report.session_id,
             bay=d.bay,
         )
+        self._rules(catalog, report, checks)
         for service in station.services:
             service.wake()
         state = State.READY if checks.ready else State.NOT_READY
         reason = None if checks.ready else "; ".join(checks.reasons) or "not ready"
         self.verdict(catalog, state, reason, report)
+
+    def _rules(self, catalog: Catalog, report: OffloadReport, checks: Any) -> None:
+        """The recorder's fault rules (agent/checks/faults.py); never a reason for no verdict."""
+        from agent.checks.faults import Docking as Seen
+        from agent.checks.faults import after_docking
+
+        at = report.info_read_at or self.station.clock.now()
+        seen = Seen(report.device_serial, report.session_id, at, report.info, checks)
+        try:
+            after_docking(catalog, self.station.config, seen)
+        except Exception:
+            log.exception("%s: the fault rules could not be applied", report.device_serial)
 
     def _reconnect(self) -> Path:
         """The dock reconnects the recorder, so its firmware applies the time file."""

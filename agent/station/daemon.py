@@ -148,6 +148,7 @@ class Station:
                 self._reap()
                 if time.monotonic() >= next_fault_check:
                     self.faults.check(catalog)
+                    self._rules(catalog)
                     next_fault_check = time.monotonic() + FAULT_CHECK_EVERY_S
         finally:
             self._shutdown()
@@ -328,6 +329,10 @@ class Station:
         if docking is None:
             return
         log.info("undocked")
+        if docking.device is not None:
+            from agent.catalog.history import undocked
+
+            undocked(self.catalog, docking.device)
         with docking.lock:
             docking.gone.set()
             docking.stop.set()
@@ -342,6 +347,15 @@ class Station:
                     self.catalog, docking.bay, State.IDLE, detail="undocked", port=docking.port
                 )
         # otherwise the worker notices, shows YANKED, and _reap forgets the docking
+
+    def _rules(self, catalog: Catalog) -> None:
+        """The rules that run on a schedule, not on a docking: overdue recorders."""
+        from agent.checks.faults import overdue
+
+        try:
+            overdue(catalog, self.config)
+        except RecdockError:
+            log.exception("the overdue rule could not be applied")
 
     def _reap(self) -> None:
         for key, d in list(self.dockings.items()):
