@@ -128,10 +128,15 @@ def test_a_clock_drifting_more_than_3_s_a_day_opens_a_fault(catalog: Catalog) ->
 def test_a_clock_found_before_the_last_docking_was_reset(catalog: Catalog) -> None:
     config = Config()
     rules.after_docking(catalog, config, docking("A2", T0, 0.0))
+    # seconds later it reads a second earlier: within the clock tolerance, no reset
+    rules.after_docking(catalog, config, docking("A2", T0 + timedelta(seconds=3), -4.0))
+    assert not [f for f in list_faults(catalog) if f.kind == "recorder.clock_reset"]
     # a day later the recorder reads a time before that docking
     rules.after_docking(catalog, config, docking("A2", T0 + timedelta(days=1), -2 * 86400.0))
     (fault,) = [f for f in list_faults(catalog) if f.kind == "recorder.clock_reset"]
-    assert fault.evidence["previous_docked_at"] == T0.isoformat()
+    second = T0 + timedelta(seconds=3)
+    assert fault.evidence["previous_docked_at"] == second.isoformat()
+    assert fault.evidence["previous_device_clock"] == (second - timedelta(seconds=4)).isoformat()
     assert not [f for f in list_faults(catalog) if f.kind == "recorder.clock_drift"]
 
 

@@ -147,13 +147,13 @@ def clock_reset(catalog: Catalog, config: Config, d: Docking, prev: history.Dock
         return False
     device = d.at + timedelta(seconds=offset)
     cutoff = config.faults.clock_reset_before_year
-    why = None
+    why, before = None, _went_back(config, device, prev)
     if device.year < cutoff:
         why = f"its clock read {device.isoformat()}, before {cutoff}: it was reset"
-    elif prev is not None and device < datetime.fromisoformat(prev.docked_at):
+    elif before is not None:
         why = (
-            f"its clock read {device.isoformat()}, before its previous docking here "
-            f"({prev.docked_at}): it was reset or set back"
+            f"its clock read {device.isoformat()}, before it read at its previous docking "
+            f"here ({before}): it was reset or set back"
         )
     if why is None:
         _settle(catalog, "recorder.clock_reset", d.serial, None, "its clock reads a sane time")
@@ -164,10 +164,22 @@ def clock_reset(catalog: Catalog, config: Config, d: Docking, prev: history.Dock
         "offset_s": offset,
         "before_year": cutoff,
         "previous_docked_at": prev.docked_at if prev else None,
+        "previous_device_clock": before,
     }
     detail = f"{d.serial}: {why}; its battery or clock cell may be failing"
     _settle(catalog, "recorder.clock_reset", d.serial, {"detail": detail, "evidence": evidence})
     return True
+
+
+def _went_back(config: Config, device: datetime, prev: history.Docked | None) -> str | None:
+    """What the clock read at the previous docking (as the station left it), when it reads
+    earlier now (beyond the clock tolerance): a clock that ran backwards was reset."""
+    if prev is None or prev.clock_offset_after_s is None:
+        return None
+    then = datetime.fromisoformat(prev.docked_at) + timedelta(seconds=prev.clock_offset_after_s)
+    if device >= then - timedelta(seconds=config.checks.clock_tolerance_s):
+        return None
+    return then.isoformat()
 
 
 def clock_drift(catalog: Catalog, config: Config, d: Docking, prev: history.Docked | None) -> None:
