@@ -66,3 +66,28 @@ class FaultsConfig(BaseModel):
         description="A registered recorder not docked again this long after its last "
         "undocking opens a 'recorder.overdue' fault.",
     )
+    station_temperature_max_c: Annotated[float, Field(ge=40, le=110)] = Field(
+        default=80.0,
+        description="Station CPU temperature (thermal zone) above which a 'station.temperature' "
+        "fault opens (the Pi throttles from 80-85 C).",
+    )
+    store_low_percent: Annotated[float, Field(ge=0, le=100)] = Field(
+        default=10.0,
+        description="Free space of the store's disk, in percent, below which a 'station.disk' "
+        "fault opens (before the store's reserve stops offloads).",
+    )
+    ntp_unsynchronised_minutes: Annotated[float, Field(ge=0, le=7 * 24 * 60)] = Field(
+        default=30.0,
+        description="Minutes the station clock may stay unsynchronised (NTP) before a "
+        "'station.clock' fault opens (recorder clocks are never set from it meanwhile).",
+    )
+    broker_unreachable_minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = Field(
+        default=60.0,
+        description="With [mqtt] enabled: the oldest message waiting for the broker this long "
+        "opens a 'station.broker' fault (the broker or the centre is unreachable).",
+    )
+    backlog_max_age_hours: Annotated[float, Field(gt=0, le=24 * 30)] = Field(
+        default=24.0,
+        description="With [upload] enabled: a recording waiting for upload this long opens a "
+        "'station.backlog' fault (footage must reach the centre within 24 h).",
+    )

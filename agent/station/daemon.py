@@ -40,13 +40,16 @@ from agent.errors import RecdockError
 from agent.recorder.profiles import ProfileSet
 from agent.seams import sdnotify
 from agent.seams.dock import Dock, DockEvent, match_event
+from agent.seams.health import Sensors
 from agent.seams.indicators.devices import Indicators
 from agent.seams.indicators.patterns import State
 from agent.seams.mount import Mounter
 from agent.seams.signals import SignalRelay
 from agent.station.bay import BayWork, Docking
 from agent.station.faults import StationFault
+from agent.station.health import StationHealth
 from agent.station.logs import set_log_context
+from agent.station.status import daemon_info
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,7 @@ class Station:
         simulate: bool = False,
         apply_firmware: Callable[[Path, Any], None] | None = None,
         services: list[Service] | None = None,
+        sensors: Sensors | None = None,
     ) -> None:
         self.config = config
         self.home = home
@@ -98,13 +102,20 @@ class Station:
         self.registered = {d.serial: d.profile for d in config.devices}
         self.catalog: Catalog | None = None
         self.state_file = home / "run" / "station.json"
+        self.sensors = sensors
+        self.health = StationHealth(config, home, sensors, clock) if sensors else None
         self._serials = threading.Lock()  # dockings claim their serial one at a time
 
     def bays(self) -> list[int]:
         return sorted(set(self.config.bays.values()) | set(self.config.indicators.bays))
 
     def seams(self) -> list[str]:
-        return [self.dock.describe(), self.indicators.describe(), f"clock: {self.clock.describe()}"]
+        seams = [
+            self.dock.describe(),
+            self.indicators.describe(),
+            f"clock: {self.clock.describe()}",
+        ]
+        return seams + [self.sensors.describe()] if self.sensors else seams
 
     def show(self, bay: int | None, state: State) -> None:
         if bay is not None and bay in self.indicators.bays:
@@ -163,6 +174,7 @@ class Station:
         self._reset_bays("station started")
         self.faults.restore(catalog)
         set_station_status(catalog, "online", {"pid": os.getpid(), "simulate": self.simulate})
+        self._unclean_end(catalog)
         self._write_state_file()
         self.dock.start(self.events.put)
         for service in self.services:
@@ -349,13 +361,24 @@ class Station:
         # otherwise the worker notices, shows YANKED, and _reap forgets the docking
 
     def _rules(self, catalog: Catalog) -> None:
-        """The rules that run on a schedule, not on a docking: overdue recorders."""
+        """The rules that run on a schedule, not on a docking: overdue recorders, the
+        station's own health (agent/station/health.py)."""
         from agent.checks.faults import overdue
 
         try:
             overdue(catalog, self.config)
+            if self.health is not None:
+                self.health.check(catalog)
         except RecdockError:
-            log.exception("the overdue rule could not be applied")
+            log.exception("the scheduled fault rules could not be applied")
+
+    def _unclean_end(self, catalog: Catalog) -> None:
+        """The previous run's state file is still there: it never stopped cleanly."""
+        previous = daemon_info(self.home)
+        if self.health is None or not self.state_file.exists() or previous.get("running"):
+            return
+        previous.pop("running", None)
+        self.health.restarted(catalog, previous)
 
     def _reap(self) -> None:
         for key, d in list(self.dockings.items()):
