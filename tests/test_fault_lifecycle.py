@@ -134,3 +134,21 @@ def test_recdock_faults_ack_and_resolve_record_who_and_when(home: Path, catalog)
     assert again.exit_code == 1 and "resolved already" in again.output
     unknown = run(cli, ["--home", str(home), "faults", "ack", "no-such-fault"])
     assert unknown.exit_code == 1 and "no fault 'no-such-fault'" in unknown.output
+
+
+def test_recdock_status_names_a_fault_the_centre_has_not_confirmed(home: Path, catalog) -> None:
+    from agent.config import Config
+    from agent.station.status import render, snapshot
+
+    fault = F.report_fault(catalog, "store", "store", "full")
+    config = Config(bays={"usb-1": 1})
+    now = datetime.now(UTC)
+    assert snapshot(catalog, config, home, now)["unreported_faults"] == []
+    later = snapshot(catalog, config, home, now + timedelta(hours=1, minutes=1))
+    assert later["unreported_faults"] == [fault.id] and later["faults"][0]["unreported"]
+    text = render(later)
+    assert "FAULTS NOT REPORTED: 1 fault(s) not confirmed by the centre within 1 h" in text
+    assert "NOT REPORTED" in text.splitlines()[-1]
+    with catalog.tx() as conn:
+        F.mark_reported(catalog, conn, fault.id, by="centre", command_id="c")
+    assert snapshot(catalog, config, home, now + timedelta(hours=2))["unreported_faults"] == []

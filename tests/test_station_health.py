@@ -145,3 +145,24 @@ def test_the_daemon_applies_the_station_rules_and_notices_an_unclean_end(tmp_pat
         assert json.loads(row["evidence"])["previous_run"]["pid"] is not None
     finally:
         assert stop_station(station) == 0, station.log.read_text()
+
+
+@needs_fusefat
+def test_the_empty_bays_show_a_fault_the_centre_has_not_confirmed(tmp_path: Path) -> None:
+    from tests.test_station import BAY_PINS, CONFIG
+
+    config = tmp_path / "recdock.toml"
+    config.write_text(CONFIG.format(slots=2) + "[faults]\nunreported_after_hours = 0.0005\n")
+    catalog = Catalog(tmp_path / "home" / "catalog.db", station_id="st-test")
+    fault = report_fault(catalog, "recorder.firmware", "SIM9", "firmware 1.0 not approved")
+    catalog.close()
+    station = start_station(tmp_path, config=config)
+    try:
+        started = station.pins()[-1]["t"] if station.pins() else 0
+        wait_for(lambda: any(s == 1 for _, s in station.pin(BAY_PINS[2], started)), 30, "bay 2 lit")
+        bay = station.bay(2)
+        assert bay["state"] == "idle" and bay["led"] == "fault_unreported", bay
+        assert station.status()["unreported_faults"] == [fault.id]
+        assert "faults not reported to the centre" in station.log.read_text()
+    finally:
+        assert stop_station(station) == 0, station.log.read_text()

@@ -103,6 +103,7 @@ class Station:
         self.catalog: Catalog | None = None
         self.state_file = home / "run" / "station.json"
         self.sensors = sensors
+        self.unreported = False  # a fault has not reached the centre in time
         self.health = StationHealth(config, home, sensors, clock) if sensors else None
         self._serials = threading.Lock()  # dockings claim their serial one at a time
 
@@ -369,8 +370,20 @@ class Station:
             overdue(catalog, self.config)
             if self.health is not None:
                 self.health.check(catalog)
+            self._show_unreported(catalog)
         except RecdockError:
             log.exception("the scheduled fault rules could not be applied")
+
+    def _show_unreported(self, catalog: Catalog) -> None:
+        """Faults the centre has not confirmed in time show on the empty bays."""
+        from agent.catalog.faults import list_faults
+
+        after = self.config.faults.unreported_after_hours
+        late = [f.id for f in list_faults(catalog) if f.unreported(after)]
+        if bool(late) != self.unreported:
+            log.warning("faults not reported to the centre in %g h: %s", after, late or "none now")
+            self.unreported = bool(late)
+        self.indicators.unreported(bool(late))
 
     def _unclean_end(self, catalog: Catalog) -> None:
         """The previous run's state file is still there: it never stopped cleanly."""
