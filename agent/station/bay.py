@@ -47,6 +47,7 @@ from agent.station.findings import (
     write_gate,
 )
 from agent.station.logs import set_log_context
+from agent.station.register import lifecycle_findings
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,11 @@ class BayWork:
             reconnect=self._reconnect if gate.writable else None,
             catalog=catalog,
             clock_read_at=report.info_read_at,
-            findings=[*gate.findings, *identity_findings(report)],
+            findings=[
+                *gate.findings,
+                *identity_findings(report),
+                *lifecycle_findings(catalog, report.device_serial),
+            ],
         )
         self._gone_or_stopping()
         record_checks(

@@ -49,6 +49,7 @@ from agent.station.bay import BayWork, Docking
 from agent.station.faults import StationFault
 from agent.station.health import StationHealth
 from agent.station.logs import set_log_context
+from agent.station.register import check_conflicts
 from agent.station.status import daemon_info
 
 log = logging.getLogger(__name__)
@@ -370,6 +371,7 @@ class Station:
             overdue(catalog, self.config)
             if self.health is not None:
                 self.health.check(catalog)
+            check_conflicts(catalog, self.config)
             self._show_unreported(catalog)
         except RecdockError:
             log.exception("the scheduled fault rules could not be applied")
