@@ -64,6 +64,8 @@ def test_a_lost_cluster_chain_is_named_corruption_once_with_a_storage_fault(
     (fault,) = query(home, "SELECT * FROM faults WHERE resolved_at IS NULL")
     assert (fault["kind"], fault["subject"]) == ("storage", "LOST01"), fault
     assert victim in fault["detail"], fault
+    evidence = json.loads(fault["evidence"])  # the I/O error's evidence: the file, by name
+    assert evidence["count"] == 1 and victim in evidence["unreadable"][0], evidence
     assert len(query(home, "SELECT * FROM recordings")) == 2
 
 
