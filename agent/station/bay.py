@@ -296,6 +296,12 @@ class BayWork:
         from agent.checks.faults import Docking as Seen
         from agent.checks.faults import after_docking
 
+        if self.d.conflict or report.info.identity_conflict:
+            # whose history would it be? (rule 8): no trend is judged on a doubtful identity
+            log.info(
+                "%s: identity in conflict: the fault rules skip this docking", report.device_serial
+            )
+            return
         at = report.info_read_at or self.station.clock.now()
         seen = Seen(report.device_serial, report.session_id, at, report.info, checks)
         try:
