@@ -47,10 +47,8 @@ from agent.seams.mount import Mounter
 from agent.seams.signals import SignalRelay
 from agent.station.bay import BayWork, Docking
 from agent.station.faults import StationFault
-from agent.station.health import StationHealth
 from agent.station.logs import set_log_context
-from agent.station.register import check_conflicts
-from agent.station.status import daemon_info
+from agent.station.schedule import ScheduledRules
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +102,7 @@ class Station:
         self.catalog: Catalog | None = None
         self.state_file = home / "run" / "station.json"
         self.sensors = sensors
-        self.unreported = False  # a fault has not reached the centre in time
-        self.health = StationHealth(config, home, sensors, clock) if sensors else None
+        self.scheduled = ScheduledRules(config, home, indicators, clock, sensors)
         self._serials = threading.Lock()  # dockings claim their serial one at a time
 
     def bays(self) -> list[int]:
@@ -161,7 +158,7 @@ class Station:
                 self._reap()
                 if time.monotonic() >= next_fault_check:
                     self.faults.check(catalog)
-                    self._rules(catalog)
+                    self.scheduled.run(catalog)
                     next_fault_check = time.monotonic() + FAULT_CHECK_EVERY_S
         finally:
             self._shutdown()
@@ -176,7 +173,7 @@ class Station:
         self._reset_bays("station started")
         self.faults.restore(catalog)
         set_station_status(catalog, "online", {"pid": os.getpid(), "simulate": self.simulate})
-        self._unclean_end(catalog)
+        self.scheduled.started(catalog, self.state_file)
         self._write_state_file()
         self.dock.start(self.events.put)
         for service in self.services:
@@ -361,39 +358,6 @@ class Station:
                     self.catalog, docking.bay, State.IDLE, detail="undocked", port=docking.port
                 )
         # otherwise the worker notices, shows YANKED, and _reap forgets the docking
-
-    def _rules(self, catalog: Catalog) -> None:
-        """The rules that run on a schedule, not on a docking: overdue recorders, the
-        station's own health (agent/station/health.py)."""
-        from agent.checks.faults import overdue
-
-        try:
-            overdue(catalog, self.config)
-            if self.health is not None:
-                self.health.check(catalog)
-            check_conflicts(catalog, self.config)
-            self._show_unreported(catalog)
-        except RecdockError:
-            log.exception("the scheduled fault rules could not be applied")
-
-    def _show_unreported(self, catalog: Catalog) -> None:
-        """Faults the centre has not confirmed in time show on the empty bays."""
-        from agent.catalog.faults import list_faults
-
-        after = self.config.faults.unreported_after_hours
-        late = [f.id for f in list_faults(catalog) if f.unreported(after)]
-        if bool(late) != self.unreported:
-            log.warning("faults not reported to the centre in %g h: %s", after, late or "none now")
-            self.unreported = bool(late)
-        self.indicators.unreported(bool(late))
-
-    def _unclean_end(self, catalog: Catalog) -> None:
-        """The previous run's state file is still there: it never stopped cleanly."""
-        previous = daemon_info(self.home)
-        if self.health is None or not self.state_file.exists() or previous.get("running"):
-            return
-        previous.pop("running", None)
-        self.health.restarted(catalog, previous)
 
     def _reap(self) -> None:
         for key, d in list(self.dockings.items()):

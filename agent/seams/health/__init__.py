@@ -6,27 +6,25 @@ does not offer is None: the rules that need it say nothing."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-#: get_throttled bits (Raspberry Pi firmware): under-voltage now, and since boot
-UNDER_VOLTAGE_NOW = 1 << 0
-THROTTLED_NOW = 1 << 2
-UNDER_VOLTAGE_SINCE_BOOT = 1 << 16
+from agent.seams.health.readings import (
+    THROTTLED_NOW,
+    UNDER_VOLTAGE_NOW,
+    UNDER_VOLTAGE_SINCE_BOOT,
+    DiskHealth,
+    Reading,
+)
 
-
-@dataclass(frozen=True)
-class DiskHealth:
-    device: str
-    passed: bool
-    detail: str
-
-
-@dataclass(frozen=True)
-class Reading:
-    temperature_c: float | None = None
-    throttled: int | None = None
-    disk: DiskHealth | None = None
+__all__ = [
+    "THROTTLED_NOW",
+    "UNDER_VOLTAGE_NOW",
+    "UNDER_VOLTAGE_SINCE_BOOT",
+    "DiskHealth",
+    "Reading",
+    "Sensors",
+    "make_sensors",
+]
 
 
 class Sensors(Protocol):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent.seams.health import DiskHealth, Reading
+from agent.seams.health.readings import DiskHealth, Reading
 
 
 class SimulatedSensors:

@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.seams.health import DiskHealth, Reading
+from agent.seams.health.readings import DiskHealth, Reading
 
 log = logging.getLogger(__name__)
 
