@@ -107,3 +107,10 @@ class IndicatorError(RecdockError):
     message). *Returned*, not raised, by ``show`` and ``sound``: a dead LED never stops an
     offload.
     """
+
+
+class FaultStateError(RecdockError):
+    """A fault cannot take that step: no such fault, or it is resolved already."""
+
+    exit_code = EXIT_FAILED
+    permanent = True

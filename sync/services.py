@@ -41,11 +41,29 @@ class MqttService:
             batch=config.mqtt.publish_batch,
         )
 
+        self.commands = self._commands(config, home)
+
+    def _commands(self, config: Config, home: Path):  # -> CommandReceiver | None
+        """The centre's commands, when its key is configured (sync/mqtt/commands.py)."""
+        if config.mqtt.centre_public_key is None:
+            log.info("MQTT: no [mqtt] centre_public_key: the centre's commands are not received")
+            return None
+        from sync.mqtt.commands import CommandReceiver, subscription
+        from sync.wire.signing import parse_public_key
+
+        key = parse_public_key(config.mqtt.centre_public_key)
+        receiver = CommandReceiver(home, config.station_id, key)
+        self.link.subscribe(subscription(config.station_id), receiver.deliver)
+        return receiver
+
     def describe(self) -> str:
         m = self.config.mqtt
-        return f"MQTT: publishing the outbox to {m.host}:{m.port} (MQTT {m.protocol})"
+        text = f"MQTT: publishing the outbox to {m.host}:{m.port} (MQTT {m.protocol})"
+        return text + (", receiving the centre's signed commands" if self.commands else "")
 
     def start(self) -> None:
+        if self.commands is not None:
+            self.commands.start()
         self.publisher.start()
         self.link.start()
 
@@ -58,6 +76,8 @@ class MqttService:
             log.warning("MQTT: stopping with messages still in the outbox; they are sent later")
         self.publisher.stop()
         self.link.stop()
+        if self.commands is not None:
+            self.commands.stop()
 
 
 class UploadService:

@@ -64,6 +64,8 @@ def test_a_lost_cluster_chain_is_named_corruption_once_with_a_storage_fault(
     (fault,) = query(home, "SELECT * FROM faults WHERE resolved_at IS NULL")
     assert (fault["kind"], fault["subject"]) == ("storage", "LOST01"), fault
     assert victim in fault["detail"], fault
+    evidence = json.loads(fault["evidence"])  # the I/O error's evidence: the file, by name
+    assert evidence["count"] == 1 and victim in evidence["unreadable"][0], evidence
     assert len(query(home, "SELECT * FROM recordings")) == 2
 
 
@@ -103,6 +105,8 @@ def test_a_recorder_whose_file_system_check_fails_is_never_written(tmp_path: Pat
         assert len(stored(station, "FSCK01")) == 3  # the recordings are safe in the store
         (fault,) = open_faults(station, "FSCK01")
         assert fault["kind"] == "storage" and "fsck.fat" in fault["detail"], fault
+        evidence = json.loads(fault["evidence"])
+        assert evidence["check"] == "fsck.fat -n" and evidence["found"] in fault["detail"]
         # repaired (on a copy of the card, as docs/operations.md says): docked again, ready
         subprocess.run(["fsck.fat", "-a", str(image)], capture_output=True, check=False)
         assert fsck_clean(image)
@@ -168,5 +172,9 @@ def test_a_recorder_pulled_out_while_writable_is_checked_clean_and_cleared(tmp_p
         bay = docked_and_pulled(station, image)
         assert bay["state"] == "ready", bay
         assert media_on(image) == []
+        # no damage, but reported: it was pulled out while writable
+        (fault,) = open_faults(station, "FSCK04")
+        assert fault["kind"] == "recorder.filesystem_dirty" and fault["severity"] == "warning"
+        assert json.loads(fault["evidence"])["found"] == "Dirty bit is set"
     finally:
         assert stop_station(station) == 0, station.log.read_text()

@@ -492,3 +492,18 @@ def test_station_describe_names_the_seam_and_pins(station):
     assert "SIMULATED" in line
     assert "1=17" in line and "2=22/23/24" in line and "buzzer=18" in line
     assert "\n" not in line
+
+
+def test_an_unreported_fault_shows_on_the_empty_bays_only(station):
+    station.show(1, State.READY)
+    assert station.unreported(True) is None
+    assert station.state(1) is State.READY  # a recorder's verdict stays
+    assert station.state(2) is State.FAULT_UNREPORTED
+    station.show(1, State.IDLE)  # the recorder taken: the bay shows it too
+    assert station.state(1) is State.FAULT_UNREPORTED
+    station.station_fault(True)
+    assert station.state(2) is State.STATION_FAULT
+    station.station_fault(False)
+    assert station.state(2) is State.FAULT_UNREPORTED
+    assert station.unreported(False) is None
+    assert station.state(1) is State.IDLE and station.state(2) is State.IDLE

@@ -73,3 +73,15 @@ def test_a_signed_command_must_name_its_topic_and_an_action_of_its_kind() -> Non
         commands.topic("ST-1", "shell", "x")
     assert commands.parse_topic("recdock/ST-1/fault/x") is None
     assert commands.parse_topic("recdock/ST-1/command/shell/x") is None
+
+
+def test_a_command_lacking_its_kinds_fields_is_named() -> None:
+    assert commands.missing_fields(command()) == []
+    assert commands.missing_fields(command(fault_id="")) == ["fault_id"]
+    register = command(kind="register", action="set", serial="A1", lifecycle="lost")
+    register.pop("fault_id")
+    assert commands.missing_fields(register) == []
+    assert commands.missing_fields({**register, "lifecycle": "stolen"}) == [
+        "lifecycle (one of in_service, in_maintenance, lost, retired)"
+    ]
+    assert "command_id" in commands.missing_fields({**register, "command_id": None})

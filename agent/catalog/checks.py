@@ -68,3 +68,15 @@ def last_at_bay(catalog: Catalog, bay: int) -> dict[str, Any] | None:
     """The newest check made at ``bay``."""
     rows = catalog.query("SELECT * FROM checks WHERE bay = ? ORDER BY id DESC LIMIT 1", (bay,))
     return rows[0] if rows else None
+
+
+def recent_of_device(catalog: Catalog, device_serial: str, limit: int) -> list[dict[str, Any]]:
+    """The recorder's newest checks, newest first (``results`` decoded)."""
+    import json
+
+    rows = catalog.query(
+        "SELECT id, at, ready, results FROM checks WHERE device_serial = ?"
+        " ORDER BY at DESC, id DESC LIMIT ?",
+        (device_serial, limit),
+    )
+    return [{**r, "results": json.loads(r["results"])} for r in rows]

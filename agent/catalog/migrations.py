@@ -223,3 +223,63 @@ def m041_outbox_refers_to_audit(conn: sqlite3.Connection) -> None:
     a station without a broker keeps each entry once (docs/mqtt.md). Rows queued before keep
     their payload and are sent as they are."""
     conn.execute("ALTER TABLE outbox ADD COLUMN audit_seq INTEGER")
+
+
+@migration
+def m050_fault_lifecycle(conn: sqlite3.Connection) -> None:
+    """A fault's lifecycle (open, reported, acknowledged, resolved), who moved it and why, the
+    evidence that tripped its rule, and since when its condition is gone (docs/faults.md)."""
+    for column in (
+        "state TEXT NOT NULL DEFAULT 'open'",
+        "evidence TEXT",
+        "reported_at TEXT",
+        "acknowledged_at TEXT",
+        "acknowledged_by TEXT",
+        "resolved_by TEXT",
+        "resolve_note TEXT",
+        "gone_since TEXT",
+    ):
+        conn.execute(f"ALTER TABLE faults ADD COLUMN {column}")
+    conn.execute("UPDATE faults SET state = 'resolved' WHERE resolved_at IS NOT NULL")
+
+
+@migration
+def m050_commands_applied(conn: sqlite3.Connection) -> None:
+    # the centre's commands a station applied, by command_id: each is applied once
+    conn.execute(
+        "CREATE TABLE commands_applied (command_id TEXT PRIMARY KEY, topic TEXT NOT NULL,"
+        " kind TEXT NOT NULL, action TEXT NOT NULL, outcome TEXT NOT NULL, at TEXT NOT NULL)"
+    )
+
+
+@migration
+def m050_recorder_history(conn: sqlite3.Connection) -> None:
+    # per recorder and docking: what the trend rules compare (battery, clock offset, dock times)
+    run_script(
+        conn,
+        """
+        CREATE TABLE recorder_history (
+            id INTEGER PRIMARY KEY,
+            device_serial TEXT NOT NULL,
+            session_id TEXT,
+            docked_at TEXT NOT NULL,
+            undocked_at TEXT,
+            battery_pct REAL,
+            device_clock TEXT,
+            clock_offset_s REAL,
+            clock_offset_after_s REAL
+        );
+        CREATE INDEX recorder_history_device ON recorder_history (device_serial, id);
+        CREATE INDEX recorder_history_docked ON recorder_history (device_serial)
+            WHERE undocked_at IS NULL
+        """,
+    )
+
+
+@migration
+def m050_central_register(conn: sqlite3.Connection) -> None:
+    # the centre's register of recorders, as its signed commands set it
+    conn.execute(
+        "CREATE TABLE central_register (serial TEXT PRIMARY KEY, lifecycle TEXT NOT NULL,"
+        " officer TEXT, unit TEXT, command_id TEXT NOT NULL, set_by TEXT, at TEXT NOT NULL)"
+    )

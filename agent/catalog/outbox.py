@@ -141,3 +141,9 @@ def backlog(conn: sqlite3.Connection) -> int:
 
 def is_empty(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT min(id) FROM outbox").fetchone()[0] is None
+
+
+def oldest_created_at(conn: sqlite3.Connection) -> str | None:
+    """When the oldest message still waiting for the broker was queued (by id: the primary key)."""
+    row = conn.execute("SELECT created_at FROM outbox ORDER BY id LIMIT 1").fetchone()
+    return row[0] if row else None

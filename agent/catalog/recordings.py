@@ -181,6 +181,16 @@ def count_unsynced(catalog: Catalog) -> int:
     return int(row[0])
 
 
+def oldest_unsynced(catalog: Catalog) -> dict[str, Any] | None:
+    """The recording waiting longest for its central receipt (the partial index of the
+    unsynced holds only what is pending)."""
+    rows = catalog.query(
+        "SELECT id, store_path, offloaded_at FROM recordings WHERE synced_at IS NULL"
+        " ORDER BY offloaded_at, id LIMIT 1"
+    )
+    return rows[0] if rows else None
+
+
 def pending_upload(catalog: Catalog) -> list[dict[str, Any]]:
     """Recordings without a central receipt, in upload order: held, then late, then oldest."""
     return catalog.query(

@@ -107,4 +107,6 @@ def reason_of(r: CheckResult, config: Config) -> str:
         return f"firmware {r.value} not approved"
     if r.name == "offload":
         return f"offload: only {r.value}"
+    if r.name == "register":
+        return f"register: {r.value.replace('_', ' ')} at the centre"
     return f"{r.name}: {r.detail or r.value}"

@@ -98,6 +98,15 @@ def real_seams(config: Config, profiles: ProfileSet) -> Seams:
     )
 
 
+def station_sensors(simulate: bool, home: Path):  # -> agent.seams.health.Sensors
+    """The station's own readings: simulated ones (<home>/run/sensors.json) with --simulate."""
+    from agent.seams.health import make_sensors
+
+    if simulate:
+        return make_sensors("simulated", file=home / "run" / "sensors.json")
+    return make_sensors("system", store=home / "store")
+
+
 @click.command("run")
 @click.option(
     "--simulate",
@@ -141,6 +150,7 @@ def run_command(c: Ctx, simulate: bool) -> None:
         apply_firmware=seams.apply_firmware,
         services=configured_services(seams.config, home),
         config_fingerprint=fingerprint,
+        sensors=station_sensors(simulate, home),
     )
     with install_signal_handlers(station):
         code = station.run()

@@ -149,6 +149,23 @@ class MqttConfig(_Strict):
         description="INSECURE: allow a user name and password without TLS (they cross the "
         "network in clear). Only for a lab; logged at every start while set.",
     )
+    centre_public_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="The centre's Ed25519 public key (base64 raw, as `recdock-central` prints "
+        "it): the station acts on commands from the centre (fault received, acknowledged, "
+        "resolved; the register) only when this key signed them. Unset: it subscribes to none.",
+    )
+
+    @field_validator("centre_public_key")
+    @classmethod
+    def _centre_key(cls, v: str | None) -> str | None:
+        if v is not None:
+            from sync.wire.signing import parse_public_key
+
+            parse_public_key(v)  # ValueError says what is wrong
+        return v
 
     @model_validator(mode="after")
     def _cross(self) -> MqttConfig:

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.config.anchor import AnchorConfig
+from agent.config.faults import FaultsConfig
 from agent.config.indicators import IndicatorsConfig
 from agent.config.links import MqttConfig, UploadConfig
 from agent.config.paths import SHIPPED_PROFILES
@@ -141,6 +142,11 @@ class Config(Strict):
     anchor: AnchorConfig = Field(
         default_factory=AnchorConfig,
         description="The audit chain compared with the centre's ([anchor], sync/anchor.py)",
+    )
+    faults: FaultsConfig = Field(
+        default_factory=FaultsConfig,
+        description="The fault rules' thresholds and the lifecycle's times ([faults], "
+        "docs/faults.md)",
     )
 
     @model_validator(mode="after")

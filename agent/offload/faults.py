@@ -32,6 +32,7 @@ def left_found(catalog: Catalog, report: OffloadReport, profile: Profile) -> Non
             f"{len(report.damaged)} file(s) on the recorder cannot be read whole, its storage "
             f"is damaged or failing: {some(report.damaged)}. They stay on it; take it out of "
             "service and have its card imaged and repaired",
+            evidence={"unreadable": report.damaged[:50], "count": len(report.damaged)},
         )
     if report.too_deep:
         report_fault(
@@ -41,6 +42,11 @@ def left_found(catalog: Catalog, report: OffloadReport, profile: Profile) -> Non
             f"{len(report.too_deep)} recording(s) in folders nested deeper than "
             f"{profile.media.max_depth} are left on the recorder: {some(report.too_deep)}. "
             f"Move them up on the recorder, or raise media.max_depth in profile {profile.name}",
+            evidence={
+                "too_deep": report.too_deep[:50],
+                "count": len(report.too_deep),
+                "max_depth": profile.media.max_depth,
+            },
         )
 
 
@@ -77,6 +83,11 @@ def _record_conflict(catalog: Catalog, report: OffloadReport, reason: str) -> No
         serial,
         f"identity conflict: {reason}. Its recordings are filed under {serial}; check the "
         "recorder and the register ([[devices]])",
+        evidence={
+            "reason": reason,
+            "status_serial": report.info.status_serial,
+            "session_id": report.session_id,
+        },
     )
 
 

@@ -47,6 +47,7 @@ from agent.station.findings import (
     write_gate,
 )
 from agent.station.logs import set_log_context
+from agent.station.register import lifecycle_findings
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,11 @@ class BayWork:
             reconnect=self._reconnect if gate.writable else None,
             catalog=catalog,
             clock_read_at=report.info_read_at,
-            findings=[*gate.findings, *identity_findings(report)],
+            findings=[
+                *gate.findings,
+                *identity_findings(report),
+                *lifecycle_findings(catalog, report.device_serial),
+            ],
         )
         self._gone_or_stopping()
         record_checks(
@@ -279,11 +284,30 @@ class BayWork:
             session_id=report.session_id,
             bay=d.bay,
         )
+        self._rules(catalog, report, checks)
         for service in station.services:
             service.wake()
         state = State.READY if checks.ready else State.NOT_READY
         reason = None if checks.ready else "; ".join(checks.reasons) or "not ready"
         self.verdict(catalog, state, reason, report)
+
+    def _rules(self, catalog: Catalog, report: OffloadReport, checks: Any) -> None:
+        """The recorder's fault rules (agent/checks/faults.py); never a reason for no verdict."""
+        from agent.checks.faults import Docking as Seen
+        from agent.checks.faults import after_docking
+
+        if self.d.conflict or report.info.identity_conflict:
+            # whose history would it be? (rule 8): no trend is judged on a doubtful identity
+            log.info(
+                "%s: identity in conflict: the fault rules skip this docking", report.device_serial
+            )
+            return
+        at = report.info_read_at or self.station.clock.now()
+        seen = Seen(report.device_serial, report.session_id, at, report.info, checks)
+        try:
+            after_docking(catalog, self.station.config, seen)
+        except Exception:
+            log.exception("%s: the fault rules could not be applied", report.device_serial)
 
     def _reconnect(self) -> Path:
         """The dock reconnects the recorder, so its firmware applies the time file."""

@@ -40,6 +40,7 @@ from agent.errors import RecdockError
 from agent.recorder.profiles import ProfileSet
 from agent.seams import sdnotify
 from agent.seams.dock import Dock, DockEvent, match_event
+from agent.seams.health import Sensors
 from agent.seams.indicators.devices import Indicators
 from agent.seams.indicators.patterns import State
 from agent.seams.mount import Mounter
@@ -47,6 +48,7 @@ from agent.seams.signals import SignalRelay
 from agent.station.bay import BayWork, Docking
 from agent.station.faults import StationFault
 from agent.station.logs import set_log_context
+from agent.station.schedule import ScheduledRules
 from agent.station.status import StationView
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ class Station:
         apply_firmware: Callable[[Path, Any], None] | None = None,
         services: list[Service] | None = None,
         config_fingerprint: dict[str, Any] | None = None,
+        sensors: Sensors | None = None,
     ) -> None:
         self.config = config
         self.config_fingerprint = config_fingerprint
@@ -101,13 +104,20 @@ class Station:
         self.registered = {d.serial: d.profile for d in config.devices}
         self.catalog: Catalog | None = None
         self.state_file = home / "run" / "station.json"
+        self.sensors = sensors
+        self.scheduled = ScheduledRules(config, home, indicators, clock, sensors)
         self._serials = threading.Lock()  # dockings claim their serial one at a time
 
     def bays(self) -> list[int]:
         return sorted(set(self.config.bays.values()) | set(self.config.indicators.bays))
 
     def seams(self) -> list[str]:
-        return [self.dock.describe(), self.indicators.describe(), f"clock: {self.clock.describe()}"]
+        seams = [
+            self.dock.describe(),
+            self.indicators.describe(),
+            f"clock: {self.clock.describe()}",
+        ]
+        return seams + [self.sensors.describe()] if self.sensors else seams
 
     def show(self, bay: int | None, state: State) -> None:
         if bay is not None and bay in self.indicators.bays:
@@ -151,6 +161,7 @@ class Station:
                 self._reap()
                 if time.monotonic() >= next_fault_check:
                     self.faults.check(catalog)
+                    self.scheduled.run(catalog)
                     next_fault_check = time.monotonic() + FAULT_CHECK_EVERY_S
         finally:
             self._shutdown()
@@ -165,6 +176,7 @@ class Station:
         self._reset_bays("station started")
         self.faults.restore(catalog)
         set_station_status(catalog, "online", {"pid": os.getpid(), "simulate": self.simulate})
+        self.scheduled.started(catalog, self.state_file)
         self._write_state_file()
         self.dock.start(self.events.put)
         for service in self.services:
@@ -334,6 +346,10 @@ class Station:
         if docking is None:
             return
         log.info("undocked")
+        if docking.device is not None:
+            from agent.catalog.history import undocked
+
+            undocked(self.catalog, docking.device)
         with docking.lock:
             docking.gone.set()
             docking.stop.set()

@@ -24,17 +24,19 @@ from typing import Any, Protocol
 
 from agent.catalog import Catalog
 from agent.catalog.bays import set_bay_state
-from agent.catalog.faults import report_fault, resolve_fault
+from agent.catalog.faults import condition_gone, report_fault, resolve_fault
 from agent.checks.results import CheckResult
 from agent.offload import OffloadReport
 from agent.offload.faults import conflict_found
 from agent.seams.indicators.patterns import State
 from agent.seams.mount import Mount, Mounter
+from agent.seams.mount.fsck import FsCheck
 
 log = logging.getLogger(__name__)
 
 #: Fault kinds about one recorder that a sound, complete docking of it resolves.
 RECORDER_FAULTS = ("storage", "offload")
+DIRTY_FAULT = "recorder.filesystem_dirty"
 
 
 @dataclass
@@ -52,6 +54,7 @@ def write_gate(
     serial = report.device_serial
     fs = mounter.check_filesystem(mount)
     gate = WriteGate(writable=fs.ok is not False and report.complete)
+    _dirty(catalog, serial, fs)
     if fs.ok is False:
         tool = fs.tool or "the file system check"
         log.warning(
@@ -72,6 +75,7 @@ def write_gate(
             serial,
             f"the recorder's file system is damaged ({tool}: {fs.detail}); nothing was written "
             "to it. Take it out of service and have its card imaged and repaired",
+            evidence={"check": f"{tool} -n", "found": fs.detail, "dirty": fs.dirty},
         )
     elif not report.complete:
         log.warning("%s: offload incomplete: nothing is written to the recorder", serial)
@@ -79,6 +83,26 @@ def write_gate(
         for kind in RECORDER_FAULTS:
             resolve_fault(catalog, kind, serial, "docked again: file system sound, offloaded whole")
     return gate
+
+
+def _dirty(catalog: Catalog, serial: str, fs: FsCheck) -> None:
+    """A file system marked dirty: no damage, but the recorder was pulled out while mounted
+    read-write (or its firmware crashed): a warning fault, resolved by a clean docking."""
+    if fs.ok is None:
+        return
+    if not fs.dirty:
+        condition_gone(catalog, DIRTY_FAULT, serial, hold_s=0, note="docked again: not dirty")
+        return
+    report_fault(
+        catalog,
+        DIRTY_FAULT,
+        serial,
+        f"{serial}'s file system is marked dirty ({fs.tool} -n): it was pulled out while "
+        "mounted read-write, or its firmware stopped while writing. Nothing is lost; if it "
+        "happens again, have the recorder seen to",
+        severity="warning",
+        evidence={"check": f"{fs.tool} -n", "found": "Dirty bit is set", "damaged": fs.ok is False},
+    )
 
 
 # -- identity conflicts (rule 8) ----------------------------------------------------------

@@ -33,16 +33,23 @@ class StationView:
     station_id: str
     bays: dict[str, int]  # USB port -> bay
     indicator_bays: tuple[int, ...]
+    unreported_after_hours: float  # [faults]: a fault the centre has not confirmed by then
 
     @classmethod
     def of(cls, config: Config) -> StationView:
-        return cls(config.station_id, dict(config.bays), tuple(config.indicators.bays))
+        return cls(
+            config.station_id,
+            dict(config.bays),
+            tuple(config.indicators.bays),
+            config.faults.unreported_after_hours,
+        )
 
     def as_json(self) -> dict[str, Any]:
         return {
             "station_id": self.station_id,
             "bays": self.bays,
             "indicator_bays": list(self.indicator_bays),
+            "unreported_after_hours": self.unreported_after_hours,
         }
 
     @classmethod
@@ -59,6 +66,7 @@ class StationView:
                 str(seen["station_id"]),
                 {str(p): int(n) for p, n in seen["bays"].items()},
                 tuple(int(n) for n in seen["indicator_bays"]),
+                float(seen["unreported_after_hours"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
@@ -113,12 +121,20 @@ def _last_check(catalog: Catalog, bay: int, session_id: str | None) -> dict[str,
     }
 
 
-def snapshot(catalog: Catalog | None, config: Config | StationView, home: Path) -> dict[str, Any]:
+def snapshot(
+    catalog: Catalog | None,
+    config: Config | StationView,
+    home: Path,
+    now: datetime | None = None,
+) -> dict[str, Any]:
     """What `recdock status` shows; ``catalog`` None: the station never ran in ``home``."""
     view = config if isinstance(config, StationView) else StationView.of(config)
-    now = datetime.now(UTC)
-    faults = [f.as_dict(now) for f in list_faults(catalog)] if catalog else []
+    now = now or datetime.now(UTC)
+    after = view.unreported_after_hours
+    listed = list_faults(catalog) if catalog else []
+    faults = [{**f.as_dict(now), "unreported": f.unreported(after, now)} for f in listed]
     station_fault = any(f["kind"] in STATION_FAULT_KINDS for f in faults)
+    unreported = [f["id"] for f in faults if f["unreported"]]
     daemon = daemon_info(home)
     rows = bays.rows(catalog) if catalog else {}
     numbers = sorted(set(view.bays.values()) | set(view.indicator_bays) | set(rows))
@@ -128,8 +144,18 @@ def snapshot(catalog: Catalog | None, config: Config | StationView, home: Path) 
         "catalog_found": catalog is not None,
         "daemon": daemon,
         "station_fault": station_fault,
+        "unreported_faults": unreported,
+        "unreported_after_hours": after,
         "bays": [
-            _bay_view(catalog, n, ports.get(n), rows.get(n) or {}, daemon["running"], station_fault)
+            _bay_view(
+                catalog,
+                n,
+                ports.get(n),
+                rows.get(n) or {},
+                daemon["running"],
+                station_fault,
+                bool(unreported),
+            )
             for n in numbers
         ],
         "sync_backlog": outbox.backlog(catalog.conn) if catalog else 0,
@@ -144,9 +170,12 @@ def _bay_view(
     row: dict[str, Any],
     running: bool,
     station_fault: bool,
+    unreported: bool = False,
 ) -> dict[str, Any]:
     state = State(row.get("state") or State.IDLE.value)
     led = State.STATION_FAULT if station_fault and running else state
+    if led is State.IDLE and unreported:
+        led = State.FAULT_UNREPORTED
     if not running:
         led = State.IDLE  # nobody drives the LEDs
     return {
@@ -186,6 +215,12 @@ def render(snap: dict[str, Any]) -> str:
         lines.append(f"station {snap['station_id']}: NOT RUNNING")
     if snap["station_fault"]:
         lines.append("STATION FAULT: every bay shows it; see the faults below")
+    if snap.get("unreported_faults"):
+        lines.append(
+            f"FAULTS NOT REPORTED: {len(snap['unreported_faults'])} fault(s) not confirmed by the "
+            f"centre within {snap['unreported_after_hours']:g} h (check the link to the broker); "
+            "the empty bays show it"
+        )
     lines.append("")
     lines.append(f"{'bay':>3}  {'state':<15} {'LED':<44} {'device':<14} {'profile':<11} reason")
     for b in snap["bays"]:
@@ -212,9 +247,10 @@ def render(snap: dict[str, Any]) -> str:
         lines.append(f"open faults: {len(snap['faults'])}")
         for f in snap["faults"]:
             overdue = "  OVERDUE (24 h)" if f["overdue"] else ""
+            overdue += "  NOT REPORTED" if f["unreported"] else ""
             lines.append(
-                f"  {f['age_hours']:>6.1f} h  {f['kind']:<9} {f['subject']:<20} "
-                f"{f['detail']}{overdue}"
+                f"  {f['age_hours']:>6.1f} h  {f['state']:<12} {f['kind']:<9} "
+                f"{f['subject']:<20} {f['detail']}{overdue}"
             )
     else:
         lines.append("open faults: none")

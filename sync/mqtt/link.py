@@ -20,6 +20,7 @@ import logging
 import ssl
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -79,6 +80,7 @@ class MqttLink:
         self.client_id = config.resolved_client_id(station_id)
         self.status_topic = topics.status(station_id)
         self._listeners: list[LinkListener] = []
+        self._subscriptions: list[tuple[str, Callable[[str, bytes], None]]] = []
         self._connected = threading.Event()
         self.last_error: str | None = None
         self.connects = 0
@@ -107,6 +109,7 @@ class MqttLink:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         self.client = client
 
     def _set_tls(self, client: mqtt.Client) -> None:
@@ -142,6 +145,12 @@ class MqttLink:
 
     def add_listener(self, listener: LinkListener) -> None:
         self._listeners.append(listener)
+
+    def subscribe(self, pattern: str, handler: Callable[[str, bytes], None]) -> None:
+        """Receive ``pattern``'s messages (QoS 1), subscribed again at every connect (the
+        session is clean). ``handler(topic, payload)`` runs in paho's network thread: it must
+        only queue. Call before :meth:`start`."""
+        self._subscriptions.append((pattern, handler))
 
     def is_connected(self) -> bool:
         return self._connected.is_set()
@@ -218,6 +227,8 @@ class MqttLink:
         self.connects += 1
         self.last_error = None
         client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+        for pattern, _handler in self._subscriptions:
+            client.subscribe(pattern, qos=1)
         self._connected.set()
         logger.info("mqtt: connected to %s:%d", self.config.host, self.config.port)
         for listener in self._listeners:
@@ -248,3 +259,8 @@ class MqttLink:
         ok = not reason_code.is_failure
         for listener in self._listeners:
             listener.link_acked(int(mid), ok, str(reason_code))
+
+    def _on_message(self, client, userdata, message) -> None:  # noqa: ANN001
+        for pattern, handler in self._subscriptions:
+            if mqtt.topic_matches_sub(pattern, message.topic):
+                handler(message.topic, bytes(message.payload))

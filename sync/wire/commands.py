@@ -95,3 +95,25 @@ def verify_command(
     if doc.get("action") not in ACTIONS[parsed[1]]:
         raise BadSignature(f"the command asks {doc.get('action')!r}, not one of its kind's actions")
     return doc
+
+
+#: The fields each kind of command carries besides the common ones; a station refuses a command
+#: without them (docs/mqtt.md). ``fault``: the fault's id (``note`` optional, for ``resolve``);
+#: ``register``: the recorder's serial and lifecycle (``officer``, ``unit`` optional).
+KIND_FIELDS = {
+    "fault": ("fault_id",),
+    "register": ("serial", "lifecycle"),
+}
+COMMON_FIELDS = ("command_id", "kind", "station", "action", "at", "by")
+#: A recorder's lifecycle in the centre's register.
+LIFECYCLES = ("in_service", "in_maintenance", "lost", "retired")
+
+
+def missing_fields(doc: dict[str, Any]) -> list[str]:
+    """The fields a verified command lacks (or has as anything but a non-empty string), and a
+    lifecycle that is not one of :data:`LIFECYCLES`: an empty list when the command is whole."""
+    wanted = (*COMMON_FIELDS, *KIND_FIELDS.get(str(doc.get("kind")), ()))
+    problems = [f for f in wanted if not isinstance(doc.get(f), str) or not doc.get(f)]
+    if doc.get("kind") == "register" and doc.get("lifecycle") not in LIFECYCLES:
+        problems.append(f"lifecycle (one of {', '.join(LIFECYCLES)})")
+    return problems

@@ -208,6 +208,7 @@ class Indicators:
         self._lock = threading.RLock()
         self._wanted: dict[int, State] = {}
         self._fault = False
+        self._unreported = False
         self.bays: dict[int, BayIndicator] = {}
         self.buzzer: StationBuzzer | None = None
         try:
@@ -256,7 +257,27 @@ class Indicators:
             self._wanted[bay] = state
             if self._fault:
                 return None
-            return self._show(indicator, state)
+            return self._show(indicator, self._displayed(state))
+
+    def _displayed(self, state: State) -> State:
+        """An empty bay shows FAULT_UNREPORTED while a fault has not reached the centre."""
+        return State.FAULT_UNREPORTED if self._unreported and state is State.IDLE else state
+
+    def unreported(self, active: bool) -> IndicatorError | None:
+        """A fault has not reached the centre in time (on), or every one has (off): the
+        empty bays show it (docs/indicators.md); a bay with a recorder keeps its own state."""
+        with self._lock:
+            if active == self._unreported:
+                return None
+            self._unreported = active
+            if self._fault:
+                return None
+            errors = [
+                self.bays[n].show(self._displayed(s))
+                for n, s in self._wanted.items()
+                if s is State.IDLE and n in self.bays
+            ]
+            return next((e for e in errors if e is not None), None)
 
     def station_fault(self, active: bool) -> IndicatorError | None:
         """Turn the station-wide fault on (every bay shows STATION_FAULT) or off (bays restored)."""
@@ -266,7 +287,7 @@ class Indicators:
             self._fault = active
             errors = []
             for number, indicator in self.bays.items():
-                shown = State.STATION_FAULT if active else self._wanted[number]
+                shown = State.STATION_FAULT if active else self._displayed(self._wanted[number])
                 errors.append(indicator.show(shown))
             if active and self.buzzer is not None:
                 errors.append(self.buzzer.sound(Sound.FAULT))

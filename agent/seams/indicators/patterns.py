@@ -20,6 +20,7 @@ BLUE: Rgb = (0, 0, 1)
 YELLOW: Rgb = (1, 1, 0)
 MAGENTA: Rgb = (1, 0, 1)
 WHITE: Rgb = (1, 1, 1)
+CYAN: Rgb = (0, 1, 1)
 
 
 class State(StrEnum):
@@ -40,6 +41,9 @@ class State(StrEnum):
     YANKED = "yanked"
     """The recorder was pulled out before its verdict: the bay is empty but the work was not
     finished. Shown until the next plug-in (or until the daemon returns the bay to IDLE)."""
+    FAULT_UNREPORTED = "fault_unreported"
+    """No recorder in the bay, and a fault has not reached the centre in time
+    (``[faults] unreported_after_hours``): shown on the empty bays instead of IDLE."""
 
 
 class Sound(StrEnum):
@@ -92,6 +96,7 @@ LED_PATTERNS: Mapping[State, LedPattern] = {
     State.UNKNOWN_DEVICE: LedPattern(1.0, 1.0, BLUE),  # slow even blink, 0.5 Hz
     State.STATION_FAULT: LedPattern(0.1, 1.9, WHITE),  # short flash every 2 s
     State.YANKED: LedPattern(1.5, 0.5, MAGENTA),  # mostly on, a dark gap every 2 s
+    State.FAULT_UNREPORTED: LedPattern(0.1, 3.9, CYAN),  # short flash every 4 s
 }
 
 BUZZER_PATTERNS: Mapping[Sound, BeepPattern] = {

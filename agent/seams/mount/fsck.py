@@ -32,6 +32,7 @@ HARMLESS = (
     "exfatprogs version",
 )
 DETAIL_CHARS = 400
+DIRTY = "Dirty bit is set"
 
 Runner = Callable[[list[str]], subprocess.CompletedProcess[str]]
 
@@ -43,6 +44,9 @@ class FsCheck:
     ok: bool | None
     detail: str
     tool: str = ""
+    #: the file system is marked dirty (not damage: a recorder pulled out while mounted
+    #: read-write; the station still reports it, docs/faults.md)
+    dirty: bool = False
 
 
 def check_filesystem(target: str, fs_type: str | None, run: Runner) -> FsCheck:
@@ -59,12 +63,15 @@ def check_filesystem(target: str, fs_type: str | None, run: Runner) -> FsCheck:
         return FsCheck(False, f"{cmd[0]} could not run ({exc})", cmd[0])
     if done.returncode == 0:
         return FsCheck(True, "no error", cmd[0])
-    found = _findings(done.stdout + "\n" + done.stderr, target)
+    output = done.stdout + "\n" + done.stderr
+    found = _findings(output, target)
+    dirty = any(line.strip().startswith(DIRTY) for line in output.splitlines())
     if done.returncode == 1 and not found:
-        return FsCheck(True, "no damage (only the dirty flag or the free-cluster hint)", cmd[0])
+        detail = "no damage (only the dirty flag or the free-cluster hint)"
+        return FsCheck(True, detail, cmd[0], dirty=dirty)
     if done.returncode > 1 and not found:
         found = [f"{cmd[0]} could not check it (exit {done.returncode})"]
-    return FsCheck(False, "; ".join(found)[:DETAIL_CHARS], cmd[0])
+    return FsCheck(False, "; ".join(found)[:DETAIL_CHARS], cmd[0], dirty=dirty)
 
 
 def _findings(output: str, target: str) -> list[str]:

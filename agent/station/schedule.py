@@ -1,0 +1,68 @@
+"""The fault rules the daemon runs on a schedule rather than at a docking (docs/faults.md):
+overdue recorders, the station's own health, the registers' conflicts, and the faults the
+centre has not confirmed in time (shown on the empty bays)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.catalog.faults import list_faults
+from agent.checks.faults import overdue
+from agent.config import Config
+from agent.errors import RecdockError
+from agent.seams.health import Sensors
+from agent.station.health import StationHealth
+from agent.station.register import check_conflicts
+from agent.station.status import daemon_info
+
+if TYPE_CHECKING:
+    from agent.catalog import Catalog
+    from agent.seams.indicators.devices import Indicators
+
+log = logging.getLogger(__name__)
+
+
+class ScheduledRules:
+    def __init__(
+        self,
+        config: Config,
+        home: Path,
+        indicators: Indicators,
+        clock: object,
+        sensors: Sensors | None,
+    ) -> None:
+        self.config = config
+        self.home = home
+        self.indicators = indicators
+        self.health = StationHealth(config, home, sensors, clock) if sensors else None  # type: ignore[arg-type]
+        self.unreported = False  # a fault has not reached the centre in time
+
+    def started(self, catalog: Catalog, state_file: Path) -> None:
+        """At start-up: the previous run's state file is still there: it never stopped
+        cleanly (call before this run writes its own)."""
+        previous = daemon_info(self.home)
+        if self.health is None or not state_file.exists() or previous.get("running"):
+            return
+        previous.pop("running", None)
+        self.health.restarted(catalog, previous)
+
+    def run(self, catalog: Catalog) -> None:
+        try:
+            overdue(catalog, self.config)
+            if self.health is not None:
+                self.health.check(catalog)
+            check_conflicts(catalog, self.config)
+            self.show_unreported(catalog)
+        except RecdockError:
+            log.exception("the scheduled fault rules could not be applied")
+
+    def show_unreported(self, catalog: Catalog) -> None:
+        """Faults the centre has not confirmed in time show on the empty bays."""
+        after = self.config.faults.unreported_after_hours
+        late = [f.id for f in list_faults(catalog) if f.unreported(after)]
+        if bool(late) != self.unreported:
+            log.warning("faults not reported to the centre in %g h: %s", after, late or "none now")
+            self.unreported = bool(late)
+        self.indicators.unreported(bool(late))
