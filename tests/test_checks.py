@@ -500,6 +500,9 @@ def test_record_checks_writes_row_session_drift_audit_and_retained_health(
     assert payload["ready"] is True
     assert payload["checks"]["battery"]["value"] == "90 %"
     assert payload["clock_set"] is True
+    # the numbers themselves, for the centre's trends (sync/wire/schemas/recorder.json)
+    assert payload["battery_pct"] == 90 and isinstance(payload["free_bytes"], int)
+    assert payload["firmware"] and "officer" in payload and "unit" in payload
     # the audit entry is queued as an event too (rule 3)
     events = [m for m in outbox.pending(catalog.conn, 1000) if m.topic == topics.event("st-test")]
     assert any(json.loads(m.payload)["kind"] == "checks" for m in events)

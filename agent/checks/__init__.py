@@ -97,8 +97,7 @@ def run_checks(
         writable=writable,
         reconnect=reconnect,
     )
-    results = [battery, storage, outcome.result, firmware, off, check_late(late, config)]
-    results += findings
+    results = [battery, storage, outcome.result, firmware, off, check_late(late, config), *findings]
     failed = [r for r in results if r.ok is False]
     return CheckReport(
         results=results,
@@ -110,7 +109,39 @@ def run_checks(
         late=late,
         station_clock=clock.describe(),
         device_serial=serial,
+        reported=_reported(current or info),
     )
+
+
+#: What a recorder reports that the health message carries as it is (recorder.json).
+REPORTED = (
+    "officer",
+    "unit",
+    "model",
+    "firmware",
+    "battery_pct",
+    "charging",
+    "minutes_to_full",
+    "free_bytes",
+    "total_bytes",
+)
+
+
+def _reported(info: RecorderInfo | None) -> dict[str, Any]:
+    """What ``info`` says, each value kept only when it fits the message's schema (a recorder
+    that reports a battery of 150 % must not get its whole health message refused)."""
+    if info is None:
+        return {}
+    out = {k: getattr(info, k) for k in REPORTED}
+    pct = out["battery_pct"]
+    if pct is not None and not 0 <= pct <= 100:
+        out["battery_pct"] = None
+    for k in ("free_bytes", "total_bytes", "minutes_to_full"):
+        if out[k] is not None and out[k] < 0:
+            out[k] = None
+    clock = info.clock
+    out["clock"] = clock.isoformat() if clock and clock.tzinfo else None
+    return out
 
 
 def _listed(root: Path, profile: Profile) -> tuple[list[MediaFile], list[str]]:
@@ -231,6 +262,7 @@ def health_payload(
         "clock_offset_after_s": report.clock_offset_after_s,
         "clock_set": report.clock_set,
         "late": [dict(x) for x in report.late],
+        **report.reported,
     }
 
 

@@ -36,6 +36,9 @@ class CheckReport:
     late: list[dict[str, Any]] = field(default_factory=list)
     station_clock: str = ""  # StationClock.describe() at the time of the check
     device_serial: str | None = None  # as read from the recorder (or given by the caller)
+    #: what the recorder reported, as numbers and names (battery_pct, free_bytes, officer...):
+    #: the health message carries them for the centre's trends (sync/wire/schemas/recorder.json)
+    reported: dict[str, Any] = field(default_factory=dict)
 
     def result(self, name: str) -> CheckResult:
         for r in self.results:

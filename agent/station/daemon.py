@@ -218,7 +218,6 @@ class Station:
         log.info("stopped")
 
     def _write_state_file(self) -> None:
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "pid": os.getpid(),
             "started_at": now_utc(),
@@ -226,12 +225,9 @@ class Station:
             "seams": self.seams(),
             "mount_dir": str(self.mounter.mount_dir),
         }
-        if self.config_fingerprint is not None:  # what `recdock status` may show without reading it
-            view = StationView.of(self.config)
-            data["config"] = {"fingerprint": self.config_fingerprint, **view.as_json()}
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(self.state_file)
+        write_state_file(
+            self.state_file, data, StationView.of(self.config), self.config_fingerprint
+        )
 
     def _reset_bays(self, why: str) -> None:
         assert self.catalog is not None
@@ -374,3 +370,16 @@ class Station:
 def install_signal_handlers(station: Station) -> SignalRelay:
     """SIGTERM and SIGINT stop the station (close the relay when the station has stopped)."""
     return SignalRelay(station.request_stop)
+
+
+def write_state_file(
+    path: Path, data: dict[str, Any], view: StationView, fingerprint: dict[str, Any] | None
+) -> None:
+    """``<home>/run/station.json``, replaced whole: ``data`` and, when the configuration's
+    fingerprint is known, what `recdock status` may show of it without reading it."""
+    if fingerprint is not None:
+        data = {**data, "config": {"fingerprint": fingerprint, **view.as_json()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
