@@ -265,3 +265,33 @@ def test_the_dashboards_commands_and_options_have_help() -> None:
     assert missing_help(serve) == []
     names = {p.opts[0] for p in serve.params}
     assert {"--users", "--dashboard-plain-http", "--amber-hours", "--poll-seconds"} <= names
+
+
+def test_an_administrator_sets_a_recorders_register_entry_on_the_page(centre) -> None:
+    url, _ = centre
+    s = login(url, "admin")
+    page = s.get(f"{url}/register", timeout=10).text
+    assert 'id="save-register"' in page
+    form = {"serial": SERIAL, "lifecycle": "lost", "officer": "Li Wei", "unit": "Unit 7"}
+    r = s.post(f"{url}/register", data={"csrf": csrf_of(page), **form}, timeout=10)
+    assert r.status_code == 200 and r.url.endswith(f"/register?done={SERIAL}"), r.url
+    assert f'data-serial="{SERIAL}"' in r.text and 'data-lifecycle="lost"' in r.text
+    [entry] = s.get(f"{url}/register?format=json", timeout=10).json()["entries"]
+    assert (entry["serial"], entry["lifecycle"], entry["unit"]) == (SERIAL, "lost", "Unit 7")
+    assert entry["updated_by"] == "admin"
+    bad = {"csrf": csrf_of(page), "serial": SERIAL, "lifecycle": "stolen"}
+    assert s.post(f"{url}/register", data=bad, timeout=10).status_code == 400
+
+
+def test_only_an_administrator_changes_the_register(centre) -> None:
+    url, _ = centre
+    form = {"serial": SERIAL, "lifecycle": "retired"}
+    for who in ("sup", "view"):
+        s = login(url, who)
+        page = s.get(f"{url}/register", timeout=10).text
+        assert 'id="save-register"' not in page, who
+        r = s.post(f"{url}/register", data={"csrf": csrf_of(page), **form}, timeout=10)
+        assert r.status_code == 403, who
+    admin = login(url, "admin")
+    assert admin.post(f"{url}/register", data=form, timeout=10).status_code == 403  # no CSRF
+    assert admin.get(f"{url}/register?format=json", timeout=10).json()["entries"] == []

@@ -60,6 +60,9 @@ class FaultActions(Protocol):
     def apply(self, action: str, station: str, fault_id: str, *, by: str, note: str) -> None:
         """Acknowledge or resolve the fault as ``by``; KeyError when there is no such fault."""
 
+    def set_register(self, serial: str, *, by: str, **entry: str) -> None:
+        """Set ``serial``'s register entry (lifecycle, officer, unit, note) as ``by``."""
+
 
 class CentreFaultActions:
     """The centre's fault lifecycle (:mod:`central.actions`): the decision recorded with who
@@ -75,6 +78,12 @@ class CentreFaultActions:
                 decisions.acknowledge_fault(self.ctx, ref, by)
             else:
                 decisions.resolve_fault(self.ctx, ref, by, note)
+        except decisions.ActionError as exc:
+            raise HTTPException(status_code=exc.status, detail=str(exc)) from exc
+
+    def set_register(self, serial: str, *, by: str, **entry: str) -> None:
+        try:
+            decisions.set_register_entry(self.ctx, serial, by=by, **entry)
         except decisions.ActionError as exc:
             raise HTTPException(status_code=exc.status, detail=str(exc)) from exc
 

@@ -1,7 +1,9 @@
-"""The dashboard's pages: overview, stations, recorders, a recorder, a fault; login and logout.
+"""The dashboard's pages: overview, stations, recorders, a recorder, a fault, the register;
+login and logout.
 
 Every page needs a logged-in user (else a redirect to ``/login``); every POST needs the
-session's CSRF token (else 403), and the fault actions the supervisor role (else 403). A page
+session's CSRF token (else 403), the fault actions the supervisor role and the register the
+administrator role (else 403). A page
 answers its data as JSON with ``?format=json`` (the benchmark's baseline, and a way to read
 the dashboard from a script with a session). Work on the catalog runs in a worker thread.
 """
@@ -17,6 +19,8 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from central import views
+from central.catalog.register import LIFECYCLES
 from central.web import board, charts
 from central.web.context import Dashboard, Viewer
 from central.web.session import COOKIE, csrf_ok
@@ -125,6 +129,38 @@ async def fault_action(
     logger.info("fault %s/%s: %s by %s", station, fault_id, action, viewer.user.name)
     url = f"/faults/{quote(station, safe='')}/{quote(fault_id, safe='')}?done={action}"
     return RedirectResponse(url, status_code=303)
+
+
+def _register(catalog, settings, now):  # noqa: ANN001
+    return {"entries": views.register_entries(catalog), "lifecycles": list(LIFECYCLES)}
+
+
+@router.get("/register", response_class=HTMLResponse)
+async def register_page(request: Request) -> Response:
+    return await _page(request, "register.html", _register)
+
+
+@router.post("/register")
+async def register_set(
+    request: Request,
+    csrf: str = Form(""),
+    serial: str = Form(""),
+    lifecycle: str = Form(""),
+    officer: str = Form(""),
+    unit: str = Form(""),
+    note: str = Form(""),
+) -> Response:
+    """Set a recorder's register entry: administrator role and the form's CSRF token needed;
+    the centre sends it to every station (central/actions.py)."""
+    dash = _dash(request)
+    viewer = dash.viewer(request)
+    _allowed(dash, request, viewer, csrf, "administrator")
+    entry = {"lifecycle": lifecycle, "officer": officer.strip(), "unit": unit.strip()}
+    await run_in_threadpool(
+        dash.actions.set_register, serial.strip(), by=viewer.user.name, note=note.strip(), **entry
+    )
+    logger.info("register %s: %s by %s", serial.strip(), lifecycle, viewer.user.name)
+    return RedirectResponse(f"/register?done={quote(serial.strip(), safe='')}", status_code=303)
 
 
 def _allowed(dash: Dashboard, request: Request, viewer: Viewer, csrf: str, role: str) -> None:
