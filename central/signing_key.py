@@ -11,7 +11,6 @@ commands wait in the catalog until it is started with one (docs/deployment.md).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import stat
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.auth import CredentialsError
+from sync.wire.keyfile import write_new_key
 
 logger = logging.getLogger(__name__)
 
@@ -63,22 +63,6 @@ def create_centre_key(path: Path) -> Ed25519PrivateKey:
             f"{path}: the centre's signing key exists already; `recdock-central keygen --key "
             f"{path} --show` prints its public key"
         )
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.new")
-    with contextlib.suppress(FileNotFoundError):
-        temp.unlink()
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
+    key = write_new_key(path, 0o600)
     logger.info("centre signing key: made %s", path)
     return key

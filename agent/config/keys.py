@@ -12,7 +12,6 @@ central store enrols.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import stat
@@ -83,35 +82,13 @@ def _check_private(path: Path, st: os.stat_result) -> None:
 def create_signing_key(path: Path, *, replace: bool = False):  # -> Ed25519PrivateKey
     """Make a new key at ``path`` (mode 0400, fsynced). Refuses to replace an existing key
     unless ``replace`` (re-keying: the central store must enrol the new public key)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from sync.wire.keyfile import write_new_key
 
     if path.exists() and not replace:
         raise ConfigError(
             f"{path}: a signing key exists already; `recdock enrol` shows its public key, "
             "`recdock enrol --rekey` replaces it"
         )
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.new")
-    with contextlib.suppress(FileNotFoundError):
-        temp.unlink()
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
-    try:
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    key = write_new_key(path, 0o400)
     logger.info("signing key: made %s", path)
     return key
