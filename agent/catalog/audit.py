@@ -54,22 +54,8 @@ def append(catalog: Catalog, kind: str, subject: str, data: dict[str, Any]) -> A
         (seq, at, kind, subject, text, prev_hash, digest),
     )
     event_id = f"{catalog.station_id}:{catalog.catalog_id}:{seq}"
-    outbox.enqueue(
-        conn,
-        topics.event(catalog.station_id),
-        {
-            "event_id": event_id,
-            "station": catalog.station_id,
-            "seq": seq,
-            "at": at,
-            "kind": kind,
-            "subject": subject,
-            "data": data,
-            "prev_hash": prev_hash,
-            "hash": digest,
-        },
-        event_id=event_id,
-        audit_seq=seq,  # the payload is built from this entry when it is sent
+    outbox.enqueue(  # a reference: the event is built from this entry when it is sent
+        conn, topics.event(catalog.station_id), None, event_id=event_id, audit_seq=seq
     )
     return AuditEntry(seq, at, kind, subject, data, prev_hash, digest)
 

@@ -66,9 +66,10 @@ def enqueue(
     """
     if not conn.in_transaction:
         raise RuntimeError("outbox.enqueue must run inside the caller's transaction")
-    text = payload if isinstance(payload, str) else encode(payload)
     if audit_seq is not None:
-        text = ""  # the audit entry is the payload's one copy
+        text = ""  # the audit entry is the payload's one copy (``payload`` is not used)
+    else:
+        text = payload if isinstance(payload, str) else encode(payload)
     if retain:
         conn.execute("DELETE FROM outbox WHERE topic = ? AND retain = 1", (topic,))
     conn.execute(
