@@ -283,3 +283,36 @@ def m050_central_register(conn: sqlite3.Connection) -> None:
         "CREATE TABLE central_register (serial TEXT PRIMARY KEY, lifecycle TEXT NOT NULL,"
         " officer TEXT, unit TEXT, command_id TEXT NOT NULL, set_by TEXT, at TEXT NOT NULL)"
     )
+
+
+@migration
+def m061_holds(conn: sqlite3.Connection) -> None:
+    # holds (rule clause 12): what keeps footage past its retention (agent/catalog/holds.py)
+    run_script(
+        conn,
+        """
+        CREATE TABLE holds (
+            id TEXT PRIMARY KEY,
+            scope TEXT NOT NULL,
+            recording_id INTEGER,
+            session_id TEXT,
+            device_serial TEXT,
+            officer_id TEXT,
+            from_at TEXT,
+            to_at TEXT,
+            reason TEXT NOT NULL,
+            reason_text TEXT,
+            case_name TEXT,
+            case_number TEXT,
+            origin TEXT NOT NULL,
+            placed_by TEXT,
+            placed_at TEXT NOT NULL,
+            command_id TEXT UNIQUE,
+            released_at TEXT,
+            released_by TEXT,
+            release_reason TEXT
+        );
+        CREATE INDEX holds_case ON holds (case_number);
+        CREATE INDEX holds_active ON holds (scope) WHERE released_at IS NULL
+        """,
+    )
