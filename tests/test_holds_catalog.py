@@ -123,3 +123,25 @@ def test_holds_on_a_recording_and_bad_words_refused(catalog: Catalog) -> None:
             holds.add(conn, hold(scope="unit", reason="other"))
     assert sorted(h["id"] for h in holds.holds_on(catalog, 1)) == sorted([a, b])
     assert holds.holds_on(catalog, 3) == []
+
+
+def test_placing_and_lifting_are_audited_in_the_chain(catalog: Catalog) -> None:
+    from agent.catalog import audit
+
+    hid = holds.place(
+        catalog,
+        {
+            "scope": "session",
+            "session_id": "s1",
+            "reason": "obstruction",
+            "case_number": "B-1",
+            "placed_by": "admin",
+        },
+    )
+    assert holds.lift(catalog, hid, by="admin", reason="case closed")
+    assert not holds.lift(catalog, hid, by="admin", reason="twice")
+    kinds = [(e.kind, e.subject) for e in audit.entries(catalog)]
+    assert kinds == [("hold.placed", hid), ("hold.released", hid)]
+    placed = next(e for e in audit.entries(catalog) if e.kind == "hold.placed").data
+    assert placed["case_number"] == "B-1" and placed["origin"] == "station"
+    assert list(audit.chain_problems(catalog)) == []

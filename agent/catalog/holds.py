@@ -18,6 +18,8 @@ import sqlite3
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from agent.catalog import audit, now_utc
+
 if TYPE_CHECKING:
     from agent.catalog import Catalog
 
@@ -118,3 +120,29 @@ def holds_on(catalog: Catalog, recording_id: int) -> list[dict[str, Any]]:
         " WHERE r.id = ? ORDER BY h.placed_at, h.id",
         (recording_id,),
     )
+
+
+def place(catalog: Catalog, hold: dict[str, Any]) -> str:
+    """Keep a new hold and audit it (``hold.placed``, the whole hold: it travels to the centre
+    as a signed event), in one transaction. Returns its id."""
+    row = {"origin": "station", "placed_at": now_utc(), **hold}
+    row["id"] = row.get("id") or new_id()
+    with catalog.tx() as conn:
+        hold_id = add(conn, row)
+        audit.append(
+            catalog, "hold.placed", hold_id, {k: v for k, v in row.items() if v is not None}
+        )
+    return hold_id
+
+
+def lift(catalog: Catalog, hold_id: str, *, by: str | None, reason: str, **extra: Any) -> bool:
+    """Release a hold and audit it (``hold.released``), in one transaction; False (and nothing
+    written) when no unreleased hold has that id. ``extra`` (e.g. a ``command_id``) goes into
+    the audit entry."""
+    at = now_utc()
+    with catalog.tx() as conn:
+        if not release(conn, hold_id, by=by, reason=reason, at=at):
+            return False
+        data = {"id": hold_id, "released_at": at, "released_by": by, "release_reason": reason}
+        audit.append(catalog, "hold.released", hold_id, {**data, **extra})
+    return True

@@ -38,6 +38,7 @@ COMMAND_DOMAIN = "recdock-command-v1"
 ACTIONS = {
     "fault": ("received", "acknowledge", "resolve"),
     "register": ("set",),
+    "hold": ("place", "release"),
 }
 
 
@@ -99,10 +100,13 @@ def verify_command(
 
 #: The fields each kind of command carries besides the common ones; a station refuses a command
 #: without them (docs/mqtt.md). ``fault``: the fault's id (``note`` optional, for ``resolve``);
-#: ``register``: the recorder's serial and lifecycle (``officer``, ``unit`` optional).
+#: ``register``: the recorder's serial and lifecycle (``officer``, ``unit`` optional); ``hold``:
+#: the hold's id and, to place it, its scope and reason (what it covers, ``reason_text``,
+#: ``case_name``, ``case_number`` as agent/catalog/holds.py keeps them; ``note`` to release).
 KIND_FIELDS = {
     "fault": ("fault_id",),
     "register": ("serial", "lifecycle"),
+    "hold": ("hold_id",),
 }
 COMMON_FIELDS = ("command_id", "kind", "station", "action", "at", "by")
 #: A recorder's lifecycle in the centre's register.
