@@ -50,6 +50,7 @@ COMMANDS = {
     "doctor": ("agent.cli.doctor", "doctor_command"),
     "access": ("agent.cli.access", "access_group"),
     "export": ("agent.cli.export", "export_command"),
+    "report": ("agent.cli.report", "report_command"),
 }
 
 
