@@ -29,6 +29,7 @@ EXIT_UNAVAILABLE = 69  # the recorder went away (yanked) or the source is not th
 EXIT_SOFTWARE = 70  # a bug: an unexpected exception
 EXIT_CANTCREAT = 73  # the store is full (reserve reached) or not writable
 EXIT_IOERR = 74  # catalog or store I/O error
+EXIT_NOPERM = 77  # access refused: no valid approval (docs/access.md)
 EXIT_CONFIG = 78  # configuration or firmware profile invalid
 
 
@@ -114,3 +115,23 @@ class FaultStateError(RecdockError):
 
     exit_code = EXIT_FAILED
     permanent = True
+
+
+class AccessRefusedError(RecdockError):
+    """Footage asked for without a valid approval, or a decision by someone without the role:
+    the message says exactly what is missing, and the refusal is logged (docs/access.md)."""
+
+    exit_code = EXIT_NOPERM
+    permanent = True
+
+
+class ExportError(RecdockError):
+    """An export could not be made: nothing to export, or a destination that cannot take the
+    copy. No bag is left looking valid (docs/export.md)."""
+
+
+class ExportMismatchError(ExportError):
+    """A store file read for an export does not match the catalog (or is missing): the
+    export stops, naming the file; `recdock verify` tells the rest."""
+
+    exit_code = EXIT_IOERR

@@ -316,3 +316,48 @@ def m061_holds(conn: sqlite3.Connection) -> None:
         CREATE INDEX holds_active ON holds (scope) WHERE released_at IS NULL
         """,
     )
+
+
+@migration
+def m062_access(conn: sqlite3.Connection) -> None:
+    # approved access (rule clauses 13, 34, 35): who asks for which recordings, who decided,
+    # until when (agent/catalog/access.py); and every export or refusal (access_log.py)
+    run_script(
+        conn,
+        """
+        CREATE TABLE access_requests (
+            id TEXT PRIMARY KEY,
+            requested_by TEXT NOT NULL,
+            requested_at TEXT NOT NULL,
+            on_behalf_of TEXT,
+            case_name TEXT,
+            case_number TEXT,
+            scope TEXT NOT NULL,
+            hold_id TEXT,
+            purpose TEXT NOT NULL,
+            decision TEXT,
+            decided_by TEXT,
+            decided_at TEXT,
+            valid_until TEXT,
+            decision_note TEXT
+        );
+        CREATE INDEX access_requests_case ON access_requests (case_number);
+        CREATE TABLE access_recordings (
+            request_id TEXT NOT NULL REFERENCES access_requests(id),
+            recording_id INTEGER NOT NULL,
+            PRIMARY KEY (request_id, recording_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE access_log (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            action TEXT NOT NULL,
+            by TEXT NOT NULL,
+            request_id TEXT,
+            what TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            reason TEXT,
+            audit_seq INTEGER NOT NULL
+        );
+        CREATE INDEX access_log_at ON access_log (at)
+        """,
+    )

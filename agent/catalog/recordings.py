@@ -217,3 +217,13 @@ def mark_synced(
         (at, receipt, upload_url, recording_id),
     )
     return cur.rowcount > 0
+
+
+def by_ids(catalog: Catalog, ids: list[int]) -> list[dict[str, Any]]:
+    """The recordings with these ids, in id order (ids not in the catalog are left out)."""
+    import json
+
+    return catalog.query(
+        "SELECT * FROM recordings WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+        (json.dumps(sorted(set(ids))),),
+    )

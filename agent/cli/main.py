@@ -48,6 +48,9 @@ COMMANDS = {
     "sync": ("agent.cli.sync", "sync_command"),
     "simulate": ("agent.cli.simulate", "simulate"),
     "doctor": ("agent.cli.doctor", "doctor_command"),
+    "access": ("agent.cli.access", "access_group"),
+    "export": ("agent.cli.export", "export_command"),
+    "report": ("agent.cli.report", "report_command"),
 }
 
 

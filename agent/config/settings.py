@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agent.config.access import AccessConfig
 from agent.config.anchor import AnchorConfig
 from agent.config.faults import FaultsConfig
 from agent.config.indicators import IndicatorsConfig
@@ -147,6 +148,11 @@ class Config(Strict):
         default_factory=FaultsConfig,
         description="The fault rules' thresholds and the lifecycle's times ([faults], "
         "docs/faults.md)",
+    )
+    access: AccessConfig = Field(
+        default_factory=AccessConfig,
+        description="Who approves access to footage, and the unit export labels name "
+        "([access], docs/access.md)",
     )
 
     @model_validator(mode="after")

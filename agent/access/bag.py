@@ -1,0 +1,64 @@
+"""One BagIt bag (RFC 8493) from a folder of verified copies: the Library of Congress ``bagit``
+package writes its manifests (sha256, sha512) and bag-info, we declare BagIt 1.0, add our tag
+files, make every file and folder durable, and validate it read back from disk.
+
+Payload names never hold ``%``, CR or LF (agent/access/export.py makes them so), so the
+manifest lines are the names themselves: RFC 8493 readers, ``bagit`` and ``sha256sum -c``
+read them alike.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from agent.errors import ExportError
+from agent.store.io import fsync_dir
+
+BAGIT_TXT = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
+ALGORITHMS = ("sha256", "sha512")
+
+
+def make(folder: Path, info: dict[str, str], tag_files: dict[str, str]) -> None:
+    """Turn ``folder`` (the payload) into a bag with ``info`` in bag-info.txt and
+    ``tag_files`` (name -> text) beside it, each listed in the tag manifests."""
+    import bagit
+
+    bagit.make_bag(str(folder), bag_info=dict(info), checksums=list(ALGORITHMS))
+    (folder / "bagit.txt").write_text(BAGIT_TXT, encoding="utf-8")
+    for name, text in tag_files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    bagit.Bag(str(folder)).save()  # bag-info and tag manifests again, over every tag file
+
+
+def make_durable(folder: Path) -> None:
+    """fsync every file and folder of the bag, then drop their cached pages, so the check
+    that follows reads what is on the disk."""
+    for dirpath, _dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            fd = os.open(Path(dirpath) / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
+    fsync_dir(folder.parent)
+
+
+def validate(folder: Path, expected: dict[str, str]) -> None:
+    """Check the bag as ``bagit`` reads it back: structure, every fixity, and the sha256 of
+    each payload file (``data/...`` -> hex) against what the catalog holds."""
+    import bagit
+
+    try:
+        bag = bagit.Bag(str(folder))
+        bag.validate()
+    except bagit.BagError as exc:
+        raise ExportError(
+            f"{folder}: the copy does not validate as a bag read back: {exc}"
+        ) from exc
+    listed = {path: hashes.get("sha256") for path, hashes in bag.payload_entries().items()}
+    if listed != expected:
+        wrong = sorted(set(listed.items()) ^ set(expected.items()))[:3]
+        raise ExportError(f"{folder}: the bag's sha256 manifest differs from the catalog: {wrong}")
