@@ -114,3 +114,10 @@ class FaultStateError(RecdockError):
 
     exit_code = EXIT_FAILED
     permanent = True
+
+
+class HoldError(RecdockError):
+    """A hold cannot be placed or released: what it names does not exist, or it is released."""
+
+    exit_code = EXIT_FAILED
+    permanent = True

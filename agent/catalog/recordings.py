@@ -41,16 +41,17 @@ COLUMNS = (
 )
 
 
-def insert(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
-    """Add one recording inside the caller's transaction."""
+def insert(conn: sqlite3.Connection, row: dict[str, Any]) -> int:
+    """Add one recording inside the caller's transaction; its id."""
     unknown = set(row) - set(COLUMNS)
     if unknown:
         raise ValueError(f"recordings: unknown columns {sorted(unknown)}")
     names = [c for c in COLUMNS if c in row]
-    conn.execute(
+    cur = conn.execute(
         f"INSERT INTO recordings ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
         [row[c] for c in names],
     )
+    return int(cur.lastrowid or 0)
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -118,6 +119,19 @@ def select(catalog: Catalog, sel: Selection) -> Iterator[dict[str, Any]]:
 def by_store_path(catalog: Catalog, store_path: str) -> dict[str, Any] | None:
     rows = catalog.query("SELECT * FROM recordings WHERE store_path = ?", (store_path,))
     return rows[0] if rows else None
+
+
+def by_id(catalog: Catalog, recording_id: int) -> dict[str, Any] | None:
+    rows = catalog.query("SELECT * FROM recordings WHERE id = ?", (recording_id,))
+    return rows[0] if rows else None
+
+
+def knows(catalog: Catalog, column: str, value: str) -> bool:
+    """Some recording has this ``device_serial`` or ``officer_id`` (what a hold may name)."""
+    if column not in ("device_serial", "officer_id"):
+        raise ValueError(f"recordings.knows: {column!r}")
+    sql = f"SELECT 1 FROM recordings WHERE {column} = ? LIMIT 1"  # noqa: S608
+    return bool(catalog.query(sql, (value,)))
 
 
 def fingerprint(catalog: Catalog, recording_id: int) -> dict[str, Any] | None:
