@@ -147,3 +147,12 @@ def lift(catalog: Catalog, hold_id: str, *, by: str | None, reason: str, **extra
         data = {"id": hold_id, "released_at": at, "released_by": by, "release_reason": reason}
         audit.append(catalog, "hold.released", hold_id, {**data, **extra})
     return True
+
+
+def place_within(catalog: Catalog, conn: sqlite3.Connection, hold: dict[str, Any]) -> str:
+    """:func:`place` inside the caller's open transaction (the offload's: a recorder's own mark
+    is held in the transaction that records the recording, rule 3). Returns its id."""
+    row = {"origin": "station", "placed_at": now_utc(), **hold}
+    row["id"] = add(conn, row)
+    audit.append(catalog, "hold.placed", row["id"], {k: v for k, v in row.items() if v is not None})
+    return row["id"]
