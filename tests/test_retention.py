@@ -314,3 +314,36 @@ def test_the_retention_cutoff_moves_by_calendar_months() -> None:
 
     assert minus_months(datetime(2026, 8, 31, 12), 6) == datetime(2026, 2, 28, 12)
     assert minus_months(datetime(2026, 1, 15), 13) == datetime(2024, 12, 15)
+
+
+def test_a_purge_killed_half_way_loses_nothing_and_the_next_pass_finishes_it(
+    tmp_path: Path, central: str
+) -> None:
+    from tests.crash_tools import cli_env, hooked_cmd
+
+    st = Station(tmp_path, central, low=10**15)  # pressure: every confirmed file may go
+    st.offload("KILL01", files=3)
+    st.upload()
+    before = {r["id"]: r for r in st.rows()}
+    cmd = hooked_cmd("purge-after-unlink", st.home, st.config_path, "purge")
+    killed = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    rows = st.rows()
+    # the batch is marked purged in one transaction, each with its audit entry; one file went
+    assert all(r["purged_at"] and r["purge_intent_at"] for r in rows)
+    assert st.present().count(False) == 1
+    cat = st.catalog()
+    audited = cat.query("SELECT subject FROM audit WHERE kind = 'recording.purged'")
+    assert sorted(a["subject"] for a in audited) == sorted(r["store_path"] for r in rows)
+    for r in rows:  # nothing lost: each file is still here, or the centre confirmed it
+        path = st.store.root / r["store_path"]
+        assert path.exists() or json.loads(r["receipt"])["sha256"] == before[r["id"]]["sha256"]
+    assert st.cli("verify").exit_code == 0  # purged-and-present is a note, not a problem
+    again = st.purge(days=0)
+    assert again.finished == 3 and again.purged == []
+    assert st.present() == [False, False, False]
+    assert all(r["purge_intent_at"] is None for r in st.rows())
+    sdir = rows[0]["store_path"].split("/media/")[0]
+    assert set(st.store.purged_listed(sdir)) == {r["store_path"][len(sdir) + 1 :] for r in rows}
+    result = st.cli("verify", "--json")
+    assert result.exit_code == 0 and json.loads(result.output)["files_purged"] == 3
