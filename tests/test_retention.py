@@ -25,6 +25,7 @@ from agent.errors import CatalogError
 from agent.seams.clock.simulated import SimulatedClock
 from agent.station.retention import FAULT_KIND, SUBJECT, PurgeReport, purge
 from agent.store import Store
+from agent.store.purged import purged_listed
 from central.app import create_app
 from sync.upload.worker import UploadWorker
 from tests.central_server import TOKEN_A, TOKENS, serve_app
@@ -124,7 +125,7 @@ def test_a_confirmed_expired_unheld_recording_is_purged_and_kept_as_a_row(statio
     assert [e["subject"] for e in entries] == [r["store_path"] for r in rows]
     # the session's purge list names them beside the manifest, in its lines' form
     sdir = rows[0]["store_path"].split("/media/")[0]
-    listed = station.store.purged_listed(sdir)
+    listed = purged_listed(station.store.root, sdir)
     assert listed == {r["store_path"][len(sdir) + 1 :]: r["sha256"] for r in rows}
 
 
@@ -344,6 +345,8 @@ def test_a_purge_killed_half_way_loses_nothing_and_the_next_pass_finishes_it(
     assert st.present() == [False, False, False]
     assert all(r["purge_intent_at"] is None for r in st.rows())
     sdir = rows[0]["store_path"].split("/media/")[0]
-    assert set(st.store.purged_listed(sdir)) == {r["store_path"][len(sdir) + 1 :] for r in rows}
+    assert set(purged_listed(st.store.root, sdir)) == {
+        r["store_path"][len(sdir) + 1 :] for r in rows
+    }
     result = st.cli("verify", "--json")
     assert result.exit_code == 0 and json.loads(result.output)["files_purged"] == 3

@@ -28,6 +28,7 @@ from agent.config import Config
 from agent.config.retention import RetentionConfig
 from agent.errors import CatalogError, StoreFullError
 from agent.store import Store
+from agent.store.purged import belongs_to, purged_listed, remove_purged, write_purged_list
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def own_store(catalog: Catalog, store: Store) -> None:
             f"{catalog.path}: the catalog is new (no session recorded); nothing is purged from "
             f"{store.root}. If the station's catalog was lost, restore it from a backup"
         )
-    store.belongs_to(catalog.catalog_id)
+    belongs_to(store.root, catalog.catalog_id)
 
 
 class PurgePass:
@@ -196,13 +197,13 @@ class PurgePass:
         for session_dir, group in self._by_session(rows).items():
             lines = [(r["sha256"], r["store_path"][len(session_dir) + 1 :]) for r in group]
             try:
-                self.store.write_purged_list(session_dir, lines, at)
+                write_purged_list(self.store.root, session_dir, lines, at)
             except StoreFullError:
                 for r in group:
-                    self.store.remove_purged(r["store_path"])
-                self.store.write_purged_list(session_dir, lines, at)
+                    remove_purged(self.store.root, r["store_path"])
+                write_purged_list(self.store.root, session_dir, lines, at)
             for r in group:
-                self.store.remove_purged(r["store_path"])
+                remove_purged(self.store.root, r["store_path"])
             with self.catalog.tx() as conn:
                 recordings.settle_purges(conn, [r["id"] for r in group])
             log.info(
@@ -216,13 +217,13 @@ class PurgePass:
         if not rows:
             return 0
         for session_dir, group in self._by_session(rows).items():
-            listed = self.store.purged_listed(session_dir)
+            listed = purged_listed(self.store.root, session_dir)
             todo = [r for r in group if r["store_path"][len(session_dir) + 1 :] not in listed]
             if todo:
                 lines = [(r["sha256"], r["store_path"][len(session_dir) + 1 :]) for r in todo]
-                self.store.write_purged_list(session_dir, lines, now_utc())
+                write_purged_list(self.store.root, session_dir, lines, now_utc())
             for r in group:
-                self.store.remove_purged(r["store_path"])
+                remove_purged(self.store.root, r["store_path"])
             with self.catalog.tx() as conn:
                 recordings.settle_purges(conn, [r["id"] for r in group])
         log.warning("finished %d purge(s) an interrupted pass left", len(rows))

@@ -113,58 +113,6 @@ class Store:
             )
         write_once(marker, catalog_id + "\n")
 
-    def belongs_to(self, catalog_id: str) -> None:
-        """Check, and never write, the marker: only a catalog that is the store's own may
-        purge from it (docs/retention.md). :class:`CatalogError` otherwise."""
-        marker = self.root / MARKER
-        try:
-            found = marker.read_text().strip()
-        except OSError as exc:
-            raise CatalogError(
-                f"{self.root}: the store has no readable {MARKER} marker ({exc.strerror}); "
-                "nothing is purged until the store and its catalog are restored together"
-            ) from exc
-        if found != catalog_id:
-            raise CatalogError(
-                f"{self.root}: the store belongs to catalog {found[:8]}…, not to this catalog "
-                f"{catalog_id[:8]}… (was the catalog deleted or replaced?); nothing is purged. "
-                "Restore the station's catalog.db from a backup"
-            )
-
-    # -- retention: a purge removes a file, and lists it beside the manifest ------------------
-
-    def write_purged_list(self, session_dir: str, lines: list[tuple[str, str]], when: str) -> Path:
-        """A session's files a purge pass removed, as manifest lines (``sha256  path``), in a
-        new write-once file beside the manifest (docs/retention.md)."""
-        stamp = when.replace("-", "").replace(":", "").replace("+0000", "Z").replace(".", "")
-        path = self.root / session_dir / f"{PURGED_PREFIX}{stamp}.txt"
-        write_once(
-            path, "".join(f"{sha}  {rel}\n" for sha, rel in sorted(lines, key=lambda x: x[1]))
-        )
-        return path
-
-    def purged_listed(self, session_dir: str) -> dict[str, str]:
-        """Every file the session's purge lists name (path in the session folder -> sha256)."""
-        listed: dict[str, str] = {}
-        for path in sorted((self.root / session_dir).glob(f"{PURGED_PREFIX}*.txt")):
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                sha, _, rel = line.partition("  ")
-                listed[rel] = sha
-        return listed
-
-    def remove_purged(self, store_path: str) -> bool:
-        """Remove a purged recording's file (read-only, so the folder's permission is what
-        counts) and sync its folder; False when it was gone already."""
-        path = self.root / store_path
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise StoreError(f"{path}: cannot remove the purged file: {exc.strerror}") from exc
-        fsync_dir(path.parent)
-        return True
-
     # -- space ------------------------------------------------------------------------
 
     def free_bytes(self) -> int:

@@ -31,6 +31,7 @@ from agent.store import (
     Store,
 )
 from agent.store.hashing import hash_file
+from agent.store.purged import purged_listed
 from agent.verify.report import Bar, VerifyReport
 
 
@@ -126,7 +127,7 @@ class StoreCheck:
     def _purged_lists(self, sess: dict[str, Any], purged: dict[str, str]) -> None:
         """The session's purge lists name exactly its purged files, with their hashes."""
         sdir = sess["store_dir"]
-        listed = {f"{sdir}/{k}": v for k, v in self.store.purged_listed(sdir).items()}
+        listed = {f"{sdir}/{k}": v for k, v in purged_listed(self.store.root, sdir).items()}
         if listed.keys() - purged.keys() - self._unsettled(sess):
             extra = sorted(listed.keys() - purged.keys() - self._unsettled(sess))
             self.report.problem(f"{sdir}: purge lists name files the catalog keeps: {extra}")
