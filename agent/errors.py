@@ -135,3 +135,10 @@ class ExportMismatchError(ExportError):
     export stops, naming the file; `recdock verify` tells the rest."""
 
     exit_code = EXIT_IOERR
+
+
+class HoldError(RecdockError):
+    """A hold cannot be placed or released: what it names does not exist, or it is released."""
+
+    exit_code = EXIT_FAILED
+    permanent = True

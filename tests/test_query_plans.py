@@ -16,6 +16,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,9 @@ from agent.seams.dock.simulated import SimulatedDock, send_request
 from agent.seams.indicators.devices import Indicators
 from agent.seams.mount import Mounter
 from agent.station.daemon import Station
+from agent.station.retention import purge
 from agent.station.status import snapshot
+from agent.store import Store
 from central.app import create_app
 from sync.mqtt.publisher import OutboxPublisher
 from sync.upload import ledger
@@ -202,6 +205,26 @@ def publisher_pass(home: Path) -> None:
     assert publisher.error is None
 
 
+def purge_passes(home: Path, config_path: Path) -> None:
+    """The daemon's purge pass: one that finds nothing yet, one under disk pressure (a
+    threshold the oldest file reaches), and one at +200 days that purges the rest the centre
+    confirmed."""
+    config = load_config(config_path)
+    catalog = open_catalog(home, STATION)
+    store = Store(home / "store", reserve_bytes=0)
+    try:
+        assert purge(catalog, store, config, now=datetime.now(UTC), by="t").purged == []
+        low = store.free_bytes() + 1
+        pressed = config.model_copy(
+            update={"retention": config.retention.model_copy(update={"low_disk_free_bytes": low})}
+        )
+        assert len(purge(catalog, store, pressed, now=datetime.now(UTC), by="t").purged) == 1
+        later = datetime.now(UTC) + timedelta(days=200)
+        assert len(purge(catalog, store, config, now=later, by="t").purged) == 5
+    finally:
+        catalog.close()
+
+
 @pytest.fixture
 def station_home(tmp_path: Path, central: str) -> tuple[Path, Path]:
     """A home after one docking (an earlier one too, so the recorder has a history)."""
@@ -229,6 +252,7 @@ def test_a_docking_an_upload_pass_and_a_publisher_pass_search_indexes_only(
     ledger.rejections_since_resolved(catalog, store_path)  # a rejection's count
     snapshot(catalog, load_config(config), home)  # `recdock status`
     catalog.close()
+    purge_passes(home, config)
     publisher_pass(home)
     assert docking > 50 and len(traced) > docking + 20, "the tracing must have seen the work"
     assert check_plans(home, traced) == {}

@@ -310,7 +310,8 @@ def sessions_after(
 def recordings_of(catalog: Catalog, session_id: str) -> Iterator[dict[str, Any]]:
     """A session's recordings, in the order they were stored."""
     return catalog.stream(
-        "SELECT id, store_path, size, sha256 FROM main.recordings WHERE session_id = ? ORDER BY id",
+        "SELECT id, store_path, size, sha256, purged_at, purge_intent_at FROM main.recordings"
+        " WHERE session_id = ? ORDER BY id",
         (session_id,),
     )
 

@@ -34,8 +34,9 @@ REASONS = (
 SCOPES = ("recording", "session", "device", "officer")
 ORIGINS = ("station", "centre", "recorder")
 
-#: The recording's own time, as a hold's range compares it.
-_REC_TIME = "COALESCE({r}.recorded_start, {r}.offloaded_at)"
+#: The recording's own time, as a hold's range compares it: in UTC (SQLite's datetime() reads
+#: the offset), since a recorder's start carries its own offset (+08:00) and offloaded_at UTC's.
+_REC_TIME = "datetime(COALESCE({r}.recorded_start, {r}.offloaded_at))"
 #: An unreleased hold ``h`` covers recording ``r``.
 _COVERS = (
     "h.released_at IS NULL AND ("
@@ -44,8 +45,8 @@ _COVERS = (
     " OR (h.scope IN ('device', 'officer')"
     " AND (CASE h.scope WHEN 'device' THEN h.device_serial = {r}.device_serial"
     " ELSE h.officer_id = {r}.officer_id END)"
-    " AND (h.from_at IS NULL OR " + _REC_TIME + " >= h.from_at)"
-    " AND (h.to_at IS NULL OR " + _REC_TIME + " < h.to_at)))"
+    " AND (h.from_at IS NULL OR " + _REC_TIME + " >= datetime(h.from_at))"
+    " AND (h.to_at IS NULL OR " + _REC_TIME + " < datetime(h.to_at))))"
 )
 
 
@@ -146,3 +147,12 @@ def lift(catalog: Catalog, hold_id: str, *, by: str | None, reason: str, **extra
         data = {"id": hold_id, "released_at": at, "released_by": by, "release_reason": reason}
         audit.append(catalog, "hold.released", hold_id, {**data, **extra})
     return True
+
+
+def place_within(catalog: Catalog, conn: sqlite3.Connection, hold: dict[str, Any]) -> str:
+    """:func:`place` inside the caller's open transaction (the offload's: a recorder's own mark
+    is held in the transaction that records the recording, rule 3). Returns its id."""
+    row = {"origin": "station", "placed_at": now_utc(), **hold}
+    row["id"] = add(conn, row)
+    audit.append(catalog, "hold.placed", row["id"], {k: v for k, v in row.items() if v is not None})
+    return row["id"]

@@ -361,3 +361,23 @@ def m062_access(conn: sqlite3.Connection) -> None:
         CREATE INDEX access_log_at ON access_log (at)
         """,
     )
+
+
+@migration
+def m064_purge(conn: sqlite3.Connection) -> None:
+    # retention (docs/retention.md): a purged recording keeps its row, marked with who, why and
+    # when; purge_intent_at stands while its file is being removed (set with purged_at, cleared
+    # once the file is gone), so a pass killed half-way is finished by the next one
+    run_script(
+        conn,
+        """
+        ALTER TABLE recordings ADD COLUMN purged_at TEXT;
+        ALTER TABLE recordings ADD COLUMN purged_by TEXT;
+        ALTER TABLE recordings ADD COLUMN purge_reason TEXT;
+        ALTER TABLE recordings ADD COLUMN purge_intent_at TEXT;
+        CREATE INDEX recordings_purgeable ON recordings (offloaded_at, id)
+            WHERE synced_at IS NOT NULL AND purged_at IS NULL;
+        CREATE INDEX recordings_purge_unsettled ON recordings (id)
+            WHERE purge_intent_at IS NOT NULL
+        """,
+    )

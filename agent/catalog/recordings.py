@@ -41,16 +41,17 @@ COLUMNS = (
 )
 
 
-def insert(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
-    """Add one recording inside the caller's transaction."""
+def insert(conn: sqlite3.Connection, row: dict[str, Any]) -> int:
+    """Add one recording inside the caller's transaction; its id."""
     unknown = set(row) - set(COLUMNS)
     if unknown:
         raise ValueError(f"recordings: unknown columns {sorted(unknown)}")
     names = [c for c in COLUMNS if c in row]
-    conn.execute(
+    cur = conn.execute(
         f"INSERT INTO recordings ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
         [row[c] for c in names],
     )
+    return int(cur.lastrowid or 0)
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -118,6 +119,19 @@ def select(catalog: Catalog, sel: Selection) -> Iterator[dict[str, Any]]:
 def by_store_path(catalog: Catalog, store_path: str) -> dict[str, Any] | None:
     rows = catalog.query("SELECT * FROM recordings WHERE store_path = ?", (store_path,))
     return rows[0] if rows else None
+
+
+def by_id(catalog: Catalog, recording_id: int) -> dict[str, Any] | None:
+    rows = catalog.query("SELECT * FROM recordings WHERE id = ?", (recording_id,))
+    return rows[0] if rows else None
+
+
+def knows(catalog: Catalog, column: str, value: str) -> bool:
+    """Some recording has this ``device_serial`` or ``officer_id`` (what a hold may name)."""
+    if column not in ("device_serial", "officer_id"):
+        raise ValueError(f"recordings.knows: {column!r}")
+    sql = f"SELECT 1 FROM recordings WHERE {column} = ? LIMIT 1"  # noqa: S608
+    return bool(catalog.query(sql, (value,)))
 
 
 def fingerprint(catalog: Catalog, recording_id: int) -> dict[str, Any] | None:
@@ -227,3 +241,129 @@ def by_ids(catalog: Catalog, ids: list[int]) -> list[dict[str, Any]]:
         "SELECT * FROM recordings WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
         (json.dumps(sorted(set(ids))),),
     )
+
+
+# -- retention (docs/retention.md) -------------------------------------------------------------
+
+#: The centre's receipt confirms this very file, for this station: verified, the catalogued
+#: hash and size, and the station the row belongs to (rule 4, docs/architecture.md).
+_CONFIRMED = (
+    "r.synced_at IS NOT NULL AND r.receipt IS NOT NULL"
+    " AND json_valid(r.receipt)"
+    " AND json_extract(r.receipt, '$.verified') = 1"
+    " AND lower(json_extract(r.receipt, '$.sha256')) = r.sha256"
+    " AND json_extract(r.receipt, '$.size') = r.size"
+    " AND json_extract(r.receipt, '$.station') = r.station_id"
+)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """When each recording's retention runs out, as SQL: the default cut-off (an ISO UTC time:
+    a recording offloaded before it has run out), and per unit or per category (glob patterns
+    on the recorder's path, lower-cased) cut-offs; where several apply, the earliest cut-off
+    (the longest retention) wins. ``None`` as ``default``: no retention condition (disk
+    pressure purges confirmed, unheld files whatever their age)."""
+
+    default: str | None
+    units: tuple[tuple[str, str], ...] = ()
+    categories: tuple[tuple[tuple[str, ...], str], ...] = ()
+
+    def sql(self) -> tuple[str, list[Any]]:
+        if self.default is None:
+            return "1", []
+        params: list[Any] = []
+        unit = "NULL"
+        if self.units:
+            unit = "CASE r.unit" + " WHEN ? THEN ?" * len(self.units) + " END"
+            params += [v for pair in self.units for v in pair]
+        cat = "NULL"
+        if self.categories:
+            cat = "CASE"
+            for globs, cutoff in self.categories:
+                cat += " WHEN (" + " OR ".join(["lower(r.source_path) GLOB ?"] * len(globs))
+                cat += ") THEN ?"
+                params += [*globs, cutoff]
+            cat += " END"
+        expr = f"r.offloaded_at < min(COALESCE({unit}, {cat}, ?), COALESCE({cat}, {unit}, ?))"
+        # the same CASEs twice over: their parameters twice, in order
+        first = params[: 2 * len(self.units)]
+        second = params[2 * len(self.units) :]
+        ordered = [*first, *second, self.default, *second, *first, self.default]
+        return expr, ordered
+
+
+def purgeable(
+    catalog: Catalog, *, station_id: str, retention: Retention, not_held: str, limit: int
+) -> list[dict[str, Any]]:
+    """Recordings a purge may remove, oldest offload first: the centre's receipt confirmed
+    them (:data:`_CONFIRMED`), their session ended (its manifest is written), their retention
+    ran out, and ``not_held`` (holds.not_held_sql("r")) is true. Searches the partial index of
+    the synced and unpurged (``recordings_purgeable``) in offload order."""
+    expr, params = retention.sql()
+    bound = ""
+    if retention.default is not None:
+        # the latest cut-off of all bounds the index range; the expression sorts out the rest
+        latest = max([retention.default, *(c for _, c in retention.units)]
+                     + [c for _, c in retention.categories])  # fmt: skip
+        bound = " AND r.offloaded_at < ?"
+        params = [latest, *params]
+    return catalog.query(
+        "SELECT r.* FROM recordings r"  # noqa: S608
+        " WHERE r.synced_at IS NOT NULL AND r.purged_at IS NULL"
+        + bound
+        + " AND "
+        + expr
+        + " AND "
+        + _CONFIRMED
+        + " AND "
+        + not_held
+        + " AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = r.session_id"
+        " AND s.ended_at IS NOT NULL)"
+        " AND r.station_id = ? ORDER BY r.offloaded_at, r.id LIMIT ?",
+        (*params, station_id, limit),
+    )
+
+
+def still_purgeable(
+    catalog: Catalog, recording_id: int, *, station_id: str, not_held: str
+) -> dict[str, Any] | None:
+    """The row again, inside the purge's transaction, if it is still confirmed, unpurged and
+    unheld (a hold placed since the search wins)."""
+    rows = catalog.query(
+        "SELECT r.* FROM recordings r WHERE r.id = ? AND r.purged_at IS NULL"  # noqa: S608
+        " AND r.station_id = ? AND " + _CONFIRMED + " AND " + not_held,
+        (recording_id, station_id),
+    )
+    return rows[0] if rows else None
+
+
+def mark_purged(
+    conn: sqlite3.Connection, recording_id: int, *, at: str, by: str, reason: str
+) -> None:
+    """The row is purged (its file is removed next: ``purge_intent_at`` until then)."""
+    conn.execute(
+        "UPDATE recordings SET purged_at = ?, purged_by = ?, purge_reason = ?,"
+        " purge_intent_at = ? WHERE id = ? AND purged_at IS NULL",
+        (at, by, reason, at, recording_id),
+    )
+
+
+def settle_purges(conn: sqlite3.Connection, ids: list[int]) -> None:
+    """The files of these purged rows are gone from the store."""
+    conn.executemany(
+        "UPDATE recordings SET purge_intent_at = NULL WHERE id = ?", [(i,) for i in ids]
+    )
+
+
+def unsettled_purges(catalog: Catalog) -> list[dict[str, Any]]:
+    """Purged rows whose file removal was not recorded (a pass that was killed)."""
+    return catalog.query("SELECT * FROM recordings WHERE purge_intent_at IS NOT NULL ORDER BY id")
+
+
+def unpurged_bytes(catalog: Catalog, *, confirmed: bool) -> int:
+    """Bytes of the recordings still in the store that the centre confirmed (or not yet).
+    Read only when the store cannot be freed (the fault's evidence)."""
+    where = "r.purged_at IS NULL AND " + (_CONFIRMED if confirmed else f"NOT ({_CONFIRMED})")
+    rows = catalog.query(f"SELECT COALESCE(sum(r.size), 0) AS n FROM recordings r WHERE {where}")
+    return int(rows[0]["n"])

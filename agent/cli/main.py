@@ -43,6 +43,8 @@ COMMANDS = {
     "verify": ("agent.cli.verify", "verify"),
     "enrol": ("agent.cli.enrol", "enrol"),
     "faults": ("agent.cli.faults", "faults"),
+    "hold": ("agent.cli.hold", "hold"),
+    "purge": ("agent.cli.purge", "purge_command"),
     "status": ("agent.cli.status", "status_command"),
     "run": ("agent.cli.run", "run_command"),
     "sync": ("agent.cli.sync", "sync_command"),

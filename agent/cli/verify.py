@@ -183,7 +183,8 @@ def _summary(report: VerifyReport) -> str:
     resumed = " (resumed)" if report.resumed else ""
     return (
         f"{'intact' if report.ok else 'NOT INTACT'}: {report.files_checked} files "
-        f"({report.bytes_checked} bytes) re-hashed, {report.audit_entries} audit entries, "
+        f"({report.bytes_checked} bytes) re-hashed, {report.files_purged} purged (absent as "
+        f"expected), {report.audit_entries} audit entries, "
         f"{report.problem_count} problems{scope}{resumed}"
     )
 
@@ -198,6 +199,7 @@ def _print_json(report: VerifyReport, central: dict[str, Any] | None = None) -> 
         "scope": report.scope,
         "resumed": report.resumed,
         "files_checked": report.files_checked,
+        "files_purged": report.files_purged,
         "bytes_checked": report.bytes_checked,
         "audit_entries": report.audit_entries,
     }

@@ -20,6 +20,7 @@ from agent.config.faults import FaultsConfig
 from agent.config.indicators import IndicatorsConfig
 from agent.config.links import MqttConfig, UploadConfig
 from agent.config.paths import SHIPPED_PROFILES
+from agent.config.retention import RetentionConfig
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -143,6 +144,10 @@ class Config(Strict):
     anchor: AnchorConfig = Field(
         default_factory=AnchorConfig,
         description="The audit chain compared with the centre's ([anchor], sync/anchor.py)",
+    )
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig,
+        description="How long recordings are kept, and purging ([retention], docs/retention.md)",
     )
     faults: FaultsConfig = Field(
         default_factory=FaultsConfig,

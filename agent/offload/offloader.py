@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.catalog import Catalog, audit, canonical, now_utc, recordings, sessions
+from agent.catalog import Catalog, audit, canonical, holds, now_utc, recordings, sessions
 from agent.config import Config
 from agent.errors import (
     CatalogError,
@@ -40,7 +40,7 @@ from agent.offload.recovery import recover_interrupted
 from agent.offload.report import REPORTED, FileResult, OffloadReport, Stopped, about
 from agent.offload.session import SessionLock, finalize_session, new_session_id, open_session
 from agent.recorder.identity import add_conflict, agree
-from agent.recorder.media import MediaFile, list_media
+from agent.recorder.media import MediaFile, list_media, marked_important
 from agent.recorder.names import safe_label
 from agent.recorder.profiles import Profile
 from agent.recorder.status import RecorderInfo, read_info
@@ -320,10 +320,23 @@ class Offloader:
                 "late": p.late,
             },
         )
-        recordings.insert(
+        rec_id = recordings.insert(
             conn,
             _recording_row(p, session_id, self.config.station_id, info, profile, at, entry.seq),
         )
+        if marked_important(p.media.relpath, profile):
+            holds.place_within(
+                self.catalog,
+                conn,
+                {
+                    "scope": "recording",
+                    "recording_id": rec_id,
+                    "reason": "marked_on_recorder",
+                    "reason_text": f"{profile.name}: media.important_globs",
+                    "origin": "recorder",
+                    "placed_by": info.serial,
+                },
+            )
 
     def clear(self, source: Path, report: OffloadReport) -> int:
         """Remove from the recorder every file ``report`` verified in the store (rule 1).

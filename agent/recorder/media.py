@@ -137,6 +137,14 @@ class _Walk:
             self.files.append(MediaFile(erel, st.st_size, st.st_mtime_ns, too_deep))
 
 
+def marked_important(relpath: bytes, profile: Profile) -> bool:
+    """The recorder marked this file important (its profile's ``media.important_globs``)."""
+    globs = profile.media.important_globs
+    return bool(globs) and wglob.globmatch(
+        relpath.decode("utf-8", "surrogateescape"), globs, flags=GLOB_FLAGS
+    )
+
+
 def _looks_dir_pattern(rel: bytes, profile: Profile) -> bool:
     # a symlinked folder that would have held media: report it too
     probe = rel.decode("utf-8", "surrogateescape") + "/x.mp4"

@@ -103,6 +103,12 @@ class Media(Strict):
     bitrate_mbps: Annotated[float, Field(gt=0, le=1000)] = Field(
         default=8.0, description="Recording bitrate, for the free-space-for-a-shift check"
     )
+    important_globs: list[str] = Field(
+        default_factory=list,
+        description="Glob patterns (relative to the storage root, case-insensitive, ** allowed) "
+        "of the files the recorder itself marks important (a name prefix or suffix, or a "
+        "folder); each such file is held at offload (reason 'marked_on_recorder')",
+    )
     max_depth: Annotated[int, Field(ge=1, le=64)] = Field(
         default=16,
         description="Deepest folder nesting whose media are copied; a recording deeper is "

@@ -1,10 +1,12 @@
 """The fault rules the daemon runs on a schedule rather than at a docking (docs/faults.md):
 overdue recorders, the station's own health, the registers' conflicts, and the faults the
-centre has not confirmed in time (shown on the empty bays)."""
+centre has not confirmed in time (shown on the empty bays); and, every
+``retention.purge_every_minutes``, the purge pass (agent/station/retention.py)."""
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +17,9 @@ from agent.errors import RecdockError
 from agent.seams.health import Sensors
 from agent.station.health import StationHealth
 from agent.station.register import check_conflicts
+from agent.station.retention import purge
 from agent.station.status import daemon_info
+from agent.store import Store
 
 if TYPE_CHECKING:
     from agent.catalog import Catalog
@@ -37,6 +41,8 @@ class ScheduledRules:
         self.home = home
         self.indicators = indicators
         self.health = StationHealth(config, home, sensors, clock) if sensors else None  # type: ignore[arg-type]
+        self.clock = clock
+        self.next_purge = 0.0  # time.monotonic() of the next purge pass
         self.unreported = False  # a fault has not reached the centre in time
 
     def started(self, catalog: Catalog, state_file: Path) -> None:
@@ -57,6 +63,24 @@ class ScheduledRules:
             self.show_unreported(catalog)
         except RecdockError:
             log.exception("the scheduled fault rules could not be applied")
+        self.purge_when_due(catalog)
+
+    def purge_when_due(self, catalog: Catalog) -> None:
+        """The purge pass, every ``retention.purge_every_minutes`` (none on a new station)."""
+        cfg = self.config.retention
+        if not cfg.enabled or time.monotonic() < self.next_purge:
+            return
+        self.next_purge = time.monotonic() + cfg.purge_every_minutes * 60
+        if catalog.is_empty():
+            return
+        store = Store(self.home / "store", reserve_bytes=self.config.store.reserve_bytes)
+        try:
+            report = purge(catalog, store, self.config, now=self.clock.now(), by="station")  # type: ignore[attr-defined]
+        except RecdockError:
+            log.exception("the purge pass stopped; nothing more is purged until the next one")
+            return
+        if report.purged or report.finished:
+            log.info("purge pass: %d file(s), %d bytes", len(report.purged), report.bytes)
 
     def show_unreported(self, catalog: Catalog) -> None:
         """Faults the centre has not confirmed in time show on the empty bays."""

@@ -4,6 +4,7 @@ store/.catalog-id                                    ties the store to its catal
 store/YYYY/MM/DD/<serial>/<session>/media/<path>     the recordings, read-only
 store/YYYY/MM/DD/<serial>/<session>/manifest-sha256.txt
 store/YYYY/MM/DD/<serial>/<session>/session.json
+store/YYYY/MM/DD/<serial>/<session>/purged-sha256-<when>.txt   files purged, manifest lines
 """
 
 from __future__ import annotations
@@ -16,3 +17,5 @@ MARKER = ".catalog-id"
 MANIFEST = "manifest-sha256.txt"
 SESSION_RECORD = "session.json"
 MEDIA_DIR = "media"
+#: A purge pass's list of the session's files it removed (manifest lines), one per pass.
+PURGED_PREFIX = "purged-sha256-"

@@ -69,6 +69,7 @@ def no_progress(what: str, total: int, unit: str) -> Bar:
 class VerifyReport:
     scope: str = "full"
     files_checked: int = 0
+    files_purged: int = 0  # purged by retention: absent, as expected
     bytes_checked: int = 0
     audit_entries: int = 0
     problem_count: int = 0

@@ -21,8 +21,17 @@ from typing import Any
 
 from agent.catalog import Catalog, crosscheck, recordings, sessions
 from agent.offload.session import SessionLock
-from agent.store import MANIFEST, MARKER, MEDIA_DIR, SESSION_RECORD, TEMP_PREFIX, Store
+from agent.store import (
+    MANIFEST,
+    MARKER,
+    MEDIA_DIR,
+    PURGED_PREFIX,
+    SESSION_RECORD,
+    TEMP_PREFIX,
+    Store,
+)
 from agent.store.hashing import hash_file
+from agent.store.purged import purged_listed
 from agent.verify.report import Bar, VerifyReport
 
 
@@ -43,22 +52,35 @@ class StoreCheck:
 
     def session(self, sess: dict[str, Any]) -> None:
         known: dict[str, str] = {}
+        purged: dict[str, str] = {}
         for row in crosscheck.recordings_of(self.catalog, sess["id"]):
             self.file(row)
             known[row["store_path"]] = row["sha256"]
+            if row.get("purged_at") and not row.get("purge_intent_at"):
+                purged[row["store_path"]] = row["sha256"]
         self._manifest(sess, known)
         self._record(sess, known)
+        self._purged_lists(sess, purged)
         self._folder(sess, known)
 
     def file(self, row: dict[str, Any]) -> None:
-        """The store copy is there, a read-only regular file with the catalogued hash."""
+        """The store copy is there, a read-only regular file with the catalogued hash; or it
+        was purged by retention, and is absent as it should be."""
         rel = row["store_path"]
         path = self.store.root / rel
         try:
             st = os.lstat(path)
         except FileNotFoundError:
-            self.report.problem(f"{rel}: missing from the store (removed)")
+            if row.get("purged_at"):
+                self.report.files_purged += 1
+            else:
+                self.report.problem(f"{rel}: missing from the store (removed)")
             return
+        if row.get("purged_at"):
+            self.report.note(
+                f"{rel}: purged at {row['purged_at']} and still in the store (its pass was "
+                "interrupted; the next purge pass removes it)"
+            )
         if not stat.S_ISREG(st.st_mode):
             self.report.problem(f"{rel}: is no longer a regular file")
             return
@@ -102,6 +124,24 @@ class StoreCheck:
                 f"(extra {extra}, missing {missing}, changed {changed})"
             )
 
+    def _purged_lists(self, sess: dict[str, Any], purged: dict[str, str]) -> None:
+        """The session's purge lists name exactly its purged files, with their hashes."""
+        sdir = sess["store_dir"]
+        listed = {f"{sdir}/{k}": v for k, v in purged_listed(self.store.root, sdir).items()}
+        if listed.keys() - purged.keys() - self._unsettled(sess):
+            extra = sorted(listed.keys() - purged.keys() - self._unsettled(sess))
+            self.report.problem(f"{sdir}: purge lists name files the catalog keeps: {extra}")
+        unlisted = sorted(k for k in purged if listed.get(k) != purged[k])
+        if unlisted:
+            self.report.problem(f"{sdir}: purged files missing from its purge lists: {unlisted}")
+
+    def _unsettled(self, sess: dict[str, Any]) -> set[str]:
+        return {
+            r["store_path"]
+            for r in crosscheck.recordings_of(self.catalog, sess["id"])
+            if r.get("purge_intent_at")
+        }
+
     def _record(self, sess: dict[str, Any], known: dict[str, str]) -> None:
         """The write-once session record names this session and exactly its files."""
         sdir = sess["store_dir"]
@@ -139,6 +179,8 @@ class StoreCheck:
         for rel, name in _files_under(self.store.root, root):
             if rel in known or rel in own:
                 continue
+            if rel.startswith(f"{sdir}/{PURGED_PREFIX}") and "/" not in rel[len(sdir) + 1 :]:
+                continue  # a purge list (checked above)
             if name.startswith(TEMP_PREFIX):
                 self.report.note(f"{rel}: temp file of an interrupted copy (not media)")
             elif sess["ended_at"] is None and rel.startswith(f"{sdir}/{MEDIA_DIR}/"):
