@@ -82,11 +82,17 @@ class SimulatedDock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        # bound and listening under a temporary name, then renamed: a client that sees
+        # dock.sock can connect (bind alone makes the file; connect is refused until listen)
+        ready = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
+            ready.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        with unix_address(self.path) as address:
+        with unix_address(ready) as address:
             sock.bind(address)
-        os.chmod(self.path, 0o600)
+        os.chmod(ready, 0o600)
         sock.listen(8)
+        os.rename(ready, self.path)
         sock.settimeout(0.5)
         self._sock = sock
         self._thread = threading.Thread(
