@@ -42,6 +42,16 @@ class MqttService:
         )
 
         self.commands = self._commands(config, home)
+        self.state = self._link_state(home)
+
+    def _link_state(self, home: Path):  # -> LinkStateFile
+        """The link's state for the station's ``station.broker`` rule (sync/mqtt/linkstate.py)."""
+        from sync.mqtt.linkstate import LinkStateFile
+
+        m = self.config.mqtt
+        state = LinkStateFile(home, f"{m.host}:{m.port}", lambda: self.link.last_error)
+        self.link.add_listener(state)
+        return state
 
     def _commands(self, config: Config, home: Path):  # -> CommandReceiver | None
         """The centre's commands, when its key is configured (sync/mqtt/commands.py)."""
@@ -65,6 +75,7 @@ class MqttService:
         if self.commands is not None:
             self.commands.start()
         self.publisher.start()
+        self.state.started()
         self.link.start()
 
     def wake(self) -> None:

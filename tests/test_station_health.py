@@ -22,8 +22,13 @@ from agent.seams.health import DiskHealth, Reading
 from agent.seams.health.simulated import SimulatedSensors
 from agent.seams.health.system import SystemSensors, parse_smart
 from agent.station.health import StationHealth
+from agent.station.linkstate import read_link_state
+from sync.services import MqttService
 from tests.conftest import needs_fusefat
+from tests.mosquitto import Mosquitto
 from tests.recorders import wait_for
+from tests.signing_keys import home_key
+from tests.test_mqtt import needs_mosquitto, needs_openssl
 from tests.test_station import start_station, stop_station
 
 T0 = datetime.now(UTC)
@@ -92,15 +97,64 @@ def test_an_unsynchronised_clock_opens_a_fault_only_after_its_grace(
     assert opened(catalog)["station.clock"].evidence["unsynchronised_since"] == T0.isoformat()
 
 
-def test_a_broker_away_too_long_opens_a_fault(home: Path, catalog: Catalog) -> None:
+def test_messages_waiting_in_the_outbox_too_long_open_an_outbox_fault(
+    home: Path, catalog: Catalog
+) -> None:
     config = Config(mqtt=MqttConfig(enabled=True, host="broker.example"))
     station = StationHealth(config, home, SimulatedSensors(), SimulatedClock(True))
     report_fault(catalog, "store", "store", "full")  # something waits in the outbox
     station.check(catalog, datetime.now(UTC) + timedelta(minutes=30))
-    assert "station.broker" not in opened(catalog)
+    assert "station.outbox" not in opened(catalog)
     station.check(catalog, datetime.now(UTC) + timedelta(minutes=61))
-    fault = opened(catalog)["station.broker"]
+    fault = opened(catalog)["station.outbox"]
     assert fault.evidence["broker"] == "broker.example:1883" and fault.evidence["backlog"] >= 1
+    assert "station.broker" not in opened(catalog)  # the link's own state says nothing here
+
+
+def link_state(home: Path):  # noqa: ANN201
+    return read_link_state(home)
+
+
+@needs_mosquitto
+@needs_openssl
+def test_a_broker_link_down_too_long_opens_a_fault_that_clears_after_the_hold(
+    home: Path, catalog: Catalog, tmp_path: Path
+) -> None:
+    home_key(home)
+    with Mosquitto(tmp_path / "broker") as broker:
+        config = Config(
+            station_id="ST-1",
+            mqtt=broker.mqtt_config("ST-1"),
+            faults=FaultsConfig(broker_unreachable_minutes=60, clear_after_minutes=60),
+        )
+        service = MqttService(config, home)
+        service.start()
+        try:
+            station = StationHealth(config, home, SimulatedSensors(), SimulatedClock(True))
+            wait_for(lambda: link_state(home).connected, 30, "the link up")
+            station.check(catalog, datetime.now(UTC) + timedelta(hours=3))
+            assert "station.broker" not in opened(catalog)  # up: however long
+
+            broker.stop()
+            wait_for(lambda: not link_state(home).connected, 30, "the link down")
+            down = datetime.fromisoformat(link_state(home).since)
+            station.check(catalog, down + timedelta(minutes=59))
+            assert "station.broker" not in opened(catalog)
+            station.check(catalog, down + timedelta(minutes=61))
+            fault = opened(catalog)["station.broker"]
+            assert fault.evidence["disconnected_since"] == down.isoformat()
+            assert fault.evidence["broker"] == f"127.0.0.1:{broker.port}"
+            assert fault.evidence["limit_minutes"] == 60 and fault.evidence["last_connected_at"]
+
+            broker.start()
+            wait_for(lambda: link_state(home).connected, 60, "the link up again")
+            up = datetime.fromisoformat(link_state(home).since)
+            station.check(catalog, up + timedelta(minutes=1))  # gone: the hold starts
+            assert get_fault(catalog, fault.id).state != "resolved"
+            station.check(catalog, up + timedelta(minutes=62))
+            assert get_fault(catalog, fault.id).state == "resolved"
+        finally:
+            service.stop()
 
 
 def test_the_real_readers_read_the_pis_sysfs_files(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Each recorder's history of dockings (table ``recorder_history``): when it was docked and taken
-out, its battery and its clock at docking. The fault rules that look at a trend compare a
-docking with the ones before it (agent/checks/faults.py); the overdue rule reads the last
-undocking."""
+out, its battery and its clock at docking, and the battery read again while it stayed docked
+(table ``battery_readings``; the last reading also on the docking's row). The fault rules that
+look at a trend compare a docking with the ones before it (agent/checks/faults.py); the overdue
+rule reads the last undocking; the charge rule the readings (agent/station/charge.py)."""
 
 from __future__ import annotations
 
@@ -25,10 +26,12 @@ class Docked:
     device_clock: str | None
     clock_offset_s: float | None
     clock_offset_after_s: float | None
+    battery_last_pct: float | None = None  # the last reading while it stayed docked
+    battery_last_at: str | None = None
 
 
 def _docked(r: dict) -> Docked:
-    return Docked(**{k: r[k] for k in Docked.__dataclass_fields__})
+    return Docked(**{k: r[k] for k in Docked.__dataclass_fields__ if k in r})
 
 
 def record(
@@ -82,3 +85,41 @@ def recent(catalog: Catalog, serial: str, limit: int) -> list[Docked]:
 def last_undocked(catalog: Catalog, serials: list[str]) -> dict[str, Docked | None]:
     """Each recorder's newest docking (None: never docked here)."""
     return {s: next(iter(recent(catalog, s, 1)), None) for s in serials}
+
+
+def docked_now(catalog: Catalog, serial: str) -> Docked | None:
+    """The recorder's open docking (not taken out yet), or None."""
+    rows = catalog.query(
+        "SELECT * FROM recorder_history WHERE device_serial = ? AND undocked_at IS NULL"
+        " ORDER BY id DESC LIMIT 1",
+        (serial,),
+    )
+    return _docked(rows[0]) if rows else None
+
+
+def record_reading(
+    catalog: Catalog, docking_id: int, at: str, battery_pct: float | None, charging: bool | None
+) -> None:
+    """A battery reading taken while the recorder stayed docked; the docking keeps the last."""
+    with catalog.tx() as conn:
+        conn.execute(
+            "INSERT INTO battery_readings (history_id, at, battery_pct, charging)"
+            " VALUES (?, ?, ?, ?)",
+            (docking_id, at, battery_pct, None if charging is None else int(charging)),
+        )
+        if battery_pct is not None:
+            conn.execute(
+                "UPDATE recorder_history SET battery_last_pct = ?, battery_last_at = ?"
+                " WHERE id = ?",
+                (battery_pct, at, docking_id),
+            )
+
+
+def readings(catalog: Catalog, docking_id: int, limit: int = 20) -> list[dict]:
+    """A docking's newest battery readings (at, battery_pct, charging), oldest first."""
+    rows = catalog.query(
+        "SELECT at, battery_pct, charging FROM battery_readings WHERE history_id = ?"
+        " ORDER BY id DESC LIMIT ?",
+        (docking_id, limit),
+    )
+    return rows[::-1]

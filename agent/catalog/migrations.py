@@ -286,6 +286,35 @@ def m050_central_register(conn: sqlite3.Connection) -> None:
 
 
 @migration
+def m060_recorder_readings(conn: sqlite3.Connection) -> None:
+    # the battery read again while a recorder stays docked (its last reading kept with the
+    # docking, every reading in battery_readings), and failed mounts counted across dockings
+    run_script(
+        conn,
+        """
+        ALTER TABLE recorder_history ADD COLUMN battery_last_pct REAL;
+        ALTER TABLE recorder_history ADD COLUMN battery_last_at TEXT;
+        CREATE TABLE battery_readings (
+            id INTEGER PRIMARY KEY,
+            history_id INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            battery_pct REAL,
+            charging INTEGER
+        );
+        CREATE INDEX battery_readings_docking ON battery_readings (history_id, id);
+        CREATE TABLE mount_failures (
+            recorder TEXT PRIMARY KEY,
+            identified_by TEXT NOT NULL,
+            in_a_row INTEGER NOT NULL,
+            first_at TEXT NOT NULL,
+            last_at TEXT NOT NULL,
+            events TEXT NOT NULL
+        )
+        """,
+    )
+
+
+@migration
 def m061_holds(conn: sqlite3.Connection) -> None:
     # holds (rule clause 12): what keeps footage past its retention (agent/catalog/holds.py)
     run_script(

@@ -10,8 +10,11 @@ At each docking, once its checks are stored (:func:`after_docking`):
 * ``recorder.clock_drift``: its clock moved more than ``clock_drift_s_per_day`` per day since the
   previous docking left it (GA/T 947);
 * ``recorder.battery``: its charge fell faster during the last shift than
-  ``battery_drain_factor`` times its own median;
-* ``recorder.firmware``: it runs firmware that is not in ``[checks] approved_firmware``.
+  ``battery_drain_factor`` times its own median (from the level it was last read at while
+  docked, else from full);
+* ``recorder.firmware``: it runs firmware that is not in ``[checks] approved_firmware``;
+* ``storage.capacity``: its file system is smaller than its profile's ``storage.capacity_bytes``
+  (less ``capacity_tolerance_percent``).
 
 A rule that no longer sees its condition at a later docking resolves the fault (the docking is
 the observation). :func:`overdue` runs in the daemon's loop: ``recorder.overdue`` for a
@@ -48,6 +51,7 @@ class Docking:
     at: datetime  # station time the recorder's status was read at docking
     info: RecorderInfo | None
     report: CheckReport
+    capacity_bytes: int | None = None  # what its profile says its storage holds
 
 
 def _iso(t: datetime) -> str:
@@ -80,6 +84,7 @@ def after_docking(catalog: Catalog, config: Config, d: Docking) -> None:
         clock_drift(catalog, config, d, previous[0] if previous else None)
     battery_drain(catalog, config, d, previous)
     firmware(catalog, d)
+    storage_capacity(catalog, config, d)
 
 
 def _left_offset(report: CheckReport) -> float | None:
@@ -210,9 +215,15 @@ def clock_drift(catalog: Catalog, config: Config, d: Docking, prev: history.Dock
     _settle(catalog, "recorder.clock_drift", d.serial, {"detail": detail, "evidence": evidence})
 
 
+def _left_with(left: history.Docked) -> float:
+    """The level it left a full dock with: the last reading while it stayed docked, when the
+    station read one (agent/station/charge.py), else taken as full."""
+    return 100.0 if left.battery_last_pct is None else left.battery_last_pct
+
+
 def _shift_rates(rows: list[history.Docked], full_hours: float) -> list[float]:
-    """%/h over each shift that followed a full dock (it left charged): oldest first. ``rows``
-    newest first; each pair is (the docking it left, the docking it came back to)."""
+    """%/h over each shift that followed a full dock: oldest first. ``rows`` newest first;
+    each pair is (the docking it left, the docking it came back to)."""
     rates = []
     for back, left in zip(rows, rows[1:], strict=False):
         if left.undocked_at is None or back.battery_pct is None:
@@ -221,7 +232,7 @@ def _shift_rates(rows: list[history.Docked], full_hours: float) -> list[float]:
             continue
         shift = _hours(left.undocked_at, datetime.fromisoformat(back.docked_at))
         if shift > 0:
-            rates.append((100.0 - back.battery_pct) / shift)
+            rates.append(max(0.0, _left_with(left) - back.battery_pct) / shift)
     return rates[::-1]
 
 
@@ -245,6 +256,7 @@ def battery_drain(
         "factor": rules.battery_drain_factor,
         "history_pct_per_h": [round(r, 2) for r in own],
         "battery_pct_at_docking": d.info.battery_pct if d.info else None,
+        "battery_pct_at_undocking": rows[1].battery_last_pct,
     }
     detail = (
         f"{d.serial}: its battery fell {last:.1f} %/h during the last shift, more than "
@@ -272,6 +284,32 @@ def firmware(catalog: Catalog, d: Docking) -> None:
         d.serial,
         {"detail": detail, "evidence": evidence, "severity": "warning"},
     )
+
+
+def storage_capacity(catalog: Catalog, config: Config, d: Docking) -> None:
+    """``storage.capacity``: its file system is smaller than its profile says (less the
+    tolerance): a counterfeit card, or one that lost capacity."""
+    stated, total = d.capacity_bytes, d.info.total_bytes if d.info else None
+    if stated is None or total is None:
+        return
+    tolerance = config.faults.capacity_tolerance_percent
+    floor = stated * (1 - tolerance / 100)
+    if total >= floor:
+        _settle(catalog, "storage.capacity", d.serial, None, f"capacity {total} bytes")
+        return
+    evidence = {
+        "total_bytes": total,
+        "capacity_bytes": stated,
+        "tolerance_percent": tolerance,
+        "at_least_bytes": int(floor),
+        "profile": d.info.profile if d.info else None,
+    }
+    detail = (
+        f"{d.serial}: its storage holds {total / 1e9:.2f} GB, its profile says "
+        f"{stated / 1e9:.2f} GB (at most {tolerance:g} % less): a counterfeit or failing card; "
+        "take it out of service and have the card replaced"
+    )
+    _settle(catalog, "storage.capacity", d.serial, {"detail": detail, "evidence": evidence})
 
 
 def overdue(catalog: Catalog, config: Config, now: datetime | None = None) -> list[str]:

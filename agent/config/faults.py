@@ -45,8 +45,13 @@ class FaultsConfig(BaseModel):
     )
     battery_charge_min_pct: Annotated[float, Field(ge=0, le=100)] = Field(
         default=90.0,
-        description="Charge a recorder must reach after a full dock; less at its next "
-        "docking's check opens a 'recorder.battery' fault.",
+        description="Charge a recorder must reach once it has been docked "
+        "battery_full_dock_hours; still less then opens a 'battery.charge' fault.",
+    )
+    battery_reread_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = Field(
+        default=15.0,
+        description="While a recorder stays docked after its verdict, its battery is read "
+        "again (through its profile, read-only) this often and kept in its history.",
     )
     battery_full_dock_hours: Annotated[float, Field(gt=0, le=48)] = Field(
         default=4.0,
@@ -60,6 +65,17 @@ class FaultsConfig(BaseModel):
     battery_history_min: Annotated[int, Field(ge=2, le=1000)] = Field(
         default=3,
         description="Shifts of a recorder's own history needed before its drain is judged.",
+    )
+    capacity_tolerance_percent: Annotated[float, Field(ge=0, le=50)] = Field(
+        default=10.0,
+        description="A recorder's file system may be this much smaller than its profile's "
+        "storage.capacity_bytes (file systems report less than the label) before a "
+        "'storage.capacity' fault opens.",
+    )
+    mount_failures_in_a_row: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=2,
+        description="Dockings in a row at which a recorder (by its USB serial, else its USB "
+        "port) fails to mount before a 'recorder.mount' fault opens.",
     )
     overdue_after_hours: Annotated[float, Field(gt=0, le=24 * 30)] = Field(
         default=24.0,
@@ -83,8 +99,13 @@ class FaultsConfig(BaseModel):
     )
     broker_unreachable_minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = Field(
         default=60.0,
-        description="With [mqtt] enabled: the oldest message waiting for the broker this long "
-        "opens a 'station.broker' fault (the broker or the centre is unreachable).",
+        description="With [mqtt] enabled: the MQTT link disconnected (or never connected) "
+        "this long opens a 'station.broker' fault (the broker or the network is down).",
+    )
+    outbox_max_age_minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = Field(
+        default=60.0,
+        description="With [mqtt] enabled: the oldest message waiting in the outbox for the "
+        "broker's acknowledgement this long opens a 'station.outbox' fault.",
     )
     backlog_max_age_hours: Annotated[float, Field(gt=0, le=24 * 30)] = Field(
         default=24.0,

@@ -161,6 +161,16 @@ class Battery(Strict):
     )
 
 
+class Storage(Strict):
+    capacity_bytes: Annotated[int, Field(gt=0, le=2**50)] | None = Field(
+        default=None,
+        description="The storage the model ships with, in bytes, as its label states it (a "
+        "'64 GB' card: 64000000000). A recorder whose file system is smaller (less "
+        "[faults] capacity_tolerance_percent) opens a 'storage.capacity' fault: a counterfeit "
+        "or failing card. Leave it out when the model is sold with cards of several sizes.",
+    )
+
+
 class Profile(Strict):
     name: str = Field(description="Profile name, as in --profile and the catalog")
     description: str = Field(default="")
@@ -172,6 +182,7 @@ class Profile(Strict):
     clock: Clock = Field(default_factory=Clock)
     recording: Recording = Field(default_factory=Recording)
     battery: Battery = Field(default_factory=Battery)
+    storage: Storage = Field(default_factory=Storage)
 
     @field_validator("name")
     @classmethod

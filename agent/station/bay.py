@@ -37,7 +37,7 @@ from agent.offload.faults import conflict_found
 from agent.recorder.media import list_media
 from agent.seams.dock import DockEvent, Matched
 from agent.seams.indicators.patterns import State
-from agent.seams.mount import Mount, Mounter
+from agent.seams.mount import Mount, Mounter, MountError
 from agent.station.faults import StationFault
 from agent.station.findings import (
     WriteGate,
@@ -47,6 +47,7 @@ from agent.station.findings import (
     write_gate,
 )
 from agent.station.logs import set_log_context
+from agent.station.mounts import mount_failed, mounted_cleanly
 from agent.station.register import lifecycle_findings
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ class BayWork:
         d, station = self.d, self.station
         assert d.match is not None
         profile = d.match.profile
-        d.mount = station.mounter.mount_readonly(d.event)
+        d.mount = self._mount(catalog)
         log.info("%s", d.mount.describe())
         media, _problems = list_media(d.mount.path, profile)
         set_bay_state(
@@ -241,6 +242,18 @@ class BayWork:
         set_log_context(d.bay, f"{report.device_serial} {d.event.label()}")
         log.info("offload: %s", json.dumps(report.as_dict(), ensure_ascii=False))
         return offloader, report
+
+    def _mount(self, catalog: Catalog) -> Mount:
+        """Mount read-only; a failed mount is counted against the recorder (recorder.mount)."""
+        d, station = self.d, self.station
+        try:
+            mount = station.mounter.mount_readonly(d.event)
+        except MountError as exc:
+            if not d.gone.is_set():  # pulled out while mounting: not the recorder's fault
+                mount_failed(catalog, station.config, d.event, str(exc), station.clock.now())
+            raise
+        mounted_cleanly(catalog, d.event)
+        return mount
 
     def _clear(self, offloader: Offloader, report: OffloadReport) -> None:
         """Remount read-write (only through the match: rule 5) and clear the verified files."""
@@ -303,7 +316,8 @@ class BayWork:
             )
             return
         at = report.info_read_at or self.station.clock.now()
-        seen = Seen(report.device_serial, report.session_id, at, report.info, checks)
+        capacity = self.d.match.profile.storage.capacity_bytes if self.d.match else None
+        seen = Seen(report.device_serial, report.session_id, at, report.info, checks, capacity)
         try:
             after_docking(catalog, self.station.config, seen)
         except Exception:

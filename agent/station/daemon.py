@@ -105,7 +105,7 @@ class Station:
         self.catalog: Catalog | None = None
         self.state_file = home / "run" / "station.json"
         self.sensors = sensors
-        self.scheduled = ScheduledRules(config, home, indicators, clock, sensors)
+        self.scheduled = ScheduledRules(config, home, indicators, clock, sensors, mounter)
         self._serials = threading.Lock()  # dockings claim their serial one at a time
 
     def bays(self) -> list[int]:
@@ -161,7 +161,7 @@ class Station:
                 self._reap()
                 if time.monotonic() >= next_fault_check:
                     self.faults.check(catalog)
-                    self.scheduled.run(catalog)
+                    self.scheduled.run(catalog, list(self.dockings.values()))
                     next_fault_check = time.monotonic() + FAULT_CHECK_EVERY_S
         finally:
             self._shutdown()

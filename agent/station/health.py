@@ -6,8 +6,11 @@
 * ``station.disk``: the store's disk below ``store_low_percent`` free; ``station.disk_smart``:
   smartctl says the disk is failing;
 * ``station.clock``: the station clock unsynchronised (NTP) for ``ntp_unsynchronised_minutes``;
-* ``station.broker``: with MQTT on, the oldest queued message older than
-  ``broker_unreachable_minutes``;
+* ``station.broker``: with MQTT on, the link to the broker down (or never up since the start)
+  longer than ``broker_unreachable_minutes`` (the MQTT service keeps its state in a run file,
+  agent/station/linkstate.py);
+* ``station.outbox``: with MQTT on, the oldest queued message older than
+  ``outbox_max_age_minutes``;
 * ``station.backlog``: with uploads on, a recording waiting longer than
   ``backlog_max_age_hours``;
 * ``station.restart``: the previous run ended without a clean stop (the watchdog killed it, or
@@ -30,6 +33,7 @@ from agent.catalog.faults import condition_gone, report_fault
 from agent.config import Config
 from agent.seams.clock import StationClock
 from agent.seams.health import UNDER_VOLTAGE_NOW, UNDER_VOLTAGE_SINCE_BOOT, Reading, Sensors
+from agent.station.linkstate import read_link_state
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,8 @@ class StationHealth:
             "station.disk": self._disk_space(),
             "station.disk_smart": self._smart(reading),
             "station.clock": self._clock(now),
-            "station.broker": self._broker(catalog, now),
+            "station.broker": self._broker(now),
+            "station.outbox": self._outbox(catalog, now),
             "station.backlog": self._backlog(catalog, now),
             "station.restart": None,
         }
@@ -152,18 +157,46 @@ class StationHealth:
         }
         return detail, evidence, "error"
 
-    def _broker(self, catalog: Catalog, now: datetime) -> Found:
+    def _broker(self, now: datetime) -> Found:
+        """The MQTT link down longer than the limit (its state: agent/station/linkstate.py)."""
+        if not self.config.mqtt.enabled:
+            return None
+        state = read_link_state(self.home)
+        if state is None or state.connected:
+            return None
+        minutes = (now - datetime.fromisoformat(state.since)).total_seconds() / 60
+        limit = self.config.faults.broker_unreachable_minutes
+        if minutes < limit:
+            return None
+        detail = (
+            f"the station has not been connected to the broker {state.broker} for "
+            f"{minutes:.0f} min (limit {limit:g} min; {state.last_error or 'no error given'}): "
+            "the broker or the network is down; events wait in the outbox"
+        )
+        evidence = {
+            "disconnected_since": state.since,
+            "minutes": round(minutes, 1),
+            "limit_minutes": limit,
+            "broker": state.broker,
+            "last_connected_at": state.last_connected_at,
+            "last_error": state.last_error,
+        }
+        return detail, evidence, "error"
+
+    def _outbox(self, catalog: Catalog, now: datetime) -> Found:
+        """The oldest message waiting for the broker's acknowledgement older than the limit:
+        connected or not, nothing goes out (a broker refusing what we send, a stuck publisher)."""
         if not self.config.mqtt.enabled:
             return None
         oldest = outbox.oldest_created_at(catalog.conn)
-        limit = self.config.faults.broker_unreachable_minutes
+        limit = self.config.faults.outbox_max_age_minutes
         if oldest is None or (now - datetime.fromisoformat(oldest)).total_seconds() < limit * 60:
             return None
         minutes = (now - datetime.fromisoformat(oldest)).total_seconds() / 60
         m = self.config.mqtt
         detail = (
-            f"nothing reached the broker {m.host}:{m.port} for {minutes:.0f} min (limit "
-            f"{limit:g} min): the broker or the network is down; events wait in the outbox"
+            f"a message has waited {minutes:.0f} min in the outbox for the broker {m.host}:"
+            f"{m.port} (limit {limit:g} min): read the station's log (journalctl -u recdock)"
         )
         evidence = {
             "oldest_queued_at": oldest,

@@ -1,6 +1,7 @@
 """The fault rules the daemon runs on a schedule rather than at a docking (docs/faults.md):
-overdue recorders, the station's own health, the registers' conflicts, and the faults the
-centre has not confirmed in time (shown on the empty bays); and, every
+overdue recorders, the station's own health, the registers' conflicts, the faults the
+centre has not confirmed in time (shown on the empty bays), the battery of the recorders
+that stay docked, read again (agent/station/charge.py); and, every
 ``retention.purge_every_minutes``, the purge pass (agent/station/retention.py)."""
 
 from __future__ import annotations
@@ -8,13 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent.catalog.faults import list_faults
 from agent.checks.faults import overdue
 from agent.config import Config
 from agent.errors import RecdockError
 from agent.seams.health import Sensors
+from agent.station.charge import ChargeWatch
 from agent.station.health import StationHealth
 from agent.station.register import check_conflicts
 from agent.station.retention import purge
@@ -24,6 +26,7 @@ from agent.store import Store
 if TYPE_CHECKING:
     from agent.catalog import Catalog
     from agent.seams.indicators.devices import Indicators
+    from agent.seams.mount import Mounter
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ class ScheduledRules:
         indicators: Indicators,
         clock: object,
         sensors: Sensors | None,
+        mounter: Mounter | None = None,
     ) -> None:
         self.config = config
         self.home = home
@@ -44,6 +48,7 @@ class ScheduledRules:
         self.clock = clock
         self.next_purge = 0.0  # time.monotonic() of the next purge pass
         self.unreported = False  # a fault has not reached the centre in time
+        self.charge = ChargeWatch(config, home, mounter, clock) if mounter else None
 
     def started(self, catalog: Catalog, state_file: Path) -> None:
         """At start-up: the previous run's state file is still there: it never stopped
@@ -54,7 +59,10 @@ class ScheduledRules:
         previous.pop("running", None)
         self.health.restarted(catalog, previous)
 
-    def run(self, catalog: Catalog) -> None:
+    def run(self, catalog: Catalog, dockings: list[Any] | None = None) -> None:
+        """Every rule once; ``dockings``: the recorders docked now (their battery read again)."""
+        if self.charge is not None:
+            self.charge.poll(dockings or [])
         try:
             overdue(catalog, self.config)
             if self.health is not None:
