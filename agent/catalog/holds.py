@@ -146,3 +146,24 @@ def lift(catalog: Catalog, hold_id: str, *, by: str | None, reason: str, **extra
         data = {"id": hold_id, "released_at": at, "released_by": by, "release_reason": reason}
         audit.append(catalog, "hold.released", hold_id, {**data, **extra})
     return True
+
+
+def place_in(catalog: Catalog, hold: dict[str, Any]) -> str:
+    """As :func:`place`, inside the caller's open :meth:`Catalog.tx` (a centre command is
+    applied in the transaction that also records it as applied). Returns the hold's id."""
+    row = {"origin": "station", "placed_at": now_utc(), **hold}
+    row["id"] = row.get("id") or new_id()
+    hold_id = add(catalog.conn, row)
+    audit.append(catalog, "hold.placed", hold_id, {k: v for k, v in row.items() if v is not None})
+    return hold_id
+
+
+def lift_in(catalog: Catalog, hold_id: str, *, by: str | None, reason: str, **extra: Any) -> bool:
+    """As :func:`lift`, inside the caller's open :meth:`Catalog.tx`; False (nothing written)
+    when no unreleased hold has that id."""
+    at = now_utc()
+    if not release(catalog.conn, hold_id, by=by, reason=reason, at=at):
+        return False
+    data = {"id": hold_id, "released_at": at, "released_by": by, "release_reason": reason}
+    audit.append(catalog, "hold.released", hold_id, {**data, **extra})
+    return True
