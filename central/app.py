@@ -26,6 +26,7 @@ from central.catalog import CentralCatalog
 from central.consumer import ConsumerSettings, MqttConsumer
 from central.enrolment import StationKeys
 from central.folder import private_file
+from central.holds_api import router as holds_router
 from central.limits import UploadLimits
 from central.openapi import add_common_answers
 from central.options import centre_options, serve_limit_options, upload_limit_options
@@ -136,6 +137,7 @@ def _include_api(
     through (central/actions.py), the dashboard's among them; their commands leave through
     the consumer's publisher."""
     include_api(app, catalog, readers, consumer=consumer)
+    app.include_router(holds_router)
     app.state.actions = CentralContext(catalog, consumer.commands if consumer else None)
 
 
@@ -184,8 +186,10 @@ async def _expire_periodically(store: UploadStore, older_than: float, interval: 
 
 async def _rules_periodically(app: FastAPI) -> None:
     """Evaluate the centre's own fault rules (central/rules.py) and send stations the register
-    entries they lack (central/actions.py), every ``rules_interval_s`` seconds."""
+    entries they lack (central/actions.py) and the active centre holds on recorders and officers
+    (central/hold_actions.py), every ``rules_interval_s`` seconds."""
     from central.actions import push_register
+    from central.hold_actions import push_holds
     from central.rules import evaluate
 
     settings: CentreSettings = app.state.centre_settings
@@ -193,6 +197,7 @@ async def _rules_periodically(app: FastAPI) -> None:
         try:
             await asyncio.to_thread(evaluate, app.state.catalog, settings)
             await asyncio.to_thread(push_register, app.state.actions)
+            await asyncio.to_thread(push_holds, app.state.actions)
         except Exception:  # the rules must keep running whatever one round met
             logger.exception("evaluating the centre's fault rules failed; next round follows")
         await asyncio.sleep(settings.rules_interval_s)

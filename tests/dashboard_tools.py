@@ -46,7 +46,8 @@ def dashboard_app(tmp_path: Path, *, poll_seconds: float = 5.0, **kw):  # -> Fas
     options = DashboardOptions(
         users_file=users, plain_http=True, settings=Settings(poll_seconds=poll_seconds)
     )
-    return create_app(tmp_path / "data", TOKENS, api_tokens={}, dashboard=options, **kw)
+    kw.setdefault("api_tokens", {})
+    return create_app(tmp_path / "data", TOKENS, dashboard=options, **kw)
 
 
 def csrf_of(html: str) -> str:

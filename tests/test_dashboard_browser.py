@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.catalog import holds
 from sync.wire import commands
 from tests.central_server import serve_app
 from tests.dashboard_tools import (
@@ -245,6 +246,17 @@ def _fill(system: System) -> str:
     dock(system.station, "SIM0007", battery=88.0, offset=0.2)
     dock(system.station, "SIM0013", battery=91.0, offset=-0.5, days_ago=2)
     fault_id = raise_fault(system.station)
+    holds.place(
+        system.station,
+        {
+            "scope": "device",
+            "device_serial": SERIAL,
+            "reason": "complaint",
+            "case_name": "张某投诉",
+            "case_number": "2026-017",
+            "placed_by": "王警官",
+        },
+    )
     system.send_queued()
     wait_for(lambda: len(system_faults(system)) == 1, 10, "the fault at the centre")
     return fault_id
@@ -272,6 +284,7 @@ def test_pages_pass_axe_and_their_screenshots_are_kept(browser, system, lang, re
         "overview": "/",
         "recorder": f"/recorders/{SERIAL}",
         "fault": f"/faults/{STATION}/{fault_id}",
+        "holds": "/holds",
     }
     found = {}
     for name, path in pages.items():
@@ -304,6 +317,7 @@ def test_on_a_phone_no_page_is_wider_than_the_screen(browser, system, request) -
         "/recorders",
         f"/recorders/{SERIAL}",
         f"/faults/{STATION}/{fault_id}",
+        "/holds",
     ):
         page.goto(f"{system.url}{path}")
         page.locator("main h1").wait_for()

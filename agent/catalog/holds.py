@@ -126,33 +126,35 @@ def holds_on(catalog: Catalog, recording_id: int) -> list[dict[str, Any]]:
 def place(catalog: Catalog, hold: dict[str, Any]) -> str:
     """Keep a new hold and audit it (``hold.placed``, the whole hold: it travels to the centre
     as a signed event), in one transaction. Returns its id."""
-    row = {"origin": "station", "placed_at": now_utc(), **hold}
-    row["id"] = row.get("id") or new_id()
-    with catalog.tx() as conn:
-        hold_id = add(conn, row)
-        audit.append(
-            catalog, "hold.placed", hold_id, {k: v for k, v in row.items() if v is not None}
-        )
-    return hold_id
+    with catalog.tx():
+        return place_in(catalog, hold)
 
 
 def lift(catalog: Catalog, hold_id: str, *, by: str | None, reason: str, **extra: Any) -> bool:
     """Release a hold and audit it (``hold.released``), in one transaction; False (and nothing
     written) when no unreleased hold has that id. ``extra`` (e.g. a ``command_id``) goes into
     the audit entry."""
-    at = now_utc()
-    with catalog.tx() as conn:
-        if not release(conn, hold_id, by=by, reason=reason, at=at):
-            return False
-        data = {"id": hold_id, "released_at": at, "released_by": by, "release_reason": reason}
-        audit.append(catalog, "hold.released", hold_id, {**data, **extra})
-    return True
+    with catalog.tx():
+        return lift_in(catalog, hold_id, by=by, reason=reason, **extra)
 
 
-def place_within(catalog: Catalog, conn: sqlite3.Connection, hold: dict[str, Any]) -> str:
-    """:func:`place` inside the caller's open transaction (the offload's: a recorder's own mark
-    is held in the transaction that records the recording, rule 3). Returns its id."""
+def place_in(catalog: Catalog, hold: dict[str, Any]) -> str:
+    """As :func:`place`, inside the caller's open :meth:`Catalog.tx`: the offload's (a
+    recorder's own mark is held in the transaction that records the recording, rule 3), or the
+    one that records a centre command as applied. Returns the hold's id."""
     row = {"origin": "station", "placed_at": now_utc(), **hold}
-    row["id"] = add(conn, row)
-    audit.append(catalog, "hold.placed", row["id"], {k: v for k, v in row.items() if v is not None})
-    return row["id"]
+    row["id"] = row.get("id") or new_id()
+    hold_id = add(catalog.conn, row)
+    audit.append(catalog, "hold.placed", hold_id, {k: v for k, v in row.items() if v is not None})
+    return hold_id
+
+
+def lift_in(catalog: Catalog, hold_id: str, *, by: str | None, reason: str, **extra: Any) -> bool:
+    """As :func:`lift`, inside the caller's open :meth:`Catalog.tx`; False (nothing written)
+    when no unreleased hold has that id."""
+    at = now_utc()
+    if not release(catalog.conn, hold_id, by=by, reason=reason, at=at):
+        return False
+    data = {"id": hold_id, "released_at": at, "released_by": by, "release_reason": reason}
+    audit.append(catalog, "hold.released", hold_id, {**data, **extra})
+    return True

@@ -325,9 +325,8 @@ class Offloader:
             _recording_row(p, session_id, self.config.station_id, info, profile, at, entry.seq),
         )
         if marked_important(p.media.relpath, profile):
-            holds.place_within(
+            holds.place_in(
                 self.catalog,
-                conn,
                 {
                     "scope": "recording",
                     "recording_id": rec_id,

@@ -9,7 +9,8 @@ apart), ``conflicts`` (``chain_conflicts``: the evidence of a broken chain), ``o
 (``operator_actions``: re-baselines, people's decisions on faults and the register),
 ``commands`` (the centre's commands to stations: an outbox), ``devices`` (each recorder's
 latest report, whichever station sent it), ``history`` (``recorder_history``: every report,
-for trends) and ``register`` (the recorder register kept at the centre).
+for trends), ``register`` (the recorder register kept at the centre) and ``holds`` (every
+station's holds, and those placed at the centre).
 The upload receipts and failures live apart, in their own database file (``receipts.sqlite``
 in the upload store's data folder): ``receipts``, which opens a connection per call. Other
 modules call :class:`CentralCatalog` and the owner modules' named functions;
@@ -42,6 +43,7 @@ from central.catalog import (
     events,
     faults,
     history,
+    holds,
     operator,
     recorders,
     register,
@@ -66,6 +68,7 @@ TABLES = (
     devices,
     history,
     register,
+    holds,
 )
 
 

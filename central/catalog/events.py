@@ -22,7 +22,8 @@ is held once per station, chain epoch and seq:
 After a re-baseline the station's events are held in a new ``epoch``; their ``event_id`` is
 stored with the suffix ``@<epoch>`` so it never meets the id of an earlier epoch's event.
 Fault openings and resolutions in the stream also update :mod:`central.catalog.faults`: they
-are the only way a fault's state changes.
+are the only way a fault's state changes; holds placed and released update
+:mod:`central.catalog.holds`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import logging
 import sqlite3
 from typing import Any
 
-from central.catalog import commands, conflicts, faults, operator, stations
+from central.catalog import commands, conflicts, faults, holds, operator, stations
 from sync.wire.chain import canonical
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def record(conn: sqlite3.Connection, doc: dict[str, Any], *, received_at: str) -
     else:
         _advance(conn, station, epoch)
     _fault_event(conn, station, doc, received_at)
+    holds.from_event(conn, station, doc)
     return "stored"
 
 

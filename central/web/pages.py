@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 
 from central import views
+from central.catalog import holds
 from central.catalog.register import LIFECYCLES
 from central.web import board, charts
 from central.web.context import Dashboard, Viewer
@@ -93,6 +94,7 @@ def _recorder(catalog, settings, now, serial):  # noqa: ANN001
         "history": history,
         "battery_svg": charts.sparkline([h["battery_pct"] for h in history], 0, 100),
         "drift_svg": charts.sparkline([h["clock_offset_s"] for h in history]),
+        "holds": holds.listing(catalog.conn, device=serial, active=True),
     }
 
 

@@ -11,7 +11,11 @@ never acted on: a warning in the log, and a critical ``security.command`` fault.
 
 * ``fault``: ``received`` (the centre has the fault: open -> reported), ``acknowledge``,
   ``resolve`` (with its ``note``), through agent/catalog/faults.py;
-* ``register`` ``set``: the centre's register entry of one recorder (agent/catalog/register.py).
+* ``register`` ``set``: the centre's register entry of one recorder (agent/catalog/register.py);
+* ``hold``: ``place`` (a hold placed at the centre, with the centre's hold id, origin
+  ``centre``; a recording named by its store path) and ``release``, through
+  agent/catalog/holds.py: the ``hold.placed`` / ``hold.released`` entry names the
+  ``command_id``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from agent.catalog import Catalog, audit, register
+from agent.catalog import Catalog, audit, holds, recordings, register, sessions
 from agent.catalog import commands as applied
 from agent.catalog.faults import acknowledge, get_fault, mark_reported, report_fault, resolve
 from agent.errors import FaultStateError
@@ -86,6 +90,8 @@ def handle(catalog: Catalog, public_key: Any, topic: str, payload: bytes) -> str
 
 
 def _apply(catalog: Catalog, conn: sqlite3.Connection, doc: dict[str, Any]) -> str:
+    if doc["kind"] == "hold":
+        return _apply_hold(catalog, doc)
     if doc["kind"] == "register":
         register.set_entry(
             conn,
@@ -112,6 +118,33 @@ def _apply(catalog: Catalog, conn: sqlite3.Connection, doc: dict[str, Any]) -> s
         fault = get_fault(catalog, fid)
         log.info("command %s on fault %s changes nothing: %s", cid, fid, exc)
         return f"not applied: {fault.state if fault else 'unknown fault'}"
+
+
+def _apply_hold(catalog: Catalog, doc: dict[str, Any]) -> str:
+    """Place or release the centre's hold ``hold_id``, inside the command's transaction."""
+    hold_id, by, cid = doc["hold_id"], f"centre: {doc['by']}", doc["command_id"]
+    if doc["action"] == "release":
+        reason = _text(doc, "note") or "released at the centre"
+        done = holds.lift_in(catalog, hold_id, by=by, reason=reason, command_id=cid)
+        return "released" if done else "not applied: no active hold " + hold_id
+    if holds.get(catalog, hold_id) is not None:
+        return "not applied: hold " + hold_id + " exists"
+    scope = doc["scope"]
+    hold: dict[str, Any] = {"id": hold_id, "scope": scope, "reason": doc["reason"]}
+    if scope == "recording":
+        row = recordings.by_store_path(catalog, doc["recording"])
+        if row is None:
+            return "not applied: no recording " + doc["recording"]
+        hold["recording_id"] = row["id"]
+    elif scope == "session" and sessions.get(catalog, doc["session_id"]) is None:
+        return "not applied: no session " + doc["session_id"]
+    else:
+        hold[commands.HOLD_TARGETS[scope]] = doc[commands.HOLD_TARGETS[scope]]
+    names = ("reason_text", "case_name", "case_number")
+    for name in names + (("from_at", "to_at") if scope in ("device", "officer") else ()):
+        hold[name] = _text(doc, name)
+    holds.place_in(catalog, {**hold, "origin": "centre", "placed_by": by, "command_id": cid})
+    return "held"
 
 
 def _text(doc: dict[str, Any], name: str) -> str | None:

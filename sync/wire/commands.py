@@ -1,7 +1,7 @@
 """Commands from the centre to a station: one definition for both sides.
 
 The centre tells a station what a person decided at the dashboard (a fault acknowledged or
-resolved, a recorder's lifecycle in the register, later a hold): retained, QoS 1, on
+resolved, a recorder's lifecycle in the register, a hold placed or released): retained, QoS 1, on
 
     recdock/<station>/command/<kind>/<key>
 
@@ -111,6 +111,20 @@ KIND_FIELDS = {
 COMMON_FIELDS = ("command_id", "kind", "station", "action", "at", "by")
 #: A recorder's lifecycle in the centre's register.
 LIFECYCLES = ("in_service", "in_maintenance", "lost", "retired")
+#: What a hold covers, and why it was placed: the station's own (agent/catalog/holds.py,
+#: SCOPES and REASONS; tests/test_centre_holds.py keeps them the same), here so the centre,
+#: which imports nothing of the station, checks a hold it places or receives.
+HOLD_SCOPES = ("recording", "session", "device", "officer")
+HOLD_REASONS = ("complaint", "obstruction", "major_case", "marked_on_recorder", "other")
+#: What a ``hold``/``place`` command names for each scope (besides ``scope`` and ``reason``):
+#: the recording by its store path (the ``file.stored`` event's subject), the session by its
+#: id, the recorder by its serial, the officer by their id.
+HOLD_TARGETS = {
+    "recording": "recording",
+    "session": "session_id",
+    "device": "device_serial",
+    "officer": "officer_id",
+}
 
 
 def missing_fields(doc: dict[str, Any]) -> list[str]:
@@ -120,4 +134,20 @@ def missing_fields(doc: dict[str, Any]) -> list[str]:
     problems = [f for f in wanted if not isinstance(doc.get(f), str) or not doc.get(f)]
     if doc.get("kind") == "register" and doc.get("lifecycle") not in LIFECYCLES:
         problems.append(f"lifecycle (one of {', '.join(LIFECYCLES)})")
+    if doc.get("kind") == "hold" and doc.get("action") == "place":
+        problems.extend(_hold_problems(doc))
+    return problems
+
+
+def _hold_problems(doc: dict[str, Any]) -> list[str]:
+    """What a ``hold``/``place`` command lacks: a known scope and reason, and its target."""
+    scope = doc.get("scope")
+    if scope not in HOLD_SCOPES:
+        return [f"scope (one of {', '.join(HOLD_SCOPES)})"]
+    problems = []
+    if doc.get("reason") not in HOLD_REASONS:
+        problems.append(f"reason (one of {', '.join(HOLD_REASONS)})")
+    target = HOLD_TARGETS[scope]
+    if not isinstance(doc.get(target), str) or not doc.get(target):
+        problems.append(target)
     return problems
