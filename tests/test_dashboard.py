@@ -258,7 +258,7 @@ def test_a_new_password_ends_the_users_sessions(centre, tmp_path: Path) -> None:
 
 
 def test_the_dashboards_commands_and_options_have_help() -> None:
-    from central.app import main as serve
+    from central.command import main as serve
     from tests.test_cli import missing_help
 
     assert missing_help(user_command) == []

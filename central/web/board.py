@@ -21,7 +21,7 @@ from typing import Any
 from central import health
 from central.catalog import CentralCatalog
 from central.catalog.faults import REPAIR_LIMIT_HOURS
-from central.settings import CentreSettings
+from central.settings import DEFAULT_POLL_SECONDS, CentreSettings
 
 WORDS = ("unhealthy", "degraded", "unknown", "healthy")  # worst first
 LEVELS = ("red", "amber", "open")
@@ -31,7 +31,7 @@ LEVELS = ("red", "amber", "open")
 class Settings:
     """The dashboard's own setting (``--poll-seconds``) and the centre's thresholds."""
 
-    poll_seconds: float = 5.0
+    poll_seconds: float = DEFAULT_POLL_SECONDS
     centre: CentreSettings = CentreSettings()
 
     @property
