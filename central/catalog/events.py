@@ -32,7 +32,7 @@ import logging
 import sqlite3
 from typing import Any
 
-from central.catalog import commands, conflicts, faults, operator, stations
+from central.catalog import commands, conflicts, faults, operator, paging, stations
 from sync.wire.chain import canonical
 
 logger = logging.getLogger(__name__)
@@ -298,14 +298,18 @@ def missing_ranges(
 
 
 def listing(
-    conn: sqlite3.Connection, station: str | None = None, limit: int = 100
+    conn: sqlite3.Connection,
+    station: str | None = None,
+    limit: int | None = 100,
+    offset: int = 0,
+    *,
+    kind: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The newest ``limit`` events, newest first; of one station, or of all."""
-    sql = "SELECT * FROM events"
-    params: tuple[str, ...] = ()
-    if station is not None:
-        sql, params = sql + " WHERE station = ?", (station,)
-    rows = conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
+    """The events newest first (as they arrived), ``limit`` from ``offset``; of one station
+    and one kind, or of all."""
+    where, params = _where(station, kind)
+    sql = "SELECT * FROM events" + where + " ORDER BY id DESC" + paging.SQL
+    rows = conn.execute(sql, (*params, *paging.params(limit, offset))).fetchall()
     return [
         {
             "event_id": r["event_id"],

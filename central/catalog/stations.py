@@ -16,6 +16,7 @@ import json
 import sqlite3
 from typing import Any
 
+from central.catalog import paging
 from sync.wire.chain import GENESIS, canonical
 
 SCHEMA = [
@@ -160,8 +161,12 @@ def chain_span(conn: sqlite3.Connection, station: str) -> tuple[int, int] | None
     return None if row is None else (row["chain_seq"], row["chain_max_seq"])
 
 
-def rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute("SELECT * FROM stations ORDER BY station")]
+def rows(
+    conn: sqlite3.Connection, *, limit: int | None = None, offset: int = 0
+) -> list[dict[str, Any]]:
+    """Stations by id, a page at a time (central/catalog/paging.py)."""
+    sql = "SELECT * FROM stations ORDER BY station" + paging.SQL
+    return [dict(r) for r in conn.execute(sql, paging.params(limit, offset))]
 
 
 def row(conn: sqlite3.Connection, station: str) -> dict[str, Any] | None:
