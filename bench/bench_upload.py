@@ -150,7 +150,7 @@ def run_tus(work: Path, path: Path, sha: str, rep: int, token: str, tokens: Path
 
     data = work / f"central-{rep}"
     port = free_port()
-    args = [sys.executable, "-m", "central.app", "--data", str(data), "--tokens", str(tokens)]
+    args = [sys.executable, "-m", "central.command", "--data", str(data), "--tokens", str(tokens)]
     args += ["--port", str(port), "--log-level", "warning"]
     size = path.stat().st_size
     acked = [0.0]

@@ -3,22 +3,31 @@
 Routes (all JSON, all read-only)::
 
     GET /api/health                      liveness and counts; no station data, no token needed
-    GET /api/stations                    every station: status, last seen, audit chain state
+    GET /api/stations                    stations by id: status, last seen, audit chain state
     GET /api/stations/{id}               one station
     GET /api/stations/{id}/bays          its bays
-    GET /api/recorders[?station=]        recorder health
-    GET /api/faults[?all=true]           open faults with age_hours and overdue (24 h limit)
-    GET /api/events[?station=&limit=]    newest events first
+    GET /api/recorders[?station=]        recorder health, by station and serial
+    GET /api/faults[?all=&station=&device=]  open faults with age_hours and overdue (24 h limit)
+    GET /api/events[?station=&kind=]     newest events first
     GET /api/stations/{id}/chain         the head of the station's chain the centre holds; also
                                          for that station's own upload token
-    GET /api/security-alerts[?station=&limit=]  unsigned, forged or unenrolled messages
+    GET /api/security-alerts[?station=]  unsigned, forged or unenrolled messages, newest first
     GET /api/overview                    worst first: faults against 24 h, stations offline,
                                          recorders overdue, late footage, health word counts
-    GET /api/fleet/stations              every station with its health word (central/views.py)
-    GET /api/fleet/recorders[?unit=&station=]  every recorder with its health word
+    GET /api/fleet/stations              stations with their health words (central/views.py)
+    GET /api/fleet/recorders[?unit=&station=]  recorders by serial with their health words
     GET /api/fleet/recorders/{serial}    one recorder: its history (battery, clock drift),
                                          register entry and faults
     GET /api/register[?unit=]            the recorder register kept at the centre
+
+**Paging.** Every list (all of the above but health, one station, its bays, its chain, the
+overview and one recorder) answers one page: ``?limit=`` (1-1000, default 100) items from
+``?offset=`` (default 0), in a stable order ending in a unique key, filtered and paged in SQL
+(central/catalog/paging.py). The body stays a JSON array; the headers say where it goes on:
+``Link`` (RFC 8288, ``rel="next"`` while more follow, ``rel="prev"`` past the first page) and,
+except for the event and alert streams, ``X-Total-Count`` (the whole list's size with these
+filters). An offset past the end answers an empty page with the total. A station's bays are
+not paged: a station has a handful.
 
 Read access needs a **reader token** (``Authorization: Bearer <token>``), kept apart from the
 stations' upload tokens: a station token is refused here, so a station cannot read what other
@@ -46,7 +55,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 
@@ -54,6 +63,7 @@ from central import openapi as doc
 from central import views
 from central.auth import MIN_TOKEN_LENGTH, CredentialsError
 from central.catalog import CentralCatalog
+from central.catalog.paging import MAX_OFFSET
 from central.consumer import MqttConsumer
 from central.settings import CentreSettings
 
@@ -195,6 +205,42 @@ Settings = Annotated[CentreSettings, Depends(_settings)]
 Consumer = Annotated[MqttConsumer | None, Depends(_consumer)]
 READER = [Depends(_reader)]
 
+PAGE_DEFAULT, PAGE_MAX = 100, 1000
+
+
+class Page:
+    """A list's page: ``limit`` items from ``offset`` in the list's stable order (filtered
+    and paged in SQL, central/catalog/paging.py)."""
+
+    def __init__(
+        self,
+        limit: int = Query(PAGE_DEFAULT, ge=1, le=PAGE_MAX, description="Most items returned"),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET, description="Items skipped, in the order"),
+    ) -> None:
+        self.limit, self.offset = limit, offset
+
+    def answer(
+        self, request: Request, response: Response, items: list[Any], total: int | None = None
+    ) -> list[Any]:
+        """``items``, with the headers that say where the list goes on: ``X-Total-Count``
+        (when ``total`` is known) and ``Link`` (RFC 8288: ``next``, ``prev``)."""
+        links = []
+        more = len(items) == self.limit if total is None else self.offset + len(items) < total
+        if more:
+            after = request.url.include_query_params(offset=self.offset + len(items))
+            links.append(f'<{after}>; rel="next"')
+        if self.offset > 0:
+            before = request.url.include_query_params(offset=max(0, self.offset - self.limit))
+            links.append(f'<{before}>; rel="prev"')
+        if total is not None:
+            response.headers["X-Total-Count"] = str(total)
+        if links:
+            response.headers["Link"] = ", ".join(links)
+        return items
+
+
+Paged = Annotated[Page, Depends()]
+
 
 @router.get("/health")
 def health(catalog: Catalog, consumer: Consumer) -> dict[str, Any]:
@@ -210,10 +256,13 @@ def health(catalog: Catalog, consumer: Consumer) -> dict[str, Any]:
     return out
 
 
-@router.get("/stations", dependencies=READER, responses=doc.API_ERRORS)
-def stations(catalog: Catalog) -> list[dict[str, Any]]:
-    """Every station: status, last seen, audit chain (ok / gap / broken)."""
-    return catalog.stations()
+@router.get("/stations", dependencies=READER, responses={**doc.PAGED, **doc.API_ERRORS})
+def stations(
+    catalog: Catalog, page: Paged, request: Request, response: Response
+) -> list[dict[str, Any]]:
+    """Stations by id: status, last seen, audit chain (ok / gap / broken)."""
+    found = catalog.stations(limit=page.limit, offset=page.offset)
+    return page.answer(request, response, found, catalog.total("stations"))
 
 
 @router.get(
@@ -237,21 +286,37 @@ def bays(station: str, catalog: Catalog) -> list[dict[str, Any]]:
     return catalog.bays(station)
 
 
-@router.get("/recorders", dependencies=READER, responses=doc.API_ERRORS)
-def recorders(catalog: Catalog, station: str | None = None) -> list[dict[str, Any]]:
-    return catalog.recorders(station)
+@router.get("/recorders", dependencies=READER, responses={**doc.PAGED, **doc.API_ERRORS})
+def recorders(
+    catalog: Catalog,
+    page: Paged,
+    request: Request,
+    response: Response,
+    station: str | None = Query(None, description="Only this station's recorders"),
+) -> list[dict[str, Any]]:
+    """Each recorder's last health report at each station, by station and serial."""
+    found = catalog.recorders(station, limit=page.limit, offset=page.offset)
+    return page.answer(request, response, found, catalog.total("recorders", station=station))
 
 
-@router.get("/faults", dependencies=READER, responses=doc.API_ERRORS)
+@router.get("/faults", dependencies=READER, responses={**doc.PAGED, **doc.API_ERRORS})
 def faults(
     catalog: Catalog,
     settings: Settings,
+    page: Paged,
+    request: Request,
+    response: Response,
     all: bool = Query(False, description="Include resolved faults"),  # noqa: A002
     station: str | None = Query(None, description="Only this station's faults"),
+    device: str | None = Query(None, description="Only faults of this recorder (serial)"),
 ) -> list[dict[str, Any]]:
     """Open faults (and resolved ones with ``all``), oldest first, each with its lifecycle,
     evidence, age, band and whether it is past the 24-hour repair limit."""
-    return catalog.faults(include_resolved=all, station=station, amber_hours=settings.amber_hours)
+    filters = {"include_resolved": all, "station": station, "device": device}
+    found = catalog.faults(
+        **filters, amber_hours=settings.amber_hours, limit=page.limit, offset=page.offset
+    )
+    return page.answer(request, response, found, catalog.total("faults", **filters))
 
 
 @router.get("/overview", dependencies=READER, responses=doc.API_ERRORS)
@@ -262,21 +327,29 @@ def overview(catalog: Catalog, settings: Settings) -> dict[str, Any]:
     return views.overview(catalog, settings)
 
 
-@router.get("/fleet/stations", dependencies=READER, responses=doc.API_ERRORS)
-def fleet_stations(catalog: Catalog, settings: Settings) -> list[dict[str, Any]]:
-    """Every station with its health word and the reasons for it (docs/faults.md)."""
-    return views.station_list(catalog, settings)
+@router.get("/fleet/stations", dependencies=READER, responses={**doc.PAGED, **doc.API_ERRORS})
+def fleet_stations(
+    catalog: Catalog, settings: Settings, page: Paged, request: Request, response: Response
+) -> list[dict[str, Any]]:
+    """Stations by id, each with its health word and the reasons for it (docs/faults.md)."""
+    found = views.station_list(catalog, settings, limit=page.limit, offset=page.offset)
+    return page.answer(request, response, found, views.station_total(catalog))
 
 
-@router.get("/fleet/recorders", dependencies=READER, responses=doc.API_ERRORS)
+@router.get("/fleet/recorders", dependencies=READER, responses={**doc.PAGED, **doc.API_ERRORS})
 def fleet_recorders(
     catalog: Catalog,
     settings: Settings,
+    page: Paged,
+    request: Request,
+    response: Response,
     unit: str | None = Query(None, description="Only this unit's recorders"),
     station: str | None = Query(None, description="Only recorders last docked here"),
 ) -> list[dict[str, Any]]:
-    """Every recorder reported or registered, with its health word (docs/faults.md)."""
-    return views.recorder_list(catalog, settings, unit=unit, station=station)
+    """Recorders reported or registered, by serial, with their health words (docs/faults.md)."""
+    filters = {"unit": unit, "station": station}
+    found = views.recorder_list(catalog, settings, **filters, limit=page.limit, offset=page.offset)
+    return page.answer(request, response, found, views.recorder_total(catalog, **filters))
 
 
 @router.get(
@@ -293,12 +366,17 @@ def fleet_recorder(serial: str, catalog: Catalog, settings: Settings) -> dict[st
     return found
 
 
-@router.get("/register", dependencies=READER, responses=doc.API_ERRORS)
+@router.get("/register", dependencies=READER, responses={**doc.PAGED, **doc.API_ERRORS})
 def register_entries(
-    catalog: Catalog, unit: str | None = Query(None, description="Only this unit's entries")
+    catalog: Catalog,
+    page: Paged,
+    request: Request,
+    response: Response,
+    unit: str | None = Query(None, description="Only this unit's entries"),
 ) -> list[dict[str, Any]]:
     """The recorder register kept at the centre, by serial."""
-    return views.register_entries(catalog, unit)
+    found = views.register_entries(catalog, unit, limit=page.limit, offset=page.offset)
+    return page.answer(request, response, found, views.register_total(catalog, unit))
 
 
 async def _reader_or_station(request: Request, station: str) -> str:
@@ -347,19 +425,32 @@ def chain(station: str, catalog: Catalog) -> dict[str, Any]:
     "/security-alerts",
     dependencies=READER,
     responses={
+        **doc.PAGED_STREAM,
         401: {"description": "No reader token"},
         503: {"description": "The server has no reader tokens"},
     },
 )
 def security_alerts(
-    catalog: Catalog, station: str | None = None, limit: int = Query(100, ge=1, le=1000)
+    catalog: Catalog,
+    page: Paged,
+    request: Request,
+    response: Response,
+    station: str | None = Query(None, description="Only this station's alerts"),
 ) -> list[dict[str, Any]]:
     """Messages not taken as a station's (unenrolled, unsigned, forged), newest first."""
-    return catalog.alerts(station, limit)
+    return page.answer(request, response, catalog.alerts(station, page.limit, page.offset))
 
 
-@router.get("/events", dependencies=READER, responses=doc.API_ERRORS)
+@router.get("/events", dependencies=READER, responses={**doc.PAGED_STREAM, **doc.API_ERRORS})
 def events(
-    catalog: Catalog, station: str | None = None, limit: int = Query(100, ge=1, le=1000)
+    catalog: Catalog,
+    page: Paged,
+    request: Request,
+    response: Response,
+    station: str | None = Query(None, description="Only this station's events"),
+    kind: str | None = Query(None, description="Only events of this kind (e.g. fault.open)"),
 ) -> list[dict[str, Any]]:
-    return catalog.events(station, limit)
+    """Events newest first (as they arrived). No total: the stream grows while it is read;
+    ``Link: rel="next"`` while a page is full."""
+    found = catalog.events(station, page.limit, page.offset, kind=kind)
+    return page.answer(request, response, found)

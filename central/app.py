@@ -1,4 +1,4 @@
-"""The reference central store: ``create_app()`` and the ``recdock-central`` command.
+"""The reference central store: ``create_app()`` (``recdock-central`` runs it: central/command.py).
 
 The app's own lifespan resumes the verification of uploads completed before a restart and
 expires abandoned uploads while it runs; the JSON API's router brings the MQTT consumer's.
@@ -10,43 +10,36 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
 from central.actions import CentralContext
 from central.api import ReaderAuth, include_api, load_reader_tokens
-from central.auth import CredentialsError, TokenAuth, load_tokens, read_credential
+from central.auth import TokenAuth, load_tokens
 from central.catalog import CentralCatalog
 from central.consumer import ConsumerSettings, MqttConsumer
 from central.enrolment import StationKeys
 from central.folder import private_file
 from central.holds_api import router as holds_router
-from central.limits import UploadLimits
+from central.limits import DEFAULT_EXPIRY, DEFAULT_MAX_SIZE, UploadLimits
 from central.openapi import add_common_answers
-from central.options import centre_options, serve_limit_options, upload_limit_options
 from central.serve import (
     DEFAULT_MAX_REQUESTS,
     GateMiddleware,
     RequestGate,
-    ServeLimits,
-    uvicorn_config,
 )
 from central.settings import CentreSettings
 from central.signing_key import default_path, load_centre_key
 from central.tus import include_tus
-from central.upload import DEFAULT_MAX_SIZE, UploadStore
+from central.upload import UploadStore
 from central.web import DashboardOptions, include_dashboard
-from central.web.cli import dashboard_options
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EXPIRY = 7 * 24 * 3600.0
 DEFAULT_EXPIRY_INTERVAL = 3600.0
 
 
@@ -228,196 +221,3 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await asyncio.to_thread(store.close)
-
-
-def _credential_file(name: str) -> Path | None:
-    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    path = Path(cred_dir) / name if cred_dir else None
-    return path if path is not None and path.is_file() else None
-
-
-def _consumer_settings(
-    host: str | None,
-    port: int,
-    ca: Path | None,
-    cert: Path | None,
-    key: Path | None,
-    username: str | None,
-) -> ConsumerSettings | None:
-    """The MQTT consumer's settings from the command line and the systemd credentials."""
-    if not host:
-        return None
-    return ConsumerSettings(
-        host=host,
-        port=port,
-        ca_file=ca,
-        cert_file=cert,
-        key_file=key or _credential_file("central-mqtt-key") if cert else None,
-        username=username,
-        password=read_credential("central-mqtt-password") if username else None,
-    )
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--data",
-    "data_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Data folder: partial uploads, read-only objects and the receipts database.",
-)
-@click.option(
-    "--tokens",
-    "tokens_file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="Station tokens file ([stations] id = token, TOML or JSON). "
-    "Default: $CREDENTIALS_DIRECTORY/central-tokens (systemd LoadCredential=).",
-)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=int, help="TCP port to listen on.")
-@click.option(
-    "--max-size",
-    default=DEFAULT_MAX_SIZE,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Largest accepted upload in bytes (Tus-Max-Size).",
-)
-@click.option(
-    "--expire-after",
-    default=DEFAULT_EXPIRY,
-    show_default=True,
-    type=click.FloatRange(min=60),
-    help="Seconds after which an untouched unfinished upload is deleted.",
-)
-@click.option(
-    "--api-tokens",
-    "api_tokens_file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="Reader tokens of the JSON API ([readers] name = token, TOML). "
-    "Default: $CREDENTIALS_DIRECTORY/central-api-tokens when present; none: /api answers 503.",
-)
-@click.option(
-    "--mqtt-host",
-    default=None,
-    help="MQTT broker to consume station telemetry from; unset: no MQTT consumer.",
-)
-@click.option("--mqtt-port", default=1883, show_default=True, type=int, help="MQTT broker port.")
-@click.option(
-    "--mqtt-ca",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="CA certificate (PEM) of the broker; switches TLS on.",
-)
-@click.option(
-    "--mqtt-cert",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="Client certificate (PEM) for the broker; the shipped broker configuration wants one "
-    "whose common name is recdock-central (docs/deployment.md).",
-)
-@click.option(
-    "--mqtt-key",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="Private key (PEM) of --mqtt-cert. Default: $CREDENTIALS_DIRECTORY/central-mqtt-key.",
-)
-@click.option(
-    "--mqtt-username",
-    default=None,
-    help="MQTT user name; the password comes from $CREDENTIALS_DIRECTORY/central-mqtt-password.",
-)
-@click.option(
-    "--api-docs",
-    is_flag=True,
-    help="Serve the OpenAPI document (/openapi.json) and its pages (/docs, /redoc); off by "
-    "default: they describe every route to anyone who asks.",
-)
-@upload_limit_options
-@serve_limit_options
-@centre_options
-@click.option(
-    "--station-keys",
-    "station_keys_file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="Enrolment register: each station's Ed25519 public key ([stations] id = key, TOML; "
-    "`recdock-central enrol` writes it). Read again when it changes. Default: "
-    "$CREDENTIALS_DIRECTORY/central-station-keys. Needed with --mqtt-host.",
-)
-@dashboard_options
-@click.option(
-    "--signing-key",
-    "signing_key_file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="The centre's Ed25519 signing key (PEM; `recdock-central keygen` makes it): signs "
-    "the commands sent to stations. Default: $CREDENTIALS_DIRECTORY/central-signing-key when "
-    "present; none: commands wait in the catalog, unsent.",
-)
-@click.option("--log-level", default="info", show_default=True, help="Log level.")
-def main(
-    data_dir,
-    tokens_file,
-    host,
-    port,
-    max_size,
-    expire_after,
-    api_tokens_file,
-    mqtt_host,
-    mqtt_port,
-    mqtt_ca,
-    mqtt_cert,
-    mqtt_key,
-    mqtt_username,
-    station_keys_file,
-    signing_key_file,
-    log_level,
-    api_docs: bool,
-    limits: UploadLimits,
-    serve_limits: ServeLimits,
-    max_requests: int,
-    dashboard: DashboardOptions,
-    centre: CentreSettings,
-) -> None:
-    """Run the recdock reference central store (tus uploads with verified receipts).
-
-    Exit codes: 0 clean stop, 2 usage error, 3 bad credentials. Administration:
-    `recdock-central enrol --help`, and rebaseline, keygen, register, user (dashboard users)."""
-    import uvicorn
-
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    try:
-        mqtt = _consumer_settings(mqtt_host, mqtt_port, mqtt_ca, mqtt_cert, mqtt_key, mqtt_username)
-        app = create_app(
-            data_dir,
-            tokens_file,
-            max_size=max_size,
-            upload_expiry=expire_after,
-            mqtt=mqtt,
-            api_tokens=api_tokens_file,
-            limits=limits,
-            max_requests=max_requests,
-            api_docs=api_docs,
-            station_keys=station_keys_file,
-            dashboard=dashboard,
-            signing_key=signing_key_file,
-            centre=centre,
-        )
-    except CredentialsError as exc:
-        click.echo(f"recdock-central: {exc}", err=True)
-        sys.exit(3)
-    config = uvicorn_config(
-        app,
-        limits=serve_limits,
-        host=host,
-        port=port,
-        log_level=log_level.lower(),
-        access_log=False,
-    )
-    uvicorn.Server(config).run()
-
-
-if __name__ == "__main__":
-    main()

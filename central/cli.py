@@ -1,4 +1,4 @@
-"""``recdock-central``: the server (``central.app.main``) and its administrative commands.
+"""``recdock-central``: the server (``central.command.main``) and its administrative commands.
 
 ``recdock-central enrol ...``, ``rebaseline ...``, ``keygen ...`` and ``register ...`` run
 :mod:`central.admin`, ``recdock-central user ...`` the dashboard's users (:mod:`central.web.cli`);
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
 
         admin.main(args, prog_name="recdock-central")
     else:
-        from central.app import main as serve
+        from central.command import main as serve
 
         serve.main(args, prog_name="recdock-central")
 

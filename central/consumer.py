@@ -6,11 +6,13 @@ Schema and stores it, or keeps it apart as a security alert or a rejected messag
 crash).
 
 Delivery: paho's network thread only queues each message; a writer thread stores whatever has
-arrived in one transaction and only then acknowledges those messages (``manual_ack``), so a
-crash between receipt and commit makes the broker deliver them again, and the catalog pays one
-fsync per batch rather than per message. Its session is persistent (``clean_session=False``,
-or an MQTT 5 session expiry), so with a broker that keeps sessions (Mosquitto ``persistence
-true``) messages published while the central store is down are delivered when it returns.
+arrived in one transaction and only then counts and acknowledges those messages
+(:meth:`MqttConsumer.store_batch`, ``manual_ack``), so a crash between receipt and commit
+makes the broker deliver them again, a failed commit counts nothing twice, and the catalog
+pays one fsync per batch rather than per message. Its session is persistent
+(``clean_session=False``, or an MQTT 5 session expiry), so with a broker that keeps sessions
+(Mosquitto ``persistence true``) messages published while the central store is down are
+delivered when it returns.
 Duplicates (replays from a station's outbox, redeliveries) are dropped.
 
 Limits, beside the broker's ``message_size_limit``: a payload over ``max_payload_bytes`` is
@@ -235,30 +237,37 @@ class MqttConsumer:
                 except queue.Empty:
                     break
             delay = 0.5
-            while True:
-                try:
-                    with self.catalog.tx():
-                        for m in batch:
-                            self.handle(m.topic, m.payload, retained=m.retained)
-                    break
-                except Exception:
-                    # the catalog could not store them (disk full, I/O error, locked): no
-                    # acknowledgement, and the same batch is tried again (not dropped: the
-                    # broker would not send it again before a reconnect, and its in-flight
-                    # window would stay full)
-                    self.stats["errors"] += len(batch)
-                    logger.exception(
-                        "central consumer: could not store %d messages; retrying in %.1f s",
-                        len(batch),
-                        delay,
-                    )
-                    if self._stop.wait(delay):
-                        return
-                    delay = min(delay * 2, 30.0)
-            for m in batch:
-                if m.qos > 0:
-                    self.client.ack(m.mid, m.qos)
+            while not self.store_batch(batch):
+                # not dropped: the broker would not send it again before a reconnect, and its
+                # in-flight window would stay full
+                logger.warning("central consumer: retrying %d messages in %.1fs", len(batch), delay)
+                if self._stop.wait(delay):
+                    return
+                delay = min(delay * 2, 30.0)
             self.commands.wake()
+
+    def store_batch(self, batch: list[_Incoming]) -> bool:
+        """Store ``batch`` in one transaction; only once it is committed, count its outcomes
+        in ``stats`` and acknowledge its messages (QoS 1: ``client.ack``). False when the
+        catalog could not store it (disk full, I/O error, locked): nothing is counted but
+        ``errors``, nothing acknowledged, and the caller tries the same batch again."""
+        counted: Counter[str] = Counter()
+        self.handler.stats = counted
+        try:
+            with self.catalog.tx():
+                for m in batch:
+                    self.handle(m.topic, m.payload, retained=m.retained)
+        except Exception:
+            self.stats["errors"] += len(batch)
+            logger.exception("central consumer: could not store %d messages", len(batch))
+            return False
+        finally:
+            self.handler.stats = self.stats
+        self.stats.update(counted)
+        for m in batch:
+            if m.qos > 0:
+                self.client.ack(m.mid, m.qos)
+        return True
 
     # -- one message (no broker needed: tests call this directly) --------------------------
 

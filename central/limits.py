@@ -34,6 +34,9 @@ from pathlib import Path
 
 GiB = 1024**3
 
+DEFAULT_MAX_SIZE = 64 * 1024**3  # the largest upload (--max-size, Tus-Max-Size)
+DEFAULT_EXPIRY = 7 * 24 * 3600.0  # seconds an untouched unfinished upload is kept
+
 
 @dataclass(frozen=True)
 class UploadLimits:

@@ -52,22 +52,60 @@ class SecurityAlert(ValueError):
 
 
 class PayloadValidator:
-    """JSON Schema validation of every payload kind (jsonschema, Draft 2020-12)."""
+    """JSON Schema validation of every payload kind, compiled once (fastjsonschema).
 
-    def __init__(self) -> None:
-        from jsonschema import Draft202012Validator, FormatChecker
+    The schema files in sync/wire/schemas/ stay the source of truth: each is compiled into
+    Python code when the centre starts, and a valid payload (nearly every one) costs that code
+    alone. A payload it refuses is checked again by jsonschema (Draft 2020-12, the schemas'
+    own draft; imported only then), whose message names the first wrong field, path sorted,
+    as before; when jsonschema finds nothing wrong (a ``date-time`` it does not check), the
+    compiled validator's own message is the reason. ``compiled=False`` validates with
+    jsonschema alone (bench/bench_central.py compares the two in one run).
+    """
 
-        self._validators = {
-            kind: Draft202012Validator(load_schema(kind), format_checker=FormatChecker())
-            for kind in ("status", "bay", "recorder", "event", "fault")
-        }
+    KINDS = ("status", "bay", "recorder", "event", "fault")
+
+    def __init__(self, *, compiled: bool = True) -> None:
+        self._compiled: dict[str, Any] = {}
+        self._slow: dict[str, Any] = {}
+        if compiled:
+            import fastjsonschema
+
+            self._compiled = {kind: _compile(fastjsonschema, kind) for kind in self.KINDS}
 
     def check(self, kind: str, doc: Any) -> None:
-        errors = sorted(self._validators[kind].iter_errors(doc), key=lambda e: list(e.path))
+        fast = self._compiled.get(kind)
+        if fast is None:
+            self._check_slow(kind, doc)
+            return
+        try:
+            fast(doc)
+        except Exception as exc:  # fastjsonschema.JsonSchemaValueException
+            self._check_slow(kind, doc)
+            where = getattr(exc, "name", "data").removeprefix("data").lstrip(".") or "(top level)"
+            reason = getattr(exc, "message", exc)
+            raise InvalidMessage(f"{kind} payload: {where}: {reason}") from None
+
+    def _check_slow(self, kind: str, doc: Any) -> None:
+        validator = self._slow.get(kind)
+        if validator is None:
+            from jsonschema import Draft202012Validator, FormatChecker
+
+            validator = Draft202012Validator(load_schema(kind), format_checker=FormatChecker())
+            self._slow[kind] = validator
+        errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
         if errors:
             first = errors[0]
             where = "/".join(str(p) for p in first.path) or "(top level)"
             raise InvalidMessage(f"{kind} payload: {where}: {first.message}")
+
+
+def _compile(fastjsonschema: Any, kind: str) -> Any:
+    """The compiled validator of one payload kind. The schemas use nothing of Draft 2020-12
+    that Draft 7 lacks, so they compile as Draft 7 (fastjsonschema's newest)."""
+    schema = dict(load_schema(kind))
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    return fastjsonschema.compile(schema, use_formats=True)
 
 
 class MessageHandler:

@@ -237,6 +237,25 @@ API_ERRORS = {
     503: _json("The server has no reader tokens configured", ERROR),
 }
 API_NOT_FOUND = {404: _json("No such station reported yet", ERROR)}
+_LINK = {
+    "description": 'RFC 8288 links to the next and previous pages (rel="next", rel="prev")',
+    "schema": {"type": "string"},
+}
+_TOTAL = {
+    "description": "How many items the whole list holds with these filters",
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
+# a paged list (?limit=&offset=, central/api.py): its total and its links
+PAGED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "One page of the list",
+        "headers": {"X-Total-Count": _TOTAL, "Link": _LINK},
+    }
+}
+# a stream read newest first (events, alerts): links only, no total
+PAGED_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {"description": "One page, newest first", "headers": {"Link": _LINK}}
+}
 
 
 def add_common_answers(schema: dict[str, Any]) -> dict[str, Any]:

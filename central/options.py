@@ -4,21 +4,25 @@
 and hands the command a ``limits`` argument; ``@serve_limit_options`` does the same for
 :class:`~central.serve.ServeLimits` (``serve_limits``) and the app's requests in flight
 (``max_requests``); ``@centre_options`` for :class:`~central.settings.CentreSettings`
-(``centre``: the health words' and the centre's fault rules' thresholds, docs/faults.md).
-Defaults, bounds and help live here, once.
+(``centre``: the health words' and the centre's fault rules' thresholds, docs/faults.md);
+``@dashboard_options`` for the dashboard (``dashboard``: :class:`DashboardChoices`). Defaults,
+bounds and help live here, once. Nothing here imports the web, FastAPI or paho: this is what
+``recdock-central --help`` loads (central/command.py).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
 
 from central.limits import UploadLimits
 from central.serve import DEFAULT_MAX_REQUESTS, ServeLimits
-from central.settings import CentreSettings
+from central.settings import DEFAULT_POLL_SECONDS, CentreSettings
 
 _U, _S = UploadLimits(), ServeLimits()
 
@@ -156,4 +160,84 @@ def centre_options(command: Callable[..., Any]) -> Callable[..., Any]:
         wrapper = click.option(
             flag, field, default=default, show_default=True, type=kind, help=help_text
         )(wrapper)
+    return wrapper
+
+
+DASHBOARD_OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    (
+        "--users",
+        {
+            "type": click.Path(dir_okay=False, path_type=Path),
+            "default": None,
+            "help": "The dashboard's users file (`recdock-central user` writes it). "
+            "Default: <data>/dashboard-users.toml.",
+        },
+    ),
+    (
+        "--dashboard-plain-http",
+        {
+            "is_flag": True,
+            "help": "Lab only: session cookies without the Secure flag, for a dashboard reached "
+            "over plain http. Behind TLS (a reverse proxy) leave it off.",
+        },
+    ),
+    (
+        "--session-hours",
+        {
+            "default": 8.0,
+            "show_default": True,
+            "type": click.FloatRange(min=0.1, max=24 * 30),
+            "help": "A dashboard login lasts this long.",
+        },
+    ),
+    (
+        "--poll-seconds",
+        {
+            "default": DEFAULT_POLL_SECONDS,
+            "show_default": True,
+            "type": click.FloatRange(min=1, max=3600),
+            "help": "How often an open dashboard page updates itself.",
+        },
+    ),
+]
+
+
+@dataclass(frozen=True)
+class DashboardChoices:
+    """The dashboard's options as given; :meth:`options` makes the web's
+    :class:`~central.web.context.DashboardOptions` of them (importing the web only then)."""
+
+    users_file: Path | None
+    poll_seconds: float
+    plain_http: bool
+    session_seconds: int
+
+    def options(self):  # -> central.web.context.DashboardOptions
+        from central.web.board import Settings
+        from central.web.context import DashboardOptions
+
+        return DashboardOptions(
+            users_file=self.users_file,
+            settings=Settings(poll_seconds=self.poll_seconds),
+            plain_http=self.plain_http,
+            session_seconds=self.session_seconds,
+        )
+
+
+def dashboard_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the dashboard's options; the command gets one ``dashboard`` argument
+    (:class:`DashboardChoices`)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        choices = DashboardChoices(
+            users_file=kwargs.pop("users"),
+            poll_seconds=kwargs.pop("poll_seconds"),
+            plain_http=kwargs.pop("dashboard_plain_http"),
+            session_seconds=int(kwargs.pop("session_hours") * 3600),
+        )
+        return command(*args, **kwargs, dashboard=choices)
+
+    for flag, spec in reversed(DASHBOARD_OPTIONS):
+        wrapper = click.option(flag, **spec)(wrapper)
     return wrapper

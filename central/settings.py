@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: how often an open dashboard page updates itself (``--poll-seconds``)
+DEFAULT_POLL_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class CentreSettings:

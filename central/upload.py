@@ -46,13 +46,12 @@ from central.folder import (
     private_dir,
     private_file,
 )
-from central.limits import Admission, UploadLimits
+from central.limits import DEFAULT_MAX_SIZE, Admission, UploadLimits
 
 __all__ = ["DEFAULT_MAX_SIZE", "HEX64", "UploadInfo", "UploadStore"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_SIZE = 64 * 1024**3
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _READ_BLOCK = 1024 * 1024
 

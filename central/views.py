@@ -31,9 +31,15 @@ def open_faults(catalog: CentralCatalog, settings: CentreSettings, now: datetime
 
 
 def station_list(
-    catalog: CentralCatalog, settings: CentreSettings = _DEFAULT, now: datetime | None = None
+    catalog: CentralCatalog,
+    settings: CentreSettings = _DEFAULT,
+    now: datetime | None = None,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """Every station: status, online, last seen, bays, chain state, open faults, its word."""
+    """Every station (by id, ``limit`` from ``offset``): status, online, last seen, bays,
+    chain state, open faults, its word."""
     now = _now(now)
     conn = catalog.conn
     by_station: dict[str, list[dict[str, Any]]] = {}
@@ -41,7 +47,7 @@ def station_list(
         by_station.setdefault(f["station"], []).append(f)
     bay_summary = bays.summary(conn)
     out = []
-    for row in stations.rows(conn):
+    for row in stations.rows(conn, limit=limit, offset=offset):
         view = catalog.station_view(row)
         s = {
             "station": row["station"],
@@ -67,24 +73,36 @@ def recorder_list(
     *,
     unit: str | None = None,
     station: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """Every recorder reported or registered (of one unit, or last docked at one station):
-    where and when it last docked, battery, free space, clock offset, last check, lifecycle,
-    officer and unit, open faults and its word."""
+    """Every recorder reported or registered (of one unit, or last docked at one station), by
+    serial, ``limit`` from ``offset`` (filtered and paged in SQL): where and when it last
+    docked, battery, free space, clock offset, last check, lifecycle, officer and unit, open
+    faults and its word."""
     now = _now(now)
     conn = catalog.conn
-    entries = register.by_serial(conn)
+    serials = devices.fleet_serials(conn, unit=unit, station=station, limit=limit, offset=offset)
+    entries, reports = register.of(conn, serials), devices.of(conn, serials)
     by_device: dict[str, list[dict[str, Any]]] = {}
     for f in open_faults(catalog, settings, now):
         if f["device"]:
             by_device.setdefault(f["device"], []).append(f)
-    reports = {d["serial"]: d for d in devices.listing(conn)}
-    out = []
-    for serial in sorted(set(reports) | set(entries)):
-        r = _recorder(serial, reports.get(serial), entries.get(serial), by_device, settings, now)
-        if (unit is None or r["unit"] == unit) and (station is None or r["station"] == station):
-            out.append(r)
-    return out
+    return [
+        _recorder(serial, reports.get(serial), entries.get(serial), by_device, settings, now)
+        for serial in serials
+    ]
+
+
+def recorder_total(
+    catalog: CentralCatalog, *, unit: str | None = None, station: str | None = None
+) -> int:
+    """How many recorders :func:`recorder_list` lists with the same filters."""
+    return devices.fleet_count(catalog.conn, unit=unit, station=station)
+
+
+def station_total(catalog: CentralCatalog) -> int:
+    return stations.count(catalog.conn)
 
 
 def _recorder(
@@ -229,6 +247,12 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-def register_entries(catalog: CentralCatalog, unit: str | None = None) -> list[dict[str, Any]]:
-    """The register's entries by serial (of one unit)."""
-    return register.listing(catalog.conn, unit)
+def register_entries(
+    catalog: CentralCatalog, unit: str | None = None, *, limit: int | None = None, offset: int = 0
+) -> list[dict[str, Any]]:
+    """The register's entries by serial (of one unit), ``limit`` from ``offset``."""
+    return register.listing(catalog.conn, unit, limit=limit, offset=offset)
+
+
+def register_total(catalog: CentralCatalog, unit: str | None = None) -> int:
+    return register.count(catalog.conn, unit)

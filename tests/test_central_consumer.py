@@ -403,3 +403,24 @@ def test_events_exactly_once_across_a_broker_outage_and_station_restarts(
         f"outage {outage_s:.0f}s: {len(ids)} events, duplicates dropped by the central store: "
         f"{view['duplicates']}"
     )
+
+
+def test_a_batch_is_counted_only_once_it_is_committed(home: Path, central: MqttConsumer) -> None:
+    """A commit that fails (here: SQLite's own "database or disk is full", the file capped
+    with max_page_count on the writing connection) counts nothing but errors and stores
+    nothing; the same batch tried again is stored and counted once (central/consumer.py)."""
+    from central.consumer import _Incoming
+
+    station = Catalog(home / "catalog.db", station_id=STATION)
+    add_events(station, 40)
+    batch = [_Incoming(t, p, False, i + 1, 0) for i, (t, p) in enumerate(station_messages(station))]
+    conn = central.catalog.conn  # this thread's connection: the one store_batch writes with
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")
+    assert central.store_batch(batch) is False
+    assert dict(central.stats) == {"errors": len(batch)}
+    assert central.catalog.counts()["events"] == 0
+    conn.execute("PRAGMA max_page_count = 1073741823")
+    assert central.store_batch(batch) is True
+    assert central.stats["stored"] == central.stats["received"] == len(batch)
+    assert central.catalog.counts()["events"] == len(batch)

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from central.app import main
+from central.command import main
 from tests.central_server import TOKEN_A, live_central, wait_for
 from tests.test_cli import missing_help
 

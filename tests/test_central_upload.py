@@ -14,8 +14,9 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from central.app import create_app, main
+from central.app import create_app
 from central.auth import CredentialsError, load_tokens
+from central.command import main
 from sync.upload.tus import TusUploader, UploadForbidden, UploadHashMismatch
 from sync.wire.tusmeta import encode_metadata
 from tests.central_server import (

@@ -156,7 +156,7 @@ def test_the_overview_puts_the_fault_and_the_recorder_with_their_health_words(ce
     assert data["faults"][0]["level"] == "open"
     # the centre's words (central/health.py): an open fault of severity error makes its station
     # unhealthy; a recorder whose last check said not ready is unhealthy
-    stations = s.get(f"{url}/stations?format=json", timeout=10).json()
+    stations = s.get(f"{url}/stations?format=json", timeout=10).json()["stations"]
     words = [(x["word"], x["reasons"]) for x in stations]
     assert words == [("unhealthy", ["severe_fault", "fault"])]
     assert data["words"]["stations"]["unhealthy"] == 1
@@ -258,7 +258,7 @@ def test_a_new_password_ends_the_users_sessions(centre, tmp_path: Path) -> None:
 
 
 def test_the_dashboards_commands_and_options_have_help() -> None:
-    from central.app import main as serve
+    from central.command import main as serve
     from tests.test_cli import missing_help
 
     assert missing_help(user_command) == []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from central.app import main
+from central.command import main
 from tests.recorders import BIN
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -230,11 +230,14 @@ class CentralCatalog:
             "rebaselines": operator.listing(self.conn, station, "rebaseline"),
         }
 
-    def alerts(self, station: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        return alerts.listing(self.conn, station, limit)
+    def alerts(
+        self, station: str | None = None, limit: int | None = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        return alerts.listing(self.conn, station, limit, offset)
 
-    def stations(self) -> list[dict[str, Any]]:
-        return [self.station_view(r) for r in stations.rows(self.conn)]
+    def stations(self, *, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+        rows = stations.rows(self.conn, limit=limit, offset=offset)
+        return [self.station_view(r) for r in rows]
 
     def station(self, station: str) -> dict[str, Any] | None:
         row = stations.row(self.conn, station)
@@ -243,8 +246,33 @@ class CentralCatalog:
     def bays(self, station: str) -> list[dict[str, Any]]:
         return bays.listing(self.conn, station)
 
-    def recorders(self, station: str | None = None) -> list[dict[str, Any]]:
-        return recorders.listing(self.conn, station)
+    def recorders(
+        self, station: str | None = None, *, limit: int | None = None, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        return recorders.listing(self.conn, station, limit=limit, offset=offset)
+
+    def newest_recorders(self, **filters: Any) -> list[dict[str, Any]]:
+        """Each recorder's newest report (:func:`central.catalog.recorders.newest`:
+        ``station``, ``unit``, ``limit``, ``offset``)."""
+        return recorders.newest(self.conn, **filters)
+
+    def recorder_choices(self) -> tuple[list[str], list[str]]:
+        """The stations and units the recorders' newest reports name."""
+        return recorders.newest_choices(self.conn)
+
+    def total(self, listing: str, **filters: Any) -> int:
+        """How many rows the named list holds with these filters (its pages' total):
+        ``stations``, ``recorders``, ``newest_recorders``, ``faults``, ``events``, ``alerts``."""
+        conn = self.conn
+        counters = {
+            "stations": lambda: stations.count(conn),
+            "recorders": lambda: recorders.count(conn, **filters),
+            "newest_recorders": lambda: recorders.newest_count(conn, **filters),
+            "faults": lambda: faults.count(conn, **filters),
+            "events": lambda: events.count(conn, **filters),
+            "alerts": lambda: alerts.count(conn, **filters),
+        }
+        return counters[listing]()
 
     def faults(
         self, *, include_resolved: bool = False, now: datetime | None = None, **filters: Any
@@ -253,8 +281,15 @@ class CentralCatalog:
         ``device``, ``amber_hours``)."""
         return faults.listing(self.conn, include_resolved=include_resolved, now=now, **filters)
 
-    def events(self, station: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        return events.listing(self.conn, station, limit)
+    def events(
+        self,
+        station: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+        *,
+        kind: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return events.listing(self.conn, station, limit, offset, kind=kind)
 
     def subject_events(self, subject: str, kind: str, limit: int = 100) -> list[dict[str, Any]]:
         """The newest events of ``kind`` about ``subject``, oldest first."""

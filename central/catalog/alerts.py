@@ -13,6 +13,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from central.catalog import paging
+
 ALERTS_KEPT = 10_000
 PAYLOAD_KEPT = 4096
 
@@ -52,14 +54,16 @@ def count(conn: sqlite3.Connection, station: str | None = None) -> int:
 
 
 def listing(
-    conn: sqlite3.Connection, station: str | None = None, limit: int = 100
+    conn: sqlite3.Connection, station: str | None = None, limit: int | None = 100, offset: int = 0
 ) -> list[dict[str, Any]]:
-    """The newest alerts, newest first; the payload as text (invalid UTF-8 replaced)."""
+    """The alerts newest first, ``limit`` from ``offset``; the payload as text (invalid UTF-8
+    replaced)."""
     sql = "SELECT * FROM security_alerts"
     params: tuple[Any, ...] = ()
     if station is not None:
         sql, params = sql + " WHERE station = ?", (station,)
-    rows = conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
+    sql += " ORDER BY id DESC" + paging.SQL
+    rows = conn.execute(sql, (*params, *paging.params(limit, offset))).fetchall()
     return [
         {
             "id": r["id"],

@@ -14,6 +14,7 @@ import json
 import sqlite3
 from typing import Any
 
+from central.catalog import paging
 from sync.wire.chain import canonical
 
 SCHEMA = [
@@ -84,6 +85,42 @@ def listing(conn: sqlite3.Connection, *, station: str | None = None) -> list[dic
     if station is not None:
         sql, params = sql + " WHERE station = ?", [station]
     return [_view(r) for r in conn.execute(sql + " ORDER BY serial", params)]
+
+
+def of(conn: sqlite3.Connection, serials: list[str]) -> dict[str, dict[str, Any]]:
+    """The latest report of each of ``serials`` that has one (a page of the fleet list)."""
+    sql = "SELECT * FROM devices WHERE serial IN (SELECT value FROM json_each(?))"
+    return {r["serial"]: _view(r) for r in conn.execute(sql, (json.dumps(serials),))}
+
+
+# The fleet's recorders: those reported (devices) and those registered (the register's rows,
+# read here, never written); the unit is the register's when it names one, else the report's.
+_FLEET = (
+    "SELECT s.serial FROM (SELECT serial FROM devices UNION SELECT serial FROM register) s"
+    " LEFT JOIN devices d ON d.serial = s.serial LEFT JOIN register g ON g.serial = s.serial"
+    " WHERE (?1 IS NULL OR coalesce(nullif(g.unit, ''), d.unit) = ?1)"
+    " AND (?2 IS NULL OR d.station = ?2)"
+)
+
+
+def fleet_serials(
+    conn: sqlite3.Connection,
+    *,
+    unit: str | None = None,
+    station: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[str]:
+    """Serials of the recorders reported or registered (of one unit, or last docked at one
+    station), by serial, a page at a time."""
+    sql = _FLEET + " ORDER BY s.serial LIMIT ?3 OFFSET ?4"
+    return [r[0] for r in conn.execute(sql, (unit, station, *paging.params(limit, offset)))]
+
+
+def fleet_count(
+    conn: sqlite3.Connection, *, unit: str | None = None, station: str | None = None
+) -> int:
+    return conn.execute(f"SELECT count(*) FROM ({_FLEET})", (unit, station)).fetchone()[0]
 
 
 def one(conn: sqlite3.Connection, serial: str) -> dict[str, Any] | None:

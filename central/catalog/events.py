@@ -33,7 +33,7 @@ import logging
 import sqlite3
 from typing import Any
 
-from central.catalog import commands, conflicts, faults, holds, operator, stations
+from central.catalog import commands, conflicts, faults, holds, operator, paging, stations
 from sync.wire.chain import canonical
 
 logger = logging.getLogger(__name__)
@@ -66,16 +66,19 @@ COLUMNS = [("events", "epoch", "INTEGER NOT NULL DEFAULT 0")]
 
 def record(conn: sqlite3.Connection, doc: dict[str, Any], *, received_at: str) -> str:
     """Store one verified audit event and check the chain; returns ``stored``, ``duplicate``
-    or ``conflict``."""
+    or ``conflict``. An event that extends the complete head (the usual case: a station's
+    events in order) costs four statements besides its insert: the station's chain state,
+    the seq held already?, the event after it, and one update of the station."""
     station, seq = doc["station"], int(doc["seq"])
     stations.ensure(conn, station)
-    epoch, base_seq, base_hash = stations.epoch(conn, station)
+    state = stations.chain_state(conn, station)
+    epoch, base = int(state[0]), (int(state[1]), str(state[2]))
     held = _held(conn, station, epoch, seq)
-    if seq <= base_seq or (held is not None and held["hash"] == doc["hash"]):
+    if seq <= base[0] or (held is not None and held["hash"] == doc["hash"]):
         stations.count_duplicate(conn, station)
         return "duplicate"
-    stations.seen(conn, station, received_at)
     if held is not None:
+        stations.seen(conn, station, received_at)
         conflicts.record(conn, epoch, doc, received_at)
         _broken(
             conn,
@@ -87,12 +90,15 @@ def record(conn: sqlite3.Connection, doc: dict[str, Any], *, received_at: str) -
         )
         return "conflict"
     _insert(conn, doc, epoch, received_at)
-    stations.count_event(conn, station, seq)
-    problem = _unlinked(conn, doc, seq, epoch, (base_seq, base_hash))
+    head = (int(state[3]), str(state[4]))
+    after = _at(conn, station, epoch, seq + 1)
+    problem = _unlinked(conn, doc, epoch, base, head, after)
+    moved = None
     if problem:
         _broken(conn, station, problem, received_at)
     else:
-        _advance(conn, station, epoch)
+        moved = _advance(conn, station, epoch, head, doc, after)
+    stations.stored_event(conn, station, seq, received_at, moved)
     _fault_event(conn, station, doc, received_at)
     holds.from_event(conn, station, doc)
     return "stored"
@@ -102,6 +108,15 @@ def _held(conn: sqlite3.Connection, station: str, epoch: int, seq: int) -> sqlit
     return conn.execute(
         "SELECT event_id, hash FROM events WHERE station = ? AND epoch = ? AND seq = ?"
         " ORDER BY id LIMIT 1",
+        (station, epoch, seq),
+    ).fetchone()
+
+
+def _at(conn: sqlite3.Connection, station: str, epoch: int, seq: int) -> sqlite3.Row | None:
+    """The event held at ``seq`` (its id and both hashes), or None."""
+    return conn.execute(
+        "SELECT event_id, prev_hash, hash FROM events WHERE station = ? AND epoch = ?"
+        " AND seq = ? ORDER BY id LIMIT 1",
         (station, epoch, seq),
     ).fetchone()
 
@@ -130,14 +145,19 @@ def _insert(conn: sqlite3.Connection, doc: dict[str, Any], epoch: int, received_
 def _unlinked(
     conn: sqlite3.Connection,
     doc: dict[str, Any],
-    seq: int,
     epoch: int,
     base: tuple[int, str],
+    head: tuple[int, str],
+    after: sqlite3.Row | None,
 ) -> str | None:
-    """Why the event does not link to its stored neighbours (or the baseline), or None."""
-    station, digest = doc["station"], doc["hash"]
+    """Why the event does not link to its stored neighbours (the baseline or the event before
+    it; ``after``, the event held after it), or None. The complete ``head`` is the hash of the
+    event at its seq, so an event that follows it needs no read of the one before."""
+    station, seq, digest = doc["station"], int(doc["seq"]), doc["hash"]
     if seq - 1 == base[0]:
         before = (f"the baseline (seq {base[0]})", base[1])
+    elif seq - 1 == head[0] and head[1] == doc["prev_hash"]:
+        before = None  # it follows the complete head
     else:
         found = _held(conn, station, epoch, seq - 1)
         before = (f"event {seq - 1} ({found['event_id']})", found["hash"]) if found else None
@@ -146,11 +166,6 @@ def _unlinked(
             f"event {seq} ({doc['event_id']}) does not follow {before[0]}: two validly "
             "signed events disagree; the station's audit log was rewritten"
         )
-    after = conn.execute(
-        "SELECT event_id, prev_hash FROM events WHERE station = ? AND epoch = ? AND seq = ?"
-        " ORDER BY id LIMIT 1",
-        (station, epoch, seq + 1),
-    ).fetchone()
     if after and after["prev_hash"] != digest:
         return (
             f"event {seq + 1} ({after['event_id']}) does not follow event {seq} "
@@ -168,21 +183,27 @@ def _broken(conn: sqlite3.Connection, station: str, problem: str, at: str) -> No
         logger.error("station %s: another audit chain problem: %s", station, problem)
 
 
-def _advance(conn: sqlite3.Connection, station: str, epoch: int) -> None:
-    """Move the complete-from-the-baseline head forward over every event now present."""
-    head, digest = stations.chain_head(conn, station)
-    moved = False
-    while True:
-        nxt = conn.execute(
-            "SELECT hash FROM events WHERE station = ? AND epoch = ? AND seq = ?"
-            " AND prev_hash = ? ORDER BY id LIMIT 1",
-            (station, epoch, head + 1, digest),
-        ).fetchone()
-        if nxt is None:
-            break
-        head, digest, moved = head + 1, nxt["hash"], True
-    if moved:
-        stations.move_head(conn, station, head, digest)
+def _advance(
+    conn: sqlite3.Connection,
+    station: str,
+    epoch: int,
+    head: tuple[int, str],
+    doc: dict[str, Any],
+    after: sqlite3.Row | None,
+) -> tuple[int, str] | None:
+    """The complete-from-the-baseline head moved forward over every event now present, or
+    None when it did not move. Only the event just stored can move it (the head was already
+    as far as the events before it allowed): it must sit right after the head, then the head
+    runs on over the events held after it (``after`` first, read already)."""
+    seq = int(doc["seq"])
+    if seq != head[0] + 1 or doc["prev_hash"] != head[1]:
+        return None
+    head = (seq, doc["hash"])
+    nxt = after
+    while nxt is not None and nxt["prev_hash"] == head[1]:
+        head = (head[0] + 1, nxt["hash"])
+        nxt = _at(conn, station, epoch, head[0] + 1)
+    return head
 
 
 def _fault_event(conn: sqlite3.Connection, station: str, doc: dict[str, Any], at: str) -> None:
@@ -279,14 +300,18 @@ def missing_ranges(
 
 
 def listing(
-    conn: sqlite3.Connection, station: str | None = None, limit: int = 100
+    conn: sqlite3.Connection,
+    station: str | None = None,
+    limit: int | None = 100,
+    offset: int = 0,
+    *,
+    kind: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The newest ``limit`` events, newest first; of one station, or of all."""
-    sql = "SELECT * FROM events"
-    params: tuple[str, ...] = ()
-    if station is not None:
-        sql, params = sql + " WHERE station = ?", (station,)
-    rows = conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
+    """The events newest first (as they arrived), ``limit`` from ``offset``; of one station
+    and one kind, or of all."""
+    where, params = _where(station, kind)
+    sql = "SELECT * FROM events" + where + " ORDER BY id DESC" + paging.SQL
+    rows = conn.execute(sql, (*params, *paging.params(limit, offset))).fetchall()
     return [
         {
             "event_id": r["event_id"],
@@ -332,5 +357,15 @@ def event_ids(conn: sqlite3.Connection, station: str) -> list[str]:
     ]
 
 
-def count(conn: sqlite3.Connection) -> int:
-    return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+def count(conn: sqlite3.Connection, station: str | None = None, *, kind: str | None = None) -> int:
+    where, params = _where(station, kind)
+    return conn.execute("SELECT count(*) FROM events" + where, params).fetchone()[0]
+
+
+def _where(station: str | None, kind: str | None) -> tuple[str, tuple[str, ...]]:
+    sql, params = " WHERE 1 = 1", ()
+    if station is not None:
+        sql, params = sql + " AND station = ?", (*params, station)
+    if kind is not None:
+        sql, params = sql + " AND kind = ?", (*params, kind)
+    return sql, params

@@ -29,6 +29,7 @@ import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
+from central.catalog import paging
 from sync.wire.chain import canonical
 
 REPAIR_LIMIT_HOURS = 24.0
@@ -278,18 +279,41 @@ def listing(
     station: str | None = None,
     device: str | None = None,
     amber_hours: float = 12.0,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Open faults (and resolved ones with ``include_resolved``), oldest first, each with its
-    age and whether it is past the repair limit; of one station or one device when asked."""
-    sql, params = "SELECT * FROM faults WHERE 1 = 1", []
+    age and whether it is past the repair limit; of one station or one device when asked; a
+    page at a time (central/catalog/paging.py)."""
+    where, params = _where(include_resolved, station, device)
+    sql = "SELECT * FROM faults" + where + " ORDER BY opened_at, station, id" + paging.SQL
+    rows = conn.execute(sql, (*params, *paging.params(limit, offset))).fetchall()
+    return [view(dict(r), now, amber_hours) for r in rows]
+
+
+def count(
+    conn: sqlite3.Connection,
+    *,
+    include_resolved: bool = False,
+    station: str | None = None,
+    device: str | None = None,
+) -> int:
+    """How many faults :func:`listing` lists with the same filters."""
+    where, params = _where(include_resolved, station, device)
+    return conn.execute("SELECT count(*) FROM faults" + where, params).fetchone()[0]
+
+
+def _where(
+    include_resolved: bool, station: str | None, device: str | None
+) -> tuple[str, tuple[str, ...]]:
+    sql, params = " WHERE 1 = 1", ()
     if not include_resolved:
         sql += " AND state = 'open'"
     if station is not None:
-        sql, params = sql + " AND station = ?", [*params, station]
+        sql, params = sql + " AND station = ?", (*params, station)
     if device is not None:
-        sql, params = sql + " AND device = ?", [*params, device]
-    rows = conn.execute(sql + " ORDER BY opened_at", params).fetchall()
-    return [view(dict(r), now, amber_hours) for r in rows]
+        sql, params = sql + " AND device = ?", (*params, device)
+    return sql, params
 
 
 def worst_first(faults: list[dict[str, Any]]) -> list[dict[str, Any]]:

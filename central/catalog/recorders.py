@@ -9,6 +9,7 @@ import json
 import sqlite3
 from typing import Any
 
+from central.catalog import paging
 from sync.wire.chain import canonical
 
 SCHEMA = [
@@ -22,6 +23,23 @@ SCHEMA = [
         PRIMARY KEY (station, serial)
     )""",
 ]
+
+
+INDEXES = [
+    # each serial's newest report (newest, the dashboard's recorder list)
+    "CREATE INDEX IF NOT EXISTS recorders_serial_at ON recorders (serial, at)",
+]
+
+
+def _row(r: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "station": r["station"],
+        "serial": r["serial"],
+        "ready": None if r["ready"] is None else bool(r["ready"]),
+        "at": r["at"],
+        "updated_at": r["updated_at"],
+        "health": json.loads(r["health"]),
+    }
 
 
 def record(conn: sqlite3.Connection, station: str, doc: dict[str, Any], at: str) -> None:
@@ -42,20 +60,72 @@ def record(conn: sqlite3.Connection, station: str, doc: dict[str, Any], at: str)
     )
 
 
-def listing(conn: sqlite3.Connection, station: str | None = None) -> list[dict[str, Any]]:
-    """Every recorder, or one station's, by station and serial."""
-    sql = "SELECT * FROM recorders"
-    params: tuple[str, ...] = ()
+def listing(
+    conn: sqlite3.Connection,
+    station: str | None = None,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Every recorder, or one station's, by station and serial; a page at a time."""
+    sql, params = _where(station)
+    sql = "SELECT * FROM recorders" + sql + " ORDER BY station, serial" + paging.SQL
+    return [_row(r) for r in conn.execute(sql, (*params, *paging.params(limit, offset)))]
+
+
+def count(conn: sqlite3.Connection, station: str | None = None) -> int:
+    sql, params = _where(station)
+    return conn.execute("SELECT count(*) FROM recorders" + sql, params).fetchone()[0]
+
+
+def _where(station: str | None) -> tuple[str, tuple[str, ...]]:
+    return ("", ()) if station is None else (" WHERE station = ?", (station,))
+
+
+def newest(
+    conn: sqlite3.Connection,
+    *,
+    station: str | None = None,
+    unit: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Each recorder's newest report (by its ``at``; the first station by id on a tie), of
+    those last docked at ``station`` and reporting ``unit``, by serial, a page at a time."""
+    sql, params = _newest_where(station, unit)
+    sql = "SELECT * FROM recorders r" + sql + " ORDER BY r.serial" + paging.SQL
+    return [_row(r) for r in conn.execute(sql, (*params, *paging.params(limit, offset)))]
+
+
+def newest_count(
+    conn: sqlite3.Connection, *, station: str | None = None, unit: str | None = None
+) -> int:
+    sql, params = _newest_where(station, unit)
+    return conn.execute("SELECT count(*) FROM recorders r" + sql, params).fetchone()[0]
+
+
+def newest_choices(conn: sqlite3.Connection) -> tuple[list[str], list[str]]:
+    """The stations and units the newest reports name (a page's filter choices)."""
+    sql = _newest_where(None, None)[0]
+    stations = [r[0] for r in conn.execute(
+        f"SELECT DISTINCT r.station FROM recorders r{sql} ORDER BY 1")]  # fmt: skip
+    units = [r[0] for r in conn.execute(
+        f"SELECT DISTINCT json_extract(r.health, '$.unit') AS u FROM recorders r{sql}"
+        " AND u IS NOT NULL AND u != '' ORDER BY 1")]  # fmt: skip
+    return stations, units
+
+
+_NEWEST = (
+    " WHERE NOT EXISTS (SELECT 1 FROM recorders n WHERE n.serial = r.serial AND"
+    " (coalesce(n.at, '') > coalesce(r.at, '') OR"
+    " (coalesce(n.at, '') = coalesce(r.at, '') AND n.station < r.station)))"
+)
+
+
+def _newest_where(station: str | None, unit: str | None) -> tuple[str, tuple[str, ...]]:
+    sql, params = _NEWEST, ()
     if station is not None:
-        sql, params = sql + " WHERE station = ?", (station,)
-    return [
-        {
-            "station": r["station"],
-            "serial": r["serial"],
-            "ready": None if r["ready"] is None else bool(r["ready"]),
-            "at": r["at"],
-            "updated_at": r["updated_at"],
-            "health": json.loads(r["health"]),
-        }
-        for r in conn.execute(sql + " ORDER BY station, serial", params).fetchall()
-    ]
+        sql, params = sql + " AND r.station = ?", (*params, station)
+    if unit is not None:
+        sql, params = sql + " AND json_extract(r.health, '$.unit') = ?", (*params, unit)
+    return sql, params

@@ -8,8 +8,11 @@ Lifecycles: ``in_service``, ``in_maintenance``, ``lost``, ``retired``. Every cha
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
+
+from central.catalog import paging
 
 LIFECYCLES = ("in_service", "in_maintenance", "lost", "retired")
 
@@ -53,12 +56,29 @@ def one(conn: sqlite3.Connection, serial: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-def listing(conn: sqlite3.Connection, unit: str | None = None) -> list[dict[str, Any]]:
-    sql, params = "SELECT * FROM register", []
-    if unit is not None:
-        sql, params = sql + " WHERE unit = ?", [unit]
-    return [dict(r) for r in conn.execute(sql + " ORDER BY serial", params)]
+def listing(
+    conn: sqlite3.Connection, unit: str | None = None, *, limit: int | None = None, offset: int = 0
+) -> list[dict[str, Any]]:
+    """The entries by serial (of one unit), a page at a time."""
+    where, params = _where(unit)
+    sql = "SELECT * FROM register" + where + " ORDER BY serial" + paging.SQL
+    return [dict(r) for r in conn.execute(sql, (*params, *paging.params(limit, offset)))]
+
+
+def count(conn: sqlite3.Connection, unit: str | None = None) -> int:
+    where, params = _where(unit)
+    return conn.execute("SELECT count(*) FROM register" + where, params).fetchone()[0]
+
+
+def _where(unit: str | None) -> tuple[str, tuple[str, ...]]:
+    return ("", ()) if unit is None else (" WHERE unit = ?", (unit,))
 
 
 def by_serial(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     return {r["serial"]: r for r in listing(conn)}
+
+
+def of(conn: sqlite3.Connection, serials: list[str]) -> dict[str, dict[str, Any]]:
+    """The entries of those of ``serials`` that are registered."""
+    sql = "SELECT * FROM register WHERE serial IN (SELECT value FROM json_each(?))"
+    return {r["serial"]: dict(r) for r in conn.execute(sql, (json.dumps(serials),))}

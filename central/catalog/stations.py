@@ -16,6 +16,7 @@ import json
 import sqlite3
 from typing import Any
 
+from central.catalog import paging
 from sync.wire.chain import GENESIS, canonical
 
 SCHEMA = [
@@ -91,14 +92,6 @@ def count_duplicate(conn: sqlite3.Connection, station: str) -> None:
     )
 
 
-def count_event(conn: sqlite3.Connection, station: str, seq: int) -> None:
-    conn.execute(
-        "UPDATE stations SET events = events + 1,"
-        " chain_max_seq = max(chain_max_seq, ?) WHERE station = ?",
-        (seq, station),
-    )
-
-
 def chain_ok(conn: sqlite3.Connection, station: str) -> bool:
     row = conn.execute("SELECT chain_ok FROM stations WHERE station = ?", (station,)).fetchone()
     return bool(row["chain_ok"])
@@ -111,14 +104,6 @@ def mark_broken(conn: sqlite3.Connection, station: str, problem: str, at: str) -
         " WHERE station = ?",
         (problem, at, station),
     )
-
-
-def chain_head(conn: sqlite3.Connection, station: str) -> tuple[int, str]:
-    """The seq and hash of the last event of the part complete from seq 1."""
-    row = conn.execute(
-        "SELECT chain_seq, chain_hash FROM stations WHERE station = ?", (station,)
-    ).fetchone()
-    return int(row["chain_seq"]), row["chain_hash"]
 
 
 def epoch(conn: sqlite3.Connection, station: str) -> tuple[int, int, str]:
@@ -141,10 +126,27 @@ def rebaseline(conn: sqlite3.Connection, station: str, base_seq: int, base_hash:
     return epoch(conn, station)[0]
 
 
-def move_head(conn: sqlite3.Connection, station: str, seq: int, digest: str) -> None:
+def chain_state(conn: sqlite3.Connection, station: str) -> sqlite3.Row:
+    """What an arriving event is checked against, in one read: ``chain_epoch``,
+    ``chain_base_seq``, ``chain_base_hash`` and the complete head ``chain_seq``,
+    ``chain_hash`` (the station is known: :func:`ensure`)."""
+    return conn.execute(
+        "SELECT chain_epoch, chain_base_seq, chain_base_hash, chain_seq, chain_hash"
+        " FROM stations WHERE station = ?",
+        (station,),
+    ).fetchone()
+
+
+def stored_event(
+    conn: sqlite3.Connection, station: str, seq: int, at: str, head: tuple[int, str] | None
+) -> None:
+    """An event was stored, in one write: the station seen at ``at``, the event counted, the
+    highest seq, and the complete head moved to ``head`` (seq, hash) when it moved."""
     conn.execute(
-        "UPDATE stations SET chain_seq = ?, chain_hash = ? WHERE station = ?",
-        (seq, digest, station),
+        "UPDATE stations SET last_seen = max(coalesce(last_seen, ''), ?), events = events + 1,"
+        " chain_max_seq = max(chain_max_seq, ?), chain_seq = coalesce(?, chain_seq),"
+        " chain_hash = coalesce(?, chain_hash) WHERE station = ?",
+        (at, seq, *(head or (None, None)), station),
     )
 
 
@@ -159,8 +161,12 @@ def chain_span(conn: sqlite3.Connection, station: str) -> tuple[int, int] | None
     return None if row is None else (row["chain_seq"], row["chain_max_seq"])
 
 
-def rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute("SELECT * FROM stations ORDER BY station")]
+def rows(
+    conn: sqlite3.Connection, *, limit: int | None = None, offset: int = 0
+) -> list[dict[str, Any]]:
+    """Stations by id, a page at a time (central/catalog/paging.py)."""
+    sql = "SELECT * FROM stations ORDER BY station" + paging.SQL
+    return [dict(r) for r in conn.execute(sql, paging.params(limit, offset))]
 
 
 def row(conn: sqlite3.Connection, station: str) -> dict[str, Any] | None:

@@ -21,17 +21,18 @@ from typing import Any
 from central import health
 from central.catalog import CentralCatalog
 from central.catalog.faults import REPAIR_LIMIT_HOURS
-from central.settings import CentreSettings
+from central.settings import DEFAULT_POLL_SECONDS, CentreSettings
 
 WORDS = ("unhealthy", "degraded", "unknown", "healthy")  # worst first
 LEVELS = ("red", "amber", "open")
+PAGE_SIZE = 100  # rows on a page of the stations, recorders and register lists
 
 
 @dataclass(frozen=True)
 class Settings:
     """The dashboard's own setting (``--poll-seconds``) and the centre's thresholds."""
 
-    poll_seconds: float = 5.0
+    poll_seconds: float = DEFAULT_POLL_SECONDS
     centre: CentreSettings = CentreSettings()
 
     @property
@@ -70,12 +71,33 @@ def faults(catalog: CentralCatalog, settings: Settings, now: datetime) -> list[d
     return out
 
 
+def pager(page: int, total: int, size: int = PAGE_SIZE, **query: str | None) -> dict[str, Any]:
+    """Where a page of ``size`` rows stands among ``total``: its number, how many pages, the
+    previous and next page (None at either end) and the filters their links keep."""
+    pages = max(1, -(-total // size))
+    return {
+        "page": page,
+        "pages": pages,
+        "total": total,
+        "prev": page - 1 if page > 1 else None,
+        "next": page + 1 if page < pages else None,
+        "query": {k: v for k, v in query.items() if v},
+    }
+
+
 def stations(
-    catalog: CentralCatalog, settings: Settings, now: datetime, open_faults: list[dict[str, Any]]
+    catalog: CentralCatalog,
+    settings: Settings,
+    now: datetime,
+    open_faults: list[dict[str, Any]],
+    *,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """Every station with its health word, worst first."""
+    """Every station with its health word, worst first; or a page of ``limit`` stations
+    from ``offset``, by id (paged in SQL)."""
     out = []
-    for s in catalog.stations():
+    for s in catalog.stations(limit=limit, offset=offset):
         own = [f for f in open_faults if f["station"] == s["station"]]
         silent_for = hours_since(s["last_seen"], now)
         silent = silent_for is None or silent_for > settings.centre.station_silent_hours
@@ -97,7 +119,8 @@ def stations(
                 "reasons": reasons,
             }
         )
-    out.sort(key=lambda s: (WORDS.index(s["word"]), s["station"]))
+    if limit is None:
+        out.sort(key=lambda s: (WORDS.index(s["word"]), s["station"]))
     return out
 
 
@@ -127,10 +150,10 @@ def _free(health: dict[str, Any]) -> str | None:
 
 
 def _recorder(
-    r: dict[str, Any], settings: Settings, now: datetime, open_faults: list[dict[str, Any]]
+    r: dict[str, Any], settings: Settings, now: datetime, by_subject: dict[str, list[dict]]
 ) -> dict[str, Any]:
     h = r["health"]
-    own = [f for f in open_faults if f.get("subject") == r["serial"]]
+    own = by_subject.get(r["serial"], [])
     since = hours_since(h.get("at") or r["updated_at"], now)
     out = {
         "serial": r["serial"],
@@ -163,20 +186,22 @@ def recorders(
     *,
     station: str | None = None,
     unit: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Each recorder as its newest report shows it (an officer may dock at any station),
-    filtered by station and unit, worst first."""
-    newest: dict[str, dict[str, Any]] = {}
-    for r in catalog.recorders():
-        seen = newest.get(r["serial"])
-        if seen is None or (r["health"].get("at") or "") > (seen["health"].get("at") or ""):
-            newest[r["serial"]] = r
-    out = [_recorder(r, settings, now, open_faults) for r in newest.values()]
-    if station:
-        out = [r for r in out if r["station"] == station]
-    if unit:
-        out = [r for r in out if r["unit"] == unit]
-    out.sort(key=lambda r: (WORDS.index(r["word"]), r["serial"]))
+    filtered by station and unit in SQL: all of them worst first, or a page of ``limit``
+    from ``offset`` by serial."""
+    by_subject: dict[str, list[dict[str, Any]]] = {}
+    for f in open_faults:
+        if f.get("subject"):
+            by_subject.setdefault(f["subject"], []).append(f)
+    found = catalog.newest_recorders(
+        station=station or None, unit=unit or None, limit=limit, offset=offset
+    )
+    out = [_recorder(r, settings, now, by_subject) for r in found]
+    if limit is None:
+        out.sort(key=lambda r: (WORDS.index(r["word"]), r["serial"]))
     return out
 
 

@@ -1,6 +1,6 @@
-"""The dashboard's command line: ``recdock-central``'s dashboard options (its thresholds are
-the centre's: ``--amber-hours`` and the rest, central/options.py), and
-``recdock-central user add/passwd/remove`` (the users file, central/web/users.py).
+"""The dashboard's command line: ``recdock-central user add/passwd/remove`` (the users file,
+central/web/users.py). The server's dashboard options are in central/options.py, which loads
+nothing of the web.
 
 A password is asked for twice on a terminal, or read as one line from standard input with
 ``--password-stdin`` (never from the command line, where ``ps`` would show it).
@@ -8,74 +8,13 @@ A password is asked for twice on a terminal, or read as one line from standard i
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
-from central.web.board import Settings
-from central.web.context import DashboardOptions
 from central.web.users import ROLES, UserFile, UsersError
-
-DASHBOARD_OPTIONS: list[tuple[str, dict[str, Any]]] = [
-    (
-        "--users",
-        {
-            "type": click.Path(dir_okay=False, path_type=Path),
-            "default": None,
-            "help": "The dashboard's users file (`recdock-central user` writes it). "
-            "Default: <data>/dashboard-users.toml.",
-        },
-    ),
-    (
-        "--dashboard-plain-http",
-        {
-            "is_flag": True,
-            "help": "Lab only: session cookies without the Secure flag, for a dashboard reached "
-            "over plain http. Behind TLS (a reverse proxy) leave it off.",
-        },
-    ),
-    (
-        "--session-hours",
-        {
-            "default": 8.0,
-            "show_default": True,
-            "type": click.FloatRange(min=0.1, max=24 * 30),
-            "help": "A dashboard login lasts this long.",
-        },
-    ),
-    (
-        "--poll-seconds",
-        {
-            "default": Settings().poll_seconds,
-            "show_default": True,
-            "type": click.FloatRange(min=1, max=3600),
-            "help": "How often an open dashboard page updates itself.",
-        },
-    ),
-]
-
-
-def dashboard_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the dashboard's options; the command gets one ``dashboard`` argument."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        settings = Settings(poll_seconds=kwargs.pop("poll_seconds"))
-        options = DashboardOptions(
-            users_file=kwargs.pop("users"),
-            settings=settings,
-            plain_http=kwargs.pop("dashboard_plain_http"),
-            session_seconds=int(kwargs.pop("session_hours") * 3600),
-        )
-        return command(*args, **kwargs, dashboard=options)
-
-    for flag, spec in reversed(DASHBOARD_OPTIONS):
-        wrapper = click.option(flag, **spec)(wrapper)
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

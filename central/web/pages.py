@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -54,31 +54,61 @@ async def overview(request: Request) -> Response:
     return await _page(request, "overview.html", board.overview)
 
 
-def _stations(catalog, settings, now):  # noqa: ANN001
-    return board.stations(catalog, settings, now, board.faults(catalog, settings, now))
+MAX_PAGE = 10**6
+
+
+def _offset(page: int) -> int:
+    return (page - 1) * board.PAGE_SIZE
+
+
+def _stations(catalog, settings, now, page):  # noqa: ANN001
+    found = board.stations(
+        catalog,
+        settings,
+        now,
+        board.faults(catalog, settings, now),
+        limit=board.PAGE_SIZE,
+        offset=_offset(page),
+    )
+    return {"stations": found, "paging": board.pager(page, catalog.total("stations"))}
 
 
 @router.get("/stations", response_class=HTMLResponse)
-async def stations(request: Request) -> Response:
-    return await _page(request, "stations.html", _stations)
+async def stations(request: Request, page: int = Query(1, ge=1, le=MAX_PAGE)) -> Response:
+    return await _page(request, "stations.html", _stations, page)
 
 
-def _recorders(catalog, settings, now, station, unit):  # noqa: ANN001
+def _recorders(catalog, settings, now, station, unit, page):  # noqa: ANN001
+    """One page of the recorders (by serial, filtered and paged in SQL) and the choices of
+    the filters."""
     open_faults = board.faults(catalog, settings, now)
-    found = board.recorders(catalog, settings, now, open_faults, station=station, unit=unit)
-    everyone = board.recorders(catalog, settings, now, open_faults) if station or unit else found
+    found = board.recorders(
+        catalog,
+        settings,
+        now,
+        open_faults,
+        station=station,
+        unit=unit,
+        limit=board.PAGE_SIZE,
+        offset=_offset(page),
+    )
+    stations, units = catalog.recorder_choices()
+    total = catalog.total("newest_recorders", station=station, unit=unit)
     return {
         "recorders": found,
         "station": station or "",
         "unit": unit or "",
-        "stations": sorted({r["station"] for r in everyone}),
-        "units": sorted({r["unit"] for r in everyone if r["unit"]}),
+        "stations": stations,
+        "units": units,
+        "paging": board.pager(page, total, station=station, unit=unit),
     }
 
 
 @router.get("/recorders", response_class=HTMLResponse)
-async def recorders(request: Request, station: str = "", unit: str = "") -> Response:
-    return await _page(request, "recorders.html", _recorders, station or None, unit or None)
+async def recorders(
+    request: Request, station: str = "", unit: str = "", page: int = Query(1, ge=1, le=MAX_PAGE)
+) -> Response:
+    return await _page(request, "recorders.html", _recorders, station or None, unit or None, page)
 
 
 def _recorder(catalog, settings, now, serial):  # noqa: ANN001
@@ -133,13 +163,18 @@ async def fault_action(
     return RedirectResponse(url, status_code=303)
 
 
-def _register(catalog, settings, now):  # noqa: ANN001
-    return {"entries": views.register_entries(catalog), "lifecycles": list(LIFECYCLES)}
+def _register(catalog, settings, now, page):  # noqa: ANN001
+    entries = views.register_entries(catalog, limit=board.PAGE_SIZE, offset=_offset(page))
+    return {
+        "entries": entries,
+        "lifecycles": list(LIFECYCLES),
+        "paging": board.pager(page, views.register_total(catalog)),
+    }
 
 
 @router.get("/register", response_class=HTMLResponse)
-async def register_page(request: Request) -> Response:
-    return await _page(request, "register.html", _register)
+async def register_page(request: Request, page: int = Query(1, ge=1, le=MAX_PAGE)) -> Response:
+    return await _page(request, "register.html", _register, page)
 
 
 @router.post("/register")
