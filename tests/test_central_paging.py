@@ -40,11 +40,16 @@ def _fill(catalog) -> None:  # noqa: ANN001
                     "detail": "x", "opened_at": (NOW - timedelta(hours=f)).isoformat()}  # fmt: skip
             faults.open_fault(conn, STATIONS[f % 2], f"f-{f}", data, at)
     prev = GENESIS
-    for seq in range(1, 6):
+    for seq in range(1, 9):
         kind = "checks" if seq % 2 else "session.start"
-        digest = entry_hash(prev, seq, at, kind, "R-0", canonical({}))
+        data: dict = {}
+        if seq > 5:  # three holds, placed by the station
+            kind = "hold.placed"
+            data = {"id": f"H-{seq}", "scope": "device", "device_serial": "R-0",
+                    "reason": "complaint", "origin": "station", "placed_at": at}  # fmt: skip
+        digest = entry_hash(prev, seq, at, kind, "R-0", canonical(data))
         doc = {"event_id": f"ST-0:c:{seq}", "station": "ST-0", "seq": seq, "at": at,
-               "kind": kind, "subject": "R-0", "data": {}, "prev_hash": prev,
+               "kind": kind, "subject": "R-0", "data": data, "prev_hash": prev,
                "hash": digest}  # fmt: skip
         assert catalog.record_event(doc, received_at=at) == "stored"
         prev = digest
@@ -98,6 +103,7 @@ KEYS = {
     "/register": "serial",
     "/events": "seq",
     "/security-alerts": "id",
+    "/holds": "hold_id",
 }
 
 
@@ -123,7 +129,7 @@ def test_the_page_boundary_and_an_offset_past_the_end(api: str) -> None:
     assert _next(last) is None
     past = get(api, "/stations", limit=2, offset=50)
     assert past.json() == [] and past.headers["X-Total-Count"] == "5" and _next(past) is None
-    assert get(api, "/events", offset=5).json() == []
+    assert get(api, "/events", offset=8).json() == []
 
 
 def test_filters_narrow_the_list_and_its_total(api: str) -> None:
@@ -152,3 +158,9 @@ def test_a_page_out_of_bounds_is_refused(api: str) -> None:
     for params in ({"limit": 0}, {"limit": 1001}, {"offset": -1}):
         answer = requests.get(f"{api}/api/stations", params=params, headers=auth, timeout=10)
         assert answer.status_code == 422, (params, answer.status_code)
+
+
+def test_holds_are_paged_like_every_list(api: str) -> None:
+    items, answers = walk(api, "/holds", station="ST-0")
+    assert sorted(h["hold_id"] for h in items) == ["H-6", "H-7", "H-8"]
+    assert len(answers) == 2 and answers[0].headers["X-Total-Count"] == "3"
