@@ -19,6 +19,7 @@ import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
+from central.access_api import router as access_router
 from central.actions import CentralContext
 from central.api import ReaderAuth, include_api, load_reader_tokens
 from central.auth import CredentialsError, TokenAuth, load_tokens, read_credential
@@ -138,6 +139,7 @@ def _include_api(
     the consumer's publisher."""
     include_api(app, catalog, readers, consumer=consumer)
     app.include_router(holds_router)
+    app.include_router(access_router)
     app.state.actions = CentralContext(catalog, consumer.commands if consumer else None)
 
 
