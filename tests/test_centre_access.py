@@ -53,6 +53,7 @@ class Centre:
     store: Path
     clock: list[datetime]
     hold_id: str
+    upload_urls: list[str]
 
     def move(self, **delta: float) -> None:
         self.clock[0] += timedelta(**delta)
@@ -95,9 +96,12 @@ def centre(tmp_path: Path, home: Path) -> Iterator[Centre]:
         assert consumer.handle(topic, payload, retained=False) in ("stored", "cleared", "ignored")
     with serve_app(app) as url:
         uploader = TusUploader(f"{url}/files/", TOKEN_A)
+        urls = []
         for r in rows:
-            uploader.upload(home / "store" / r["store_path"], sha256=r["sha256"])
-        yield Centre(url, app, rows, home / "store", clock, hold_id)
+            receipt = uploader.upload(home / "store" / r["store_path"], sha256=r["sha256"])
+            assert receipt.verified
+            urls.append(receipt.upload_url)
+        yield Centre(url, app, rows, home / "store", clock, hold_id, urls)
     catalog.close()
 
 
@@ -218,16 +222,23 @@ def test_a_refused_request_never_downloads_and_the_api_lists_it(centre) -> None:
 
 
 def test_no_tus_route_serves_an_objects_bytes(centre) -> None:  # noqa: ANN001
+    """The uploading station itself, with its token, reads no bytes back from the tus
+    endpoint: no GET of an upload (405), HEAD answers headers only, the receipt is metadata."""
     c = centre
-    receipt_ids = [p.stem for p in (c.app.state.uploads.data_dir / "uploads").glob("*.json")]
-    assert not receipt_ids  # every upload finished: nothing partial is left to read
-    for method in ("GET", "HEAD"):
-        for path in ("/files/", f"/files/{'0' * 32}", f"/files/{c.rows[0]['sha256']}"):
-            r = requests.request(
-                method, c.url + path, headers={"Authorization": f"Bearer {TOKEN_A}"}, timeout=10
-            )
-            assert r.status_code in (400, 404, 405, 412), (method, path, r.status_code)
-            assert not r.content or c.rows[0]["sha256"] not in r.text
+    data = (c.store / c.rows[0]["store_path"]).read_bytes()
+    auth = {"Authorization": f"Bearer {TOKEN_A}", "Tus-Resumable": "1.0.0"}
+    upload = c.upload_urls[0]
+    assert requests.get(upload, headers=auth, timeout=10).status_code == 405
+    head = requests.head(upload, headers=auth, timeout=10)
+    assert head.status_code == 200 and not head.content
+    receipt = requests.get(f"{upload}/receipt", headers=auth, timeout=10)
+    assert receipt.status_code == 200 and receipt.json()["sha256"] == c.rows[0]["sha256"]
+    assert data not in receipt.content
+    sha = c.rows[0]["sha256"]
+    for path in (f"/files/{sha}", f"/objects/sha256/{sha[:2]}/{sha[2:4]}/{sha}", "/objects/"):
+        r = requests.get(c.url + path, headers=auth, timeout=10)
+        assert r.status_code in (401, 404, 405), (path, r.status_code)
+        assert data not in r.content
 
 
 def export(c: Centre, request_id: str, *dests: Path) -> subprocess.CompletedProcess:
