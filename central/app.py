@@ -17,6 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
+from central.access_api import router as access_router
 from central.actions import CentralContext
 from central.api import ReaderAuth, include_api, load_reader_tokens
 from central.auth import TokenAuth, load_tokens
@@ -131,6 +132,7 @@ def _include_api(
     the consumer's publisher."""
     include_api(app, catalog, readers, consumer=consumer)
     app.include_router(holds_router)
+    app.include_router(access_router)
     app.state.actions = CentralContext(catalog, consumer.commands if consumer else None)
 
 

@@ -141,6 +141,8 @@ CENTRE_OPTIONS = {
     "late_max": "Late recordings of a unit within the window above which a unit.late_footage "
     "fault opens.",
     "rules_interval_s": "Seconds between two evaluations of the centre's fault rules.",
+    "access_max_days": "Longest an approval of an access request may last, in days "
+    "(docs/access.md).",
 }
 
 

@@ -39,3 +39,5 @@ class CentreSettings:
     late_max: int = 0
     #: how often recdock-central evaluates its rules (seconds)
     rules_interval_s: float = 60.0
+    #: the longest an approved access request lasts (days; docs/access.md)
+    access_max_days: float = 30.0

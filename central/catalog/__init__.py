@@ -9,8 +9,9 @@ apart), ``conflicts`` (``chain_conflicts``: the evidence of a broken chain), ``o
 (``operator_actions``: re-baselines, people's decisions on faults and the register),
 ``commands`` (the centre's commands to stations: an outbox), ``devices`` (each recorder's
 latest report, whichever station sent it), ``history`` (``recorder_history``: every report,
-for trends), ``register`` (the recorder register kept at the centre) and ``holds`` (every
-station's holds, and those placed at the centre).
+for trends), ``register`` (the recorder register kept at the centre), ``holds`` (every
+station's holds, and those placed at the centre), ``access`` (``access_requests`` and
+``access_objects``: approved access at the centre) and ``access_log``.
 The upload receipts and failures live apart, in their own database file (``receipts.sqlite``
 in the upload store's data folder): ``receipts``, which opens a connection per call. Other
 modules call :class:`CentralCatalog` and the owner modules' named functions;
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from central.catalog import (
+    access,
+    access_log,
     alerts,
     bays,
     commands,
@@ -69,6 +72,8 @@ TABLES = (
     history,
     register,
     holds,
+    access,
+    access_log,
 )
 
 

@@ -369,3 +369,63 @@ def _where(station: str | None, kind: str | None) -> tuple[str, tuple[str, ...]]
     if kind is not None:
         sql, params = sql + " AND kind = ?", (*params, kind)
     return sql, params
+
+
+# -- recordings a station stored (approved access, central/access.py) -------------------------
+
+_SESSION = (
+    "(SELECT json_extract(s.data, '$.{0}') FROM events s WHERE s.station = e.station"
+    " AND s.kind = 'session.start' AND s.subject = json_extract(e.data, '$.session_id')"
+    " LIMIT 1) AS {0}"
+)
+_STORED = (
+    "SELECT e.station, e.subject, e.at, json_extract(e.data, '$.sha256') AS sha256,"
+    " json_extract(e.data, '$.size') AS size,"
+    " json_extract(e.data, '$.session_id') AS session_id,"
+    " json_extract(e.data, '$.device_serial') AS device_serial,"
+    " json_extract(e.data, '$.source_path') AS source_path, "
+    + _SESSION.format("officer_id")
+    + ", "
+    + _SESSION.format("unit")
+    + " FROM events e"
+)
+
+
+def stored_files(
+    conn: sqlite3.Connection,
+    station: str,
+    *,
+    recording: str | None = None,
+    session_id: str | None = None,
+    device_serial: str | None = None,
+    officer_id: str | None = None,
+    from_at: str | None = None,
+    to_at: str | None = None,
+    limit: int = 10_000,
+) -> list[dict[str, Any]]:
+    """The recordings ``station`` said it stored (its ``file.stored`` events), oldest first:
+    one by its store path, a session's, a recorder's or an officer's (the sessions whose
+    ``session.start`` names the officer) within ``from_at``/``to_at``."""
+    terms, params = ["e.station = ?", "e.kind = 'file.stored'"], [station]
+    for term, value in (
+        ("e.subject = ?", recording),
+        ("json_extract(e.data, '$.session_id') = ?", session_id),
+        ("json_extract(e.data, '$.device_serial') = ?", device_serial),
+        ("e.at >= ?", from_at),
+        ("e.at < ?", to_at),
+    ):
+        if value is not None:
+            terms.append(term)
+            params.append(value)
+    if officer_id is not None:
+        terms.append(
+            "json_extract(e.data, '$.session_id') IN (SELECT o.subject FROM events o WHERE"
+            " o.station = ? AND o.kind = 'session.start'"
+            " AND json_extract(o.data, '$.officer_id') = ?)"
+        )
+        params += [station, officer_id]
+    rows = conn.execute(
+        f"{_STORED} WHERE {' AND '.join(terms)} ORDER BY e.at, e.id LIMIT ?",  # noqa: S608
+        (*params, limit),
+    ).fetchall()
+    return [{**dict(r), "recording": r["subject"], "stored_at": r["at"]} for r in rows]
