@@ -316,7 +316,8 @@ def test_the_stations_page_shows_store_space_backlog_clock_and_bays_with_words_a
         "version": "0.1.0",
         "store": {"free_bytes": 3 * gib, "total_bytes": 64 * gib},  # 4.7 %: low
         "events": {"count": 7, "oldest_age_s": 2 * 3600.0},  # older than an hour: old
-        "uploads": {"enabled": True, "count": 5, "bytes": 2 * gib, "oldest_age_s": 600.0},
+        # 9.6 min when sent: "10 min" on the page for the next 55 s
+        "uploads": {"enabled": True, "count": 5, "bytes": 2 * gib, "oldest_age_s": 575.0},
         "clock": {"synchronised": False},
         "bays": {"total": 4, "in_use": 1},
     }
