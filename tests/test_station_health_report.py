@@ -170,6 +170,7 @@ def test_the_centre_keeps_the_report_its_api_returns_it_and_the_stations_page_sh
     broker: Mosquitto, tmp_path: Path, home: Path, catalog
 ) -> None:
     offload(tmp_path, home, catalog)
+    (tmp_path / "centre").mkdir()
     app = dashboard_app(tmp_path / "centre", api_tokens={READER: "supervisor"})
     keys = StationKeys(register({STATION: home_key(home)}))
     consumer = MqttConsumer(app.state.catalog, broker.consumer_settings(), keys=keys)
