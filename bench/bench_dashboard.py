@@ -71,6 +71,12 @@ def _station(catalog: CentralCatalog, station: str, per_station: int, history: i
     catalog.record_status(
         station, {"station": station, "state": "online", "at": at}, live=True, received_at=at
     )
+    report = {"station": station, "at": at, "version": "0.1.0",
+              "store": {"free_bytes": (n0 % 7) * 2**30, "total_bytes": 64 * 2**30},
+              "events": {"count": n0 % 5, "oldest_age_s": 60.0 * (n0 % 5) or None},
+              "uploads": {"enabled": True, "count": 3, "bytes": 3 * 2**28, "oldest_age_s": 900.0},
+              "clock": {"synchronised": n0 % 3 > 0}, "bays": {"total": 4, "in_use": 1}}  # fmt: skip
+    catalog.record_health(station, report, live=True, received_at=at)  # the stations page's
     prev, seq = GENESIS, 0
     for k in range(per_station):
         i = n0 + k

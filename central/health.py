@@ -46,6 +46,12 @@ def _faults(s: dict[str, Any], severities: tuple[str, ...] | None = None) -> boo
     return any(severities is None or f["severity"] in severities for f in s["open_faults"])
 
 
+def _said(s: dict[str, Any], fact: str) -> bool:
+    """A fact of the station's latest health report (central/report.py), False without one."""
+    report = s.get("report")
+    return bool(report and report.get(fact))
+
+
 STATION_CONDITIONS = (
     Condition("unhealthy", "offline", "its status is `offline` (the broker published its "
               "Last Will) or `stopped`", lambda s, c, n: s["status"] in ("offline", "stopped")),
@@ -59,6 +65,14 @@ STATION_CONDITIONS = (
     Condition("degraded", "fault", "any other open fault", lambda s, c, n: _faults(s)),
     Condition("degraded", "chain_gap", "events missing from its audit chain (a gap)",
               lambda s, c, n: s["chain_state"] == "gap"),
+    Condition("degraded", "store_low", "its health report shows less free store space than "
+              "`store_low_percent` of the store's size", lambda s, c, n: _said(s, "store_low")),
+    Condition("degraded", "backlog_old", "its health report shows an event waiting for the "
+              "broker longer than `event_backlog_minutes`, or (uploads on) a recording waiting "
+              "for its upload longer than `upload_backlog_hours`",
+              lambda s, c, n: _said(s, "backlog_old")),
+    Condition("degraded", "clock_unsynchronised", "its health report says its clock is not "
+              "NTP-synchronised", lambda s, c, n: _said(s, "clock_unsynchronised")),
 )  # fmt: skip
 
 RECORDER_CONDITIONS = (

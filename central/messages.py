@@ -33,7 +33,7 @@ from typing import Any
 from central.catalog import CentralCatalog, now_utc
 from central.enrolment import StationKeys
 from sync.wire import commands
-from sync.wire.payloads import load_schema, topic_kind
+from sync.wire.payloads import PAYLOAD_KINDS, load_schema, topic_kind
 from sync.wire.signing import BadSignature, verify_doc
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class PayloadValidator:
     jsonschema alone (bench/bench_central.py compares the two in one run).
     """
 
-    KINDS = ("status", "bay", "recorder", "event", "fault")
+    KINDS = tuple(PAYLOAD_KINDS)
 
     def __init__(self, *, compiled: bool = True) -> None:
         self._compiled: dict[str, Any] = {}
@@ -199,6 +199,8 @@ class MessageHandler:
             return self.catalog.record_event(doc, received_at=received_at)
         if kind == "status":
             self.catalog.record_status(station, doc, live=not retained, received_at=received_at)
+        elif kind == "health":
+            self.catalog.record_health(station, doc, live=not retained, received_at=received_at)
         elif kind == "bay":
             if str(doc["bay"]) != key:
                 raise InvalidMessage(f"payload bay {doc['bay']} differs from the topic's {key}")

@@ -140,6 +140,12 @@ CENTRE_OPTIONS = {
     "late_window_hours": "Window in hours over which late recordings are counted per unit.",
     "late_max": "Late recordings of a unit within the window above which a unit.late_footage "
     "fault opens.",
+    "store_low_percent": "Free share of a station's store, in percent of its size, below which "
+    "the station is `degraded` (its health report).",
+    "event_backlog_minutes": "Minutes the oldest event may wait at a station for the broker "
+    "before the station is `degraded`.",
+    "upload_backlog_hours": "Hours the oldest recording may wait at a station for its upload "
+    "before the station is `degraded` (footage is due within 24 h).",
     "rules_interval_s": "Seconds between two evaluations of the centre's fault rules.",
     "access_max_days": "Longest an approval of an access request may last, in days "
     "(docs/access.md).",

@@ -37,6 +37,12 @@ class CentreSettings:
     late_window_hours: float = 168.0
     #: ... and more than this many open a ``unit.late_footage`` fault
     late_max: int = 0
+    #: a station's store with less free than this (percent of its size) is low: ``degraded``
+    store_low_percent: float = 10.0
+    #: events waiting at a station for the broker longer than this (minutes): ``degraded``
+    event_backlog_minutes: float = 60.0
+    #: a recording waiting at a station for its upload longer than this (hours): ``degraded``
+    upload_backlog_hours: float = 12.0
     #: how often recdock-central evaluates its rules (seconds)
     rules_interval_s: float = 60.0
     #: the longest an approved access request lasts (days; docs/access.md)

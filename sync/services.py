@@ -1,4 +1,5 @@
-"""The station's background services: the MQTT outbox publisher, the uploader, the anchor.
+"""The station's background services: the MQTT outbox publisher and health report, the
+uploader, the anchor.
 
 All are off unless configured (``[mqtt] enabled``, ``[upload] enabled``): a station
 works with no broker and no central store, its outbox and store simply wait. The
@@ -15,16 +16,21 @@ import threading
 from pathlib import Path
 
 from agent.config import Config
+from agent.seams.clock import StationClock
 from agent.station.daemon import Service
 
 log = logging.getLogger(__name__)
 
 
 class MqttService:
-    """The MQTT link (Last Will "offline", retained status) and the outbox publisher."""
+    """The MQTT link (Last Will "offline", retained status), the outbox publisher and the
+    station's health report (sync/mqtt/health.py, measured with ``clock``: the station's
+    clock seam; None is the system clock)."""
 
-    def __init__(self, config: Config, home: Path) -> None:
+    def __init__(self, config: Config, home: Path, clock: StationClock | None = None) -> None:
         from agent.config.keys import load_signing_key, signing_key_path
+        from agent.seams.clock import make_clock
+        from sync.mqtt.health import HealthReporter
         from sync.mqtt.link import MqttLink
         from sync.mqtt.publisher import OutboxPublisher
 
@@ -39,6 +45,9 @@ class MqttService:
             max_message_bytes=config.mqtt.max_message_bytes,
             max_inflight=config.mqtt.max_inflight,
             batch=config.mqtt.publish_batch,
+        )
+        self.health = HealthReporter(
+            self.link, config, home, clock or make_clock("system"), signing_key=key
         )
 
         self.commands = self._commands(config, home)
@@ -76,6 +85,7 @@ class MqttService:
             self.commands.start()
         self.publisher.start()
         self.state.started()
+        self.health.start()
         self.link.start()
 
     def wake(self) -> None:
@@ -86,6 +96,7 @@ class MqttService:
         if not self.publisher.flush(timeout=5.0):
             log.warning("MQTT: stopping with messages still in the outbox; they are sent later")
         self.publisher.stop()
+        self.health.stop()  # the last report, ahead of the link's "stopped"
         self.link.stop()
         if self.commands is not None:
             self.commands.stop()
@@ -193,10 +204,14 @@ class AnchorService:
         self.thread.join(timeout=30)
 
 
-def configured_services(config: Config, home: Path) -> list[Service]:
+def configured_services(
+    config: Config, home: Path, clock: StationClock | None = None
+) -> list[Service]:
+    """The services ``config`` turns on; ``clock`` is the station's clock seam (the health
+    report says whether it is synchronised)."""
     services: list[Service] = []
     if config.mqtt.enabled:
-        services.append(MqttService(config, home))
+        services.append(MqttService(config, home, clock))
     else:
         log.info("MQTT: off ([mqtt] enabled = false): events wait in the outbox")
     if config.upload.enabled:

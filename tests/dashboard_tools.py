@@ -40,14 +40,18 @@ def make_users(path: Path) -> Path:
     return path
 
 
-def dashboard_app(tmp_path: Path, *, poll_seconds: float = 5.0, **kw):  # -> FastAPI
-    """recdock-central with its dashboard over plain http (the lab option), the test users."""
+def dashboard_app(
+    tmp_path: Path, *, poll_seconds: float = 5.0, api_tokens: dict | None = None, **kw
+):  # -> FastAPI
+    """recdock-central with its dashboard over plain http (the lab option), the test users;
+    ``api_tokens``: the JSON API's reader tokens (none by default)."""
     users = make_users(tmp_path / "users.toml")
     options = DashboardOptions(
         users_file=users, plain_http=True, settings=Settings(poll_seconds=poll_seconds)
     )
-    kw.setdefault("api_tokens", {})
-    return create_app(tmp_path / "data", TOKENS, dashboard=options, **kw)
+    return create_app(
+        tmp_path / "data", TOKENS, api_tokens=api_tokens or {}, dashboard=options, **kw
+    )
 
 
 def csrf_of(html: str) -> str:

@@ -92,6 +92,91 @@ def test_each_station_gets_the_word_its_conditions_give(
     assert "silent" in words["ST-2"]["health_reasons"]
 
 
+def health_report(
+    central: MqttConsumer,
+    station: str,
+    *,
+    free: int = 50,
+    total: int = 100,
+    events_age: float | None = None,
+    uploads_age: float | None = None,
+    uploads: bool = True,
+    synchronised: bool = True,
+) -> None:
+    """A station's health report (schema health.json) as the station signs it, received now."""
+    doc = {
+        "station": station,
+        "at": NOW.isoformat(),
+        "version": "0.1.0",
+        "store": {"free_bytes": free, "total_bytes": total},
+        "events": {"count": int(events_age is not None), "oldest_age_s": events_age},
+        "uploads": {
+            "enabled": uploads,
+            "count": int(uploads_age is not None),
+            "bytes": 9,
+            "oldest_age_s": uploads_age,
+        },
+        "clock": {"synchronised": synchronised},
+        "bays": {"total": 2, "in_use": 1},
+    }
+    send(central, station, topics.health(station), doc)
+
+
+def test_a_low_store_an_old_backlog_or_an_unsynchronised_clock_make_a_station_degraded(
+    central: MqttConsumer,
+) -> None:
+    for name in ("ST-1", "ST-2"):
+        status(central, name, "online")
+    received = datetime.now(UTC)
+
+    def station(**report) -> dict:
+        health_report(central, "ST-1", **report)
+        return by(views.station_list(central.catalog, now=received), "station")["ST-1"]
+
+    assert station()["health"] == "healthy"
+    assert station()["report"]["bays_in_use"] == 1
+    low = station(free=9)  # below store_low_percent (10) of the store's size
+    assert (low["health"], low["health_reasons"]) == ("degraded", ["store_low"])
+    assert low["report"]["store_free_percent"] == 9.0
+    assert station(free=10)["health"] == "healthy"
+    assert station(events_age=3601)["health_reasons"] == ["backlog_old"]  # over 60 min
+    assert station(events_age=3500)["health"] == "healthy"
+    assert station(uploads_age=12 * 3600 + 1)["health_reasons"] == ["backlog_old"]
+    assert station(uploads_age=12 * 3600 + 1, uploads=False)["health"] == "healthy"
+    assert station(synchronised=False)["health_reasons"] == ["clock_unsynchronised"]
+    # the ages grow while no new report comes: counted from when the centre received it
+    station(events_age=3500)
+    later = by(views.station_list(central.catalog, now=received + timedelta(minutes=5)),
+               "station")["ST-1"]  # fmt: skip
+    assert later["health_reasons"] == ["backlog_old"]
+    got = central.catalog.station("ST-1")["health_report"]["received_at"]
+    since = (received + timedelta(minutes=5) - datetime.fromisoformat(got)).total_seconds()
+    assert later["report"]["events_oldest_age_s"] == round(3500 + since, 1)
+    stricter = CentreSettings(store_low_percent=60, event_backlog_minutes=1)
+    [one] = [s for s in views.station_list(central.catalog, stricter, now=received)
+             if s["station"] == "ST-1"]  # fmt: skip
+    assert one["health_reasons"] == ["store_low", "backlog_old"]
+    assert (
+        by(views.station_list(central.catalog, now=received), "station")["ST-2"]["report"] is None
+    )
+
+
+def test_a_retained_report_replayed_on_subscribing_keeps_its_time(central: MqttConsumer) -> None:
+    doc = {"station": "ST-1", "at": ago(2), "version": "1",
+           "store": {"free_bytes": 5, "total_bytes": 10},
+           "events": {"count": 1, "oldest_age_s": 60.0},
+           "uploads": {"enabled": True, "count": 0, "bytes": 0, "oldest_age_s": None},
+           "clock": {"synchronised": True}, "bays": {"total": 1, "in_use": 0}}  # fmt: skip
+    send(central, "ST-1", topics.health("ST-1"), doc, retained=True)
+    kept = central.catalog.station("ST-1")
+    assert kept["health_report"]["received_at"] == datetime.fromisoformat(ago(2)).isoformat()
+    assert kept["last_seen"] is None, "a replayed retained report says nothing of now"
+    [one] = views.station_list(central.catalog, now=NOW)
+    assert one["report"]["events_oldest_age_s"] >= 60 + 2 * 3600 - 1
+    send(central, "ST-1", topics.health("ST-1"), doc, retained=False)
+    assert central.catalog.station("ST-1")["last_seen"] is not None
+
+
 def test_recorders_words_and_the_list_filtered_by_unit_and_station(
     central: MqttConsumer,
 ) -> None:

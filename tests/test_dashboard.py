@@ -295,3 +295,58 @@ def test_only_an_administrator_changes_the_register(centre) -> None:
     admin = login(url, "admin")
     assert admin.post(f"{url}/register", data=form, timeout=10).status_code == 403  # no CSRF
     assert admin.get(f"{url}/register?format=json", timeout=10).json()["entries"] == []
+
+
+def test_the_stations_page_shows_store_space_backlog_clock_and_bays_with_words_and_shapes(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    from sync.wire import topics
+    from sync.wire.chain import canonical
+    from sync.wire.signing import sign_payload
+
+    app = dashboard_app(tmp_path)
+    keys = StationKeys(register({STATION: KEY}))
+    consumer = MqttConsumer(app.state.catalog, ConsumerSettings(port=1), keys=keys)
+    gib = 1024**3
+    report = {
+        "station": STATION,
+        "at": datetime.now(UTC).isoformat(),
+        "version": "0.1.0",
+        "store": {"free_bytes": 3 * gib, "total_bytes": 64 * gib},  # 4.7 %: low
+        "events": {"count": 7, "oldest_age_s": 2 * 3600.0},  # older than an hour: old
+        # 9.6 min when sent: "10 min" on the page for the next 55 s
+        "uploads": {"enabled": True, "count": 5, "bytes": 2 * gib, "oldest_age_s": 575.0},
+        "clock": {"synchronised": False},
+        "bays": {"total": 4, "in_use": 1},
+    }
+    topic = topics.health(STATION)
+    for t, payload, _ in [status(KEY, "online")]:
+        consumer.handle(t, payload)
+    assert consumer.handle(topic, sign_payload(KEY, topic, canonical(report).encode())) == (
+        "stored"
+    )
+    with serve_app(app) as url:
+        s = login(url, "view")
+        [row] = s.get(f"{url}/stations?format=json", timeout=10).json()
+        assert row["word"] == "degraded"
+        assert row["reasons"] == ["store_low", "backlog_old", "clock_unsynchronised"]
+        html = s.get(f"{url}/stations?lang=en", timeout=10).text
+        for text in (
+            "3.0 GiB free of 64.0 GiB (4.7 %)",
+            "events waiting: 7, oldest 2.0 h",
+            "uploads waiting: 5 (2.0 GiB), oldest 10 min",
+            "1 in use of 4",
+            "version 0.1.0",
+        ):
+            assert text in html, text
+        for flag in ("store_low", "events_old", "clock_unsynchronised"):  # a shape beside the word
+            assert f'data-flag="{flag}"><span class="shape" aria-hidden="true">▲</span>' in html
+        assert 'data-flag="uploads_old"' not in html
+        zh = s.get(f"{url}/stations?lang=zh-CN", timeout=10).text
+        for text in ("空间不足", "积压过久", "未同步", "1 / 4 使用中"):
+            assert text in zh, text
+        overview = s.get(f"{url}/?lang=en", timeout=10).text
+        assert 'id="attention"' in overview and "store space low" in overview
+        assert "sync backlog old" in overview and "clock not synchronised" in overview

@@ -450,6 +450,8 @@ def test_every_topic_payload_the_station_sends_validates(tmp_path: Path, home: P
     from agent.recorder.simulated import apply_firmware
     from agent.seams.clock.simulated import SimulatedClock
     from agent.seams.indicators.patterns import State
+    from agent.station.report import station_report
+    from sync.wire.chain import canonical
     from tests.recorders import make_folder_recorder
 
     cfg = Config.model_validate({"station_id": STATION, "checks": {"shift_hours": 0.01}})
@@ -481,6 +483,9 @@ def test_every_topic_payload_the_station_sends_validates(tmp_path: Path, home: P
         (topics.status(STATION), status_payload(STATION, s, client_id="recdock-x"))
         for s in STATUS_STATES
     ]
+    # the health report, as sync/mqtt/health.py hands it to the link
+    report = station_report(catalog, cfg, home, SimulatedClock(synchronised=False))
+    msgs.append((topics.health(STATION), canonical(report).encode("utf-8")))
     # as they leave the station: signed where the publisher (or the link) hands them over
     for topic, payload in signed(KEY, msgs):
         parsed = topic_kind(topic)
@@ -504,6 +509,17 @@ def test_every_topic_payload_the_station_sends_validates(tmp_path: Path, home: P
 
 def test_schemas_reject_what_they_must() -> None:
     assert list(validator("status").iter_errors({"station": STATION, "state": "asleep"}))
+    health = {"station": STATION, "at": "2024-01-01T00:00:00+00:00", "version": "1",
+              "store": {"free_bytes": 1, "total_bytes": 2}, "events": {"count": 0,
+              "oldest_age_s": None}, "uploads": {"enabled": False, "count": 0, "bytes": 0,
+              "oldest_age_s": None}, "clock": {"synchronised": True},
+              "bays": {"total": 1, "in_use": 0}, "sig": "A" * 86 + "=="}  # fmt: skip
+    assert not list(validator("health").iter_errors(health))
+    for part in ("store", "events", "uploads", "clock", "bays", "sig"):
+        broken = {k: v for k, v in health.items() if k != part}
+        assert list(validator("health").iter_errors(broken)), f"health without {part} accepted"
+    assert list(validator("health").iter_errors({**health, "clock": {"synchronised": "yes"}}))
+    assert list(validator("health").iter_errors({**health, "events": {"count": -1}}))
     event = {
         "event_id": "a:b:1",
         "station": STATION,

@@ -195,6 +195,15 @@ def count_unsynced(catalog: Catalog) -> int:
     return int(row[0])
 
 
+def unsynced_totals(catalog: Catalog) -> tuple[int, int]:
+    """How many recordings wait for their central receipt, and their bytes (the partial index
+    of the unsynced: it grows with the backlog, not with the years)."""
+    row = catalog.conn.execute(
+        "SELECT count(*), coalesce(sum(size), 0) FROM recordings WHERE synced_at IS NULL"
+    ).fetchone()
+    return int(row[0]), int(row[1])
+
+
 def oldest_unsynced(catalog: Catalog) -> dict[str, Any] | None:
     """The recording waiting longest for its central receipt (the partial index of the
     unsynced holds only what is pending)."""

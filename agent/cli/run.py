@@ -148,7 +148,7 @@ def run_command(c: Ctx, simulate: bool) -> None:
         mounter=Mounter(seams.mount_dir),
         simulate=simulate,
         apply_firmware=seams.apply_firmware,
-        services=configured_services(seams.config, home),
+        services=configured_services(seams.config, home, seams.clock),
         config_fingerprint=fingerprint,
         sensors=station_sensors(simulate, home),
     )

@@ -149,6 +149,12 @@ class MqttConfig(_Strict):
         description="INSECURE: allow a user name and password without TLS (they cross the "
         "network in clear). Only for a lab; logged at every start while set.",
     )
+    health_interval_s: Annotated[float, Field(ge=5, le=86_400)] = Field(
+        default=300,
+        description="Seconds between two of the station's health reports (retained "
+        "recdock/<station>/health: store space, backlogs and their age, clock synchronised, "
+        "bays); one is also published at every connect and before a clean stop.",
+    )
     centre_public_key: str | None = Field(
         default=None,
         min_length=1,

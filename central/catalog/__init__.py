@@ -1,20 +1,20 @@
 """The central store's catalog of what stations report over MQTT (SQLite, WAL).
 
 Every SQL statement of the central store lives in this package, and every table has one owner
-module: ``stations`` (status, last seen, the head of each station's audit chain and whether the
-chain holds), ``bays``, ``recorders`` (health), ``events`` (verified events, de-duplicated per
-station and seq, and the chain check), ``faults``, ``rejected`` (the last invalid messages, for
-diagnosis), ``alerts`` (``security_alerts``: unsigned, forged or unenrolled messages, kept
-apart), ``conflicts`` (``chain_conflicts``: the evidence of a broken chain), ``operator``
-(``operator_actions``: re-baselines, people's decisions on faults and the register),
-``commands`` (the centre's commands to stations: an outbox), ``devices`` (each recorder's
-latest report, whichever station sent it), ``history`` (``recorder_history``: every report,
-for trends), ``register`` (the recorder register kept at the centre), ``holds`` (every
-station's holds, and those placed at the centre), ``access`` (``access_requests`` and
-``access_objects``: approved access at the centre) and ``access_log``.
-The upload receipts and failures live apart, in their own database file (``receipts.sqlite``
-in the upload store's data folder): ``receipts``, which opens a connection per call. Other
-modules call :class:`CentralCatalog` and the owner modules' named functions;
+module: ``stations`` (status, last seen, the latest health report, the head of each station's
+audit chain and whether the chain holds), ``bays``, ``recorders`` (health), ``events``
+(verified events, de-duplicated per station and seq, and the chain check), ``faults``,
+``rejected`` (the last invalid messages, for diagnosis), ``alerts`` (``security_alerts``:
+unsigned, forged or unenrolled messages, kept apart), ``conflicts`` (``chain_conflicts``: the
+evidence of a broken chain), ``operator`` (``operator_actions``: re-baselines, people's
+decisions on faults and the register), ``commands`` (the centre's commands to stations: an
+outbox), ``devices`` (each recorder's latest report, whichever station sent it), ``history``
+(``recorder_history``: every report, for trends), ``register`` (the recorder register kept
+at the centre), ``holds`` (every station's holds, and those placed at the centre), ``access``
+(``access_requests`` and ``access_objects``: approved access at the centre) and
+``access_log``. The upload receipts and failures live apart, in their own database file
+(``receipts.sqlite`` in the upload store's data folder): ``receipts``, which opens a connection
+per call. Other modules call :class:`CentralCatalog` and the owner modules' named functions;
 tests/test_code_shape.py keeps it so.
 
 This module keeps the core: one connection per thread (``threading.local``), closed once its
@@ -166,6 +166,14 @@ class CentralCatalog:
         with self.tx() as conn:
             stations.ensure(conn, station)
             stations.record_status(conn, station, doc, live=live, received_at=received_at)
+
+    def record_health(
+        self, station: str, doc: dict[str, Any], *, live: bool, received_at: str
+    ) -> None:
+        """The station's signed health report (``live`` as for the status)."""
+        with self.tx() as conn:
+            stations.ensure(conn, station)
+            stations.record_health(conn, station, doc, live=live, received_at=received_at)
 
     def record_bay(
         self, station: str, bay: int, doc: dict[str, Any] | None, *, received_at: str

@@ -1,5 +1,6 @@
-"""The stations (table ``stations``): each station's status, when it was last heard, its event
-counts and the state of its audit chain.
+"""The stations (table ``stations``): each station's status, when it was last heard, its latest
+health report (store space, backlogs, clock), its event counts and the state of its audit
+chain.
 
 The chain columns (``chain_seq``/``chain_hash``, the head of the part complete from the
 baseline; ``chain_max_seq``; ``chain_ok`` and ``chain_problem``) are moved by
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import UTC, datetime
 from typing import Any
 
 from central.catalog import paging
@@ -44,6 +46,8 @@ COLUMNS = [
     ("stations", "chain_epoch", "INTEGER NOT NULL DEFAULT 0"),
     ("stations", "chain_base_seq", "INTEGER NOT NULL DEFAULT 0"),
     ("stations", "chain_base_hash", f"TEXT NOT NULL DEFAULT '{GENESIS}'"),
+    ("stations", "health_payload", "TEXT"),
+    ("stations", "health_received_at", "TEXT"),
 ]
 
 # -- writes (the MQTT consumer) --------------------------------------------------------------
@@ -83,6 +87,33 @@ def record_status(
     )
     if live and doc["state"] != "offline":
         seen(conn, station, received_at)
+
+
+def record_health(
+    conn: sqlite3.Connection, station: str, doc: dict[str, Any], *, live: bool, received_at: str
+) -> None:
+    """The station's latest health report (``recdock/<station>/health``). ``received_at`` is
+    the centre's time, which the report's ages are counted from; a retained report replayed on
+    subscribing was sent earlier: the one already held keeps its time, a new one takes the
+    station's ``at`` when that is earlier."""
+    held = conn.execute(
+        "SELECT health_payload, health_received_at FROM stations WHERE station = ?", (station,)
+    ).fetchone()
+    if not live:
+        if held["health_payload"] and json.loads(held["health_payload"]).get("at") == doc["at"]:
+            return
+        received_at = min(received_at, _utc(doc["at"]), key=datetime.fromisoformat)
+    conn.execute(
+        "UPDATE stations SET health_payload = ?, health_received_at = ? WHERE station = ?",
+        (canonical(doc), received_at, station),
+    )
+    if live:
+        seen(conn, station, received_at)
+
+
+def _utc(at: str) -> str:
+    then = datetime.fromisoformat(at)
+    return (then if then.tzinfo else then.replace(tzinfo=UTC)).isoformat()
 
 
 def count_duplicate(conn: sqlite3.Connection, station: str) -> None:
@@ -194,6 +225,7 @@ def view(
         "events": row["events"],
         "duplicates": row["duplicates"],
         "security_alerts": counts["security_alerts"],
+        "health_report": health_report(row),
         "chain": {
             "state": state,
             "ok": bool(row["chain_ok"]),
@@ -209,6 +241,14 @@ def view(
             "base_hash": row["chain_base_hash"],
         },
     }
+
+
+def health_report(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The latest health report as the station signed it, with ``received_at`` (the centre's
+    time); None before the first."""
+    if not row.get("health_payload"):
+        return None
+    return {**json.loads(row["health_payload"]), "received_at": row["health_received_at"]}
 
 
 def count(conn: sqlite3.Connection) -> int:

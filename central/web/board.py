@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from central import health
+from central import health, report
 from central.catalog import CentralCatalog
 from central.catalog.faults import REPAIR_LIMIT_HOURS
 from central.settings import DEFAULT_POLL_SECONDS, CentreSettings
@@ -101,7 +101,8 @@ def stations(
         own = [f for f in open_faults if f["station"] == s["station"]]
         silent_for = hours_since(s["last_seen"], now)
         silent = silent_for is None or silent_for > settings.centre.station_silent_hours
-        subject = {**s, "chain_state": s["chain"]["state"], "open_faults": own}
+        facts = report.facts(s.get("health_report"), settings.centre, now)
+        subject = {**s, "chain_state": s["chain"]["state"], "open_faults": own, "report": facts}
         word, reasons = health.station_word(subject, settings.centre, now)
         detail = s.get("status_detail") or {}
         out.append(
@@ -115,6 +116,7 @@ def stations(
                 "faults": len(own),
                 "simulate": bool(detail.get("simulate")),
                 "bays": len(catalog.bays(s["station"])),
+                "report": facts,
                 "word": word,
                 "reasons": reasons,
             }
@@ -205,6 +207,12 @@ def recorders(
     return out
 
 
+def _attention(facts: dict[str, Any] | None) -> list[str]:
+    """What a station's health report asks a person to look at (central/report.py)."""
+    names = ("store_low", "backlog_old", "clock_unsynchronised")
+    return [name for name in names if facts and facts.get(name)]
+
+
 def overview(catalog: CentralCatalog, settings: Settings, now: datetime) -> dict[str, Any]:
     """Worst first: faults against the 24-hour limit, stations offline, recorders overdue,
     late footage; and the counts of each health word."""
@@ -214,6 +222,7 @@ def overview(catalog: CentralCatalog, settings: Settings, now: datetime) -> dict
     return {
         "faults": open_faults,
         "offline": [s for s in all_stations if not s["online"]],
+        "attention": [s for s in all_stations if _attention(s["report"])],
         "overdue": [r for r in all_recorders if r["overdue"]],
         "late": [r for r in all_recorders if r["late"]],
         "words": {

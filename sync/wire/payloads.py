@@ -14,7 +14,7 @@ from sync.wire import topics
 from sync.wire.chain import canonical
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
-PAYLOAD_KINDS = ("status", "bay", "recorder", "event", "fault")
+PAYLOAD_KINDS = ("status", "health", "bay", "recorder", "event", "fault")
 STATUS_STATES = ("online", "offline", "stopped")
 
 
@@ -39,8 +39,8 @@ def decode_payload(payload: bytes) -> Any:
 
 
 def load_schema(kind: str) -> dict[str, Any]:
-    """The JSON Schema of one payload kind (``status``, ``bay``, ``recorder``, ``event``,
-    ``fault``), from ``sync/wire/schemas/<kind>.json``."""
+    """The JSON Schema of one payload kind (``status``, ``health``, ``bay``, ``recorder``,
+    ``event``, ``fault``), from ``sync/wire/schemas/<kind>.json``."""
     if kind not in PAYLOAD_KINDS:
         raise ValueError(f"unknown payload kind {kind!r}; one of {PAYLOAD_KINDS}")
     return json.loads((SCHEMA_DIR / f"{kind}.json").read_text(encoding="utf-8"))
@@ -52,7 +52,7 @@ def topic_kind(topic: str) -> tuple[str, str, str | None] | None:
     if len(parts) < 3 or parts[0] != topics.PREFIX:
         return None
     station, kind = parts[1], parts[2]
-    if kind in ("status", "event") and len(parts) == 3:
+    if kind in ("status", "health", "event") and len(parts) == 3:
         return station, kind, None
     if kind in ("bay", "recorder", "fault") and len(parts) == 4 and parts[3]:
         return station, kind, parts[3]

@@ -35,6 +35,11 @@ def recorder(station: str, serial: str) -> str:
     return f"{PREFIX}/{station}/recorder/{level(serial)}"
 
 
+def health(station: str) -> str:
+    """The station's periodic health report (retained): store space, backlogs, clock."""
+    return f"{PREFIX}/{station}/health"
+
+
 def event(station: str) -> str:
     return f"{PREFIX}/{station}/event"
 
