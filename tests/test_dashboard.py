@@ -329,7 +329,7 @@ def test_the_stations_page_shows_store_space_backlog_clock_and_bays_with_words_a
     )
     with serve_app(app) as url:
         s = login(url, "view")
-        [row] = s.get(f"{url}/stations?format=json", timeout=10).json()
+        [row] = s.get(f"{url}/stations?format=json", timeout=10).json()["stations"]
         assert row["word"] == "degraded"
         assert row["reasons"] == ["store_low", "backlog_old", "clock_unsynchronised"]
         html = s.get(f"{url}/stations?lang=en", timeout=10).text
