@@ -1,0 +1,221 @@
+"""The centre's compliance report (rule clause 15; docs/report.md): figures counted from the
+stations' signed events, checked against a fixture built by hand (every expected number
+written out here), and the same figures on the dashboard's page, as JSON (/api/report), as
+CSV, and in the PDF the page prints to.
+
+The events are fed to the centre's catalog as stations send them: chained (sync/wire/chain.py)
+and stored by the catalog's own ``record_event``, which is what the consumer calls once a
+message's signature checks (tests/test_centre_holds.py drives that path end to end).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from central.catalog import CentralCatalog, faults
+from central.catalog import report as R
+from sync.wire.chain import GENESIS, canonical, entry_hash
+
+SINCE, UNTIL = "2026-03-01 00:00:00", "2026-04-01 00:00:00"
+
+
+class Station:
+    """One station's audit chain, fed event by event to the centre's catalog."""
+
+    def __init__(self, catalog: CentralCatalog, name: str) -> None:
+        self.catalog, self.name, self.seq, self.head = catalog, name, 0, GENESIS
+
+    def send(
+        self, at: str, kind: str, subject: str, data: dict[str, Any], received: str | None = None
+    ) -> None:
+        self.seq += 1
+        digest = entry_hash(self.head, self.seq, at, kind, subject, canonical(data))
+        doc = {
+            "event_id": f"{self.name}:cat:{self.seq}",
+            "station": self.name,
+            "seq": self.seq,
+            "at": at,
+            "kind": kind,
+            "subject": subject,
+            "data": data,
+            "prev_hash": self.head,
+            "hash": digest,
+        }
+        assert self.catalog.record_event(doc, received_at=received or at) == "stored"
+        self.head = digest
+
+    def session(self, at: str, sid: str, serial: str, unit: str, officer: str) -> None:
+        data = {"device_serial": serial, "unit": unit, "officer_id": officer, "files_seen": 1}
+        self.send(at, "session.start", sid, data)
+
+    def stored(self, at: str, sid: str, serial: str, name: str, **times: Any) -> None:
+        data = {"session_id": sid, "device_serial": serial, "sha256": "0" * 64, "size": 1}
+        data["late"] = times.pop("late", False)
+        self.send(at, "file.stored", f"2026/{sid}/media/{name}", {**data, **times})
+
+    def check(self, at: str, sid: str, serial: str, failing: tuple[str, ...]) -> None:
+        names = ("battery", "storage", "clock", "firmware", "offload", "late")
+        results = [{"name": n, "state": "FAIL" if n in failing else "PASS"} for n in names]
+        data = {"ready": not failing, "results": results, "session_id": sid, "check_id": 1}
+        self.send(at, "checks", serial, data)
+
+    def fault(self, at: str, fid: str, kind: str, subject: str, received: str, **ev: Any) -> None:
+        data = {"kind": kind, "subject": subject, "severity": "error", "detail": kind}
+        self.send(at, "fault.open", fid, {**data, "evidence": ev}, received)
+
+
+def t(day: int, hour: float = 0, month: int = 3) -> str:
+    minutes = round(hour * 60)
+    return f"2026-{month:02d}-{day:02d}T{minutes // 60:02d}:{minutes % 60:02d}:00+00:00"
+
+
+def times(age: float | None, start: str | None, end: str | None, late: bool = False) -> dict:
+    return {"age_hours": age, "recorded_start": start, "recorded_end": end, "late": late}
+
+
+def build(catalog: CentralCatalog) -> None:
+    """Two stations' events in March 2026 (and a few outside it), written out by hand."""
+    a, b = Station(catalog, "ST-A"), Station(catalog, "ST-B")
+    # before the period: counted nowhere
+    a.session(t(20, 8, month=2), "S0", "R1", "U1", "O1")
+    a.stored(t(20, 8, month=2), "S0", "R1", "f", **times(1.0, t(20, 6, 2), t(20, 7, 2)))
+    a.send(
+        t(1, month=2), "hold.placed", "H-OLD", {"id": "H-OLD", "scope": "device",
+        "device_serial": "R1", "reason": "other", "reason_text": "x"},
+    )  # fmt: skip
+    # U1 / O1 / R1 at ST-A: three recordings, one late, one without a known age
+    a.session(t(2, 8), "S1", "R1", "U1", "O1")
+    a.stored(t(2, 8), "S1", "R1", "a", **times(2.0, t(2, 6), t(2, 7)))  # 1 h
+    a.stored(t(2, 8), "S1", "R1", "b", **times(30.0, t(28, 22, 2), t(28, 22.5, 2), True))
+    a.stored(t(2, 8), "S1", "R1", "c", **times(None, None, None))
+    a.check(t(2, 8.1), "S1", "R1", ("battery", "late"))
+    a.check(t(3, 8), "S1", "R1", ())
+    # U2 / O2 / R2 at ST-A: one recording, one from a station older than the age field
+    a.session(t(5, 10), "S2", "R2", "U2", "O2")
+    a.stored(t(5, 10), "S2", "R2", "d", **times(1.0, t(5, 9), t(5, 9.25)))  # 0.25 h
+    a.stored(t(5, 10), "S2", "R2", "e")  # no age, no times: not known at the centre
+    a.check(t(5, 10.1), "S2", "R2", ("battery",))
+    # faults: reported after 1 h, repaired after 48 h; reported after 30 h, repaired after
+    # 20 h; reported after 10 min and still open at the period's end (48 h)
+    a.fault(t(4, 8), "F1", "recorder.overdue", "R1", t(4, 9), last_session_id="S1")
+    a.send(t(6, 8), "fault.resolved", "F1", {"kind": "recorder.overdue", "subject": "R1"})
+    a.fault(t(10, 0), "F2", "recorder.battery", "R2", t(11, 6))
+    a.send(t(10, 20), "fault.resolved", "F2", {"kind": "recorder.battery", "subject": "R2"})
+    a.fault(t(30, 0), "F3", "station.disk", "ST-A", t(30, 1 / 6))
+    # holds, access requests, exports
+    a.send(t(7), "hold.placed", "H1", {"id": "H1", "scope": "session", "session_id": "S1",
+           "reason": "complaint", "case_number": "2026-017"})  # fmt: skip
+    a.send(t(8), "hold.released", "H-OLD", {"id": "H-OLD", "release_reason": "closed"})
+    a.send(t(8), "access.requested", "REQ1", {"id": "REQ1", "case_number": "2026-017"})
+    a.send(t(9), "access.approved", "REQ1", {"id": "REQ1", "decided_by": "chief"})
+    a.send(t(9, 1), "access.requested", "REQ2", {"id": "REQ2"})
+    a.send(t(9, 2), "export.written", "REQ1", {"by": "clerk", "outcome": "done"})
+    a.send(t(9, 3), "export.refused", "-", {"by": "clerk", "outcome": "refused"})
+    # U1 / O3 / R3 at ST-B: one recording of 2 h
+    b.session(t(15, 9), "T1", "R3", "U1", "O3")
+    b.stored(t(15, 9), "T1", "R3", "g", **times(5.0, t(15, 2), t(15, 4)))
+    # the centre's own fault is not a station's: not counted
+    with catalog.tx() as conn:
+        faults.open_centre_fault(
+            conn,
+            {"station": "ST-A", "id": "centre:x:1", "rule": "x", "kind": "recorder.overdue",
+             "subject": "R1", "severity": "warning", "detail": "x", "evidence": {}},
+            t(12),
+        )  # fmt: skip
+
+
+@pytest.fixture
+def catalog(tmp_path: Path):  # noqa: ANN201
+    c = CentralCatalog(tmp_path / "central.db")
+    build(c)
+    yield c
+    c.close()
+
+
+def group(rows: list[dict], key: str | None) -> dict:
+    found = [r for r in rows if r["key"] == key]
+    assert len(found) == 1, rows
+    return found[0]
+
+
+def test_the_figures_match_the_hand_built_fixture(catalog: CentralCatalog) -> None:
+    f = R.figures(catalog.conn, SINCE, UNTIL)
+    assert f["totals"] == {
+        "key": "all", "recordings": 6, "hours": 3.75, "hours_not_known": 1, "with_age": 4,
+        "within_24h": 3, "late": 1, "share_within_24h": 0.75,
+    }  # fmt: skip
+    u1, u2 = group(f["by_unit"], "U1"), group(f["by_unit"], "U2")
+    assert [r["key"] for r in f["by_unit"]] == ["U1", "U2"]
+    assert u1 == {
+        "key": "U1", "recordings": 4, "hours": 3.5, "hours_not_known": 0, "with_age": 3,
+        "within_24h": 2, "late": 1, "share_within_24h": 0.6667, "checks": 2,
+        "checks_failed": 1, "check_failures": {"battery": 1, "late": 1}, "dockings_late": 1,
+    }  # fmt: skip
+    assert u2 == {
+        "key": "U2", "recordings": 2, "hours": 0.25, "hours_not_known": 1, "with_age": 1,
+        "within_24h": 1, "late": 0, "share_within_24h": 1.0, "checks": 1,
+        "checks_failed": 1, "check_failures": {"battery": 1}, "dockings_late": 0,
+    }  # fmt: skip
+    assert [r["key"] for r in f["by_officer"]] == ["O1", "O2", "O3"]
+    assert group(f["by_officer"], "O3")["hours"] == 2.0
+    r1 = group(f["by_recorder"], "R1")
+    assert (r1["recordings"], r1["hours"], r1["checks"], r1["dockings_late"]) == (3, 1.5, 2, 1)
+    assert f["faults"]["totals"] == {
+        "key": "all", "opened": 3, "reported": 3, "reported_within_24h": 2, "repaired": 2,
+        "repaired_within_24h": 1, "open_past_24h": 1, "mean_hours_to_report": 10.39,
+        "mean_hours_to_repair": 34.0,
+    }  # fmt: skip
+    assert [r["key"] for r in f["faults"]["by_kind"]] == [
+        "recorder.battery", "recorder.overdue", "station.disk",
+    ]  # fmt: skip
+    assert [r["key"] for r in f["faults"]["by_recorder"]] == ["R1", "R2", "station"]
+    assert f["holds"] == {"placed": 1, "by_reason": {"complaint": 1}, "released": 1}
+    assert f["exports"] == {"export": 1, "export.refused": 1}
+    assert f["access_requests"] == {"approved": 1, "pending": 1}
+    assert f["incomplete"] == []
+    assert "centre_access" in f["not_known"]
+
+
+def test_a_group_whose_times_never_reached_the_centre_has_no_hours_never_zero(
+    catalog: CentralCatalog,
+) -> None:
+    c = Station(catalog, "ST-C")
+    c.session(t(20), "X1", "R9", "U9", "O9")
+    c.stored(t(20), "X1", "R9", "old")  # a station older than the age and times fields
+    f = R.figures(catalog.conn, SINCE, UNTIL, unit="U9")
+    assert f["totals"]["recordings"] == 1
+    assert f["totals"]["hours"] is None
+    assert f["totals"]["share_within_24h"] is None
+
+
+def test_the_station_and_unit_filters(catalog: CentralCatalog) -> None:
+    b = R.figures(catalog.conn, SINCE, UNTIL, station="ST-B")
+    assert (b["totals"]["recordings"], b["totals"]["hours"]) == (1, 2.0)
+    assert b["faults"]["totals"]["opened"] == 0
+    assert b["holds"] == {"placed": 0, "by_reason": {}, "released": 0}
+    u2 = R.figures(catalog.conn, SINCE, UNTIL, unit="U2")
+    assert [r["key"] for r in u2["by_unit"]] == ["U2"]
+    assert u2["totals"]["recordings"] == 2
+    february = R.figures(catalog.conn, "2026-02-01 00:00:00", SINCE)
+    assert february["totals"]["recordings"] == 1
+    assert february["holds"]["placed"] == 1
+
+
+def test_a_station_with_events_missing_is_shown_incomplete(catalog: CentralCatalog) -> None:
+    # a gap: seq 41 arrives before the events between
+    catalog.record_event(
+        {"event_id": "ST-A:cat:41", "station": "ST-A", "seq": 41, "at": t(31), "kind": "x",
+         "subject": "-", "data": {}, "prev_hash": "1" * 64, "hash": "2" * 64},
+        received_at=t(31),
+    )  # fmt: skip
+    found = R.figures(catalog.conn, SINCE, UNTIL)["incomplete"]
+    assert [(s["station"], s["chain_max_seq"]) for s in found] == [("ST-A", 41)]
+
+
+def csv_rows(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
