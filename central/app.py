@@ -30,6 +30,7 @@ from central.holds_api import router as holds_router
 from central.limits import UploadLimits
 from central.openapi import add_common_answers
 from central.options import centre_options, serve_limit_options, upload_limit_options
+from central.report_api import router as report_router
 from central.serve import (
     DEFAULT_MAX_REQUESTS,
     GateMiddleware,
@@ -138,6 +139,7 @@ def _include_api(
     the consumer's publisher."""
     include_api(app, catalog, readers, consumer=consumer)
     app.include_router(holds_router)
+    app.include_router(report_router)
     app.state.actions = CentralContext(catalog, consumer.commands if consumer else None)
 
 

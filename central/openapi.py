@@ -250,3 +250,6 @@ def add_common_answers(schema: dict[str, Any]) -> dict[str, Any]:
             )
             answers.setdefault("431", _json("The request head is too long", ERROR))
     return schema
+
+
+API_BAD_PERIOD = {400: _json("The period ends before it starts", ERROR)}

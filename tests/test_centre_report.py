@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from central.catalog import CentralCatalog, faults
 from central.catalog import report as R
 from sync.wire.chain import GENESIS, canonical, entry_hash
+from tests.central_server import serve_app
+from tests.dashboard_tools import dashboard_app, login
 
 SINCE, UNTIL = "2026-03-01 00:00:00", "2026-04-01 00:00:00"
 
@@ -219,3 +224,106 @@ def test_a_station_with_events_missing_is_shown_incomplete(catalog: CentralCatal
 
 def csv_rows(text: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text)))
+
+
+# -- served: the page, the JSON, the CSV -----------------------------------------------------
+
+READER = "reader-token-0123456789abcdef"
+MARCH = {"from": "2026-03-01", "to": "2026-03-31"}
+
+
+@pytest.fixture
+def served(tmp_path: Path):  # noqa: ANN201
+    """A served recdock-central (dashboard and API) whose catalog holds the fixture; the
+    period's days are the centre's local days, so the test runs it in UTC."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TZ", "UTC")
+        time.tzset()
+        app = dashboard_app(tmp_path, api_tokens={READER: "supervisor"})
+        build(app.state.catalog)
+        with serve_app(app) as url:
+            yield url
+    time.tzset()
+
+
+def test_the_page_needs_a_login_and_any_user_may_read_it(served: str) -> None:
+    r = requests.get(f"{served}/report", params=MARCH, timeout=10)
+    assert r.url.startswith(f"{served}/login?next=")
+    r = requests.get(f"{served}/report.csv", params=MARCH, timeout=10)
+    assert r.url.startswith(f"{served}/login?next=")
+    page = login(served, "view").get(f"{served}/report", params=MARCH, timeout=10)
+    assert page.status_code == 200
+
+
+def cells(html: str, table_id: str) -> list[str]:
+    """The text of every cell of the table with ``table_id`` (tags stripped)."""
+    table = html.split(f'id="{table_id}"', 1)[1].split("</table>", 1)[0]
+    found = re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", table, re.S)
+    return [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", c)).strip() for c in found]
+
+
+def test_the_page_shows_the_figures_in_chinese_by_default_and_english_on_request(
+    served: str,
+) -> None:
+    s = login(served, "view")
+    zh = s.get(f"{served}/report", params=MARCH, timeout=10).text
+    assert "执法记录仪使用情况统计报告" in zh and "2026-03-01 — 2026-03-31" in zh
+    assert cells(zh, "totals")[4:] == ["6", "3.75 (其中 1 条中心无时间信息)", "75.0 % (3/4)", "1"]
+    en = s.get(f"{served}/report", params={**MARCH, "lang": "en"}, timeout=10).text
+    assert "Compliance report" in en
+    units = en.split("By unit</h2>", 1)[1].split("</table>", 1)[0]
+    rows = [cells(f'id="x">{row}</table>', "x") for row in units.split("<tr>")[2:]]
+    assert rows[0] == ["U1", "4", "3.50", "66.7 % (2/3)", "1", "2", "1", "battery 1; late 1", "1"]
+    assert rows[1] == ["U2", "2", "0.25 (1 without times at the centre)", "100.0 % (1/1)", "0",
+                       "1", "1", "battery 1", "0"]  # fmt: skip
+    # the fault still open past the limit says so in words, not by colour alone
+    assert "Open past 24 h" in en and "over the limit" in en
+    holds = cells(en, "holds")
+    assert holds[3:] == ["1", "all", "1", "Released", "1"]
+    assert cells(en, "exports")[2:] == ["written", "1", "refused", "1"]
+    assert cells(en, "requests")[2:] == ["approved", "1", "pending", "1"]
+    assert "own access requests, downloads and exports are not counted" in en
+    assert "do not yet sign their recorded times and age: 1" in en
+
+
+def test_a_period_that_ends_before_it_starts_is_explained(served: str) -> None:
+    s = login(served, "view")
+    page = s.get(f"{served}/report", params={"from": "2026-03-31", "to": "2026-03-01"}, timeout=10)
+    assert page.status_code == 200 and 'role="alert"' in page.text
+    assert "2026-03-01" in page.text and "before it starts" in page.text
+    r = s.get(f"{served}/report.csv", params={"from": "2026-13-01"}, timeout=10)
+    assert r.status_code == 400 and "from '2026-13-01' is not a date" in r.text
+
+
+def test_the_json_api_gives_the_same_figures_to_reader_tokens(served: str) -> None:
+    url = f"{served}/api/report"
+    assert requests.get(url, params=MARCH, timeout=10).status_code == 401
+    auth = {"Authorization": f"Bearer {READER}"}
+    found = requests.get(url, params=MARCH, headers=auth, timeout=10).json()
+    assert found["period"] == {"from": "2026-03-01", "to": "2026-03-31"}
+    assert (found["totals"]["recordings"], found["totals"]["hours"]) == (6, 3.75)
+    assert found["faults"]["totals"]["open_past_24h"] == 1
+    assert found["access_requests"] == {"approved": 1, "pending": 1}
+    only_b = requests.get(url, params={**MARCH, "station": "ST-B"}, headers=auth, timeout=10)
+    assert only_b.json()["totals"]["recordings"] == 1
+    bad = requests.get(url, params={"from": "2026-03-31", "to": "2026-03-01"}, headers=auth,
+                       timeout=10)  # fmt: skip
+    assert bad.status_code == 400 and "before it starts" in bad.json()["detail"]
+
+
+def test_the_csv_download_has_every_figure(served: str) -> None:
+    r = login(served, "view").get(f"{served}/report.csv", params=MARCH, timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert 'filename="recdock-report-2026-03-01-2026-03-31.csv"' in r.headers["content-disposition"]
+    rows = csv_rows(r.text)
+    assert rows[0] == ["section", "group", "figure", "value"]
+    assert ["period", "all", "from", "2026-03-01"] in rows
+    assert ["totals", "all", "recordings", "6"] in rows
+    assert ["totals", "all", "hours", "3.75"] in rows
+    assert ["by_unit", "U1", "check_failures.battery", "1"] in rows
+    assert ["by_unit", "U2", "share_within_24h", "1.0"] in rows
+    assert ["faults", "all", "mean_hours_to_report", "10.39"] in rows
+    assert ["holds", "by_reason", "complaint", "1"] in rows
+    assert ["exports", "all", "export", "1"] in rows
+    assert ["access_requests", "all", "pending", "1"] in rows
+    assert any(r[0] == "not_known" and r[1] == "centre_access" for r in rows)
