@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
+import shutil
+import socket
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,7 @@ from central.catalog import CentralCatalog, faults
 from central.catalog import report as R
 from sync.wire.chain import GENESIS, canonical, entry_hash
 from tests.central_server import serve_app
-from tests.dashboard_tools import dashboard_app, login
+from tests.dashboard_tools import PASSWORDS, dashboard_app, login
 
 SINCE, UNTIL = "2026-03-01 00:00:00", "2026-04-01 00:00:00"
 
@@ -327,3 +331,56 @@ def test_the_csv_download_has_every_figure(served: str) -> None:
     assert ["exports", "all", "export", "1"] in rows
     assert ["access_requests", "all", "pending", "1"] in rows
     assert any(r[0] == "not_known" and r[1] == "centre_access" for r in rows)
+
+
+# -- printed: Debian's chromium prints the page to PDF --------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"),
+    reason="Debian's chromium is not installed (scripts/setup installs it)",
+)
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+def test_the_page_printed_to_pdf_is_the_inspections_document(
+    served: str, tmp_path: Path, lang: str
+) -> None:
+    from playwright.sync_api import sync_playwright
+    from pypdf import PdfReader
+
+    with sync_playwright() as p:
+        # headless chromium (page.pdf() needs it); root (CI) cannot use chromium's sandbox
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_context().new_page()
+            page.goto(f"{served}/login")
+            page.fill("#user", "view")
+            page.fill("#password", PASSWORDS["view"])
+            page.click("form.login button[type=submit]")
+            page.wait_for_url(f"{served}/")
+            page.goto(f"{served}/report?from=2026-03-01&to=2026-03-31&lang={lang}")
+            page.pdf(path=tmp_path / "report.pdf", format="A4")
+        finally:
+            browser.close()
+    text = "\n".join(p.extract_text() for p in PdfReader(tmp_path / "report.pdf").pages)
+    # the font's CJK glyphs may map to Kangxi radicals (使⽤ for 使用): NFKC folds them back
+    flat = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text))
+    # the head: the period, the centre that made it and when
+    assert "2026-03-01 — 2026-03-31" in flat
+    assert socket.gethostname() in flat
+    assert re.search(r"20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC", flat)
+    # the figures
+    assert "3.75" in flat and "75.0 % (3/4)" in flat
+    assert "66.7 % (2/3)" in flat and "battery 1; late 1" in flat
+    assert "10.39" in flat and "34.0" in flat
+    words = {
+        "zh-CN": ("执法记录仪使用情况统计报告", "超出时限", "中心自身的调阅申请"),
+        "en": ("Compliance report", "over the limit", "not counted here yet"),
+    }[lang]
+    for word in words:
+        assert word in flat, word
+    # no navigation, filters or download link on paper
+    nav = {"zh-CN": ("下载 CSV", "查询"), "en": ("Download CSV", "Overview", "Log out")}[lang]
+    for word in nav:
+        assert word not in flat, word
