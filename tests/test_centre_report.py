@@ -29,6 +29,7 @@ from central.catalog import report as R
 from sync.wire.chain import GENESIS, canonical, entry_hash
 from tests.central_server import serve_app
 from tests.dashboard_tools import PASSWORDS, dashboard_app, login
+from tests.test_centre_holds import centre, feed, offload, station  # noqa: F401 (fixtures)
 
 SINCE, UNTIL = "2026-03-01 00:00:00", "2026-04-01 00:00:00"
 
@@ -384,3 +385,32 @@ def test_the_page_printed_to_pdf_is_the_inspections_document(
     nav = {"zh-CN": ("下载 CSV", "查询"), "en": ("Download CSV", "Overview", "Log out")}[lang]
     for word in nav:
         assert word not in flat, word
+
+
+# -- the station's report and the centre's agree for that station ---------------------------
+
+
+def test_the_centre_counts_a_stations_offloads_as_its_own_report_does(
+    home: Path,
+    station,  # noqa: F811 (the fixture from tests/test_centre_holds.py)
+    centre,  # noqa: F811
+) -> None:  # noqa: ANN001
+    """Recordings offloaded by the station's own code, their signed events fed to the centre:
+    the station's ``recdock report`` figures and the centre's are the same."""
+    from agent.catalog import report as station_report
+
+    catalog, _ = station
+    offload(home, catalog, "SIM0042", files=3)
+    offload(home, catalog, "SIM0043", files=2)
+    feed(station, centre, set())
+    since, until = "2000-01-01 00:00:00", "2100-01-01 00:00:00"
+    mine = station_report.figures(catalog, since, until)
+    theirs = R.figures(centre.catalog.conn, since, until, station="ST-A")
+    same = ("recordings", "hours", "with_age", "within_24h", "share_within_24h", "late")
+    assert mine["totals"]["recordings"] == 5
+    assert {k: theirs["totals"][k] for k in same} == {k: mine["totals"][k] for k in same}
+    assert theirs["totals"]["hours_not_known"] == 0
+    for group in ("by_unit", "by_officer", "by_recorder"):
+        assert [{k: g[k] for k in ("key", *same)} for g in theirs[group]] == [
+            {k: g[k] for k in ("key", *same)} for g in mine[group]
+        ], group
