@@ -11,6 +11,7 @@ apart), ``conflicts`` (``chain_conflicts``: the evidence of a broken chain), ``o
 latest report, whichever station sent it), ``history`` (``recorder_history``: every report,
 for trends), ``register`` (the recorder register kept at the centre) and ``holds`` (every
 station's holds, and those placed at the centre).
+``report`` owns no table: it reads across them for the compliance report and writes none.
 The upload receipts and failures live apart, in their own database file (``receipts.sqlite``
 in the upload store's data folder): ``receipts``, which opens a connection per call. Other
 modules call :class:`CentralCatalog` and the owner modules' named functions;
