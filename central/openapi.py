@@ -252,4 +252,6 @@ def add_common_answers(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-API_BAD_PERIOD = {400: _json("The period ends before it starts", ERROR)}
+API_BAD_PERIOD = {
+    400: _json("A day that does not exist, or a period that ends before it starts", ERROR)
+}
