@@ -291,6 +291,16 @@ def test_the_page_shows_the_figures_in_chinese_by_default_and_english_on_request
     assert "do not yet sign their recorded times and age: 1" in en
 
 
+def test_the_report_does_not_fetch_itself_again_as_live_pages_do(served: str) -> None:
+    """A year's figures are counted per request: the page is not polled (live.js), while the
+    overview still is."""
+    s = login(served, "view")
+    page = s.get(f"{served}/report", params={**MARCH, "lang": "en"}, timeout=10).text
+    assert '<main id="main" data-poll="0">' in page
+    assert "Updates every" not in page and 'class="note"' not in page
+    assert '<main id="main" data-poll="5.0">' in s.get(f"{served}/", timeout=10).text
+
+
 def test_a_period_that_ends_before_it_starts_is_explained(served: str) -> None:
     s = login(served, "view")
     page = s.get(f"{served}/report", params={"from": "2026-03-31", "to": "2026-03-01"}, timeout=10)
