@@ -285,6 +285,7 @@ def test_pages_pass_axe_and_their_screenshots_are_kept(browser, system, lang, re
         "recorder": f"/recorders/{SERIAL}",
         "fault": f"/faults/{STATION}/{fault_id}",
         "holds": "/holds",
+        "report": "/report",
     }
     found = {}
     for name, path in pages.items():
@@ -318,6 +319,7 @@ def test_on_a_phone_no_page_is_wider_than_the_screen(browser, system, request) -
         f"/recorders/{SERIAL}",
         f"/faults/{STATION}/{fault_id}",
         "/holds",
+        "/report",
     ):
         page.goto(f"{system.url}{path}")
         page.locator("main h1").wait_for()
