@@ -28,6 +28,7 @@ from central.folder import private_file
 from central.holds_api import router as holds_router
 from central.limits import DEFAULT_EXPIRY, DEFAULT_MAX_SIZE, UploadLimits
 from central.openapi import add_common_answers
+from central.report_api import router as report_router
 from central.serve import (
     DEFAULT_MAX_REQUESTS,
     GateMiddleware,
@@ -133,6 +134,7 @@ def _include_api(
     include_api(app, catalog, readers, consumer=consumer)
     app.include_router(holds_router)
     app.include_router(access_router)
+    app.include_router(report_router)
     app.state.actions = CentralContext(catalog, consumer.commands if consumer else None)
 
 

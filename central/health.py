@@ -47,7 +47,7 @@ def _faults(s: dict[str, Any], severities: tuple[str, ...] | None = None) -> boo
 
 
 def _said(s: dict[str, Any], fact: str) -> bool:
-    """A fact of the station's latest health report (central/report.py), False without one."""
+    """A fact of the station's latest health report (central/health_report.py); else False."""
     report = s.get("report")
     return bool(report and report.get(fact))
 

@@ -269,3 +269,8 @@ def add_common_answers(schema: dict[str, Any]) -> dict[str, Any]:
             )
             answers.setdefault("431", _json("The request head is too long", ERROR))
     return schema
+
+
+API_BAD_PERIOD = {
+    400: _json("A day that does not exist, or a period that ends before it starts", ERROR)
+}

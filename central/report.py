@@ -1,79 +1,117 @@
-"""What a station's health report says now: the facts the dashboard shows and the health
-words read (central/health.py), from the report the station signed
-(``recdock/<station>/health``, docs/mqtt.md) and the centre's thresholds. No SQL.
+"""The centre's compliance report (rule clause 15; docs/report.md): the period a request asks
+for, the figures (:mod:`central.catalog.report`) with it, and the same figures as CSV rows.
+Shared by the dashboard's ``/report`` (and ``/report.csv``) and the JSON API's
+``/api/report``.
 
-A report's ages are durations the station measured when it made the report; the time since
-the centre received it is added (the centre's own clock), so they go on growing while a station
-is silent, and a station clock that is off changes nothing.
+A period is whole days, ``from`` to ``to`` inclusive, in the centre's local time (the
+server's time zone, as the station's ``recdock report`` uses the station's); without dates it
+is the last calendar year, the one the annual report (due by 30 January) covers.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import csv
+import io
+import socket
+import sqlite3
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from central.settings import CentreSettings
+from central.catalog import report
 
 
-def _seconds_since(at: str | None, now: datetime) -> float:
-    if not at:
-        return 0.0
-    then = datetime.fromisoformat(at)
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=UTC)
-    return max(0.0, (now - then).total_seconds())
+class PeriodError(ValueError):
+    """A period the report cannot cover; the message says which date and why."""
 
 
-def _age(measured: Any, since_received: float) -> float | None:
-    if not isinstance(measured, int | float) or isinstance(measured, bool):
-        return None
-    return round(float(measured) + since_received, 1)
-
-
-def facts(
-    report: dict[str, Any] | None, settings: CentreSettings, now: datetime
-) -> dict[str, Any] | None:
-    """The report's facts now, with the three conditions the health words read: ``store_low``,
-    ``backlog_old`` (events or uploads), ``clock_unsynchronised``; None without a report."""
-    if not report:
-        return None
-    since = _seconds_since(report.get("received_at"), now)
-    store, events = report.get("store") or {}, report.get("events") or {}
-    uploads, clock, bays = (
-        report.get("uploads") or {},
-        report.get("clock") or {},
-        report.get("bays") or {},
+def period(day_from: str | None, day_to: str | None, today: date | None = None) -> tuple:
+    """The first and last day (``date``) of the period asked for."""
+    year = (today or datetime.now().astimezone().date()).year - 1
+    first = _day(day_from, "from") or date(year, 1, 1)
+    last = _day(day_to, "to") or (
+        date(year, 12, 31) if not day_from else first.replace(month=12, day=31)
     )
-    free, total = store.get("free_bytes"), store.get("total_bytes")
-    percent = round(100.0 * free / total, 1) if isinstance(free, int) and total else None
-    event_age = _age(events.get("oldest_age_s"), since) if events.get("count") else None
-    upload_age = _age(uploads.get("oldest_age_s"), since) if uploads.get("count") else None
-    events_old = event_age is not None and event_age > settings.event_backlog_minutes * 60
-    uploads_old = (
-        bool(uploads.get("enabled"))
-        and upload_age is not None
-        and upload_age > settings.upload_backlog_hours * 3600
-    )
-    return {
-        "at": report.get("at"),
-        "received_at": report.get("received_at"),
-        "report_age_s": round(since, 1),
-        "version": report.get("version"),
-        "store_free_bytes": free,
-        "store_total_bytes": total,
-        "store_free_percent": percent,
-        "store_low": percent is not None and percent < settings.store_low_percent,
-        "events_waiting": events.get("count"),
-        "events_oldest_age_s": event_age,
-        "events_old": events_old,
-        "uploads_enabled": uploads.get("enabled"),
-        "uploads_waiting": uploads.get("count"),
-        "uploads_bytes": uploads.get("bytes"),
-        "uploads_oldest_age_s": upload_age,
-        "uploads_old": uploads_old,
-        "backlog_old": events_old or uploads_old,
-        "clock_synchronised": clock.get("synchronised"),
-        "clock_unsynchronised": clock.get("synchronised") is False,
-        "bays_total": bays.get("total"),
-        "bays_in_use": bays.get("in_use"),
-    }
+    for day in (first, last):
+        if not 1970 <= day.year <= 9998:
+            raise PeriodError(f"{day}: the report covers the years 1970 to 9998")
+    if last < first:
+        raise PeriodError(f"the period ends ({last}) before it starts ({first})")
+    return first, last
+
+
+def _day(text: str | None, name: str) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise PeriodError(f"{name} {text[:40]!r} is not a date: write YYYY-MM-DD") from None
+
+
+def _utc_start(day: date) -> str:
+    """The UTC moment (SQLite's ``YYYY-MM-DD HH:MM:SS``) the centre's local ``day`` starts."""
+    midnight = datetime(day.year, day.month, day.day).astimezone()  # naive: local time
+    return midnight.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def build(
+    conn: sqlite3.Connection,
+    first: date,
+    last: date,
+    *,
+    station: str | None = None,
+    unit: str | None = None,
+) -> dict[str, Any]:
+    """The figures of the period, with the period, the centre that made them and when."""
+    since, until = _utc_start(first), _utc_start(last + timedelta(days=1))
+    found = report.figures(conn, since, until, station=station or None, unit=unit or None)
+    found["period"] = {"from": first.isoformat(), "to": last.isoformat()}
+    found["centre"] = socket.gethostname()
+    found["generated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return found
+
+
+def csv_text(found: dict[str, Any]) -> str:
+    """Every figure as one row: section, group, figure, value (``None`` an empty cell: not
+    known at the centre)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["section", "group", "figure", "value"])
+    period = found["period"]
+    writer.writerow(["period", "all", "from", period["from"]])
+    writer.writerow(["period", "all", "to", period["to"]])
+    writer.writerows(csv_rows(found))
+    return out.getvalue()
+
+
+def csv_rows(found: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for section in ("by_unit", "by_officer", "by_recorder"):
+        for g in found[section]:
+            rows.extend(_flat(section, g["key"], g))
+    rows.extend(_flat("totals", "all", found["totals"]))
+    for part in ("by_kind", "by_recorder"):
+        for f in found["faults"][part]:
+            rows.extend(_flat(f"faults.{part}", f["key"], f))
+    rows.extend(_flat("faults", "all", found["faults"]["totals"]))
+    rows.extend(["holds", "by_reason", k, v] for k, v in found["holds"]["by_reason"].items())
+    rows.append(["holds", "all", "placed", found["holds"]["placed"]])
+    rows.append(["holds", "all", "released", found["holds"]["released"]])
+    rows.extend(["exports", "all", k, v] for k, v in found["exports"].items())
+    rows.extend(["access_requests", "all", k, v] for k, v in found["access_requests"].items())
+    rows.extend(["incomplete", s["station"], "chain_max_seq", s["chain_max_seq"]]
+                for s in found["incomplete"])  # fmt: skip
+    rows.extend(["not_known", k, "note", v] for k, v in found["not_known"].items())
+    return rows
+
+
+def _flat(section: str, key: Any, g: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for k, v in g.items():
+        if k == "key":
+            continue
+        if isinstance(v, dict):
+            rows.extend([section, key, f"{k}.{kk}", vv] for kk, vv in v.items())
+        else:
+            rows.append([section, key, k, v])
+    return rows

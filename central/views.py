@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from central import health, report
+from central import health, health_report
 from central.catalog import CentralCatalog, bays, devices, faults, history, register, stations
 from central.settings import CentreSettings
 
@@ -40,7 +40,7 @@ def station_list(
 ) -> list[dict[str, Any]]:
     """Every station (by id, ``limit`` from ``offset``): status, online, last seen, bays,
     chain state, open faults, what its latest health report says now (``report``:
-    central/report.py), its word."""
+    central/health_report.py), its word."""
     now = _now(now)
     conn = catalog.conn
     by_station: dict[str, list[dict[str, Any]]] = {}
@@ -60,7 +60,7 @@ def station_list(
             "chain_state": view["chain"]["state"],
             "bays": bay_summary.get(row["station"], {"bays": 0, "states": {}}),
             "open_faults": by_station.get(row["station"], []),
-            "report": report.facts(view["health_report"], settings, now),
+            "report": health_report.facts(view["health_report"], settings, now),
         }
         s["health"], s["health_reasons"] = health.station_word(s, settings, now)
         s["open_faults"] = len(s["open_faults"])

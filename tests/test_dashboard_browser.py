@@ -287,6 +287,7 @@ def test_pages_pass_axe_and_their_screenshots_are_kept(browser, system, lang, re
         "holds": "/holds",
         "access": "/access",
         "access-log": "/access/log",
+        "report": "/report",
     }
     found = {}
     for name, path in pages.items():
@@ -322,6 +323,7 @@ def test_on_a_phone_no_page_is_wider_than_the_screen(browser, system, request) -
         "/holds",
         "/access",
         "/access/log",
+        "/report",
     ):
         page.goto(f"{system.url}{path}")
         page.locator("main h1").wait_for()

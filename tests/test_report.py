@@ -215,6 +215,20 @@ def test_the_figures_match_a_catalog_built_by_hand(catalog: Catalog) -> None:
     assert got["access_requests"] == {"pending": 1}
 
 
+def test_each_group_counts_only_its_own_failed_checks(catalog: Catalog) -> None:
+    """unitB's recorder fails the same check as unitA's: each unit counts its own (grouping
+    by the name ``key`` grouped by json_each's own ``key`` column, the index in the list)."""
+    with catalog.tx() as conn:
+        conn.execute(
+            "INSERT INTO checks (session_id, device_serial, at, ready, results)"
+            " VALUES ('s2', 'DEV2', '2026-03-04T10:00:00+00:00', 0, ?)",
+            (check_results("battery"),),
+        )
+    unit = by_key(figures(catalog, SINCE, UNTIL)["by_unit"])
+    assert unit["unitA"]["check_failures"] == {"battery": 2, "clock": 1}
+    assert unit["unitB"]["check_failures"] == {"battery": 1}
+
+
 def test_the_command_prints_the_same_figures_as_json_and_csv(catalog: Catalog, monkeypatch) -> None:
     monkeypatch.setenv("TZ", "UTC")
     import time

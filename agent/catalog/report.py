@@ -104,7 +104,9 @@ def _checks(catalog: Catalog, col: str, p: dict[str, str]) -> list[tuple[Any, in
     reasons = catalog.query(
         f"SELECT {col} AS key, json_extract(j.value, '$.name') AS reason, count(*) AS n"  # noqa: S608
         " FROM checks c LEFT JOIN sessions s ON s.id = c.session_id, json_each(c.results) j"
-        f" WHERE {where} AND json_extract(j.value, '$.state') = 'FAIL' GROUP BY key, reason",
+        f" WHERE {where} AND json_extract(j.value, '$.state') = 'FAIL'"
+        # by position: ``key`` would name json_each's own column (the index) here
+        " GROUP BY 1, 2",
         p,
     )
     out = []

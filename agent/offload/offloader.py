@@ -318,6 +318,10 @@ class Offloader:
                 "sm3": p.digest.sm3,
                 "size": p.digest.size,
                 "late": p.late,
+                # the centre's compliance report counts from these (docs/report.md)
+                "age_hours": p.age_hours,
+                "recorded_start": p.start.isoformat() if p.start else None,
+                "recorded_end": p.end.isoformat() if p.end else None,
             },
         )
         rec_id = recordings.insert(

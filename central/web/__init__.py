@@ -3,8 +3,9 @@
 Server-rendered pages (Jinja2 templates and a stylesheet from this package; one small script
 for live updates, no build step) over the central catalog: ``board`` reads what the pages
 show, ``pages`` serves them (``holds`` the holds page and its actions, ``access`` approved
-access and its downloads), ``context`` holds what every request works with, ``session``
-the cookies, CSRF tokens and the login rate limit, ``users`` the users file, ``i18n`` the
+access and its downloads, ``report`` the compliance report), ``context`` holds what every
+request works with, ``session`` the cookies, CSRF tokens and the login rate limit, ``users``
+the users file, ``i18n`` the
 languages and ``charts`` the inline SVG charts.
 """
 
@@ -24,6 +25,7 @@ from central.web.board import Settings
 from central.web.context import Dashboard, DashboardOptions, FaultActions
 from central.web.holds import router as holds_router
 from central.web.pages import router
+from central.web.report import router as report_router
 from central.web.session import Sessions, load_secret
 from central.web.users import UserFile
 
@@ -62,4 +64,5 @@ def include_dashboard(
     app.include_router(router)
     app.include_router(holds_router)
     app.include_router(access_router)
+    app.include_router(report_router)
     return dashboard

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from central import health, report
+from central import health, health_report
 from central.catalog import CentralCatalog
 from central.catalog.faults import REPAIR_LIMIT_HOURS
 from central.settings import DEFAULT_POLL_SECONDS, CentreSettings
@@ -101,7 +101,7 @@ def stations(
         own = [f for f in open_faults if f["station"] == s["station"]]
         silent_for = hours_since(s["last_seen"], now)
         silent = silent_for is None or silent_for > settings.centre.station_silent_hours
-        facts = report.facts(s.get("health_report"), settings.centre, now)
+        facts = health_report.facts(s.get("health_report"), settings.centre, now)
         subject = {**s, "chain_state": s["chain"]["state"], "open_faults": own, "report": facts}
         word, reasons = health.station_word(subject, settings.centre, now)
         detail = s.get("status_detail") or {}
@@ -208,7 +208,7 @@ def recorders(
 
 
 def _attention(facts: dict[str, Any] | None) -> list[str]:
-    """What a station's health report asks a person to look at (central/report.py)."""
+    """What a station's health report asks a person to look at (central/health_report.py)."""
     names = ("store_low", "backlog_old", "clock_unsynchronised")
     return [name for name in names if facts and facts.get(name)]
 

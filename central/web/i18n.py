@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from central.web import report_i18n
+
 DEFAULT = "zh-CN"
 COOKIE = "recdock_lang"
 
@@ -489,6 +491,8 @@ ZH = {
     "origin.recorder": "记录仪标记",
 }
 
+EN |= report_i18n.EN  # the compliance report page's (central/web/report_i18n.py)
+ZH |= report_i18n.ZH
 TABLES = {"zh-CN": ZH, "en": EN}
 
 

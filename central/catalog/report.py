@@ -1,0 +1,299 @@
+"""The centre's compliance figures (rule clause 15; docs/report.md): read-only, across
+``events``, ``faults``, ``holds``, ``stations`` and ``register`` (it writes none of them;
+their owners stay the only writers).
+
+The figures are the station's (agent/catalog/report.py), counted from what each station
+signed (rule 9, docs/architecture.md): recordings from its ``file.stored`` and
+``file.recovered`` events, with the unit and officer of the ``session.start`` event they name;
+checks from ``checks`` events; dockings late from ``fault.open`` events of kind
+``recorder.overdue``; faults from the ``faults`` table its ``fault.open`` and
+``fault.resolved`` events keep (``reported_at``: when its opening reached the centre); holds
+from ``holds``; exports and access requests from the access log's and the requests' events.
+A figure the signed events do not carry is ``None`` ("not known at the centre"), never 0.
+
+A period is ``[since, until)`` in UTC (``YYYY-MM-DD HH:MM:SS``). ``station`` narrows every
+figure to one station; ``unit`` narrows the per-unit, officer and recorder tables (a fault, a
+hold, an export has no unit in what a station signs).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+REPAIR_LIMIT_HOURS = 24.0
+_IN = "datetime({col}) >= :since AND datetime({col}) < :until"
+_HOURS = "(julianday({b}) - julianday({a})) * 24"
+_STATION = "(:station IS NULL OR {col} = :station)"
+_UNIT = "(:unit IS NULL OR {col} = :unit)"
+
+#: The access log's audit kinds (agent/catalog/access_log.py), back to its actions.
+EXPORT_KINDS = {
+    "export.written": "export",
+    "export.refused": "export.refused",
+    "export.failed": "export.failed",
+    "access.decision_refused": "approve.refused",
+}
+
+#: Each breakdown's group in the recordings (r), the checks (c) and late dockings (d) below.
+GROUPS = {
+    "unit": ("s.unit", "s.unit"),
+    "officer": ("s.officer", "s.officer"),
+    "recorder": ("r.serial", "c.serial"),
+}
+
+#: A session's unit and officer, as its ``session.start`` event says.
+_SESSIONS = (
+    "LEFT JOIN (SELECT station, subject AS id, json_extract(data, '$.unit') AS unit,"
+    " json_extract(data, '$.officer_id') AS officer FROM events WHERE kind = 'session.start')"
+    " s ON s.station = {alias}.station AND s.id = {alias}.session_id"
+)
+
+_STORED = (
+    "SELECT station, at, json_extract(data, '$.session_id') AS session_id,"
+    " json_extract(data, '$.device_serial') AS serial, json_extract(data, '$.late') AS late,"
+    " json_extract(data, '$.age_hours') AS age, json_type(data, '$.age_hours') AS age_type,"
+    " json_extract(data, '$.recorded_start') AS rs, json_extract(data, '$.recorded_end') AS re"
+    " FROM events WHERE kind IN ('file.stored', 'file.recovered')"
+    " AND " + _IN.format(col="at") + " AND " + _STATION.format(col="station")
+)
+
+#: What the centre cannot know (yet): shown as such, never as 0.
+NOT_KNOWN = {
+    "centre_access": "the centre's own access requests, downloads and exports are not counted "
+    "here yet",
+}
+
+
+def figures(
+    conn: sqlite3.Connection,
+    since: str,
+    until: str,
+    *,
+    station: str | None = None,
+    unit: str | None = None,
+) -> dict[str, Any]:
+    """Every figure of the report for the period."""
+    p = {"since": since, "until": until, "station": station, "unit": unit}
+    out: dict[str, Any] = {"since": since, "until": until, "station": station, "unit": unit}
+    for group in GROUPS:
+        out[f"by_{group}"] = _by_group(conn, group, p)
+    totals = _recordings(conn, "'all'", p)
+    out["totals"] = totals.get("all", _empty("all"))
+    out["faults"] = _faults(conn, p)
+    out["holds"] = _holds(conn, p)
+    out["exports"] = _exports(conn, p)
+    out["access_requests"] = _requests(conn, p)
+    out["incomplete"] = _incomplete(conn, p)
+    out["not_known"] = dict(NOT_KNOWN)
+    return out
+
+
+def _empty(key: str | None) -> dict[str, Any]:
+    return {
+        "key": key,
+        "recordings": 0,
+        "hours": 0.0,
+        "hours_not_known": 0,
+        "with_age": 0,
+        "within_24h": 0,
+        "share_within_24h": None,
+        "late": 0,
+    }
+
+
+def _recordings(conn: sqlite3.Connection, key: str, p: dict[str, Any]) -> dict[Any, dict]:
+    """Recordings offloaded in the period by ``key``. A recording whose signed event carries
+    no age (a station older than the field) has no age and no hours at the centre."""
+    hours = _HOURS.format(a="r.rs", b="r.re")
+    rows = conn.execute(
+        f"SELECT {key} AS key, count(*) AS recordings,"  # noqa: S608
+        f" round(coalesce(sum(CASE WHEN r.re IS NOT NULL THEN {hours} END), 0), 3) AS hours,"
+        " sum(r.age_type IS NULL) AS hours_not_known,"
+        " sum(r.age_type IS NOT NULL AND r.age_type != 'null') AS with_age,"
+        " sum(r.age_type IS NOT NULL AND r.age_type != 'null' AND r.late = 0) AS within_24h,"
+        " sum(r.late) AS late"
+        f" FROM ({_STORED}) r {_SESSIONS.format(alias='r')}"
+        " WHERE " + _UNIT.format(col="s.unit") + " GROUP BY key",
+        p,
+    ).fetchall()
+    found = {}
+    for row in rows:
+        r = dict(row)
+        r["share_within_24h"] = round(r["within_24h"] / r["with_age"], 4) if r["with_age"] else None
+        if r["hours_not_known"] == r["recordings"]:
+            r["hours"] = None  # no recording's times reached the centre
+        found[r["key"]] = r
+    return found
+
+
+def _by_group(conn: sqlite3.Connection, group: str, p: dict[str, Any]) -> list[dict[str, Any]]:
+    rec_col, check_col = GROUPS[group]
+    found = _recordings(conn, rec_col, p)
+    for key, checks, failed, reasons in _checks(conn, check_col, p):
+        row = found.setdefault(key, _empty(key))
+        row.update(checks=checks, checks_failed=failed, check_failures=reasons)
+    late_col = "d.serial" if group == "recorder" else rec_col
+    for key, n in _late_dockings(conn, late_col, p):
+        found.setdefault(key, _empty(key))["dockings_late"] = n
+    for row in found.values():
+        row.setdefault("checks", 0)
+        row.setdefault("checks_failed", 0)
+        row.setdefault("check_failures", {})
+        row.setdefault("dockings_late", 0)
+    return sorted(found.values(), key=lambda r: (r["key"] is None, r["key"] or ""))
+
+
+_CHECKS = (
+    "SELECT id, station, subject AS serial, data, json_extract(data, '$.ready') AS ready,"
+    " json_extract(data, '$.session_id') AS session_id FROM events WHERE kind = 'checks'"
+    " AND " + _IN.format(col="at") + " AND " + _STATION.format(col="station")
+)
+
+
+def _checks(conn: sqlite3.Connection, col: str, p: dict[str, Any]) -> list[tuple]:
+    """Pre-shift checks made in the period: how many, how many not ready, failures by check."""
+    source = f"({_CHECKS}) c {_SESSIONS.format(alias='c')} "
+    where = " WHERE " + _UNIT.format(col="s.unit")
+    totals = conn.execute(
+        f"SELECT {col} AS key, count(*) AS n, sum(c.ready = 0) AS failed FROM {source}"  # noqa: S608
+        + where
+        + " GROUP BY key",
+        p,
+    ).fetchall()
+    reasons = conn.execute(
+        f"SELECT {col} AS key, json_extract(j.value, '$.name') AS reason, count(*) AS n"  # noqa: S608
+        f" FROM {source}, json_each(c.data, '$.results') j"
+        + where
+        + " AND json_extract(j.value, '$.state') = 'FAIL'"
+        # by position: ``key`` would name json_each's own column here
+        " GROUP BY 1, 2",
+        p,
+    ).fetchall()
+    out = []
+    for t in totals:
+        why = {r["reason"]: r["n"] for r in reasons if r["key"] == t["key"]}
+        out.append((t["key"], t["n"], t["failed"], why))
+    return out
+
+
+def _late_dockings(conn: sqlite3.Connection, col: str, p: dict[str, Any]) -> list[tuple]:
+    """``recorder.overdue`` faults opened in the period (each opening): a recorder not docked
+    again in time; unit and officer those of its last docking."""
+    rows = conn.execute(
+        f"SELECT {col} AS key, count(*) AS n FROM (SELECT station, at,"  # noqa: S608
+        " json_extract(data, '$.subject') AS serial,"
+        " json_extract(data, '$.evidence.last_session_id') AS session_id FROM events"
+        " WHERE kind = 'fault.open' AND json_extract(data, '$.kind') = 'recorder.overdue'"
+        " AND " + _IN.format(col="at") + " AND " + _STATION.format(col="station") + ") d "
+        f"{_SESSIONS.format(alias='d')} WHERE " + _UNIT.format(col="s.unit") + " GROUP BY key",
+        p,
+    ).fetchall()
+    return [(r["key"], r["n"]) for r in rows]
+
+
+def _faults(conn: sqlite3.Connection, p: dict[str, Any]) -> dict[str, Any]:
+    """The stations' faults opened in the period against the 24-hour limit (rule clause 14),
+    overall, by kind and by recorder (a ``recorder.*`` fault's subject; ``station`` else)."""
+    to_report = _HOURS.format(a="opened_at", b="reported_at")
+    to_repair = _HOURS.format(a="opened_at", b="resolved_at")
+    select = (
+        "SELECT {key} AS key, count(*) AS opened, count(reported_at) AS reported,"
+        f" sum({to_report} <= 24) AS reported_within_24h, count(resolved_at) AS repaired,"
+        f" sum({to_repair} <= 24) AS repaired_within_24h,"
+        " sum(resolved_at IS NULL AND " + _HOURS.format(a="opened_at", b=":until") + " > 24)"
+        " AS open_past_24h,"
+        f" round(avg({to_report}), 2) AS mean_hours_to_report,"
+        f" round(avg({to_repair}), 2) AS mean_hours_to_repair"
+        " FROM faults WHERE origin = 'station' AND " + _IN.format(col="opened_at")
+        + " AND " + _STATION.format(col="station") + " GROUP BY key ORDER BY key"
+    )  # fmt: skip
+    recorder = "CASE WHEN kind LIKE 'recorder.%' THEN subject ELSE 'station' END"
+    total = conn.execute(select.format(key="'all'"), p).fetchall()
+    return {
+        "limit_hours": REPAIR_LIMIT_HOURS,
+        "totals": _zero_nulls(dict(total[0])) if total else {"key": "all", "opened": 0},
+        "by_kind": [_zero_nulls(dict(r)) for r in conn.execute(select.format(key="kind"), p)],
+        "by_recorder": [_zero_nulls(dict(r)) for r in conn.execute(select.format(key=recorder), p)],
+    }
+
+
+def _zero_nulls(row: dict[str, Any]) -> dict[str, Any]:
+    counts = ("reported_within_24h", "repaired_within_24h", "open_past_24h")
+    return {k: (0 if v is None and k in counts else v) for k, v in row.items()}
+
+
+def _holds(conn: sqlite3.Connection, p: dict[str, Any]) -> dict[str, Any]:
+    """Holds placed in the period, by reason, and released (a centre hold sent to several
+    stations counts once)."""
+    station = " AND " + _STATION.format(col="station")
+    placed = {
+        r["reason"]: r["n"]
+        for r in conn.execute(
+            "SELECT reason, count(DISTINCT hold_id) AS n FROM holds WHERE "
+            + _IN.format(col="placed_at")
+            + station
+            + " GROUP BY reason",
+            p,
+        )
+    }
+    released = conn.execute(
+        "SELECT count(DISTINCT hold_id) FROM holds WHERE released_at IS NOT NULL AND "
+        + _IN.format(col="released_at")
+        + station,
+        p,
+    ).fetchone()[0]
+    return {"placed": sum(placed.values()), "by_reason": placed, "released": released}
+
+
+def _exports(conn: sqlite3.Connection, p: dict[str, Any]) -> dict[str, int]:
+    """The stations' access log in the period, by action (docs/access.md)."""
+    kinds = ", ".join(f"'{k}'" for k in EXPORT_KINDS)
+    rows = conn.execute(
+        f"SELECT kind, count(*) AS n FROM events WHERE kind IN ({kinds})"  # noqa: S608
+        " AND " + _IN.format(col="at") + " AND " + _STATION.format(col="station")
+        + " GROUP BY kind",
+        p,
+    )  # fmt: skip
+    return {EXPORT_KINDS[r["kind"]]: r["n"] for r in rows}
+
+
+def _requests(conn: sqlite3.Connection, p: dict[str, Any]) -> dict[str, int]:
+    """The stations' access requests made in the period, by their decision (``pending``
+    until a decision's event arrived)."""
+    decision = (
+        "(SELECT substr(d.kind, 8) FROM events d WHERE d.subject = e.subject"
+        " AND d.kind IN ('access.approved', 'access.refused') AND d.station = e.station"
+        " ORDER BY d.id LIMIT 1)"
+    )
+    rows = conn.execute(
+        f"SELECT coalesce({decision}, 'pending') AS k, count(*) AS n FROM events e"  # noqa: S608
+        " WHERE e.kind = 'access.requested' AND " + _IN.format(col="e.at")
+        + " AND " + _STATION.format(col="e.station") + " GROUP BY k",
+        p,
+    )  # fmt: skip
+    return {r["k"]: r["n"] for r in rows}
+
+
+def _incomplete(conn: sqlite3.Connection, p: dict[str, Any]) -> list[dict[str, Any]]:
+    """Stations whose events have not all arrived (a gap after the complete head): their
+    figures may still grow."""
+    rows = conn.execute(
+        "SELECT station, chain_seq, chain_max_seq FROM stations"
+        " WHERE chain_max_seq > chain_seq AND " + _STATION.format(col="station")
+        + " ORDER BY station",
+        p,
+    )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+def stations_and_units(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    """The stations and the register's units the filters offer."""
+    stations = [r[0] for r in conn.execute("SELECT station FROM stations ORDER BY station")]
+    units = [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT unit FROM register WHERE unit IS NOT NULL ORDER BY unit"
+        )
+    ]
+    return {"stations": stations, "units": units}
