@@ -99,6 +99,10 @@ def csv_rows(found: dict[str, Any]) -> list[list[Any]]:
     rows.append(["holds", "all", "released", found["holds"]["released"]])
     rows.extend(["exports", "all", k, v] for k, v in found["exports"].items())
     rows.extend(["access_requests", "all", k, v] for k, v in found["access_requests"].items())
+    for part in ("requests", "log"):
+        rows.extend(
+            [f"centre_access.{part}", "all", k, v] for k, v in found["centre_access"][part].items()
+        )
     rows.extend(["incomplete", s["station"], "chain_max_seq", s["chain_max_seq"]]
                 for s in found["incomplete"])  # fmt: skip
     rows.extend(["not_known", k, "note", v] for k, v in found["not_known"].items())

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import requests
 
-from central.catalog import CentralCatalog, faults
+from central.catalog import CentralCatalog, access, access_log, faults
 from central.catalog import report as R
 from sync.wire.chain import GENESIS, canonical, entry_hash
 from tests.central_server import serve_app
@@ -129,6 +129,23 @@ def build(catalog: CentralCatalog) -> None:
     # U1 / O3 / R3 at ST-B: one recording of 2 h
     b.session(t(15, 9), "T1", "R3", "U1", "O3")
     b.stored(t(15, 9), "T1", "R3", "g", **times(5.0, t(15, 2), t(15, 4)))
+    # the centre's own approved access: two requests in March (one approved, one awaiting a
+    # decision), one in April; its log: a decision, two downloads, one refused, an export
+    with catalog.tx() as conn:
+        for rid, at, station in (("AC-1", t(12), "ST-A"), ("AC-2", t(13), "ST-B"),
+                                 ("AC-3", t(2, month=4), "ST-A")):  # fmt: skip
+            obj = {"station": station, "recording": f"{station}/x", "sha256": "0" * 64, "size": 1}
+            access.create(conn, {"request_id": rid, "requested_by": "clerk", "requested_at": at,
+                                 "purpose": "p", "basis": "list"}, [obj])  # fmt: skip
+        access.decide(conn, "AC-1", state="approved", by="chief", at=t(12, 1),
+                      valid_until=t(19), note=None)  # fmt: skip
+        for action, at, station in (("request", t(12), None), ("approve", t(12, 1), None),
+                                    ("download", t(12, 2), "ST-A"),
+                                    ("download", t(12, 3), "ST-A"),
+                                    ("download.refused", t(20), "ST-A"),
+                                    ("export", t(14), "ST-A"),
+                                    ("download", t(2, 1, month=4), "ST-A")):  # fmt: skip
+            access_log.record(conn, action, at=at, by="clerk", request_id="AC-1", station=station)
     # the centre's own fault is not a station's: not counted
     with catalog.tx() as conn:
         faults.open_centre_fault(
@@ -188,7 +205,13 @@ def test_the_figures_match_the_hand_built_fixture(catalog: CentralCatalog) -> No
     assert f["exports"] == {"export": 1, "export.refused": 1}
     assert f["access_requests"] == {"approved": 1, "pending": 1}
     assert f["incomplete"] == []
-    assert "centre_access" in f["not_known"]
+    assert f["centre_access"] == {
+        "requests": {"approved": 1, "requested": 1},
+        "log": {"approve": 1, "download": 2, "download.refused": 1, "export": 1},
+    }
+    assert f["not_known"] == {}
+    at_b = R.figures(catalog.conn, SINCE, UNTIL, station="ST-B")["centre_access"]
+    assert at_b == {"requests": {"requested": 1}, "log": {}}
 
 
 def test_a_group_whose_times_never_reached_the_centre_has_no_hours_never_zero(
@@ -287,7 +310,10 @@ def test_the_page_shows_the_figures_in_chinese_by_default_and_english_on_request
     assert holds[3:] == ["1", "all", "1", "Released", "1"]
     assert cells(en, "exports")[2:] == ["written", "1", "refused", "1"]
     assert cells(en, "requests")[2:] == ["approved", "1", "pending", "1"]
-    assert "own access requests, downloads and exports are not counted" in en
+    assert cells(en, "centre-access")[2:] == [
+        "requests: approved", "1", "requests: awaiting a decision", "1",
+        "approved", "1", "downloads", "2", "downloads refused", "1", "exports written", "1",
+    ]  # fmt: skip
     assert "do not yet sign their recorded times and age: 1" in en
 
 
@@ -341,7 +367,9 @@ def test_the_csv_download_has_every_figure(served: str) -> None:
     assert ["holds", "by_reason", "complaint", "1"] in rows
     assert ["exports", "all", "export", "1"] in rows
     assert ["access_requests", "all", "pending", "1"] in rows
-    assert any(r[0] == "not_known" and r[1] == "centre_access" for r in rows)
+    assert ["centre_access.requests", "all", "approved", "1"] in rows
+    assert ["centre_access.log", "all", "download", "2"] in rows
+    assert not any(r[0] == "not_known" for r in rows)
 
 
 # -- printed: Debian's chromium prints the page to PDF --------------------------------------
@@ -386,8 +414,8 @@ def test_the_page_printed_to_pdf_is_the_inspections_document(
     assert "66.7 % (2/3)" in flat and "battery 1; late 1" in flat
     assert "10.39" in flat and "34.0" in flat
     words = {
-        "zh-CN": ("执法记录仪使用情况统计报告", "超出时限", "中心自身的调阅申请"),
-        "en": ("Compliance report", "over the limit", "not counted here yet"),
+        "zh-CN": ("执法记录仪使用情况统计报告", "超出时限", "中心的调阅审批"),
+        "en": ("Compliance report", "over the limit", "Approved access at the centre"),
     }[lang]
     for word in words:
         assert word in flat, word

@@ -8,7 +8,8 @@ signed (rule 9, docs/architecture.md): recordings from its ``file.stored`` and
 checks from ``checks`` events; dockings late from ``fault.open`` events of kind
 ``recorder.overdue``; faults from the ``faults`` table its ``fault.open`` and
 ``fault.resolved`` events keep (``reported_at``: when its opening reached the centre); holds
-from ``holds``; exports and access requests from the access log's and the requests' events.
+from ``holds``; exports and access requests from the access log's and the requests'
+events; the centre's own approved access from its ``access_requests`` and ``access_log``.
 A figure the signed events do not carry is ``None`` ("not known at the centre"), never 0.
 
 A period is ``[since, until)`` in UTC (``YYYY-MM-DD HH:MM:SS``). ``station`` narrows every
@@ -58,11 +59,9 @@ _STORED = (
     " AND " + _IN.format(col="at") + " AND " + _STATION.format(col="station")
 )
 
-#: What the centre cannot know (yet): shown as such, never as 0.
-NOT_KNOWN = {
-    "centre_access": "the centre's own access requests, downloads and exports are not counted "
-    "here yet",
-}
+#: What the centre cannot know (yet): shown as such, never as 0. Nothing, since its own
+#: approved access is counted (:func:`_centre_access`).
+NOT_KNOWN: dict[str, str] = {}
 
 
 def figures(
@@ -84,6 +83,7 @@ def figures(
     out["holds"] = _holds(conn, p)
     out["exports"] = _exports(conn, p)
     out["access_requests"] = _requests(conn, p)
+    out["centre_access"] = _centre_access(conn, p)
     out["incomplete"] = _incomplete(conn, p)
     out["not_known"] = dict(NOT_KNOWN)
     return out
@@ -273,6 +273,26 @@ def _requests(conn: sqlite3.Connection, p: dict[str, Any]) -> dict[str, int]:
         p,
     )  # fmt: skip
     return {r["k"]: r["n"] for r in rows}
+
+
+def _centre_access(conn: sqlite3.Connection, p: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """The centre's own approved access (central/access.py) in the period: the requests made,
+    by their state now, and its access log by action (decisions, downloads, exports and their
+    refusals). With a station: the requests with an object of that station, and the log's rows
+    that name it."""
+    requests = conn.execute(
+        "SELECT state AS k, count(*) AS n FROM access_requests r WHERE "
+        + _IN.format(col="r.requested_at")
+        + " AND (:station IS NULL OR EXISTS (SELECT 1 FROM access_objects o"
+        " WHERE o.request_id = r.request_id AND o.station = :station)) GROUP BY state",
+        p,
+    )  # fmt: skip
+    log = conn.execute(
+        "SELECT action AS k, count(*) AS n FROM access_log WHERE action != 'request' AND "
+        + _IN.format(col="at") + " AND " + _STATION.format(col="station") + " GROUP BY action",
+        p,
+    )  # fmt: skip
+    return {"requests": {r["k"]: r["n"] for r in requests}, "log": {r["k"]: r["n"] for r in log}}
 
 
 def _incomplete(conn: sqlite3.Connection, p: dict[str, Any]) -> list[dict[str, Any]]:

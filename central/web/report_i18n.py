@@ -55,8 +55,6 @@ EN = {
     "fig.exports": "Exports by outcome",
     "fig.access_requests": "Access requests by decision",
     "report.not_known": "What the centre cannot know yet",
-    "not_known.centre_access": "The centre's own access requests, downloads and exports are "
-    "not counted here yet.",
     "not_known.hours": "Recordings from stations that do not yet sign their recorded times "
     "and age: {n} (their hours and share within 24 h are not known here).",
     "report.incomplete": "Stations whose events have not all arrived (figures may still "
@@ -69,6 +67,18 @@ EN = {
     "decision.approved": "approved",
     "decision.refused": "refused",
     "decision.pending": "pending",
+    "decision.requested": "awaiting a decision",
+    "report.centre_access": "Approved access at the centre (rule clauses 13, 34, 35)",
+    "fig.centre_access": "The centre's own requests and access log",
+    "fig.requests": "requests",
+    "centre_action.approve": "approved",
+    "centre_action.refuse": "refused",
+    "centre_action.approve.refused": "decision refused (no role, or their own request)",
+    "centre_action.download": "downloads",
+    "centre_action.download.refused": "downloads refused",
+    "centre_action.export": "exports written",
+    "centre_action.export.refused": "exports refused",
+    "centre_action.export.failed": "exports failed",
 }
 
 ZH = {
@@ -123,7 +133,6 @@ ZH = {
     "fig.exports": "导出（按结果）",
     "fig.access_requests": "调阅申请（按审批结果）",
     "report.not_known": "中心暂无法得知的数据",
-    "not_known.centre_access": "中心自身的调阅申请、下载和导出暂未计入本报告。",
     "not_known.hours": "来自尚未签名上报录制时间和时长的采集站的录像：{n} 条（其时长和 24 小时内"
     "采集比例在此无法得知）。",
     "report.incomplete": "尚未收齐记录的采集站（数字可能还会增加）：{stations}",
@@ -135,4 +144,16 @@ ZH = {
     "decision.approved": "已批准",
     "decision.refused": "已拒绝",
     "decision.pending": "待审批",
+    "decision.requested": "待审批",
+    "report.centre_access": "中心的调阅审批（第十三条、第三十四条、第三十五条）",
+    "fig.centre_access": "中心自身的调阅申请与调阅记录",
+    "fig.requests": "调阅申请",
+    "centre_action.approve": "批准",
+    "centre_action.refuse": "拒绝",
+    "centre_action.approve.refused": "审批被拒绝（无权限或本人申请）",
+    "centre_action.download": "下载",
+    "centre_action.download.refused": "下载被拒绝",
+    "centre_action.export": "已导出",
+    "centre_action.export.refused": "导出被拒绝",
+    "centre_action.export.failed": "导出失败",
 }
