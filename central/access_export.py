@@ -34,14 +34,13 @@ from typing import Any
 from central import access as decisions
 from central.catalog import CentralCatalog, access, access_log
 from central.folder import fsync_dir
+from sync.wire import bag
 from sync.wire.label import LABEL_FILE, Label
 
 logger = logging.getLogger(__name__)
 
 PARTIAL = ".recdock-partial-"
 RECORDS_FILE = "recdock-recordings.json"
-BAGIT_TXT = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
-ALGORITHMS = ("sha256", "sha512")
 CHUNK = 1024 * 1024
 COPIES = 2
 
@@ -149,12 +148,7 @@ def payload_plan(objects: list[dict[str, Any]]) -> list[tuple[dict[str, Any], st
             name = "/".join([parts[3], parts[4], *parts[6:]])
         else:
             name = "/".join([o["station"], *parts])
-        name = name.replace("%", "#")
-        if name in taken:
-            stem, dot, ext = name.rpartition(".")
-            name = f"{stem}~{o['n']}.{ext}" if dot and "/" not in ext else f"{name}~{o['n']}"
-        taken.add(name)
-        plan.append((o, name))
+        plan.append((o, bag.payload_name(name, o["n"], taken)))
     return plan
 
 
@@ -186,8 +180,6 @@ def write_copy(
     copy: int,
 ) -> Path:
     """One whole, durable, validated bag in a partial folder under ``dest``."""
-    import bagit
-
     final = dest / meta["bag_name"]
     if final.exists():
         raise ExportFailed(f"{final}: exists already; nothing was replaced")
@@ -195,43 +187,16 @@ def write_copy(
     try:
         for obj, name in plan:
             copy_verified(paths[obj["n"]], partial / name, obj)  # type: ignore[arg-type]
-        bagit.make_bag(str(partial), bag_info=bag_info(meta, copy), checksums=list(ALGORITHMS))
-        (partial / "bagit.txt").write_text(BAGIT_TXT, encoding="utf-8")
-        for name, text in tag_files(meta, copy, plan).items():
-            (partial / name).write_text(text, encoding="utf-8")
-        bagit.Bag(str(partial)).save()
-        _make_durable(partial)
-        _validate(partial, {f"data/{name}": obj["sha256"] for obj, name in plan})
+        bag.make(partial, bag_info(meta, copy), tag_files(meta, copy, plan))
+        bag.make_durable(partial)
+        try:
+            bag.validate(partial, {f"data/{name}": obj["sha256"] for obj, name in plan})
+        except bag.BagInvalid as exc:
+            raise ExportFailed(str(exc)) from exc
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return partial
-
-
-def _make_durable(folder: Path) -> None:
-    for dirpath, _dirs, files in os.walk(folder, topdown=False):
-        for name in files:
-            fd = os.open(Path(dirpath) / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(dirpath))
-    fsync_dir(folder.parent)
-
-
-def _validate(folder: Path, expected: dict[str, str]) -> None:
-    import bagit
-
-    try:
-        bag = bagit.Bag(str(folder))
-        bag.validate()
-    except bagit.BagError as exc:
-        raise ExportFailed(f"{folder}: the copy does not validate read back: {exc}") from exc
-    listed = {path: hashes.get("sha256") for path, hashes in bag.payload_entries().items()}
-    if listed != expected:
-        raise ExportFailed(f"{folder}: the bag's sha256 manifest differs from the request")
 
 
 def _meta(

@@ -31,11 +31,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.access import approval, bag
-from agent.access.label import LABEL_FILE, Label
+from agent.access import approval
 from agent.catalog import access, access_log, audit, holds
 from agent.errors import AccessRefusedError, ExportError, ExportMismatchError
 from agent.store.io import fsync_dir
+from sync.wire import bag
+from sync.wire.label import LABEL_FILE, Label
 
 if TYPE_CHECKING:
     from agent.catalog import Catalog
@@ -219,12 +220,9 @@ def payload_plan(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]
     plan = []
     for r in rows:
         parts = r["store_path"].split("/")
-        name = "/".join([parts[3], parts[4], *parts[6:]]).replace("%", "#")
-        if name in taken:
-            stem, dot, ext = name.rpartition(".")
-            name = f"{stem}~{r['id']}.{ext}" if dot and "/" not in ext else f"{name}~{r['id']}"
-        taken.add(name)
-        plan.append((r, name))
+        plan.append(
+            (r, bag.payload_name("/".join([parts[3], parts[4], *parts[6:]]), r["id"], taken))
+        )
     return plan
 
 
@@ -268,7 +266,10 @@ def write_copy(
             copy_verified(store_root / row["store_path"], partial / name, row)
         bag.make(partial, meta.bag_info(copy), meta.tag_files(copy, plan))
         bag.make_durable(partial)
-        bag.validate(partial, {f"data/{name}": row["sha256"] for row, name in plan})
+        try:
+            bag.validate(partial, {f"data/{name}": row["sha256"] for row, name in plan})
+        except bag.BagInvalid as exc:
+            raise ExportError(str(exc)) from exc
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -2,9 +2,12 @@
 package writes its manifests (sha256, sha512) and bag-info, we declare BagIt 1.0, add our tag
 files, make every file and folder durable, and validate it read back from disk.
 
-Payload names never hold ``%``, CR or LF (agent/access/export.py makes them so), so the
-manifest lines are the names themselves: RFC 8493 readers, ``bagit`` and ``sha256sum -c``
-read them alike.
+Shared by the station's export (agent/access/export.py) and the centre's
+(central/access_export.py), so both make their copies the same way (docs/export.md).
+
+Payload names never hold ``%``, CR or LF (:func:`payload_name` makes them so), so the manifest
+lines are the names themselves: RFC 8493 readers, ``bagit`` and ``sha256sum -c`` read them
+alike.
 """
 
 from __future__ import annotations
@@ -12,11 +15,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.errors import ExportError
-from agent.store.io import fsync_dir
-
 BAGIT_TXT = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
 ALGORITHMS = ("sha256", "sha512")
+
+
+class BagInvalid(Exception):
+    """A bag read back does not validate, or lists other payload than was copied into it."""
+
+
+def payload_name(name: str, key: object, taken: set[str]) -> str:
+    """``name`` as a payload path: ``%`` written as ``#`` (RFC 8493 would have it encoded in
+    the manifest, which ``sha256sum -c`` does not read); a name taken already gets ``~<key>``
+    before its extension. Adds the name to ``taken``."""
+    name = name.replace("%", "#")
+    if name in taken:
+        stem, dot, ext = name.rpartition(".")
+        name = f"{stem}~{key}.{ext}" if dot and "/" not in ext else f"{name}~{key}"
+    taken.add(name)
+    return name
 
 
 def make(folder: Path, info: dict[str, str], tag_files: dict[str, str]) -> None:
@@ -42,23 +58,31 @@ def make_durable(folder: Path) -> None:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             finally:
                 os.close(fd)
-        fsync_dir(Path(dirpath))
-    fsync_dir(folder.parent)
+        _fsync_dir(Path(dirpath))
+    _fsync_dir(folder.parent)
 
 
 def validate(folder: Path, expected: dict[str, str]) -> None:
     """Check the bag as ``bagit`` reads it back: structure, every fixity, and the sha256 of
-    each payload file (``data/...`` -> hex) against what the catalog holds."""
+    each payload file (``data/...`` -> hex) against ``expected``; :class:`BagInvalid` if not."""
     import bagit
 
     try:
         bag = bagit.Bag(str(folder))
         bag.validate()
     except bagit.BagError as exc:
-        raise ExportError(
-            f"{folder}: the copy does not validate as a bag read back: {exc}"
-        ) from exc
+        raise BagInvalid(f"{folder}: the copy does not validate as a bag read back: {exc}") from exc
     listed = {path: hashes.get("sha256") for path, hashes in bag.payload_entries().items()}
     if listed != expected:
         wrong = sorted(set(listed.items()) ^ set(expected.items()))[:3]
-        raise ExportError(f"{folder}: the bag's sha256 manifest differs from the catalog: {wrong}")
+        raise BagInvalid(
+            f"{folder}: the bag's sha256 manifest differs from what was copied: {wrong}"
+        )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
