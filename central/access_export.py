@@ -20,7 +20,6 @@ The way it takes:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -41,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 PARTIAL = ".recdock-partial-"
 RECORDS_FILE = "recdock-recordings.json"
-CHUNK = 1024 * 1024
 COPIES = 2
 
 
@@ -155,18 +153,11 @@ def payload_plan(objects: list[dict[str, Any]]) -> list[tuple[dict[str, Any], st
 def copy_verified(src: Path, dst: Path, obj: dict[str, Any]) -> None:
     """Copy one object, hashing what is read; a size or sha256 other than the request's stops
     the export, naming the object."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    digest, size = hashlib.sha256(), 0
-    with open(src, "rb") as fin, open(dst, "xb") as fout:
-        os.posix_fadvise(fin.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        while chunk := fin.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-            fout.write(chunk)
-    if size != obj["size"] or digest.hexdigest() != obj["sha256"]:
+    size, sha256 = bag.copy_hashed(src, dst)
+    if size != obj["size"] or sha256 != obj["sha256"]:
         raise ExportFailed(
             f"{src}: the centre's object for recording {obj['recording']} of station "
-            f"{obj['station']} does not match ({size} bytes, sha256 {digest.hexdigest()[:16]}…;"
+            f"{obj['station']} does not match ({size} bytes, sha256 {sha256[:16]}…;"
             f" expected {obj['size']} bytes, {obj['sha256'][:16]}…): the export stopped and "
             "no copy was kept"
         )

@@ -20,7 +20,6 @@ Nothing is left looking like a bag unless it validated: a partial folder holds n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -46,7 +45,6 @@ log = logging.getLogger(__name__)
 
 PARTIAL = ".recdock-partial-"
 RECORDS_FILE = "recdock-recordings.json"
-CHUNK = 1024 * 1024
 COPIES = 2
 
 
@@ -229,24 +227,17 @@ def payload_plan(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]
 def copy_verified(src: Path, dst: Path, row: dict[str, Any]) -> None:
     """Copy one store file, hashing what is read from the disk; a size or sha256 other than
     the catalog's stops the export, naming the file."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    digest, size = hashlib.sha256(), 0
     try:
-        with open(src, "rb") as fin, open(dst, "xb") as fout:
-            os.posix_fadvise(fin.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-            while chunk := fin.read(CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                fout.write(chunk)
+        size, sha256 = bag.copy_hashed(src, dst)
     except FileNotFoundError as exc:
         raise ExportMismatchError(
             f"{src}: recording {row['id']} is missing from the store (not purged): the export "
             "stopped; run `recdock verify`"
         ) from exc
-    if size != row["size"] or digest.hexdigest() != row["sha256"]:
+    if size != row["size"] or sha256 != row["sha256"]:
         raise ExportMismatchError(
             f"{src}: recording {row['id']} in the store no longer matches the catalog "
-            f"({size} bytes, sha256 {digest.hexdigest()[:16]}…; catalogued {row['size']} bytes, "
+            f"({size} bytes, sha256 {sha256[:16]}…; catalogued {row['size']} bytes, "
             f"{row['sha256'][:16]}…): the export stopped and no copy was kept; run "
             "`recdock verify`"
         )

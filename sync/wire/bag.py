@@ -12,9 +12,11 @@ alike.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
+CHUNK = 1024 * 1024
 BAGIT_TXT = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
 ALGORITHMS = ("sha256", "sha512")
 
@@ -33,6 +35,20 @@ def payload_name(name: str, key: object, taken: set[str]) -> str:
         name = f"{stem}~{key}.{ext}" if dot and "/" not in ext else f"{name}~{key}"
     taken.add(name)
     return name
+
+
+def copy_hashed(src: Path, dst: Path) -> tuple[int, str]:
+    """Copy ``src`` to a new ``dst`` (its folders made), hashing what is read from the disk
+    (the source's cached pages dropped first); returns the size and sha256 read."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    with open(src, "rb") as fin, open(dst, "xb") as fout:
+        os.posix_fadvise(fin.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        while chunk := fin.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            fout.write(chunk)
+    return size, digest.hexdigest()
 
 
 def make(folder: Path, info: dict[str, str], tag_files: dict[str, str]) -> None:
