@@ -145,3 +145,13 @@ def test_placing_and_lifting_are_audited_in_the_chain(catalog: Catalog) -> None:
     placed = next(e for e in audit.entries(catalog) if e.kind == "hold.placed").data
     assert placed["case_number"] == "B-1" and placed["origin"] == "station"
     assert list(audit.chain_problems(catalog)) == []
+
+
+def test_held_footage_is_uploaded_first(catalog: Catalog) -> None:
+    """A hold sends its footage to the centre's copy before older unheld footage (the upload
+    worker's order: held, then late, then oldest)."""
+    order = [r["id"] for r in recordings.pending_upload(catalog, not_held=holds.not_held_sql("r"))]
+    assert order == [1, 2, 3]
+    holds.place(catalog, hold(scope="recording", recording_id=3))
+    order = [r["id"] for r in recordings.pending_upload(catalog, not_held=holds.not_held_sql("r"))]
+    assert order == [3, 1, 2]

@@ -22,7 +22,7 @@ import pytest
 import requests
 import uvicorn
 
-from agent.catalog import Catalog, audit, open_catalog, outbox, recordings
+from agent.catalog import Catalog, audit, holds, open_catalog, outbox, recordings
 from agent.catalog.faults import fault_id, list_faults, resolve_fault
 from agent.config import SHIPPED_PROFILES, Config, StoreConfig
 from agent.config.links import UploadConfig
@@ -151,8 +151,16 @@ def test_held_then_late_recordings_go_first(central, home, tmp_path):
     catalog = offload(home, tmp_path, files=4, size=100_000)
     rows = recordings.listing(catalog)  # in offload order
     held, late = rows[3], rows[2]
+    holds.place(
+        catalog,
+        {
+            "scope": "recording",
+            "recording_id": held["id"],
+            "reason": "complaint",
+            "placed_at": "2026-01-03T00:00:00+00:00",
+        },
+    )
     with catalog.tx() as conn:
-        conn.execute("UPDATE recordings SET hold = 1 WHERE id = ?", (held["id"],))
         conn.execute("UPDATE recordings SET late = 1 WHERE id = ?", (late["id"],))
     summary = worker(home, f"{url}/files/").run_once()
     assert summary["synced"] == 4

@@ -214,11 +214,16 @@ def oldest_unsynced(catalog: Catalog) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def pending_upload(catalog: Catalog) -> list[dict[str, Any]]:
-    """Recordings without a central receipt, in upload order: held, then late, then oldest."""
+def pending_upload(catalog: Catalog, *, not_held: str) -> list[dict[str, Any]]:
+    """Recordings without a central receipt, in upload order: held, then late, then oldest.
+
+    ``not_held`` is holds.not_held_sql("r"): footage under a hold (disputed, marked on the
+    recorder, asked for by a case) reaches the centre's second copy first. The old ``hold``
+    column is not read: nothing sets it since holds have their own table."""
     return catalog.query(
-        "SELECT * FROM recordings WHERE synced_at IS NULL"
-        " ORDER BY hold DESC, late DESC, offloaded_at, id"
+        "SELECT r.* FROM recordings r WHERE r.synced_at IS NULL"  # noqa: S608
+        " ORDER BY CASE WHEN " + not_held + " THEN 1 ELSE 0 END, r.late DESC,"
+        " r.offloaded_at, r.id"
     )
 
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import requests
 
-from agent.catalog import Catalog, open_catalog, recordings
+from agent.catalog import Catalog, holds, open_catalog, recordings
 from agent.catalog.faults import open_subjects
 from agent.config import Config
 from agent.config.links import UploadConfig, within_hours
@@ -306,7 +306,7 @@ class UploadWorker:
 
     def _candidates(self) -> tuple[list[dict[str, Any]], int]:
         """Unsynced recordings in upload order, without those set aside by an open fault."""
-        rows = recordings.pending_upload(self.catalog)
+        rows = recordings.pending_upload(self.catalog, not_held=holds.not_held_sql("r"))
         aside = open_subjects(self.catalog, FAULT_UPLOAD)
         picked = [r for r in rows if r["store_path"] not in aside]
         return picked, len(rows) - len(picked)
