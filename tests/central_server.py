@@ -173,11 +173,16 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def live_central(
-    data: Path, *args: str, tokens: dict[str, str] | None = None, timeout: float = 20.0
+    data: Path,
+    *args: str,
+    tokens: dict[str, str] | None = None,
+    timeout: float = 20.0,
+    port: int | None = None,
 ) -> Iterator[str]:
-    """``recdock-central`` itself, as a process on a free loopback port, with a tokens file
-    written beside ``data`` (station tokens: ``tokens``, default :data:`TOKENS`) and its log in
-    ``recdock-central.log`` there; yields its base URL and stops it (SIGTERM) at the end."""
+    """``recdock-central`` itself, as a process on a free loopback port (or ``port``: the
+    same one again after a stop), with a tokens file written beside ``data`` (station tokens:
+    ``tokens``, default :data:`TOKENS`) and its log in ``recdock-central.log`` there; yields
+    its base URL and stops it (SIGTERM) at the end."""
     import subprocess
     import sys
 
@@ -187,10 +192,10 @@ def live_central(
     tokens_file = data.parent / "central-tokens.toml"
     lines = [f'"{station}" = "{token}"' for token, station in (tokens or TOKENS).items()]
     tokens_file.write_text("[stations]\n" + "\n".join(lines) + "\n")
-    port = free_port()
+    port = port or free_port()
     central = Path(sys.executable).with_name("recdock-central")
     log_path = data.parent / "recdock-central.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - closed below
+    log = open(log_path, "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [
             str(central),

@@ -7,7 +7,13 @@ station clock is the simulated one, moved by the test (never slept on)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import signal
+import subprocess
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,9 +30,10 @@ from agent.recorder.status import read_info
 from agent.seams.clock.simulated import SimulatedClock
 from agent.seams.dock import DockEvent, match_event
 from agent.seams.indicators.patterns import State
-from agent.seams.mount import Mounter
+from agent.seams.mount import Mount, Mounter
 from agent.station.bay import Docking
 from agent.station.charge import ChargeWatch
+from agent.station.daemon import Station
 from tests.conftest import needs_fusefat
 from tests.recorders import fat_mount, make_fat_recorder, make_folder_recorder, wait_for
 from tests.test_recorder_faults import docking, open_faults, undock
@@ -144,6 +151,96 @@ def test_the_drain_rule_starts_from_the_level_reached_at_the_last_docking(
     history.record_reading(catalog, last.id, (at - timedelta(hours=11)).isoformat(), 50.0, True)
     rules.after_docking(catalog, config, docking("B2", at, None, battery=20.0))
     assert faults_of(catalog, "recorder.battery") == []
+
+
+class StallingMounter(Mounter):
+    """The station's own mounter (fusefat for an image). Right after it mounts a recorder for
+    its battery reading, the recorder's FUSE process is stopped (SIGSTOP), as a recorder that
+    stops answering would: the reading is under way, holding its mount, when the station is
+    told to stop; the test lets it answer again (SIGCONT)."""
+
+    def __init__(self, mount_dir: Path) -> None:
+        super().__init__(mount_dir)
+        self.stalled: list[int] = []  # the fusefat pid
+
+    def mount_readonly(self, event: DockEvent) -> Mount:
+        mount = super().mount_readonly(event)
+        if mount.proc is not None and not self.stalled:
+            os.kill(mount.proc.pid, signal.SIGSTOP)
+            self.stalled.append(mount.proc.pid)
+        return mount
+
+
+def mounted_under(folder: Path) -> list[str]:
+    base = str(folder.resolve()) + "/"
+    lines = Path("/proc/self/mounts").read_text().splitlines()
+    return [line.split()[1] for line in lines if line.split()[1].startswith(base)]
+
+
+def in_process_station(home: Path, mounter: Mounter) -> Station:
+    """The daemon itself, in this process, with the simulated dock and mock pins."""
+    from gpiozero.pins.mock import MockFactory
+
+    from agent.seams.clock import make_clock
+    from agent.seams.dock.simulated import SimulatedDock
+    from agent.seams.indicators.devices import Indicators
+
+    config = Config(station_id="ST-1")
+    return Station(
+        config,
+        home,
+        dock=SimulatedDock(home, set()),
+        indicators=Indicators(config.indicators, MockFactory()),
+        clock=make_clock("simulated", synchronised=True),
+        profiles=ProfileSet.load([SHIPPED_PROFILES]),
+        mounter=mounter,
+    )
+
+
+@needs_fusefat
+def test_a_clean_stop_waits_for_a_battery_reading_and_leaves_nothing_mounted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    image = make_fat_recorder(tmp_path / "r.img", "CHG9", files=1, size=MiB, battery=50.0)
+    home, mounter = tmp_path / "home", StallingMounter(tmp_path / "mnt")
+    station = in_process_station(home, mounter)
+    catalog = Catalog(home / "catalog.db", station_id="ST-1")
+    rules.after_docking(catalog, station.config, docking("CHG9", station.clock.now(), None))
+    event = DockEvent("add", "sim:1", 1, "1209", "0001", None, None, "sim-bay-1", "vfat", image)
+    d = Docking(event, match_event(event, station.profiles, set()))
+    d.verdict, d.device = State.READY, "CHG9"  # after its verdict, it stays to charge
+    station.dockings[event.key] = d
+    ended: dict[str, object] = {}
+
+    def run() -> None:
+        ended["code"] = station.run()
+        ended["mounted"] = mounted_under(tmp_path / "mnt")  # as the stop left it
+
+    thread = threading.Thread(target=run, name="station")
+    try:
+        with caplog.at_level(logging.INFO, logger="agent.station.charge"):
+            thread.start()
+            wait_for(lambda: mounter.stalled, 30, "the battery reading's mount")
+            station.request_stop()
+            wait_for(
+                lambda: not thread.is_alive() or "waiting for 1 battery reading" in caplog.text,
+                30,
+                "the stop to end or to wait for the reading",
+            )
+            os.kill(mounter.stalled[0], signal.SIGCONT)  # the recorder answers again
+            thread.join(60)
+        assert not thread.is_alive() and ended["code"] == 0
+        assert ended["mounted"] == [], "a clean stop left the recorder mounted"
+        (kept,) = history.readings(catalog, history.docked_now(catalog, "CHG9").id)
+        assert kept["battery_pct"] == 50.0  # the reading under way was finished, and kept
+    finally:
+        for pid in mounter.stalled:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        thread.join(60)
+        for target in mounted_under(tmp_path / "mnt"):
+            subprocess.run(["fusermount", "-u", "-z", target], check=False, capture_output=True)
+        catalog.close()
 
 
 # -- storage.capacity -----------------------------------------------------------------------------

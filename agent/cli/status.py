@@ -16,7 +16,8 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_obj
 def status_command(c: Any, as_json: bool) -> None:
-    """Bays, docked recorders, their state and LED, last checks, sync backlog, open faults."""
+    """Bays, docked recorders, their state and LED, last checks, sync backlog, the links to
+    the broker and the central store, open faults."""
     from agent.catalog import catalog_path
     from agent.config import config_fingerprint
     from agent.station.status import StationView, daemon_info, render, snapshot

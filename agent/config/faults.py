@@ -102,6 +102,12 @@ class FaultsConfig(BaseModel):
         description="With [mqtt] enabled: the MQTT link disconnected (or never connected) "
         "this long opens a 'station.broker' fault (the broker or the network is down).",
     )
+    centre_unreachable_hours: Annotated[float, Field(gt=0, le=7 * 24)] = Field(
+        default=1.0,
+        description="With [upload] enabled: the central store not answering (connection "
+        "refused, name not found, TLS failure, timeout) this long opens a 'station.centre' "
+        "fault (the same hour as broker_unreachable_minutes: one network, one outage).",
+    )
     outbox_max_age_minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = Field(
         default=60.0,
         description="With [mqtt] enabled: the oldest message waiting in the outbox for the "

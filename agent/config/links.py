@@ -273,6 +273,12 @@ class UploadConfig(_Strict):
         default=None,
         description="CA certificate(s) (PEM) for the endpoint's HTTPS; unset: the system CAs.",
     )
+    probe_every_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = Field(
+        default=5.0,
+        description="With nothing to send (or outside allowed_hours), ask the endpoint "
+        "(OPTIONS, no token) this often, so the station knows whether the centre answers "
+        "('station.centre' fault, `recdock status`).",
+    )
     insecure_lab: bool = Field(
         default=False,
         description="INSECURE: let the upload token go to a plain http:// endpoint. Only for a "

@@ -7,8 +7,10 @@ starts a short thread per such docking that mounts it read-only again (rule 5: t
 read-only mount as the offload), reads its status file through its profile (the same reading
 the pre-shift battery check uses, agent/recorder/status.py), unmounts it and keeps the reading
 in the recorder's history (``battery_readings``; the docking's row keeps the last, which the
-drain rule takes as the level it left with). A reading is a measurement of an untrusted
-recorder (rule 6): it only feeds the rule, and is kept as the fault's evidence.
+drain rule takes as the level it left with). A clean stop of the daemon waits for the readings
+under way (:meth:`ChargeWatch.stop`), so none leaves its recorder mounted. A reading is a
+measurement of an untrusted recorder (rule 6): it only feeds the rule, and is kept as the
+fault's evidence.
 
 A reading at or above the limit after a full dock resolves the fault (the observation is the
 reading, as a docking is for the other recorder rules).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,8 @@ class ChargeWatch:
         self.clock = clock
         self._last: dict[int, datetime] = {}  # id(docking) -> when it was last read
         self._busy: set[int] = set()
+        self._threads: set[threading.Thread] = set()
+        self._stopping = False
         self._lock = threading.Lock()
 
     def poll(self, dockings: list[Any]) -> None:
@@ -95,13 +100,31 @@ class ChargeWatch:
             if not self._wanted(d) or now - self._last.get(id(d), now - every) < every:
                 continue
             with self._lock:
-                if id(d) in self._busy:
+                if id(d) in self._busy or self._stopping:
                     continue
                 self._busy.add(id(d))
                 self._last[id(d)] = now
-            threading.Thread(
-                target=self._read_in_thread, args=(d,), name=f"charge-{d.bay}", daemon=True
-            ).start()
+                thread = threading.Thread(
+                    target=self._read_in_thread, args=(d,), name=f"charge-{d.bay}", daemon=True
+                )
+                self._threads.add(thread)
+            thread.start()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """At a clean stop: start no more readings, and wait for those under way, which
+        unmount what they mounted (a daemon thread cut off at exit would leave the recorder
+        mounted). A reading is one small file: ``timeout`` keeps a recorder that stopped
+        answering from holding the stop past systemd's TimeoutStopSec (90 s, with the bays')."""
+        with self._lock:
+            self._stopping = True
+            threads = list(self._threads)
+        if threads:
+            log.info("stopping: waiting for %d battery reading(s) to unmount", len(threads))
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.error("%s: the battery reading did not end within %.0f s", thread.name, timeout)
 
     @staticmethod
     def _wanted(d: Any) -> bool:
@@ -127,6 +150,7 @@ class ChargeWatch:
         finally:
             with self._lock:
                 self._busy.discard(id(d))
+                self._threads.discard(threading.current_thread())
 
     def read(self, catalog: Catalog, d: Any) -> float | None:
         """Mount the docked recorder read-only, read its battery, keep it, judge it."""

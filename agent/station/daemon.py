@@ -199,6 +199,7 @@ class Station:
                 d.thread.join(timeout=60)
                 if d.thread.is_alive():
                     log.error("bay %s: its work did not stop within 60 s", d.bay)
+        self.scheduled.stop()  # the battery readings under way unmount their recorders
         for d in list(self.dockings.values()):
             if d.mount is not None:
                 self.mounter.unmount(d.mount)

@@ -9,6 +9,9 @@
 * ``station.broker``: with MQTT on, the link to the broker down (or never up since the start)
   longer than ``broker_unreachable_minutes`` (the MQTT service keeps its state in a run file,
   agent/station/linkstate.py);
+* ``station.centre``: with uploads on, the central store not answering (connection refused,
+  name not found, TLS, timeout) longer than ``centre_unreachable_hours`` (the uploader keeps
+  its contacts in a run file, agent/station/linkstate.py);
 * ``station.outbox``: with MQTT on, the oldest queued message older than
   ``outbox_max_age_minutes``;
 * ``station.backlog``: with uploads on, a recording waiting longer than
@@ -33,7 +36,7 @@ from agent.catalog.faults import condition_gone, report_fault
 from agent.config import Config
 from agent.seams.clock import StationClock
 from agent.seams.health import UNDER_VOLTAGE_NOW, UNDER_VOLTAGE_SINCE_BOOT, Reading, Sensors
-from agent.station.linkstate import read_link_state
+from agent.station.linkstate import CENTRE_LINK, read_link_state
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ class StationHealth:
             "station.disk_smart": self._smart(reading),
             "station.clock": self._clock(now),
             "station.broker": self._broker(now),
+            "station.centre": self._centre(now),
             "station.outbox": self._outbox(catalog, now),
             "station.backlog": self._backlog(catalog, now),
             "station.restart": None,
@@ -169,7 +173,7 @@ class StationHealth:
         if minutes < limit:
             return None
         detail = (
-            f"the station has not been connected to the broker {state.broker} for "
+            f"the station has not been connected to the broker {state.peer} for "
             f"{minutes:.0f} min (limit {limit:g} min; {state.last_error or 'no error given'}): "
             "the broker or the network is down; events wait in the outbox"
         )
@@ -177,9 +181,38 @@ class StationHealth:
             "disconnected_since": state.since,
             "minutes": round(minutes, 1),
             "limit_minutes": limit,
-            "broker": state.broker,
+            "broker": state.peer,
             "last_connected_at": state.last_connected_at,
             "last_error": state.last_error,
+        }
+        return detail, evidence, "error"
+
+    def _centre(self, now: datetime) -> Found:
+        """The central store unreachable longer than the limit (its state: the uploader's
+        contacts, agent/station/linkstate.py); any HTTP answer counts as reachable."""
+        if not self.config.upload.enabled:
+            return None
+        state = read_link_state(self.home, CENTRE_LINK)
+        if state is None or state.connected:
+            return None
+        hours = (now - datetime.fromisoformat(state.since)).total_seconds() / 3600
+        limit = self.config.faults.centre_unreachable_hours
+        if hours < limit:
+            return None
+        detail = (
+            f"the central store {state.peer} has not answered for {hours:.1f} h (limit "
+            f"{limit:g} h; {state.last_error or 'no error given'}): the centre or the network "
+            "is down; recordings wait in the store"
+        )
+        evidence = {
+            "unreachable_since": state.since,
+            "hours": round(hours, 2),
+            "limit_hours": limit,
+            "endpoint": state.peer,
+            "failure": state.failure,
+            "last_error": state.last_error,
+            "last_reachable_at": state.last_connected_at,
+            "checked_at": state.checked_at,
         }
         return detail, evidence, "error"
 

@@ -73,6 +73,11 @@ class ScheduledRules:
             log.exception("the scheduled fault rules could not be applied")
         self.purge_when_due(catalog)
 
+    def stop(self) -> None:
+        """At a clean stop: the battery readings under way end (and unmount) first."""
+        if self.charge is not None:
+            self.charge.stop()
+
     def purge_when_due(self, catalog: Catalog) -> None:
         """The purge pass, every ``retention.purge_every_minutes`` (none on a new station)."""
         cfg = self.config.retention

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from agent.catalog import Catalog, bays, checks, outbox
 from agent.catalog.faults import list_faults
 from agent.seams.indicators.patterns import LED_PATTERNS, State
 from agent.station.faults import STATION_FAULT_KINDS
+from agent.station.linkstate import CENTRE_LINK, MQTT_LINK, read_link_state
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -82,23 +83,39 @@ def led_pattern(state: State) -> str:
     return f"blink {p.on_time:g} s on / {p.off_time:g} s off"
 
 
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def daemon_info(home: Path) -> dict[str, Any]:
     path = home / "run" / "station.json"
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {"running": False}
-    pid = data.get("pid")
-    alive = False
-    if isinstance(pid, int):
-        try:
-            os.kill(pid, 0)
-            alive = True
-        except ProcessLookupError:
-            alive = False
-        except PermissionError:
-            alive = True
-    return {**data, "running": alive}
+    return {**data, "running": _alive(data.get("pid"))}
+
+
+def link_view(home: Path, name: str) -> dict[str, Any] | None:
+    """A link's state as its service last wrote it (agent/station/linkstate.py); None when
+    it never wrote one (the link is not configured, or never ran). ``current`` is false when
+    the process that wrote it is gone: the last state known."""
+    state = read_link_state(home, name)
+    if state is None:
+        return None
+    return {**asdict(state), "current": _alive(state.pid)}
+
+
+def links(home: Path) -> dict[str, dict[str, Any] | None]:
+    return {"broker": link_view(home, MQTT_LINK), "centre": link_view(home, CENTRE_LINK)}
 
 
 def _last_check(catalog: Catalog, bay: int, session_id: str | None) -> dict[str, Any] | None:
@@ -159,6 +176,7 @@ def snapshot(
             for n in numbers
         ],
         "sync_backlog": outbox.backlog(catalog.conn) if catalog else 0,
+        "links": links(home),
         "faults": faults,
     }
 
@@ -243,15 +261,40 @@ def render(snap: dict[str, Any]) -> str:
                 )
     lines.append("")
     lines.append(f"sync backlog: {snap['sync_backlog']} messages waiting for the broker")
-    if snap["faults"]:
-        lines.append(f"open faults: {len(snap['faults'])}")
-        for f in snap["faults"]:
-            overdue = "  OVERDUE (24 h)" if f["overdue"] else ""
-            overdue += "  NOT REPORTED" if f["unreported"] else ""
-            lines.append(
-                f"  {f['age_hours']:>6.1f} h  {f['state']:<12} {f['kind']:<9} "
-                f"{f['subject']:<20} {f['detail']}{overdue}"
-            )
-    else:
-        lines.append("open faults: none")
+    lines.extend(_link_lines(snap.get("links") or {}))
+    lines.extend(_fault_lines(snap["faults"]))
     return "\n".join(lines)
+
+
+def _fault_lines(faults: list[dict[str, Any]]) -> list[str]:
+    if not faults:
+        return ["open faults: none"]
+    lines = [f"open faults: {len(faults)}"]
+    for f in faults:
+        overdue = "  OVERDUE (24 h)" if f["overdue"] else ""
+        overdue += "  NOT REPORTED" if f["unreported"] else ""
+        lines.append(
+            f"  {f['age_hours']:>6.1f} h  {f['state']:<12} {f['kind']:<9} "
+            f"{f['subject']:<20} {f['detail']}{overdue}"
+        )
+    return lines
+
+
+def _link_lines(links: dict[str, dict[str, Any] | None]) -> list[str]:
+    """One line per link: reachable or unreachable, since when."""
+    lines = []
+    for name, label in (("broker", "broker"), ("centre", "central store")):
+        link = links.get(name)
+        if link is None:
+            lines.append(f"{label}: not known (not configured, or not started yet)")
+            continue
+        if link["connected"]:
+            text = f"{label} {link['peer']}: reachable since {link['since']}"
+        else:
+            text = f"{label} {link['peer']}: UNREACHABLE since {link['since']}"
+            if link.get("last_error"):
+                text += f" ({link['last_error']})"
+        if not link["current"]:
+            text += " [last known: the service that kept it is not running]"
+        lines.append(text)
+    return lines

@@ -5,16 +5,11 @@ longer than ``[faults] broker_unreachable_minutes``."""
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.station.linkstate import LinkState, write_link_state
-
-log = logging.getLogger(__name__)
+from agent.station.linkstate import MQTT_LINK, LinkStateWriter
 
 
 class LinkStateFile:
@@ -27,37 +22,19 @@ class LinkStateFile:
         last_error: Callable[[], str | None] = lambda: None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.home = home
-        self.broker = broker
         self.last_error = last_error
-        self.now = now
-        self._lock = threading.Lock()
-        self._state: LinkState | None = None
+        # no refresh: paho reports each failed attempt, and the drop's time must stay
+        self.writer = LinkStateWriter(home, MQTT_LINK, broker, now=now)
 
     def started(self) -> None:
         """The service starts: not connected yet, from now (a broker away at boot counts)."""
-        self._set(connected=False, force=True)
+        self.writer.record(False, self.last_error(), restart=True)
 
     def link_connected(self) -> None:
-        self._set(connected=True)
+        self.writer.record(True, self.last_error())
 
     def link_disconnected(self) -> None:
-        self._set(connected=False)
+        self.writer.record(False, self.last_error())
 
     def link_acked(self, token: int, ok: bool, reason: str) -> None:
         """Acknowledgements say nothing of the link's state."""
-
-    def _set(self, *, connected: bool, force: bool = False) -> None:
-        with self._lock:
-            old = self._state
-            if old is not None and old.connected == connected and not force:
-                return  # still down (paho reports each failed attempt): the drop's time stays
-            at = self.now().isoformat()
-            last = at if connected else (old.last_connected_at if old else None)
-            self._state = LinkState(
-                connected, at, self.broker, last, self.last_error(), os.getpid()
-            )
-            try:
-                write_link_state(self.home, self._state)
-            except OSError as exc:
-                log.warning("mqtt: the link's state could not be kept for the fault rules: %s", exc)

@@ -162,6 +162,16 @@ class _Transfer:
         return self.attempt
 
 
+def _tell(on_contact: Callable[[BaseException | None], None] | None, exc) -> None:
+    """Tell ``on_contact`` how a request ended; keeping the centre's link state never fails
+    an upload."""
+    if on_contact is not None:
+        try:
+            on_contact(exc)
+        except Exception:
+            logger.exception("the centre's link state could not be kept")
+
+
 def _resumable(upload_url: str | None, endpoint: str, path: Path) -> str | None:
     """A stored upload URL to resume, or None when it is on another origin than the endpoint
     (the endpoint changed since): the token goes to the endpoint's origin only."""
@@ -215,6 +225,8 @@ class TusUploader:
         #: When set, every wait (a retry's backoff, a receipt not ready yet) ends at once
         #: with UploadStopped: a stopping station does not wait out ``receipt_timeout``.
         self.stop: threading.Event | None = None
+        #: Told of each request's end: None (answered) or its exception (centrelink.py).
+        self.on_contact: Callable[[BaseException | None], None] | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -229,7 +241,13 @@ class TusUploader:
     def _request(self, method: str, url: str, **kwargs) -> requests.Response:
         kwargs.setdefault("timeout", self.timeout)
         kwargs["headers"] = self._headers(kwargs.get("headers"))
-        return self.session.request(method, url, allow_redirects=False, **kwargs)
+        try:
+            resp = self.session.request(method, url, allow_redirects=False, **kwargs)
+        except requests.RequestException as exc:
+            _tell(self.on_contact, exc)
+            raise
+        _tell(self.on_contact, None)
+        return resp
 
     def _sleep_backoff(
         self, attempt: int, asked: float | None = None, path: Path | None = None

@@ -24,6 +24,10 @@ cleared, a receipt, a rejection, a fault) is sync/upload/ledger.py's. The rules 
 * ``stop`` is honoured between chunks (the current PATCH finishes, its offset is durable on
   the server), between files, and in every wait of the uploader (a retry's backoff, a receipt
   the centre is still verifying): a stop is never held up by ``receipt_timeout``.
+* Every request is a contact with the centre, kept for the station's ``station.centre`` rule
+  in ``<home>/run/centre-link.json`` (sync/upload/centrelink.py); between passes, when nothing
+  was said to the centre for ``probe_every_minutes``, the worker asks it (``OPTIONS``), so an
+  idle station knows too.
 
 A pass reports in sync/upload/summary.py's :class:`~sync.upload.summary.PassSummary`.
 """
@@ -46,6 +50,7 @@ from agent.config import Config
 from agent.config.links import UploadConfig, within_hours
 from agent.errors import ConfigError
 from sync.upload import ledger
+from sync.upload.centrelink import CentreLink
 from sync.upload.errors import (
     UploadAuthError,
     UploadError,
@@ -163,6 +168,8 @@ class UploadWorker:
         self._own_catalog = catalog is None
         self._wake = threading.Event()
         self._window = self.upload.window()
+        #: the centre's reachability for the station's rules (sync/upload/centrelink.py)
+        self.link = CentreLink(self.home, self.upload) if self.upload.endpoint else None
         if self.upload.enabled:
             _check_transport(self.upload)
 
@@ -230,21 +237,29 @@ class UploadWorker:
                     summary = {"window_open": True, "opens_in_s": None, "error": repr(exc)}
                 if self.stop.is_set():
                     break
-                if not summary["window_open"]:
-                    wait = min(summary["opens_in_s"] or _MAX_WINDOW_WAIT, _MAX_WINDOW_WAIT)
-                    logger.info("outside the allowed upload hours; next look in %.0f s", wait)
-                    self._wait(wait)
-                elif summary["error"] is not None:
-                    logger.warning(
-                        "upload pass failed (%s); next pass in %.1f s", summary["error"], delay
-                    )
-                    self._wait(delay)
-                    delay = min(delay * 2, self.max_backoff)
-                else:
-                    delay = self.backoff
-                    self._wait(self.idle_s)
+                wait, delay = self._after(summary, delay)
+                self._wait(self._probe(wait))
         finally:
             logger.info("upload worker stopped")
+
+    def _after(self, summary: dict[str, Any], delay: float) -> tuple[float, float]:
+        """The wait after a pass, and the next failure's backoff."""
+        if not summary["window_open"]:
+            wait = min(summary["opens_in_s"] or _MAX_WINDOW_WAIT, _MAX_WINDOW_WAIT)
+            logger.info("outside the allowed upload hours; next look in %.0f s", wait)
+            return wait, delay
+        if summary["error"] is not None:
+            logger.warning("upload pass failed (%s); next pass in %.1f s", summary["error"], delay)
+            return delay, min(delay * 2, self.max_backoff)
+        return self.idle_s, self.backoff
+
+    def _probe(self, wait: float) -> float:
+        """Ask the centre when nothing was said to it for ``probe_every_minutes``; the wait
+        shortened so that the next probe is not late."""
+        if self.link is None:
+            return wait
+        self.link.probe_when_due()
+        return min(wait, self.link.probe_due_in())
 
     def run_once(self) -> dict[str, Any]:
         """One pass over the unsynced recordings; returns what happened (JSON-able)."""
@@ -259,6 +274,8 @@ class UploadWorker:
         if rows:
             uploader = self._factory(self.upload)
             uploader.stop = self.stop  # no backoff or receipt wait outlasts a stop
+            if self.link is not None:
+                uploader.on_contact = self.link.contact
             try:
                 self._pass(uploader, rows, summary)
             finally:
