@@ -13,7 +13,8 @@ with certificates of a test CA (:class:`tests.mosquitto.TestPki`), common name =
 Erlang takes seconds to start: tests/test_broker_rabbitmq.py starts one node per session and
 stops it at the end. The node's data survive ``stop()``/``start()`` (durable queues, users,
 retained messages on disk), as on a server that restarts. A node that cannot start fails the
-test with its log.
+test with its log. A second node made with ``peer=`` shares the first's CA, epmd and Erlang
+cookie and joins its cluster (:meth:`RabbitMQ.join`); closing it leaves the first alone again.
 """
 
 from __future__ import annotations
@@ -61,21 +62,26 @@ class RabbitMQ(BrokerClients):
 
     protocol = "3.1.1"  # RabbitMQ 3.10's MQTT plugin has no MQTT 5
 
-    def __init__(self, workdir: Path, stations: list[str], *, pki: TestPki | None = None):
+    def __init__(self, workdir: Path, stations: list[str], *, peer: RabbitMQ | None = None):
+        """``peer``: a running node this one will join (:meth:`join`): they share the test CA,
+        epmd and the Erlang cookie, and the users are the cluster's."""
         if not INSTALLED:
             raise RuntimeError("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.pki = pki or TestPki(workdir / "pki")
+        self.peer = peer
+        self.pki = peer.pki if peer else TestPki(workdir / "pki")
         self.stations = stations
         self.port = free_port()
-        self.epmd_port = free_port()
+        self.epmd_port = peer.epmd_port if peer else free_port()
         self.dist_port = _port_below(55000)
-        self.node = f"recdock-test-{os.getpid()}@localhost"
+        self.node = f"recdock-test-{os.getpid()}{'-2' if peer else ''}@localhost"
+        self.home = peer.home if peer else workdir / "home"
         self.conf = workdir / "rabbitmq.conf"
         self.log = workdir / "rabbitmq.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._users_made = False
+        self.joined = False
         etc = workdir / "etc"
         etc.mkdir(exist_ok=True)
         shutil.copyfile(self.pki.ca_file, etc / "ca.crt")
@@ -84,14 +90,14 @@ class RabbitMQ(BrokerClients):
         self.conf.write_text(shipped_config(etc, self.port) + TEST_LIMITS, encoding="utf-8")
         (workdir / "enabled_plugins").write_text("[rabbitmq_mqtt].\n", encoding="utf-8")
         (workdir / "rabbitmq-env.conf").write_text("", encoding="utf-8")  # not /etc's
-        (workdir / "home").mkdir(exist_ok=True)
+        self.home.mkdir(exist_ok=True)
 
     def env(self) -> dict[str, str]:
         """The environment of the node and of its rabbitmqctl: everything in the work folder."""
         w = self.workdir
         return {
             **os.environ,
-            "HOME": str(w / "home"),  # the Erlang cookie, shared by the node and the CLI
+            "HOME": str(self.home),  # the Erlang cookie: the node's, its CLI's, its peer's
             "RABBITMQ_CONF_ENV_FILE": str(w / "rabbitmq-env.conf"),
             "RABBITMQ_CONFIG_FILE": str(self.conf),
             "RABBITMQ_ADVANCED_CONFIG_FILE": str(w / "advanced.config"),
@@ -140,8 +146,21 @@ class RabbitMQ(BrokerClients):
                     f"rabbitmq did not listen within {timeout}s:\n{self._log_tail()}"
                 )
             time.sleep(0.1)
-        if not self._users_made:
+        if not (self._users_made or self.peer):
             self.make_users()
+
+    def join(self) -> None:
+        """Join the peer's cluster (as an operator would: stop_app, reset, join_cluster,
+        start_app) and wait until this node's MQTT listener is back."""
+        assert self.peer is not None and self.running
+        for args in (("stop_app",), ("reset",), ("join_cluster", self.peer.node), ("start_app",)):
+            self.ctl(*args)
+        self.joined = True
+        deadline = time.monotonic() + 60
+        while not _listening(self.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"rabbitmq: no listener after joining:\n{self._log_tail()}")
+            time.sleep(0.1)
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM to rabbitmq-server, which stops the node cleanly (its own trap)."""
@@ -159,8 +178,13 @@ class RabbitMQ(BrokerClients):
             time.sleep(0.05)
 
     def close(self) -> None:
-        """Stop the node and the epmd it started on its own port."""
+        """Stop the node and the epmd it started on its own port (a peer's node leaves epmd to
+        the first)."""
         self.stop()
+        if self.peer is not None:
+            if self.joined:  # the first node stands alone again, and restarts alone
+                self.peer.ctl("forget_cluster_node", self.node)
+            return
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             subprocess.run(
                 ["epmd", "-port", str(self.epmd_port), "-kill"],
