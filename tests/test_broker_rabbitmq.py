@@ -19,6 +19,8 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +38,7 @@ from sync.mqtt.publisher import OutboxPublisher
 from sync.wire import commands
 from sync.wire.signing import BadSignature, parse_public_key, public_key_text
 from tests.mosquitto import CENTRAL, Subscriber, TestPki
-from tests.rabbitmq import INSTALLED, SHIPPED_CONF, TEST_LIMITS, RabbitMQ
+from tests.rabbitmq import INSTALLED, SHIPPED_CONF, SHIPPED_USERS, TEST_LIMITS, RabbitMQ
 from tests.recorders import wait_for
 from tests.signing_keys import new_key, register
 from tests.test_broker import connect, stop
@@ -126,6 +128,18 @@ def test_the_tests_run_the_shipped_configuration_with_only_port_and_folder_repla
         assert f"\n{line}\n" in shipped, line
     users = rabbit.ctl("list_users", "--quiet", "--no-table-headers").split()
     assert "guest" not in users and {CENTRAL, A, B} <= set(users)
+
+
+def test_recdock_users_refuses_a_station_id_with_a_dot() -> None:
+    """Its topics would come back with '/' for '.' (below): refused, with what to do."""
+    done = subprocess.run(
+        [sys.executable, str(SHIPPED_USERS), "--print", "ST-1", "st.02"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode != 0 and done.stdout == ""
+    assert "'st.02'" in done.stderr and "without one" in done.stderr
 
 
 # -- who may connect -------------------------------------------------------------------------
