@@ -118,7 +118,70 @@ def shipped_config(folder: Path, port: int) -> str:
     return text.replace(SHIPPED_FOLDER, f"{folder}/")
 
 
-class Mosquitto:
+class BrokerClients:
+    """What a client of a test broker needs (``pki`` and ``port`` are the broker's): the
+    station's settings, the central store's, a paho client. Shared by :class:`Mosquitto` and
+    tests/rabbitmq.py's RabbitMQ; ``protocol`` is the MQTT version both sides speak to it."""
+
+    pki: TestPki
+    port: int
+    protocol = "3.1.1"
+
+    def tls(self, identity: str) -> ClientTls:
+        return self.pki.client(identity)
+
+    def mqtt_config(self, station: str, **kw: Any):  # -> agent.config.links.MqttConfig
+        """A station's ``[mqtt]`` settings for this broker, with its client certificate."""
+        from agent.config.links import MqttConfig, MqttTls
+
+        files = self.tls(station)
+        tls = MqttTls(ca_file=files.ca_file, cert_file=files.cert_file, key_file=files.key_file)
+        kw.setdefault("keepalive", 5)
+        kw.setdefault("protocol", self.protocol)
+        return MqttConfig(enabled=True, host="127.0.0.1", port=self.port, tls=tls, **kw)
+
+    def mqtt_toml(self, station: str, **extra: object) -> str:
+        """The same as TOML, for a station's config file: ``[mqtt]`` (with ``extra`` settings,
+        values as TOML text) and ``[mqtt.tls]``."""
+        files = self.tls(station)
+        lines = ["[mqtt]", "enabled = true", 'host = "127.0.0.1"', f"port = {self.port}"]
+        lines += [f"{k} = {v}" for k, v in extra.items()]
+        lines += ["[mqtt.tls]", f'ca_file = "{files.ca_file}"', f'cert_file = "{files.cert_file}"']
+        lines += [f'key_file = "{files.key_file}"']
+        return "\n".join(lines) + "\n"
+
+    def consumer_settings(self, **kw: Any):  # -> central.consumer.ConsumerSettings
+        """The central store's consumer settings: identity ``recdock-central``."""
+        from central.consumer import ConsumerSettings
+
+        files = self.tls(CENTRAL)
+        return ConsumerSettings(
+            host="127.0.0.1",
+            port=self.port,
+            ca_file=files.ca_file,
+            cert_file=files.cert_file,
+            key_file=files.key_file,
+            **{"protocol": self.protocol, **kw},
+        )
+
+    def client(self, identity: str, client_id: str, **kw: Any):  # -> paho Client
+        """A paho client (not connected) with ``identity``'s certificate."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        files = self.tls(identity)
+        kw.setdefault("protocol", mqtt.MQTTv5 if self.protocol == "5" else mqtt.MQTTv311)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, **kw)
+        client.tls_set(
+            ca_certs=str(files.ca_file),
+            certfile=str(files.cert_file),
+            keyfile=str(files.key_file),
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+        return client
+
+
+class Mosquitto(BrokerClients):
     """One broker running the shipped configuration; ``start()``/``stop()`` may repeat."""
 
     def __init__(self, workdir: Path, *, persistence: bool = False, pki: TestPki | None = None):
@@ -150,59 +213,6 @@ class Mosquitto:
             lines.append("user root")  # else mosquitto drops to 'mosquitto': no writing here
         text = "\n".join(lines) + "\n\n" + shipped_config(etc, self.port)
         self.conf.write_text(text, encoding="utf-8")
-
-    # -- what clients need ---------------------------------------------------------------
-
-    def tls(self, identity: str) -> ClientTls:
-        return self.pki.client(identity)
-
-    def mqtt_config(self, station: str, **kw: Any):  # -> agent.config.links.MqttConfig
-        """A station's ``[mqtt]`` settings for this broker, with its client certificate."""
-        from agent.config.links import MqttConfig, MqttTls
-
-        files = self.tls(station)
-        tls = MqttTls(ca_file=files.ca_file, cert_file=files.cert_file, key_file=files.key_file)
-        kw.setdefault("keepalive", 5)
-        return MqttConfig(enabled=True, host="127.0.0.1", port=self.port, tls=tls, **kw)
-
-    def mqtt_toml(self, station: str, **extra: object) -> str:
-        """The same as TOML, for a station's config file: ``[mqtt]`` (with ``extra`` settings,
-        values as TOML text) and ``[mqtt.tls]``."""
-        files = self.tls(station)
-        lines = ["[mqtt]", "enabled = true", 'host = "127.0.0.1"', f"port = {self.port}"]
-        lines += [f"{k} = {v}" for k, v in extra.items()]
-        lines += ["[mqtt.tls]", f'ca_file = "{files.ca_file}"', f'cert_file = "{files.cert_file}"']
-        lines += [f'key_file = "{files.key_file}"']
-        return "\n".join(lines) + "\n"
-
-    def consumer_settings(self, **kw: Any):  # -> central.consumer.ConsumerSettings
-        """The central store's consumer settings: identity ``recdock-central``."""
-        from central.consumer import ConsumerSettings
-
-        files = self.tls(CENTRAL)
-        return ConsumerSettings(
-            host="127.0.0.1",
-            port=self.port,
-            ca_file=files.ca_file,
-            cert_file=files.cert_file,
-            key_file=files.key_file,
-            **kw,
-        )
-
-    def client(self, identity: str, client_id: str, **kw: Any):  # -> paho Client
-        """A paho client (not connected) with ``identity``'s certificate."""
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        files = self.tls(identity)
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, **kw)
-        client.tls_set(
-            ca_certs=str(files.ca_file),
-            certfile=str(files.cert_file),
-            keyfile=str(files.key_file),
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
-        return client
 
     # -- the process ---------------------------------------------------------------------
 

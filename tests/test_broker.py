@@ -45,7 +45,7 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 def connect(client: mqtt.Client, port: int, timeout: float = 10.0) -> str:
-    """Connect and wait for the outcome: 'connected', or why not (refused, TLS error)."""
+    """Connect and wait for the outcome: 'connected', or why not (refused, closed, TLS error)."""
     outcome: list[str] = []
     done = threading.Event()
 
@@ -53,7 +53,12 @@ def connect(client: mqtt.Client, port: int, timeout: float = 10.0) -> str:
         outcome.append("connected" if not reason_code.is_failure else f"refused: {reason_code}")
         done.set()
 
+    def on_disconnect(c, userdata, flags, reason_code, properties):  # noqa: ANN001
+        outcome.append(f"closed before answering: {reason_code}")  # e.g. TLS refused the client
+        done.set()
+
     client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     try:
         client.connect("127.0.0.1", port, 30)
     except (ssl.SSLError, OSError) as exc:
