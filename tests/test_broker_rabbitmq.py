@@ -35,8 +35,8 @@ from central.consumer import MqttConsumer
 from central.enrolment import StationKeys
 from sync.mqtt.link import MqttLink
 from sync.mqtt.publisher import OutboxPublisher
-from sync.wire import commands
-from sync.wire.signing import BadSignature, parse_public_key, public_key_text
+from sync.wire import commands, topics
+from sync.wire.signing import parse_public_key, public_key_text
 from tests.mosquitto import CENTRAL, Subscriber, TestPki
 from tests.rabbitmq import INSTALLED, SHIPPED_CONF, SHIPPED_USERS, TEST_LIMITS, RabbitMQ
 from tests.recorders import wait_for
@@ -425,27 +425,26 @@ def test_the_station_and_the_centre_over_rabbitmq(
         assert run.consumer.stats["rejected"] == run.consumer.stats["security_alerts"] == 0
 
 
-def test_a_fault_whose_id_has_a_dot_does_not_survive_rabbitmq(
+def test_a_fault_whose_id_has_a_dot_survives_rabbitmq(
     rabbit: RabbitMQ, home: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The limitation as it is (docs/deployment.md, "Brokers"): the fault's own message reaches
-    the centre on its topic with '/' for '.', an unknown topic, and is rejected (the fault is
-    known from its event, whose topic has no dot); the centre's command for it reaches the
-    station under a topic it was not signed for, and the station must refuse it."""
+    """RabbitMQ turns a '.' in a topic into '/' (test above), so topic levels carry no dot
+    (sync/wire/topics.py level()): a ``store.full`` fault's retained message is stored at the
+    centre under its own id, and the centre's command for it reaches the station under the
+    topic it was signed for, and verifies."""
     with Running(rabbit, home, tmp_path) as run:
         fault = report_fault(run.station, "store.full", "store", "the store reached its reserve")
+        assert "." in fault.id
         run.all_events_at_the_centre()
-        changed = f"recdock/{STATION}/fault/{fault.id.replace('.', '/')}"
-        wait_for(lambda: run.consumer.stats["rejected"], what="the fault rejected (committed)")
-        assert f"unknown topic {changed!r}" in caplog.text
-        assert run.consumer.stats["security_alerts"] == 0
-        # the fault is known at the centre all the same, from the station's signed event
-        assert [f["id"] for f in run.consumer.catalog.faults(station=STATION)] == [fault.id]
         wait_for(lambda: run.received, what="the centre's command at the station")
         topic, payload = run.received[0]
-        assert topic == f"recdock/{STATION}/command/fault/{fault.id.replace('.', '/')}"
-        with pytest.raises(BadSignature):
-            commands.verify_command(parse_public_key(public_key_text(CENTRE_KEY)), topic, payload)
+        assert topic == f"recdock/{STATION}/command/fault/{topics.level(fault.id)}"
+        assert "." not in topic
+        doc = commands.verify_command(parse_public_key(public_key_text(CENTRE_KEY)), topic, payload)
+        assert doc["fault_id"] == fault.id
+        assert [f["id"] for f in run.consumer.catalog.faults(station=STATION)] == [fault.id]
+        assert run.consumer.stats["rejected"] == 0, caplog.text
+        assert run.consumer.stats["security_alerts"] == 0
 
 
 def test_events_queued_while_the_broker_restarts_all_arrive(

@@ -251,6 +251,32 @@ def test_faults_open_and_clear_with_age_against_24_hours(home: Path, central: Mq
     assert [f["kind"] for f in resolved] == ["store.full"]
 
 
+def test_a_fault_topic_carries_no_dot_and_the_old_form_is_still_taken(
+    home: Path, central: MqttConsumer
+) -> None:
+    """A fault id with a dot (``store.full-...``) goes out under a topic level without one
+    (RabbitMQ would turn it into '/': docs/deployment.md, "Brokers"); a station from before
+    publishes it under the id itself, which the centre still takes; any other level is refused."""
+    station = Catalog(home / "catalog.db", station_id=STATION)
+    fault = report_fault(station, "store.full", "store", "the store reached its reserve")
+    everything = station_messages(station)
+    sent = [(t, p) for t, p in everything if "/fault/" in t]
+    assert [t for t, _ in sent] == [f"recdock/{STATION}/fault/{topics.level(fault.id)}"]
+    assert "." in fault.id and "." not in sent[0][0]
+    doc = json.loads(sent[0][1])
+    doc.pop("sig")
+
+    def signed(topic: str) -> tuple[str, bytes]:
+        return topic, sign_payload(KEY, topic, json.dumps(doc).encode())
+
+    old = signed(f"recdock/{STATION}/fault/{fault.id}")
+    other = signed(f"recdock/{STATION}/fault/another-id")
+    assert set(feed(central, everything)) == {"stored"}
+    assert feed(central, [old]) == ["stored"]
+    assert feed(central, [other]) != ["stored"]
+    assert [f["id"] for f in central.catalog.faults()] == [fault.id]
+
+
 # -- the JSON API over HTTP ----------------------------------------------------------------
 
 

@@ -1,7 +1,10 @@
 """MQTT topic names, in one place (docs/mqtt.md documents them).
 
 Everything that goes into a topic level and comes from outside (serials, fault
-subjects) is reduced to ``[A-Za-z0-9._-]``: MQTT gives ``/``, ``+`` and ``#`` meaning.
+ids) is reduced to ``[A-Za-z0-9_-]``: MQTT gives ``/``, ``+`` and ``#`` meaning, and RabbitMQ's
+MQTT plugin turns a ``.`` into ``/`` on the way out (it routes on ``.``-separated keys), so a
+level with a dot would reach the centre as two levels, under a topic its signature does not
+cover (docs/deployment.md, "Brokers").
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import hashlib
 import re
 
 PREFIX = "recdock"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def level(value: str) -> str:
