@@ -208,6 +208,11 @@ def machine() -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["fleet"]:  # issue 14's fleet at agency scale: bench/fleet_run.py
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from fleet_run import main as fleet
+
+        sys.exit(fleet(sys.argv[2:]))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stations", type=int, default=20)
     p.add_argument("--events", type=int, default=2000, help="events per station")
