@@ -220,6 +220,8 @@ def run(work: Path, folder: Path, shape: Shape, args: argparse.Namespace, extra)
                 for rate, slots in phases.items():
                     out["phases"][rate] = run_phase(wire, c, slots, pages, args)
                 out["stored"] = verify(c, stations)
+                out["stored"]["problems"] += [f"a station's connection dropped: {d}"
+                                              for d in wire.dropped]  # fmt: skip
         finally:
             wire.close()
             for st in stations:

@@ -3,15 +3,20 @@
 This module keeps the connections of the simulated fleet (bench/fleet.py) to the broker and
 the pacing of a phase. Every station is one paho client with its own client id and its own
 certificate (common name = station id: its user in the shipped ACL, so it may write only
-``recdock/<its id>/#``), its Last Will the signed ``offline`` as a station's link sets it,
-and its own network thread (``loop_start``). Messages are handed to the station's client at
-QoS 1; on_publish counts the broker's PUBACKs. One pacer thread hands each scheduled slot
-over at its time and notes how late it was: the generator's own limit shows there, not in
-the centre's figures. :meth:`Wire.ceiling` measures that limit with the broker alone.
+``recdock/<its id>/#``) and its Last Will the signed ``offline`` as a station's link sets it.
+The 500 clients are driven by one thread on epoll (:class:`Loop`; paho's own loop cannot
+watch more than some 340 sockets in one process). Messages are handed to the station's
+client at QoS 1; on_publish counts the broker's PUBACKs. One pacer thread hands each
+scheduled slot over at its time and notes how late it was: the generator's own limit shows
+there, not in the centre's figures. :meth:`Wire.ceiling` measures that limit with the broker
+alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import selectors
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -66,6 +71,86 @@ def issue_certificates(pki, names: list[str]) -> None:  # noqa: ANN001
         (folder / f"client-{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
+class Loop:
+    """Every station's client driven by one thread on epoll (paho's external-loop calls:
+    ``loop_read``, ``loop_write``, ``loop_misc``). paho's own loop waits in ``select()``,
+    which cannot watch a descriptor numbered above 1024: some 340 clients in one process.
+    All socket I/O happens in this thread; a publish from another thread only asks for a
+    write (``on_socket_register_write``) and wakes it."""
+
+    def __init__(self) -> None:
+        self.sel = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)  # a full buffer means a wake-up is pending already
+        self.sel.register(self.wake_r, selectors.EVENT_READ, None)
+        self.writers: set = set()
+        self.clients: list = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def add(self, client) -> None:  # noqa: ANN001
+        client.on_socket_register_write = self._want_write
+
+    def watch(self, client) -> None:  # noqa: ANN001
+        """After ``connect()``: its socket is watched for reading."""
+        with self._lock:
+            self.sel.register(client.socket(), selectors.EVENT_READ, client)
+            self.clients.append(client)
+        self._want_write(client, None, None)
+
+    def _want_write(self, client, userdata, sock) -> None:  # noqa: ANN001
+        with self._lock:
+            self.writers.add(client)
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            self.wake_w.send(b"x")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        misc = time.monotonic()
+        while not self._stop.is_set():
+            with self._lock:
+                writers, self.writers = self.writers, set()
+            for client in writers:
+                if client.socket() is not None:
+                    client.loop_write()
+                    if client.want_write():
+                        with self._lock:
+                            self.writers.add(client)
+            timeout = 0.0 if self.writers else 0.5
+            for key, _ in self.sel.select(timeout):
+                if key.data is None:
+                    with contextlib.suppress(BlockingIOError):
+                        self.wake_r.recv(4096)
+                    continue
+                self._read(key.data)
+            if time.monotonic() - misc > 1.0:
+                misc = time.monotonic()
+                with self._lock:
+                    clients = list(self.clients)
+                for client in clients:
+                    client.loop_misc()
+
+    @staticmethod
+    def _read(client) -> None:  # noqa: ANN001
+        client.loop_read()
+        sock = client.socket()
+        while sock is not None and sock.pending():  # TLS records already decrypted
+            client.loop_read()
+            sock = client.socket()
+
+
 class Wire:
     """The fleet's connections to one broker (tests/mosquitto.py's)."""
 
@@ -73,23 +158,24 @@ class Wire:
         self.broker = broker
         self.stations = stations
         self.clients: dict = {}
+        self.loop = Loop()
+        self.closing = False
+        self.dropped: list[str] = []
         self.acked = 0
         self._lock = threading.Lock()
         self._up = threading.Semaphore(0)
 
-    def connect(self, batch: int = 25, timeout: float = 120.0) -> float:
-        """Connect every station, ``batch`` at a time (500 TLS handshakes at once in one
-        process overrun paho's connect timeout on a loaded machine, and all retry together);
-        seconds until all are connected."""
+    def connect(self, timeout: float = 120.0) -> float:
+        """Connect every station (each connect a blocking TLS handshake, one after the
+        other), then wait for every CONNACK; seconds until all are connected."""
         t0 = time.perf_counter()
-        for i in range(0, len(self.stations), batch):
-            group = self.stations[i : i + batch]
-            for st in group:
-                self.clients[st.name] = self._client(st)
-            deadline = time.monotonic() + timeout
-            for _ in group:
-                if not self._up.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                    raise SystemExit("not every station connected to the broker in time")
+        self.loop.start()
+        for st in self.stations:
+            self.clients[st.name] = self._client(st)
+        deadline = time.monotonic() + timeout
+        for _ in self.stations:
+            if not self._up.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise SystemExit("not every station connected to the broker in time")
         return time.perf_counter() - t0
 
     def _client(self, st: SimStation):  # noqa: ANN202
@@ -98,10 +184,16 @@ class Wire:
         client.connect_timeout = 30.0
         client.will_set(topics.status(st.name), st.last_will(), qos=1, retain=True)
         client.on_connect = lambda c, u, f, rc, p: self._up.release() if not rc.is_failure else None
+        client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
-        client.connect_async("127.0.0.1", self.broker.port, keepalive=60)
-        client.loop_start()
+        self.loop.add(client)
+        client.connect("127.0.0.1", self.broker.port, keepalive=60)
+        self.loop.watch(client)
         return client
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+        if not self.closing:
+            self.dropped.append(f"{client._client_id!r}: {reason_code}")
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # noqa: ANN001
         with self._lock:
@@ -119,10 +211,10 @@ class Wire:
             time.sleep(0.01)
 
     def close(self) -> None:
+        self.closing = True
         for client in self.clients.values():
             client.disconnect()
-        for client in self.clients.values():
-            client.loop_stop()
+        self.loop.stop()
 
     def ceiling(self, messages: list[Message]) -> float:
         """Messages a second the generator hands over and the broker acknowledges, unpaced:
