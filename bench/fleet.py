@@ -10,7 +10,8 @@ ACL's user), its bays and its recorders (each with an officer and a unit), and i
 station catalog (agent/catalog) in a folder of its own. A docking goes through the station's
 own write functions, each one transaction with its audit entry and outbox row as on a station
 (rule 3, docs/architecture.md): the bay's states (agent/catalog/bays.py), the session's start
-and end (agent/offload/session.py), a ``file.stored`` per recording (in one group commit, the
+(agent/offload/session.py) and its end (the row and entry ``finalize_session`` writes; no
+manifest, there is no store), a ``file.stored`` per recording (in one group commit, the
 offloader's fields) and a ``file.removed_from_recorder`` per recording, the pre-shift checks
 (agent/checks/rules.py's battery, storage and firmware rules on the recorder's reported
 values; agent/checks/__init__.py's ``record_checks``: the ``checks`` event and the retained
