@@ -3,9 +3,10 @@
     .venv/bin/python bench/bench_central.py [--stations 20] [--events 2000] [--reps 3]
         [--paths compiled,jsonschema] [--sample 2000]
 
-Issue 14 names this file; it starts with the ingest of one worker on SQLite and is meant to
-grow (the full fleet profile: 500 stations with 8 bays and 4,000 recorders, status, bays,
-recorder checks and faults, the lag to the API and the dashboard, PostgreSQL and two workers).
+Issue 14 names this file. Its ingest scenario is below; ``bench_central.py fleet [--help]`` is
+the full fleet profile (bench/fleet_run.py: 500 stations with 8 bays and 4,000 recorders,
+status, bays, recorder checks and faults, the lag to the API and the dashboard, and
+``--database``/``--workers`` passed to recdock-central).
 
 **Ingest through a real broker.** A Mosquitto runs the shipped configuration
 (tests/mosquitto.py: TLS, client certificates, the ACL), ``--stations`` simulated stations
@@ -208,6 +209,11 @@ def machine() -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["fleet"]:  # issue 14's fleet at agency scale: bench/fleet_run.py
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from fleet_run import main as fleet
+
+        sys.exit(fleet(sys.argv[2:]))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stations", type=int, default=20)
     p.add_argument("--events", type=int, default=2000, help="events per station")

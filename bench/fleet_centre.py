@@ -1,0 +1,245 @@
+"""The centre the fleet talks to, and what the bench reads of it while the fleet publishes.
+
+This module keeps the running recdock-central (a process: tests/central_server.py's
+``live_central``, with the MQTT consumer on the bench's broker, the fleet's enrolled keys, a
+reader token for the JSON API and the dashboard's users) and the three observers of a phase:
+
+* the **sampler** reads the catalog's counts (``GET /api/health``: its ``events``) once a
+  second: events ingested a second;
+* the **prober** follows each probe (a docking's ``checks`` event, bench/fleet.py): from the
+  moment its docking was handed to the station's client until the centre holds it, in the
+  JSON API (``GET /api/stations/<id>/chain``: the complete head has reached its seq) and on
+  the dashboard (``/recorders/<serial>``, the HTML page, shows the event's time);
+* the **page timer** fetches the dashboard's overview, recorders, stations and a fault's page,
+  each as HTML and as its JSON (``?format=json``, the same read functions without the
+  template: the baseline in the same run), alternating which goes first, a round every
+  ``page_every`` seconds (a few people watching, not a load test of the pages).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+from fleet import Probe, SimStation
+
+from agent.catalog import audit
+from sync.wire.signing import public_key_text
+from tests.central_server import live_central
+from tests.dashboard_tools import login, make_users
+from tests.mosquitto import CENTRAL
+
+CENTRAL_BIN = Path(sys.executable).with_name("recdock-central")
+
+
+def centre_options() -> str:
+    """``recdock-central --help`` as it stands (what options it accepts)."""
+    done = subprocess.run([str(CENTRAL_BIN), "--help"], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def passthrough(database: str | None, workers: int) -> list[str]:
+    """``--database`` and ``--workers`` for recdock-central; a clear stop when it does not
+    accept them yet (the PostgreSQL catalog and several workers land in their own branches)."""
+    wanted = {"--database": database, "--workers": str(workers) if workers != 1 else None}
+    known = centre_options()
+    args: list[str] = []
+    for option, value in wanted.items():
+        if value is None:
+            continue
+        if option not in known:
+            raise SystemExit(f"recdock-central does not accept {option} yet (see "
+                             f"`recdock-central --help`); this bench passes {option} {value} "
+                             "to it unchanged once it does")  # fmt: skip
+        args += [option, value]
+    return args
+
+
+@dataclass
+class Centre:
+    url: str
+    token: str
+    session: requests.Session  # the dashboard's, logged in
+
+    def api(self, path: str) -> dict:
+        r = requests.get(self.url + path, headers={"Authorization": f"Bearer {self.token}"},
+                         timeout=60)  # fmt: skip
+        r.raise_for_status()
+        return r.json()
+
+    def total(self, path: str) -> int:
+        """A paged list's ``X-Total-Count``."""
+        r = requests.get(self.url + path + "?limit=1", timeout=60,
+                         headers={"Authorization": f"Bearer {self.token}"})  # fmt: skip
+        r.raise_for_status()
+        return int(r.headers["X-Total-Count"])
+
+    def events(self) -> int:
+        return int(requests.get(self.url + "/api/health", timeout=60).json()["catalog"]["events"])
+
+
+@contextlib.contextmanager
+def centre(folder: Path, broker, stations: list[SimStation], extra: list[str]) -> Iterator[Centre]:  # noqa: ANN001
+    """recdock-central with its consumer on ``broker``, every station enrolled."""
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = folder / "station-keys.toml"
+    keys.write_text("[stations]\n" + "".join(f'"{s.name}" = "{public_key_text(s.key)}"\n'
+                                             for s in stations))  # fmt: skip
+    token = secrets.token_urlsafe(32)
+    (folder / "api-tokens.toml").write_text(f'[readers]\nbench = "{token}"\n')
+    tls = broker.tls(CENTRAL)
+    args = ["--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port),
+            "--mqtt-ca", str(tls.ca_file), "--mqtt-cert", str(tls.cert_file),
+            "--mqtt-key", str(tls.key_file), "--station-keys", str(keys),
+            "--api-tokens", str(folder / "api-tokens.toml"),
+            "--users", str(make_users(folder / "users.toml")), "--dashboard-plain-http",
+            *extra]  # fmt: skip
+    with live_central(folder / "data", *args, timeout=60) as url:
+        yield Centre(url, token, login(url, "view"))
+
+
+def wait_events(c: Centre, total: int, timeout: float) -> float:
+    """Seconds until the centre holds ``total`` events (its catalog's count)."""
+    t0 = time.monotonic()
+    while (n := c.events()) < total:
+        if time.monotonic() - t0 > timeout:
+            raise SystemExit(f"the centre holds {n} of {total} events after {timeout:.0f} s")
+        time.sleep(0.1)
+    return time.monotonic() - t0
+
+
+def verify(c: Centre, stations: list[SimStation]) -> dict:
+    """What the centre stored against what the fleet sent: every station's chain complete to
+    its catalog's head (same seq, same hash, state ok), one report per recorder, the faults
+    still open at the stations open at the centre, nothing rejected, no alert. Problems are
+    listed (the bench prints them; the smoke test fails on them)."""
+    problems: list[str] = []
+    for st in stations:
+        seq, digest = audit.head(st.catalog)
+        chain = c.api(f"/api/stations/{st.name}/chain")
+        if (chain["head_seq"], chain["head_hash"], chain["state"]) != (seq, digest, "ok"):
+            problems.append(f"{st.name}: the centre's chain {chain} is not the station's {seq}")
+    recorders = sum(len(st.recorders) for st in stations)
+    faults = sum(r.fault_open for st in stations for r in st.recorders)
+    held = {"recorders": c.total("/api/recorders"), "open faults": c.total("/api/faults")}
+    for name, want in (("recorders", recorders), ("open faults", faults)):
+        if held[name] != want:
+            problems.append(f"the centre holds {held[name]} {name}, the fleet has {want}")
+    counts = c.api("/api/health")["catalog"]
+    for name in ("rejected", "security_alerts", "broken_chains"):
+        if counts[name]:
+            problems.append(f"the centre counts {counts[name]} {name}")
+    return {"counts": counts, **held, "problems": problems}
+
+
+# -- the observers of a phase ----------------------------------------------------------------
+
+
+@dataclass
+class Observed:
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (monotonic, events)
+    lag_api: list[float] = field(default_factory=list)
+    lag_html: list[float] = field(default_factory=list)
+    unseen: int = 0
+    pages: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+
+
+class Observers:
+    """The sampler, the prober and the page timer, each a thread, until :meth:`stop`."""
+
+    def __init__(self, c: Centre, pages: dict[str, str], page_every: float = 2.0) -> None:
+        self.c = c
+        self.page_every = page_every
+        self.page_paths = pages
+        self.seen = Observed()
+        self._probes: list[tuple[Probe, float, float | None]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=f, daemon=True)
+                         for f in (self._sample, self._probe, self._pages)]  # fmt: skip
+
+    def start(self) -> Observers:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def probe(self, probe: Probe, handed_at: float) -> None:
+        with self._lock:
+            self._probes.append((probe, handed_at, None))
+
+    def settle(self, timeout: float) -> None:
+        """Wait until every probe is seen on the dashboard (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._probes:
+                    return
+            time.sleep(0.05)
+
+    def stop(self) -> Observed:
+        self._stop.set()
+        for t in self._threads:
+            t.join(120)
+        self.seen.unseen = len(self._probes)
+        return self.seen
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.seen.samples.append((time.monotonic(), self.c.events()))
+            self._stop.wait(1.0)
+
+    def _probe(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                pending = list(self._probes)
+            for item in pending:
+                self._check(item)
+            self._stop.wait(0.05)
+
+    def _check(self, item: tuple[Probe, float, float | None]) -> None:
+        probe, handed, api_at = item
+        if api_at is None:
+            head = self.c.api(f"/api/stations/{probe.station}/chain").get("head_seq") or 0
+            if head < probe.seq:
+                return
+            api_at = time.monotonic()
+            self.seen.lag_api.append(api_at - handed)
+            with self._lock:
+                self._probes[self._probes.index(item)] = (probe, handed, api_at)
+            item = (probe, handed, api_at)
+        html = self.c.session.get(f"{self.c.url}/recorders/{probe.serial}", timeout=60).text
+        if f'datetime="{probe.at}"' in html:
+            self.seen.lag_html.append(time.monotonic() - handed)
+            with self._lock:
+                self._probes.remove(item)
+
+    def _pages(self) -> None:
+        rep = 0
+        while not self._stop.is_set():
+            for name, path in self.page_paths.items():
+                order = ("html", "json") if rep % 2 == 0 else ("json", "html")
+                for kind in order:
+                    joiner = "&" if "?" in path else "?"
+                    url = self.c.url + path + (f"{joiner}format=json" if kind == "json" else "")
+                    t0 = time.perf_counter()
+                    self.c.session.get(url, timeout=120).raise_for_status()
+                    self.seen.pages.setdefault((name, kind), []).append(time.perf_counter() - t0)
+            rep += 1
+            self._stop.wait(self.page_every)  # a round every few seconds, as people look
+
+
+def quantiles(xs: list[float]) -> tuple[float, float, float]:
+    """Median, 95th percentile and maximum (nan when empty)."""
+    if not xs:
+        return (float("nan"),) * 3
+    xs = sorted(xs)
+    return statistics.median(xs), xs[min(len(xs) - 1, int(0.95 * len(xs)))], xs[-1]
