@@ -27,6 +27,7 @@ never commit; and a savepoint for one message inside a batch.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -57,6 +58,8 @@ from central.catalog import (
 
 __all__ = ["CentralCatalog", "now_utc"]
 
+logger = logging.getLogger(__name__)
+
 # in the order their tables are created
 TABLES = (
     stations,
@@ -76,6 +79,18 @@ TABLES = (
     access,
     access_log,
 )
+
+
+def _add_index(conn: sqlite3.Connection, statement: str) -> None:
+    """Make an index; a unique one that the rows of an older version break is left out, said
+    in the log, and the centre goes on (the checks above it still hold on SQLite)."""
+    conn.execute("SAVEPOINT add_index")
+    try:
+        conn.execute(statement)
+    except sqlite3.IntegrityError as exc:
+        conn.execute("ROLLBACK TO add_index")
+        logger.warning("catalog: index not made (%s): %s", exc, statement)
+    conn.execute("RELEASE add_index")
 
 
 def now_utc() -> str:
@@ -98,7 +113,7 @@ class CentralCatalog:
                 for name, column, declaration in getattr(table, "COLUMNS", ()):
                     _add_column(conn, name, column, declaration)
                 for statement in getattr(table, "INDEXES", ()):
-                    conn.execute(statement)
+                    _add_index(conn, statement)
 
     @property
     def conn(self) -> sqlite3.Connection:
