@@ -37,7 +37,7 @@ from central.serve import (
 from central.settings import CentreSettings
 from central.signing_key import default_path, load_centre_key
 from central.tus import include_tus
-from central.upload import DEFAULT_LEASE_S, UploadStore
+from central.upload import UploadStore
 from central.web import DashboardOptions, include_dashboard
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,6 @@ def create_app(
     dashboard: DashboardOptions | None = None,
     signing_key: Any = None,
     centre: CentreSettings | None = None,
-    upload_lease: float = DEFAULT_LEASE_S,
 ) -> FastAPI:
     """Build the central store's app.
 
@@ -84,15 +83,12 @@ def create_app(
     The dashboard (:mod:`central.web`; ``dashboard``) is at ``/``. ``limits`` bound what each
     station may announce and store (:mod:`central.limits`); ``max_requests`` the HTTP requests
     inside the app at once (``app.state.gate``: one more is answered 429). ``/openapi.json``,
-    ``/docs``, ``/redoc`` are served only with ``api_docs``. ``upload_lease`` is how long a
-    request's lock on an upload lasts unless renewed (a killed worker's blocks it that long)."""
+    ``/docs``, ``/redoc`` are served only with ``api_docs``."""
     token_map = tokens if isinstance(tokens, Mapping) else load_tokens(tokens)
     auth = TokenAuth(token_map)
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = UploadStore(
-        data_dir, max_size=max_size, workers=verify_workers, limits=limits, lease_s=upload_lease
-    )
+    store = UploadStore(data_dir, max_size=max_size, workers=verify_workers, limits=limits)
     app = _bare_app(api_docs=api_docs, max_requests=max_requests)
     app.state.uploads = store
     app.state.auth = auth

@@ -361,41 +361,43 @@ class UploadStore:
             if self._take(upload_id, token, self.lease_s) is not None:
                 continue  # held (or gone)
             try:
-                if self._expire(upload_id, cutoff):
+                if _expire(self, upload_id, cutoff):
                     expired.append(upload_id)
             finally:
                 uploads.release(self.db_path, upload_id, token)
-        self._drop_orphans(cutoff)
+        _drop_orphans(self, cutoff)
         if expired:
             logger.info("expired %d abandoned uploads", len(expired))
         return expired
 
-    def _expire(self, upload_id: str, cutoff: float) -> bool:
-        """One upload, its lease held by the caller; True when it was deleted."""
-        touched = uploads.touched_at(self.db_path, upload_id)
-        if touched is None or touched >= cutoff:
-            return False
-        info = self.load(upload_id)
-        if info is None:
-            return False
-        if info.offset == info.length:
-            self.start_verify(info)  # complete: verify, never expire
-            return False
-        self._discard(upload_id)
-        return True
-
-    def _drop_orphans(self, cutoff: float) -> None:
-        """Partial files without a record (a crash during creation), older than ``cutoff``."""
-        for path in self.uploads_dir.glob("*.part"):
-            stem = path.name.split(".", 1)[0]
-            if not self.valid_id(stem) or self.folder.load(stem) is not None:
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
-
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
+
+
+def _expire(store: UploadStore, upload_id: str, cutoff: float) -> bool:
+    """One upload, its lease held by the caller; True when it was deleted."""
+    touched = uploads.touched_at(store.db_path, upload_id)
+    if touched is None or touched >= cutoff:
+        return False
+    info = store.load(upload_id)
+    if info is None:
+        return False
+    if info.offset == info.length:
+        store.start_verify(info)  # complete: verify, never expire
+        return False
+    store._discard(upload_id)
+    return True
+
+
+def _drop_orphans(store: UploadStore, cutoff: float) -> None:
+    """Partial files without a record (a crash during creation), older than ``cutoff``."""
+    for path in store.uploads_dir.glob("*.part"):
+        stem = path.name.split(".", 1)[0]
+        if not store.valid_id(stem) or store.folder.load(stem) is not None:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
 
 
 def _digests(path: Path, *, with_sm3: bool) -> dict[str, Any]:

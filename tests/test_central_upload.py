@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import stat
 import threading
 import time
@@ -15,8 +14,8 @@ import requests
 from click.testing import CliRunner
 
 from central.app import create_app
-from central.catalog import uploads
 from central.auth import CredentialsError, load_tokens
+from central.catalog import uploads
 from central.command import main
 from sync.upload.tus import TusUploader, UploadForbidden, UploadHashMismatch
 from sync.wire.tusmeta import encode_metadata

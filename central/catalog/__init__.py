@@ -12,10 +12,12 @@ outbox), ``devices`` (each recorder's latest report, whichever station sent it),
 (``recorder_history``: every report, for trends), ``register`` (the recorder register kept
 at the centre), ``holds`` (every station's holds, and those placed at the centre), ``access``
 (``access_requests`` and ``access_objects``: approved access at the centre) and
-``access_log``. ``report`` owns no table: it reads across them for the compliance report and
+``access_log``; ``leases`` (which worker of a group does a one-at-a-time job: publishing
+commands). ``report`` owns no table: it reads across them for the compliance report and
 writes none. The upload receipts and failures live apart, in their own database file
 (``receipts.sqlite`` in the upload store's data folder): ``receipts``, which opens a connection
-per call. Other modules call :class:`CentralCatalog` and the owner modules' named functions;
+per call, and beside it ``uploads`` (the unfinished uploads' records and leases). Other
+modules call :class:`CentralCatalog` and the owner modules' named functions;
 tests/test_code_shape.py keeps it so.
 
 This module keeps the core: one connection per thread (``threading.local``), closed once its
@@ -49,6 +51,7 @@ from central.catalog import (
     faults,
     history,
     holds,
+    leases,
     operator,
     recorders,
     register,
@@ -78,6 +81,7 @@ TABLES = (
     holds,
     access,
     access_log,
+    leases,
 )
 
 
