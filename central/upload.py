@@ -361,10 +361,13 @@ class UploadStore:
             if self._take(upload_id, token, self.lease_s) is not None:
                 continue  # held (or gone)
             try:
-                if _expire(self, upload_id, cutoff):
-                    expired.append(upload_id)
+                outcome = _expire(self, upload_id, cutoff)
             finally:
                 uploads.release(self.db_path, upload_id, token)
+            if outcome == "expired":
+                expired.append(upload_id)
+            elif isinstance(outcome, UploadInfo):
+                self.start_verify(outcome)  # complete: verified (its lease free again), kept
         _drop_orphans(self, cutoff)
         if expired:
             logger.info("expired %d abandoned uploads", len(expired))
@@ -374,19 +377,19 @@ class UploadStore:
         self._executor.shutdown(wait=True, cancel_futures=False)
 
 
-def _expire(store: UploadStore, upload_id: str, cutoff: float) -> bool:
-    """One upload, its lease held by the caller; True when it was deleted."""
+def _expire(store: UploadStore, upload_id: str, cutoff: float) -> str | UploadInfo | None:
+    """One upload, its lease held by the caller: ``"expired"`` when it was deleted, the upload
+    when it is complete (to verify once the lease is released: never expired), else None."""
     touched = uploads.touched_at(store.db_path, upload_id)
     if touched is None or touched >= cutoff:
-        return False
+        return None
     info = store.load(upload_id)
     if info is None:
-        return False
+        return None
     if info.offset == info.length:
-        store.start_verify(info)  # complete: verify, never expire
-        return False
+        return info
     store._discard(upload_id)
-    return True
+    return "expired"
 
 
 def _drop_orphans(store: UploadStore, cutoff: float) -> None:

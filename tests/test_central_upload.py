@@ -420,3 +420,35 @@ def test_a_verification_finished_before_it_is_registered_does_not_freeze_the_ser
     assert store.verifying(info.id) is None, "a finished job stays registered"
     assert store.receipt(info.id)["sha256"] == hashlib.sha256(b"abc").hexdigest()
     store.close()
+
+
+def test_expiry_verifies_a_complete_upload_and_never_deletes_it(tmp_path):
+    """A complete upload left unverified (its worker stopped before verifying) and untouched past
+    the expiry: expiry hands it to verification, after releasing the upload's lease (else the
+    verification finds the lease held and does nothing), and never deletes it."""
+    from central.upload import UploadStore
+
+    store = UploadStore(tmp_path / "central")
+    body = b"complete, not yet verified"
+    info = store.create("ST-A", len(body), hashlib.sha256(body).hexdigest(), None, {})
+    token = store.begin_write(info.id)
+    with store.open_for_append(info) as f:
+        f.write(body)
+    info.offset = len(body)
+    assert store.save(info, token)
+    store.end_write(info.id, token)
+    uploads.set_touched(store.db_path, info.id, time.time() - 3600)
+    real_start = store.start_verify
+
+    def start_and_finish(some):  # a verification thread quicker than expiry
+        job = real_start(some)
+        job.result(10)
+        return job
+
+    store.start_verify = start_and_finish  # type: ignore[method-assign]
+    try:
+        assert store.expire_uploads(older_than=600) == []
+        wait_for(lambda: store.receipt(info.id) is not None, 10)
+        assert store.object_path(info.sha256).read_bytes() == body
+    finally:
+        store.close()
