@@ -339,12 +339,23 @@ async def tus_delete(upload_id: str, request: Request, tus: Tus, station: Statio
     if (bad := _check_version(request)) is not None:
         return bad
     async with tus.lock_for(upload_id):
-        info, err = await run_in_threadpool(_own, tus.store, upload_id, station)
-        if err is not None:
-            return err
-        if info is None or info.offset == info.length:
-            return _error(403, "complete", "a complete upload cannot be deleted; stored media stay")
-        await run_in_threadpool(tus.store.terminate, upload_id)
+        try:  # the lease, as a PATCH: never deleted under another worker's PATCH
+            token = await run_in_threadpool(tus.store.begin_write, upload_id)
+        except UploadBusy:
+            return _busy()
+        if token is None:
+            return _error(404, "not_found", "no such upload")
+        try:
+            info, err = await run_in_threadpool(_own, tus.store, upload_id, station)
+            if err is not None:
+                return err
+            if info is None or info.offset == info.length:
+                return _error(
+                    403, "complete", "a complete upload cannot be deleted; stored media stay"
+                )
+            await run_in_threadpool(tus.store.terminate, upload_id)
+        finally:
+            await run_in_threadpool(tus.store.end_write, upload_id, token)
     return Response(status_code=204, headers=_tus_headers())
 
 

@@ -319,6 +319,7 @@ def test_an_upload_cut_by_a_killed_worker_is_resumed_through_another(
     busy = patch(b.url + upload, first, body[first:])
     assert busy.status_code == 423, f"b wrote an upload a was writing: {busy.status_code}"
     assert ascii_digits(busy.headers.get("Retry-After"))
+    assert requests.delete(b.url + upload, headers=tus(), timeout=10).status_code == 423
     workers.kill("a")
     conn.close()
     # b answers the offset that was fsynced and recorded: the first PATCH's
