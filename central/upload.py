@@ -201,14 +201,10 @@ class UploadStore:
         return self.folder.open_for_append(info)
 
     def begin_write(self, upload_id: str) -> str | None:
-        """Take the upload's lease for a PATCH (any worker's), so no other request, worker or
-        expiry touches it until :meth:`end_write`; returns the lease's holder token.
-
-        None while expiry holds it (it may be deleting it): the PATCH must not touch it.
+        """Take the upload's lease for a PATCH (any worker's) until :meth:`end_write`; returns
+        its holder token. None while expiry holds it (it may be deleting it: hands off).
         :class:`UploadBusy` while another request holds it (a killed worker's lease runs out
-        after ``lease_s``). Once this returns a token, the caller reads the upload's record: if
-        expiry deleted it just before, the record is gone.
-        """
+        after ``lease_s``). With a token, the caller reads the record: gone if expiry won."""
         token = f"write:{self.worker}:{secrets.token_hex(6)}"
         held = self._take(upload_id, token, self.lease_s)
         if held is None or held == "":
