@@ -179,7 +179,12 @@ def signed_events(station: str, key: Any, count: int) -> list[tuple[str, bytes]]
 
 
 def publish(
-    broker: Mosquitto, station: str, messages: list[tuple[str, bytes]], gate, errors: list[str]
+    broker: Mosquitto,
+    station: str,
+    messages: list[tuple[str, bytes]],
+    gate,
+    errors: list[str],
+    retain: bool = False,
 ) -> None:
     """Publish at QoS 1 in order, as a station's outbox does, each acknowledged by the broker;
     ``gate(i)`` is called before message ``i`` (the test holds the stream there)."""
@@ -190,7 +195,7 @@ def publish(
         wait_for(client.is_connected, 10)
         for i, (topic, payload) in enumerate(messages):
             gate(i)
-            info = client.publish(topic, payload, qos=1)
+            info = client.publish(topic, payload, qos=1, retain=retain)
             info.wait_for_publish(30)
             if not info.is_published():
                 errors.append(f"{station}: event {i + 1} not acknowledged")
@@ -200,6 +205,15 @@ def publish(
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def state_of(group: Workers, station: str) -> str | None:
+    catalog = group.catalog()
+    try:
+        row = stations.row(catalog.conn, station)
+        return None if row is None else row["status"]
+    finally:
+        catalog.close()
 
 
 def stored_count(group: Workers) -> int:
@@ -221,8 +235,13 @@ def test_two_workers_share_the_event_stream_and_one_killed_midway_loses_nothing(
     total = per_station * len(names)
     with Mosquitto(tmp_path / "broker", persistence=True) as broker:
         workers.broker, workers.station_keys = broker, keys
+        for name in names:  # retained before any worker: a shared subscription gets none
+            status = {"station": name, "state": "online", "at": "2026-12-01T08:00:00+00:00"}
+            signed = sign_payload(keys[name], topics.status(name), canonical(status).encode())
+            publish(broker, name, [(topics.status(name), signed)], lambda i: None, [], True)
         workers.start("a")
         workers.start("b")
+        wait_for(lambda: all(state_of(workers, n) == "online" for n in names), 30)
         half = threading.Event()
 
         def gate(i: int) -> None:
