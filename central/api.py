@@ -249,7 +249,10 @@ def health(catalog: Catalog, consumer: Consumer) -> dict[str, Any]:
     if consumer is not None:
         out["mqtt"] = {
             "connected": consumer.connected,
+            "subscribed": consumer.subscribed,
+            "client_id": consumer.settings.client_id,
             "last_error": consumer.last_error,
+            # this worker's own outcomes; "catalog" counts what every worker stored, once
             "messages": dict(consumer.stats),
         }
         out["ok"] = consumer.connected

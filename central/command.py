@@ -17,10 +17,12 @@ import click
 from central.limits import DEFAULT_EXPIRY, DEFAULT_MAX_SIZE, UploadLimits
 from central.options import (
     DashboardChoices,
+    WorkerChoices,
     centre_options,
     dashboard_options,
     serve_limit_options,
     upload_limit_options,
+    worker_options,
 )
 from central.serve import ServeLimits
 from central.settings import CentreSettings
@@ -39,8 +41,10 @@ def _consumer_settings(
     cert: Path | None,
     key: Path | None,
     username: str | None,
+    worker: WorkerChoices,
 ):  # -> central.consumer.ConsumerSettings | None
-    """The MQTT consumer's settings from the command line and the systemd credentials."""
+    """The MQTT consumer's settings from the command line and the systemd credentials;
+    ``worker`` gives the client id and the worker group (none: alone, MQTT 3.1.1 as before)."""
     if not host:
         return None
     from central.auth import read_credential
@@ -54,6 +58,9 @@ def _consumer_settings(
         key_file=key or _credential_file("central-mqtt-key") if cert else None,
         username=username,
         password=read_credential("central-mqtt-password") if username else None,
+        client_id=worker.client_id,
+        shared_group=worker.group,
+        protocol="5" if worker.group else "3.1.1",
     )
 
 
@@ -146,6 +153,7 @@ def _consumer_settings(
     "$CREDENTIALS_DIRECTORY/central-station-keys. Needed with --mqtt-host.",
 )
 @dashboard_options
+@worker_options
 @click.option(
     "--signing-key",
     "signing_key_file",
@@ -179,6 +187,7 @@ def main(
     max_requests: int,
     dashboard: DashboardChoices,
     centre: CentreSettings,
+    worker: WorkerChoices,
 ) -> None:
     """Run the recdock reference central store (tus uploads with verified receipts).
 
@@ -189,7 +198,9 @@ def main(
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
-        mqtt = _consumer_settings(mqtt_host, mqtt_port, mqtt_ca, mqtt_cert, mqtt_key, mqtt_username)
+        mqtt = _consumer_settings(
+            mqtt_host, mqtt_port, mqtt_ca, mqtt_cert, mqtt_key, mqtt_username, worker
+        )
         app = create_app(
             data_dir,
             tokens_file,
@@ -208,6 +219,7 @@ def main(
     except CredentialsError as exc:
         click.echo(f"recdock-central: {exc}", err=True)
         sys.exit(3)
+    app.state.uploads.lease_s = worker.upload_lease
     _serve(app, serve_limits, host, port, log_level)
 
 

@@ -9,23 +9,32 @@ published: a command survives a broker that is away and a centre that restarts. 
 station's signed event names a command as applied, the retained topic is cleared (an empty
 payload), unless a newer command holds it. It runs when woken (a decision, a batch of station
 messages, a reconnection) and every ``interval`` seconds; tests call :meth:`flush`.
+
+Several workers (docs/central.md, "Several workers") each run a publisher; only the one that
+holds the ``commands`` lease (:mod:`central.catalog.leases`, renewed before every publish)
+publishes, so a command is never published out of turn after a newer one on its topic, nor
+published again after its topic was cleared. When that worker stops or is killed, another
+takes the lease once it runs out (:data:`LEASE_S`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from central.catalog import CentralCatalog, now_utc
+from central.catalog import CentralCatalog, leases, now_utc
 from central.catalog import commands as outbox
 from sync.wire.commands import sign_command
 
 logger = logging.getLogger(__name__)
 
 PUBACK_TIMEOUT_S = 10.0
+LEASE = "commands"
+LEASE_S = 3 * PUBACK_TIMEOUT_S  # renewed before every publish, which waits at most PUBACK_TIMEOUT_S
 
 
 class CommandPublisher:
@@ -41,8 +50,11 @@ class CommandPublisher:
         *,
         connected: Callable[[], bool],
         interval: float = 5.0,
+        holder: str = "recdock-central",
     ) -> None:
         self.catalog = catalog
+        self.holder = holder  # the worker, in the commands lease
+        self.lease_s = LEASE_S
         self.key = key
         self.client = client
         self.connected = connected
@@ -88,19 +100,21 @@ class CommandPublisher:
     def flush(self) -> int:
         """One round: publish every pending command, then clear the applied ones; returns how
         many topics were written. Stops at the first the broker does not acknowledge."""
-        if self.key is None or not self.connected():
+        if self.key is None or not self.connected() or not self._lead():
             return 0
         with self._lock:
             done = 0
             for item in outbox.unpublished(self.catalog.conn):
                 payload = sign_command(self.key, item["topic"], item["doc"])
-                if not self._publish(item["topic"], payload):
+                if not self._lead() or not self._publish(item["topic"], payload):
                     return done
                 with self.catalog.tx() as conn:
                     outbox.mark_published(conn, item["seq"], now_utc())
                 self.published += 1
                 done += 1
             for item in outbox.to_clear(self.catalog.conn):
+                if not self._lead():
+                    return done
                 if item["latest"] and not self._publish(item["topic"], b""):
                     return done
                 with self.catalog.tx() as conn:
@@ -108,6 +122,12 @@ class CommandPublisher:
                 self.cleared += int(item["latest"])
                 done += int(item["latest"])
             return done
+
+    def _lead(self) -> bool:
+        """Take or renew the ``commands`` lease: False while another worker holds it."""
+        now = time.time()
+        with self.catalog.tx() as conn:
+            return leases.take(conn, LEASE, self.holder, now=now, until=now + self.lease_s)
 
     def _publish(self, topic: str, payload: bytes) -> bool:
         """Publish retained at QoS 1 and wait for the broker's acknowledgement."""

@@ -1,6 +1,11 @@
 """The central store's MQTT consumer: every station's topics into :mod:`central.catalog`.
 
 It subscribes ``recdock/+/#`` at QoS 1 with paho-mqtt 2.x (VERSION2 callbacks, ``loop_start``);
+in a worker group (``shared_group``: several ``recdock-central`` processes sharing the work,
+docs/central.md "Several workers") it subscribes the event stream through the MQTT 5 shared
+subscription ``$share/<group>/recdock/+/event`` (each event goes to one worker of the group)
+and the retained state topics with an ordinary subscription in every worker (a shared
+subscription gets no retained messages, and their upserts are idempotent) (:func:`subscriptions`);
 :mod:`central.messages` verifies each message against the station's enrolled key and its JSON
 Schema and stores it, or keeps it apart as a security alert or a rejected message (never a
 crash).
@@ -53,6 +58,9 @@ __all__ = ["ConsumerSettings", "InvalidMessage", "MqttConsumer", "PayloadValidat
 logger = logging.getLogger(__name__)
 
 SUBSCRIPTION = "recdock/+/#"
+# what every worker of a group subscribes besides the shared event stream: the retained state
+# topics (sync/wire/topics.py), which a shared subscription would never send at subscribe
+STATE_TOPICS = ("status", "health", "bay/+", "recorder/+", "fault/+")
 SESSION_EXPIRY_S = 7 * 24 * 3600
 BATCH_MAX = 1000
 MAX_PAYLOAD_BYTES = 256 * 1024
@@ -86,6 +94,16 @@ class ConsumerSettings:
     reconnect_max_s: int = 30
     max_payload_bytes: int = MAX_PAYLOAD_BYTES
     queue_max: int = BATCH_MAX
+    shared_group: str | None = None  # a worker group: MQTT 5 shared event stream
+
+
+def subscriptions(shared_group: str | None) -> list[tuple[str, int]]:
+    """The topic filters (QoS 1) of a consumer alone, or of one worker of ``shared_group``."""
+    if not shared_group:
+        return [(SUBSCRIPTION, 1)]
+    return [(f"$share/{shared_group}/recdock/+/event", 1)] + [
+        (f"recdock/+/{topic}", 1) for topic in STATE_TOPICS
+    ]
 
 
 class MqttConsumer:
@@ -110,6 +128,8 @@ class MqttConsumer:
         self._stop = threading.Event()
         self._closing = threading.Event()  # paho's thread stops waiting for room in the queue
         self._writer: threading.Thread | None = None
+        if settings.shared_group and settings.protocol != "5":
+            raise ValueError("a worker group needs MQTT 5 (shared subscriptions)")
         v5 = settings.protocol == "5"
         kwargs: dict[str, Any] = {}
         if not v5:
@@ -138,7 +158,11 @@ class MqttConsumer:
         client.on_message = self._on_message
         self.client = client
         self.commands = CommandPublisher(
-            catalog, signing_key, client, connected=self._subscribed.is_set
+            catalog,
+            signing_key,
+            client,
+            connected=self._subscribed.is_set,
+            holder=settings.client_id,
         )
 
     # -- life cycle ----------------------------------------------------------------------
@@ -175,6 +199,10 @@ class MqttConsumer:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed.is_set()
+
     # -- paho callbacks ------------------------------------------------------------------
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
@@ -184,14 +212,15 @@ class MqttConsumer:
             return
         self._connected.set()
         self.last_error = None
-        client.subscribe(SUBSCRIPTION, qos=1)
+        client.subscribe(subscriptions(self.settings.shared_group))
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:  # noqa: ANN001
+        wanted = [t for t, _ in subscriptions(self.settings.shared_group)]
         if any(rc.is_failure for rc in reason_codes):
-            logger.error("central consumer: subscription to %s refused", SUBSCRIPTION)
+            logger.error("central consumer: subscription to %s refused", ", ".join(wanted))
             return
         self._subscribed.set()
-        logger.info("central consumer: subscribed to %s", SUBSCRIPTION)
+        logger.info("central consumer: subscribed to %s", ", ".join(wanted))
         self.commands.wake()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001

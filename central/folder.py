@@ -1,18 +1,21 @@
-"""The uploads folder: each unfinished upload is two files, ``<id>.part`` (the bytes received)
-and ``<id>.json`` (its record: station, length, acknowledged offset, hashes, metadata).
+"""The uploads folder: each unfinished upload is a file ``<id>.part`` (the bytes received) and a
+record in the receipts database (:mod:`central.catalog.uploads`: station, length, acknowledged
+offset, hashes, metadata, and the lease that is its lock across workers), so any worker on the
+data folder can resume it.
 
 Rules this module keeps:
 
-* An upload's offset is recorded only in its record, replaced atomically (temp file, fsync,
-  rename, fsync of the folder) by :meth:`UploadFolder.save`, called once the bytes before it
-  are fsynced. :meth:`UploadFolder.open_for_append` truncates the partial file back to the
+* An upload's offset is recorded only in its record, committed by :meth:`UploadFolder.save`
+  (only while the caller holds the upload's lease), called once the bytes before it are
+  fsynced. :meth:`UploadFolder.open_for_append` truncates the partial file back to the
   recorded offset, so bytes never acknowledged are never counted.
 * Upload ids are made here (128 random bits, hex) and every id from a URL is matched against
   ``^[0-9a-f]{32}$`` before it becomes part of a path: no path traversal.
 * The central store's data is its own user's: files are made 0600 and folders 0700 whatever
   the umask (:func:`private_file`, :func:`private_dir`; objects are 0400, :mod:`central.upload`).
 
-Every method reads or writes a file: call them from a worker thread, never on the event loop.
+Every method reads or writes a file or the database: call them from a worker thread, never on
+the event loop.
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ import json
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from central.catalog import uploads
 
 UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -74,10 +80,14 @@ class UploadInfo:
 
 
 class UploadFolder:
-    """The unfinished uploads of a store, in one folder."""
+    """The unfinished uploads of a store: their bytes in one folder, their records (and leases)
+    in the receipts database (:mod:`central.catalog.uploads`), which every worker reaches."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, db_path: Path) -> None:
         self.path = private_dir(path)
+        self.db_path = db_path
+        uploads.create_table(db_path)
+        self._import_files()
 
     @staticmethod
     def valid_id(upload_id: str) -> bool:
@@ -88,28 +98,14 @@ class UploadFolder:
             raise ValueError(f"invalid upload id {upload_id!r}")
         return self.path / f"{upload_id}.part"
 
-    def info_path(self, upload_id: str) -> Path:
-        if not self.valid_id(upload_id):
-            raise ValueError(f"invalid upload id {upload_id!r}")
-        return self.path / f"{upload_id}.json"
-
     def load(self, upload_id: str) -> UploadInfo | None:
-        try:
-            data = json.loads(self.info_path(upload_id).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        return UploadInfo(**data)
+        record = uploads.load(self.db_path, upload_id)
+        return UploadInfo(**record) if record else None
 
-    def save(self, info: UploadInfo) -> None:
-        """Replace the record atomically and durably."""
-        path = self.info_path(info.id)
-        tmp = path.with_suffix(".json.tmp")
-        with open(_create_private(tmp, os.O_TRUNC), "w", encoding="utf-8") as f:
-            json.dump(asdict(info), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(self.path)
+    def save(self, info: UploadInfo, holder: str) -> bool:
+        """Record the upload's offset durably (the database's commit), only while ``holder``
+        holds its lease: False when it lost it (nothing recorded)."""
+        return uploads.save_offset(self.db_path, info.id, info.offset, holder, now=time.time())
 
     def create(self, info: UploadInfo) -> None:
         """An empty partial file (never one that exists) and the upload's record."""
@@ -118,7 +114,8 @@ class UploadFolder:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self.save(info)
+        fsync_dir(self.path)
+        uploads.insert(self.db_path, asdict(info), now=time.time())
 
     def open_for_append(self, info: UploadInfo):
         """Open the partial file at its durable offset (dropping any unacknowledged tail)."""
@@ -133,13 +130,28 @@ class UploadFolder:
 
     def discard(self, upload_id: str) -> None:
         """Delete the upload's partial file and record."""
-        for path in (self.part(upload_id), self.info_path(upload_id)):
-            path.unlink(missing_ok=True)
+        self.part(upload_id).unlink(missing_ok=True)
         fsync_dir(self.path)
+        uploads.delete(self.db_path, upload_id)
+
+    def forget(self, upload_id: str) -> None:
+        """Delete the record of an upload whose bytes were moved into the objects."""
+        uploads.delete(self.db_path, upload_id)
 
     def records(self) -> Iterator[UploadInfo]:
         """Every upload with a record (unfinished, or complete and not yet verified)."""
+        for record in uploads.records(self.db_path):
+            yield UploadInfo(**record)
+
+    def _import_files(self) -> None:
+        """An older version kept each record as ``<id>.json`` beside its bytes: into the
+        database, then the file goes (its mtime is its last touch)."""
         for path in self.path.glob("*.json"):
-            info = self.load(path.stem) if self.valid_id(path.stem) else None
-            if info is not None:
-                yield info
+            if not self.valid_id(path.stem):
+                continue
+            record = json.loads(path.read_text(encoding="utf-8"))
+            uploads.insert(self.db_path, record, now=path.stat().st_mtime)
+            path.unlink()
+        for tmp in self.path.glob("*.json.tmp"):
+            tmp.unlink(missing_ok=True)
+        fsync_dir(self.path)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -120,6 +120,12 @@ class Admission:
         with self._lock:
             self._open[upload_id] = _Open(station, length, offset)
 
+    def reset(self, entries: Iterable[tuple[str, str, int, int]]) -> None:
+        """The ledger anew: (upload id, station, length, offset) of every open upload."""
+        fresh = {upload_id: _Open(station, n, offset) for upload_id, station, n, offset in entries}
+        with self._lock:
+            self._open = fresh
+
     def forget(self, upload_id: str) -> None:
         """An upload was verified, failed, terminated or expired."""
         with self._lock:
@@ -142,10 +148,18 @@ class Admission:
     # -- admission ----------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def admitting(self, station: str, length: int) -> Iterator[None]:
+    def admitting(
+        self,
+        station: str,
+        length: int,
+        ledger: Callable[[], Iterable[tuple[str, str, int, int]]] | None = None,
+    ) -> Iterator[None]:
         """Hold the admission while the caller creates the upload (and tracks it); raises
-        :class:`LimitExceeded` when a limit refuses it."""
+        :class:`LimitExceeded` when a limit refuses it. ``ledger``, when given, is read first
+        into the ledger (:meth:`reset`): the open uploads of every worker."""
         with self._admit:
+            if ledger is not None:
+                self.reset(ledger())
             self._check(station, length)
             yield
 

@@ -5,7 +5,8 @@ and hands the command a ``limits`` argument; ``@serve_limit_options`` does the s
 :class:`~central.serve.ServeLimits` (``serve_limits``) and the app's requests in flight
 (``max_requests``); ``@centre_options`` for :class:`~central.settings.CentreSettings`
 (``centre``: the health words' and the centre's fault rules' thresholds, docs/faults.md);
-``@dashboard_options`` for the dashboard (``dashboard``: :class:`DashboardChoices`). Defaults,
+``@dashboard_options`` for the dashboard (``dashboard``: :class:`DashboardChoices`);
+``@worker_options`` for one worker of several (``worker``: :class:`WorkerChoices`). Defaults,
 bounds and help live here, once. Nothing here imports the web, FastAPI or paho: this is what
 ``recdock-central --help`` loads (central/command.py).
 """
@@ -247,5 +248,66 @@ def dashboard_options(command: Callable[..., Any]) -> Callable[..., Any]:
         return command(*args, **kwargs, dashboard=choices)
 
     for flag, spec in reversed(DASHBOARD_OPTIONS):
+        wrapper = click.option(flag, **spec)(wrapper)
+    return wrapper
+
+
+WORKER_OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    (
+        "--worker-group",
+        {
+            "default": None,
+            "metavar": "NAME",
+            "help": "Share the work with the other recdock-central workers of group NAME on the "
+            "same data folder and broker: events through an MQTT 5 shared subscription, uploads "
+            "resumable at any worker (docs/central.md, 'Several workers'). Unset: one process.",
+        },
+    ),
+    (
+        "--mqtt-client-id",
+        {
+            "default": "recdock-central",
+            "show_default": True,
+            "help": "MQTT client id, and so the broker session: each worker of a group needs its "
+            "own.",
+        },
+    ),
+    (
+        "--upload-lease",
+        {
+            "default": 60.0,
+            "show_default": True,
+            "type": click.FloatRange(min=1),
+            "help": "Seconds a request's lock on an upload lasts unless renewed while its body "
+            "arrives: how long a worker killed mid-PATCH keeps that upload from any other.",
+        },
+    ),
+]
+
+
+@dataclass(frozen=True)
+class WorkerChoices:
+    """Who this worker is among several: its MQTT client id, its group (None: alone) and the
+    upload lease."""
+
+    client_id: str = "recdock-central"
+    group: str | None = None
+    upload_lease: float = 60.0
+
+
+def worker_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the worker's options; the command gets one ``worker`` argument
+    (:class:`WorkerChoices`)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        choices = WorkerChoices(
+            client_id=kwargs.pop("mqtt_client_id"),
+            group=kwargs.pop("worker_group"),
+            upload_lease=kwargs.pop("upload_lease"),
+        )
+        return command(*args, **kwargs, worker=choices)
+
+    for flag, spec in reversed(WORKER_OPTIONS):
         wrapper = click.option(flag, **spec)(wrapper)
     return wrapper

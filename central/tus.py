@@ -18,8 +18,12 @@ Rules this module keeps:
   nothing is re-sent. Another station's uploads never answer it.
 * A station sees only its own uploads and receipts; there is no route that reads stored media, and
   ``DELETE`` only terminates an unfinished upload.
-* A ``PATCH`` reserves its upload (:meth:`~central.upload.UploadStore.begin_write`) before it
-  reads its record; one that comes while expiry holds its upload is answered 404.
+* A ``PATCH`` takes its upload's lease (:meth:`~central.upload.UploadStore.begin_write`) before
+  it reads its record, renews it while the body arrives and records the offset only while it
+  still holds it; one that comes while another request (of any worker on the data folder)
+  holds it is answered 423 with ``Retry-After``, one that comes while expiry holds it 404. The
+  lease, not this process's lock, keeps two workers from writing one upload; a worker killed
+  mid-``PATCH`` holds its uploads only until the lease runs out.
 * No handler reads SQLite or a file on the event loop (``run_in_threadpool``): a locked database
   holds up only the requests that need it.
 """
@@ -30,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Annotated, Any, NamedTuple
@@ -42,7 +47,7 @@ from starlette.requests import ClientDisconnect
 
 from central import openapi as doc
 from central.limits import LimitExceeded, UploadLimits, check_metadata
-from central.upload import HEX64, UploadInfo, UploadStore
+from central.upload import HEX64, UploadBusy, UploadInfo, UploadStore
 from sync.wire.tusmeta import TUS_VERSION, ascii_int, decode_metadata, encode_metadata
 
 logger = logging.getLogger(__name__)
@@ -334,12 +339,23 @@ async def tus_delete(upload_id: str, request: Request, tus: Tus, station: Statio
     if (bad := _check_version(request)) is not None:
         return bad
     async with tus.lock_for(upload_id):
-        info, err = await run_in_threadpool(_own, tus.store, upload_id, station)
-        if err is not None:
-            return err
-        if info is None or info.offset == info.length:
-            return _error(403, "complete", "a complete upload cannot be deleted; stored media stay")
-        await run_in_threadpool(tus.store.terminate, upload_id)
+        try:  # the lease, as a PATCH: never deleted under another worker's PATCH
+            token = await run_in_threadpool(tus.store.begin_write, upload_id)
+        except UploadBusy:
+            return _busy()
+        if token is None:
+            return _error(404, "not_found", "no such upload")
+        try:
+            info, err = await run_in_threadpool(_own, tus.store, upload_id, station)
+            if err is not None:
+                return err
+            if info is None or info.offset == info.length:
+                return _error(
+                    403, "complete", "a complete upload cannot be deleted; stored media stay"
+                )
+            await run_in_threadpool(tus.store.terminate, upload_id)
+        finally:
+            await run_in_threadpool(tus.store.end_write, upload_id, token)
     return Response(status_code=204, headers=_tus_headers())
 
 
@@ -382,12 +398,16 @@ async def tus_receipt(upload_id: str, tus: Tus, station: Station) -> Response:
 async def _append(
     store: UploadStore, upload_id: str, station: str, offset: int, request: Request
 ) -> tuple[UploadInfo, bool] | JSONResponse:
-    """Under the upload's lock: reserve the upload, check it is the caller's and unfinished at
-    ``offset``, and append the body. Returns the upload and whether the body was too long,
-    or the error response to send."""
-    # reserve before reading the record: expiry cannot delete it from here on, and
-    # one it deleted just before is found gone
-    if not store.begin_write(upload_id):
+    """Under the upload's lease: check it is the caller's and unfinished at ``offset``, and
+    append the body. Returns the upload and whether the body was too long, or the error
+    response to send."""
+    # the lease before the record: expiry cannot delete it from here on, one it deleted just
+    # before is found gone, and no other worker writes it
+    try:
+        token = await run_in_threadpool(store.begin_write, upload_id)
+    except UploadBusy:
+        return _busy()
+    if token is None:
         return _error(404, "not_found", "this unfinished upload expired; create it again")
     try:
         info, err = await run_in_threadpool(_own, store, upload_id, station)
@@ -401,12 +421,44 @@ async def _append(
                 status_code=409,
                 headers=_tus_headers({"Upload-Offset": str(info.offset)}),
             )
-        return info, await _receive(store, info, request)
+        try:
+            return info, await _receive(store, info, request, _Lease(store, info.id, token))
+        except _LeaseLost:
+            return _busy()
     finally:
-        store.end_write(upload_id)
+        await run_in_threadpool(store.end_write, upload_id, token)
 
 
-async def _receive(store: UploadStore, info: UploadInfo, request: Request) -> bool:
+def _busy() -> JSONResponse:
+    return JSONResponse(
+        {"error": "locked", "detail": "another request is writing this upload; retry"},
+        status_code=423,
+        headers=_tus_headers({"Retry-After": "1"}),
+    )
+
+
+class _LeaseLost(Exception):
+    """The PATCH's lease ran out and another request took the upload: it stops writing."""
+
+
+class _Lease:
+    """A PATCH's lease on its upload, renewed while the body arrives (every third of the
+    lease) and checked once more before the last write and the offset's record."""
+
+    def __init__(self, store: UploadStore, upload_id: str, token: str) -> None:
+        self.store, self.upload_id, self.token = store, upload_id, token
+        self.renewed = time.monotonic()
+
+    async def keep(self, *, now: bool = False) -> None:
+        if not now and time.monotonic() - self.renewed < self.store.lease_s / 3:
+            return
+        if not await run_in_threadpool(self.store.renew, self.upload_id, self.token):
+            logger.warning("upload %s: lease lost mid-PATCH; stopped writing", self.upload_id)
+            raise _LeaseLost
+        self.renewed = time.monotonic()
+
+
+async def _receive(store: UploadStore, info: UploadInfo, request: Request, lease: _Lease) -> bool:
     """Append the request body to the upload; make what arrived durable, even when the client
     went away mid-body. Updates ``info.offset``; returns True when the body was too long."""
     f = await run_in_threadpool(store.open_for_append, info)
@@ -423,6 +475,7 @@ async def _receive(store: UploadStore, info: UploadInfo, request: Request) -> bo
                 batch += piece
                 left -= len(piece)
                 if len(batch) >= _WRITE_BATCH:
+                    await lease.keep()
                     await run_in_threadpool(_write_behind, f, batch)
                     written += len(batch)
                     batch = bytearray()
@@ -430,6 +483,7 @@ async def _receive(store: UploadStore, info: UploadInfo, request: Request) -> bo
                     break
         except ClientDisconnect:
             logger.info("upload %s: client went away after %d bytes", info.id, written + len(batch))
+        await lease.keep(now=True)
         if batch:
             await run_in_threadpool(f.write, batch)
             written += len(batch)
@@ -438,7 +492,8 @@ async def _receive(store: UploadStore, info: UploadInfo, request: Request) -> bo
         f.close()
     if written:
         info.offset += written
-        await run_in_threadpool(store.save, info)
+        if not await run_in_threadpool(store.save, info, lease.token):
+            raise _LeaseLost
     return too_much
 
 

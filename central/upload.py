@@ -15,9 +15,13 @@ The tus endpoint (:mod:`central.tus`) serves this store over HTTP. Rules this mo
   bytes, and its metadata never goes on another station's receipt.
 * A creation is admitted only within the limits (:mod:`central.limits`): per station, open
   uploads, bytes announced and not sent, bytes stored a day; the data disk's reserve.
-* Expiry deletes an unfinished upload only under a reservation a ``PATCH`` cannot take at the same
-  time (``begin_write``): never an upload being written, and a ``PATCH`` that comes while expiry
-  holds its upload is refused.
+* An upload's lock is its lease in the database (:mod:`central.catalog.uploads`): a ``PATCH``
+  (:meth:`UploadStore.begin_write`), verification and expiry each take it, so two workers on
+  the data folder never write, verify or delete the same upload at once, and a worker killed
+  holding it blocks the upload only until the lease runs out (``lease_s``).
+* Expiry deletes an unfinished upload only under its lease, which a ``PATCH`` cannot take at the
+  same time: never an upload being written, and a ``PATCH`` that comes while expiry holds its
+  upload is refused.
 * Every method that reads or writes a file or SQLite blocks: the HTTP handlers call them in a
   worker thread.
 """
@@ -30,6 +34,8 @@ import hashlib
 import logging
 import os
 import re
+import secrets
+import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from central.catalog import receipts
+from central.catalog import receipts, uploads
 from central.folder import (
     UploadFolder,
     UploadInfo,
@@ -48,12 +54,18 @@ from central.folder import (
 )
 from central.limits import DEFAULT_MAX_SIZE, Admission, UploadLimits
 
-__all__ = ["DEFAULT_MAX_SIZE", "HEX64", "UploadInfo", "UploadStore"]
+__all__ = ["DEFAULT_MAX_SIZE", "HEX64", "UploadBusy", "UploadInfo", "UploadStore"]
 
 logger = logging.getLogger(__name__)
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _READ_BLOCK = 1024 * 1024
+DEFAULT_LEASE_S = 60.0  # a PATCH's lease; renewed while its body arrives
+VERIFY_LEASE_S = 900.0  # hashing a large upload on a slow disk
+
+
+class UploadBusy(Exception):
+    """Another request (of this worker or another) holds the upload's lease."""
 
 
 def _now() -> str:
@@ -70,6 +82,7 @@ class UploadStore:
         max_size: int = DEFAULT_MAX_SIZE,
         workers=2,
         limits: UploadLimits | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
     ):
         self.data_dir = Path(data_dir)
         self.max_size = max_size
@@ -78,7 +91,6 @@ class UploadStore:
         self.objects_dir = self.data_dir / "objects" / "sha256"
         self.db_path = self.data_dir / "receipts.sqlite"
         private_dir(self.data_dir)
-        self.folder = UploadFolder(self.uploads_dir)
         for d in (self.objects_dir.parent, self.objects_dir):
             private_dir(d)
         private_file(self.db_path)
@@ -86,15 +98,15 @@ class UploadStore:
             with contextlib.suppress(FileNotFoundError):
                 os.chmod(self.db_path.with_name(self.db_path.name + suffix), 0o600)
         receipts.create(self.db_path)
+        self.folder = UploadFolder(self.uploads_dir, self.db_path)
         self.admission = Admission(
             self.limits, self.data_dir, functools.partial(receipts.stored_bytes_on, self.db_path)
         )
-        for info in self.folder.records():
-            self.admission.track(info.id, info.station, info.length, info.offset)
+        self.admission.reset(self._ledger())
+        self.lease_s = lease_s
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recdock-verify")
         self._jobs: dict[str, Future] = {}
-        self._writing: set[str] = set()  # uploads a PATCH is appending to
-        self._expiring: set[str] = set()  # uploads expiry is deciding about or deleting
         self._lock = threading.Lock()
 
     # -- paths and records --------------------------------------------------------------------
@@ -109,10 +121,13 @@ class UploadStore:
     def load(self, upload_id: str) -> UploadInfo | None:
         return self.folder.load(upload_id)
 
-    def save(self, info: UploadInfo) -> None:
-        """Record the upload's offset (atomically, durably): see :meth:`UploadFolder.save`."""
-        self.folder.save(info)
+    def save(self, info: UploadInfo, holder: str) -> bool:
+        """Record the upload's offset (durably, only under ``holder``'s lease): see
+        :meth:`UploadFolder.save`. False when the lease was lost: nothing recorded."""
+        if not self.folder.save(info, holder):
+            return False
         self.admission.track(info.id, info.station, info.length, info.offset)
+        return True
 
     def receipt(self, upload_id: str) -> dict[str, Any] | None:
         return receipts.receipt(self.db_path, upload_id)
@@ -125,8 +140,9 @@ class UploadStore:
     def create(
         self, station: str, length: int, sha256: str, sm3: str | None, metadata
     ) -> UploadInfo:
-        """A new upload, when the limits admit it (else :class:`LimitExceeded`)."""
-        with self.admission.admitting(station, length):
+        """A new upload, when the limits admit it (else :class:`LimitExceeded`); the limits
+        count every worker's open uploads (the database's records)."""
+        with self.admission.admitting(station, length, self._ledger):
             return self._create(station, length, sha256, sm3, metadata)
 
     def _create(self, station, length, sha256, sm3, metadata) -> UploadInfo:
@@ -184,22 +200,33 @@ class UploadStore:
         """Open the partial file at its durable offset: see :meth:`UploadFolder.open_for_append`."""
         return self.folder.open_for_append(info)
 
-    def begin_write(self, upload_id: str) -> bool:
-        """Reserve an upload for a PATCH, so expiry leaves it alone until :meth:`end_write`.
+    def begin_write(self, upload_id: str) -> str | None:
+        """Take the upload's lease for a PATCH (any worker's) until :meth:`end_write`; returns
+        its holder token. None while expiry holds it (it may be deleting it: hands off).
+        :class:`UploadBusy` while another request holds it (a killed worker's lease runs out
+        after ``lease_s``). With a token, the caller reads the record: gone if expiry won."""
+        token = f"write:{self.worker}:{secrets.token_hex(6)}"
+        held = self._take(upload_id, token, self.lease_s)
+        if held is None or held == "":
+            return token
+        if held.startswith("expire:"):
+            return None
+        raise UploadBusy(upload_id)
 
-        False while expiry holds it (it may be deleting it): the PATCH must not touch it. Once
-        this returns True, the caller reads the upload's record: if expiry deleted it just
-        before, the record is gone.
-        """
-        with self._lock:
-            if upload_id in self._expiring:
-                return False
-            self._writing.add(upload_id)
-            return True
+    def renew(self, upload_id: str, token: str) -> bool:
+        """Keep a PATCH's lease; False when it ran out and another took it."""
+        return uploads.renew(self.db_path, upload_id, token, until=time.time() + self.lease_s)
 
-    def end_write(self, upload_id: str) -> None:
-        with self._lock:
-            self._writing.discard(upload_id)
+    def end_write(self, upload_id: str, token: str) -> None:
+        uploads.release(self.db_path, upload_id, token)
+
+    def _take(self, upload_id: str, token: str, lease_s: float) -> str | None:
+        now = time.time()
+        return uploads.take(self.db_path, upload_id, token, now=now, until=now + lease_s)
+
+    def _ledger(self) -> list[tuple[str, str, int, int]]:
+        """The open uploads of every worker (the database's records), for the limits."""
+        return [(i.id, i.station, i.length, i.offset) for i in self.folder.records()]
 
     # -- verification -------------------------------------------------------------------------
 
@@ -233,6 +260,22 @@ class UploadStore:
             return self._jobs.get(upload_id)
 
     def _verify(self, info: UploadInfo) -> None:
+        """Under the upload's lease (another worker may be verifying it, or writing it: then
+        nothing is done here, and a later receipt request asks again)."""
+        token = f"verify:{self.worker}:{secrets.token_hex(6)}"
+        if self._take(info.id, token, VERIFY_LEASE_S) not in (None, ""):
+            return
+        try:
+            current = self.load(info.id)
+            if current is None and not self.folder.part(info.id).exists():
+                return  # verified (or failed) meanwhile, at another worker
+            if current is not None and current.offset != current.length:
+                return  # not complete: an old view of it
+            self._verify_held(current or info)
+        finally:
+            uploads.release(self.db_path, info.id, token)
+
+    def _verify_held(self, info: UploadInfo) -> None:
         """Hash the complete upload; store it and record its receipt, or record why not."""
         part = self.folder.part(info.id)
         obj = self.object_path(info.sha256)
@@ -275,7 +318,7 @@ class UploadStore:
         self._record_receipt(
             info.id, info.sha256, info.sm3, info.length, info.station, info.metadata, dedup=False
         )
-        self.folder.info_path(info.id).unlink(missing_ok=True)
+        self.folder.forget(info.id)
         self.admission.forget(info.id)
         logger.info("upload %s by %s verified: %s", info.id, info.station, obj)
 
@@ -299,54 +342,61 @@ class UploadStore:
     def expire_uploads(self, older_than: float) -> list[str]:
         """Delete unfinished uploads untouched for ``older_than`` seconds; return their ids.
 
-        Each upload is reserved first (see :meth:`begin_write`): one that a PATCH is writing
-        is skipped, and a PATCH that arrives while its upload is reserved here is refused, so
-        an upload is never deleted under a PATCH that resumes it. The age is read after the
-        reservation, so a PATCH that finished just before counts as a touch.
+        Each upload's lease is taken first (see :meth:`begin_write`): one that a PATCH of any
+        worker is writing is skipped, and a PATCH that arrives while expiry holds it is
+        refused, so an upload is never deleted under a PATCH that resumes it. The age is read
+        again under the lease, so a PATCH that finished just before counts as a touch.
         """
         cutoff = time.time() - older_than
         expired = []
-        for path in self.uploads_dir.iterdir():
-            stem = path.name.split(".", 1)[0]
-            if not self.valid_id(stem):
-                continue  # not an upload of ours: never touched
+        for upload_id in uploads.untouched_since(self.db_path, cutoff):
             with self._lock:
-                if stem in self._writing or stem in self._jobs or stem in self._expiring:
+                if upload_id in self._jobs:
                     continue
-                self._expiring.add(stem)
+            token = f"expire:{self.worker}:{secrets.token_hex(6)}"
+            if self._take(upload_id, token, self.lease_s) is not None:
+                continue  # held (or gone)
             try:
-                if self._expire(path, stem, cutoff):
-                    expired.append(stem)
+                outcome = _expire(self, upload_id, cutoff)
             finally:
-                with self._lock:
-                    self._expiring.discard(stem)
+                uploads.release(self.db_path, upload_id, token)
+            if outcome == "expired":
+                expired.append(upload_id)
+            elif isinstance(outcome, UploadInfo):
+                self.start_verify(outcome)  # complete: verified (its lease free again), kept
+        _drop_orphans(self, cutoff)
         if expired:
             logger.info("expired %d abandoned uploads", len(expired))
         return expired
 
-    def _expire(self, path: Path, upload_id: str, cutoff: float) -> bool:
-        """One entry of the uploads folder, reserved by the caller; True when the upload was
-        deleted."""
-        try:
-            if path.stat().st_mtime >= cutoff:
-                return False
-        except FileNotFoundError:
-            return False
-        if path.suffix == ".json":
-            info = self.load(upload_id)
-            if info is not None and info.offset == info.length:
-                self.start_verify(info)  # complete: verify, never expire
-                return False
-            self._discard(upload_id)
-            return True
-        if path.suffix == ".part" and not self.folder.info_path(upload_id).exists():
-            path.unlink(missing_ok=True)  # orphan of a crash during creation
-        elif path.name.endswith(".json.tmp"):
-            path.unlink(missing_ok=True)
-        return False
-
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
+
+
+def _expire(store: UploadStore, upload_id: str, cutoff: float) -> str | UploadInfo | None:
+    """One upload, its lease held by the caller: ``"expired"`` when it was deleted, the upload
+    when it is complete (to verify once the lease is released: never expired), else None."""
+    touched = uploads.touched_at(store.db_path, upload_id)
+    if touched is None or touched >= cutoff:
+        return None
+    info = store.load(upload_id)
+    if info is None:
+        return None
+    if info.offset == info.length:
+        return info
+    store._discard(upload_id)
+    return "expired"
+
+
+def _drop_orphans(store: UploadStore, cutoff: float) -> None:
+    """Partial files without a record (a crash during creation), older than ``cutoff``."""
+    for path in store.uploads_dir.glob("*.part"):
+        stem = path.name.split(".", 1)[0]
+        if not store.valid_id(stem) or store.folder.load(stem) is not None:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
 
 
 def _digests(path: Path, *, with_sm3: bool) -> dict[str, Any]:

@@ -59,7 +59,8 @@ def test_server_answers_while_the_receipts_database_is_locked(tmp_path: Path) ->
     with serve_app(create_app(data, TOKENS)) as url, ThreadPoolExecutor(4) as pool:
         unfinished = create(url, TOKEN_A, 10, "c" * 64).headers["Location"]
         with locked(data / "receipts.sqlite"):
-            # a receipt of an unknown upload is looked up in the database: these wait
+            # a receipt of an unknown upload is looked up in the database, and so is an upload's
+            # record (every worker shares it): these wait
             waiting = [
                 pool.submit(
                     requests.get,
@@ -67,15 +68,16 @@ def test_server_answers_while_the_receipts_database_is_locked(tmp_path: Path) ->
                     headers=auth(TOKEN_A),
                     timeout=60,
                 )
-                for _ in range(3)
+                for _ in range(2)
             ]
+            head = pool.submit(requests.head, unfinished, headers=auth(TOKEN_A), timeout=60)
             end = time.monotonic() + 3.0
             while time.monotonic() < end:
                 start = time.monotonic()
                 assert requests.options(f"{url}/files/", timeout=2).status_code == 204
-                head = requests.head(unfinished, headers=auth(TOKEN_A), timeout=2)
-                assert head.status_code == 200 and head.headers["Upload-Offset"] == "0"
+                assert requests.get(f"{url}/api/health", timeout=2).status_code == 200
                 assert time.monotonic() - start < 1.0
-            assert not any(f.done() for f in waiting), "the lookups did not wait for the lock"
+            assert not any(f.done() for f in [*waiting, head]), "they did not wait for the lock"
         for f in waiting:
             assert f.result().status_code == 404
+        assert head.result().status_code == 200 and head.result().headers["Upload-Offset"] == "0"

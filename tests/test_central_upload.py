@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import stat
 import threading
 import time
@@ -16,6 +15,7 @@ from click.testing import CliRunner
 
 from central.app import create_app
 from central.auth import CredentialsError, load_tokens
+from central.catalog import uploads
 from central.command import main
 from sync.upload.tus import TusUploader, UploadForbidden, UploadHashMismatch
 from sync.wire.tusmeta import encode_metadata
@@ -157,7 +157,7 @@ def test_termination_drops_only_unfinished_upload(central, tmp_path):
     url, data, _ = central
     resp = create(url, TOKEN_A, 10, "a" * 64)
     location = resp.headers["Location"]
-    assert len(list((data / "uploads").iterdir())) == 2
+    assert len(list((data / "uploads").iterdir())) == 1  # its bytes; its record is in the database
     TusUploader(f"{url}/files/", TOKEN_A).terminate(location)
     assert requests.head(location, headers=auth(TOKEN_A), timeout=5).status_code == 404
     assert not list((data / "uploads").iterdir())
@@ -227,11 +227,10 @@ def test_expire_uploads_removes_only_abandoned_ones(central, tmp_path):
     url, data, app = central
     old = create(url, TOKEN_A, 10, "d" * 64).headers["Location"].rsplit("/", 1)[1]
     new = create(url, TOKEN_A, 10, "e" * 64).headers["Location"].rsplit("/", 1)[1]
-    past = time.time() - 3600
-    for suffix in (".json", ".part"):
-        os.utime(data / "uploads" / f"{old}{suffix}", (past, past))
+    uploads.set_touched(data / "receipts.sqlite", old, time.time() - 3600)
     assert app.state.uploads.expire_uploads(older_than=600) == [old]
-    assert sorted(p.name for p in (data / "uploads").iterdir()) == [f"{new}.json", f"{new}.part"]
+    assert sorted(p.name for p in (data / "uploads").iterdir()) == [f"{new}.part"]
+    assert [r["id"] for r in uploads.records(data / "receipts.sqlite")] == [new]
 
 
 def patch(location: str, offset: int, body: bytes, timeout: float = 10) -> requests.Response:
@@ -406,10 +405,12 @@ def test_a_verification_finished_before_it_is_registered_does_not_freeze_the_ser
         return job
 
     store._executor.submit = submit_and_let_it_finish  # type: ignore[method-assign]
+    token = store.begin_write(info.id)
     with store.open_for_append(info) as f:
         f.write(b"abc")
     info.offset = 3
-    store.save(info)
+    assert store.save(info, token)
+    store.end_write(info.id, token)
     started: list[object] = []
     caller = threading.Thread(target=lambda: started.append(store.start_verify(info)), daemon=True)
     caller.start()
@@ -419,3 +420,35 @@ def test_a_verification_finished_before_it_is_registered_does_not_freeze_the_ser
     assert store.verifying(info.id) is None, "a finished job stays registered"
     assert store.receipt(info.id)["sha256"] == hashlib.sha256(b"abc").hexdigest()
     store.close()
+
+
+def test_expiry_verifies_a_complete_upload_and_never_deletes_it(tmp_path):
+    """A complete upload left unverified (its worker stopped before verifying) and untouched past
+    the expiry: expiry hands it to verification, after releasing the upload's lease (else the
+    verification finds the lease held and does nothing), and never deletes it."""
+    from central.upload import UploadStore
+
+    store = UploadStore(tmp_path / "central")
+    body = b"complete, not yet verified"
+    info = store.create("ST-A", len(body), hashlib.sha256(body).hexdigest(), None, {})
+    token = store.begin_write(info.id)
+    with store.open_for_append(info) as f:
+        f.write(body)
+    info.offset = len(body)
+    assert store.save(info, token)
+    store.end_write(info.id, token)
+    uploads.set_touched(store.db_path, info.id, time.time() - 3600)
+    real_start = store.start_verify
+
+    def start_and_finish(some):  # a verification thread quicker than expiry
+        job = real_start(some)
+        job.result(10)
+        return job
+
+    store.start_verify = start_and_finish  # type: ignore[method-assign]
+    try:
+        assert store.expire_uploads(older_than=600) == []
+        wait_for(lambda: store.receipt(info.id) is not None, 10)
+        assert store.object_path(info.sha256).read_bytes() == body
+    finally:
+        store.close()

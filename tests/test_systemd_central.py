@@ -1,6 +1,7 @@
 """systemd/recdock-central.service: the central store's unit verifies, runs as its own user with
 its secrets as credentials and a private umask, and keeps its exposure at 3.0 or below, as
-tests/test_systemd.py checks the station's unit (issue 9)."""
+tests/test_systemd.py checks the station's unit (issue 9); recdock-central@.service, one worker
+of several, is the same unit but for its command line."""
 
 from __future__ import annotations
 
@@ -25,11 +26,11 @@ needs_analyze = pytest.mark.skipif(
 )
 
 
-def service_settings() -> dict[str, list[str]]:
+def service_settings(unit: Path = UNIT) -> dict[str, list[str]]:
     """Every Key=value of the [Service] section (keys may repeat)."""
     settings: dict[str, list[str]] = {}
     section = None
-    for raw in UNIT.read_text().splitlines():
+    for raw in unit.read_text().splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -109,3 +110,46 @@ def test_sysusers_makes_the_user(tmp_path: Path) -> None:
     entry = next(line for line in passwd.splitlines() if line.startswith("recdock-central:"))
     uid = int(entry.split(":")[2])
     assert 0 < uid < 1000  # a system user, never root
+
+
+# -- one worker of several: recdock-central@.service ------------------------------------------
+
+WORKER_UNIT = ROOT / "systemd" / "recdock-central@.service"
+
+
+def test_the_worker_unit_is_the_single_unit_but_for_its_command_line() -> None:
+    single, worker = service_settings(), service_settings(WORKER_UNIT)
+    assert worker.pop("EnvironmentFile") == ["-/etc/recdock-central/workers.env"]
+    assert {k: v for k, v in worker.items() if k != "ExecStart"} == {
+        k: v for k, v in single.items() if k != "ExecStart"
+    }
+
+
+def test_a_worker_instance_takes_its_port_client_id_and_group_from_its_name() -> None:
+    (exec_start,) = service_settings(WORKER_UNIT)["ExecStart"]
+    program, *args = shlex.split(exec_start.replace("%i", "8081"))
+    assert program == INSTALLED and args[-1] == "$RECDOCK_CENTRAL_MQTT"
+    ctx = main.make_context("recdock-central", args[:-1])  # the environment file's, unset here
+    assert ctx.params["port"] == 8081
+    assert ctx.params["mqtt_client_id"] == "recdock-central-8081"
+    assert ctx.params["worker_group"] == "centre"
+    assert str(ctx.params["data_dir"]) == "/var/lib/recdock-central"  # shared by every worker
+
+
+@needs_analyze
+def test_a_worker_instance_verifies_with_the_same_exposure(tmp_path: Path) -> None:
+    text = WORKER_UNIT.read_text().replace(INSTALLED, str(BIN / "recdock-central"))
+    instance = tmp_path / "recdock-central@8081.service"
+    instance.write_text(text)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(instance)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0 and "recdock-central@" not in done.stderr, done.stderr
+    exposure = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(instance)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d)", exposure.stdout)
+    assert found and float(found.group(1)) <= 3.0, exposure.stdout + exposure.stderr

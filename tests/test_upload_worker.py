@@ -30,6 +30,7 @@ from agent.errors import EXIT_CONFIG, EXIT_UNAVAILABLE
 from agent.offload import Offloader
 from agent.recorder.profiles import ProfileSet
 from central.app import create_app
+from central.catalog import uploads
 from sync.upload.tus import TusUploader
 from sync.upload.worker import FAULT_UPLOAD, UploadWorker
 from tests.central_server import TOKEN_A, TOKENS, FaultProxy, serve_app, wait_for
@@ -472,8 +473,8 @@ def test_a_killed_sync_resumes_from_the_server_offset(central, home, tmp_path):
     )
 
     def server_offset() -> int:
-        infos = list((data / "uploads").glob("*.json"))
-        return json.loads(infos[0].read_text())["offset"] if infos else 0
+        infos = uploads.records(data / "receipts.sqlite")
+        return infos[0]["offset"] if infos else 0
 
     try:
         wait_for(lambda: server_offset() >= 512 * KiB, 30)

@@ -61,17 +61,24 @@ SCHEMA = [
 # columns added since the table was first created (central/catalog/__init__.py adds them)
 COLUMNS = [("events", "epoch", "INTEGER NOT NULL DEFAULT 0")]
 
+# one event per station, epoch and seq, whichever worker stores it (an older version's catalog
+# may hold two at a seq: then the index is not made, and the centre says so at start)
+INDEXES = [
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_station_epoch_seq ON events (station, epoch, seq)"
+]
+
 # -- writes (the MQTT consumer) --------------------------------------------------------------
 
 
 def record(conn: sqlite3.Connection, doc: dict[str, Any], *, received_at: str) -> str:
     """Store one verified audit event and check the chain; returns ``stored``, ``duplicate``
     or ``conflict``. An event that extends the complete head (the usual case: a station's
-    events in order) costs four statements besides its insert: the station's chain state,
-    the seq held already?, the event after it, and one update of the station."""
+    events in order) costs four statements besides its insert: the station's chain state
+    (its row held until the commit: several workers check one station's chain in turn), the
+    seq held already?, the event after it, and one update of the station. The unique index on
+    (station, epoch, seq) refuses a second row at a seq whatever happens above."""
     station, seq = doc["station"], int(doc["seq"])
-    stations.ensure(conn, station)
-    state = stations.chain_state(conn, station)
+    state = stations.claim_chain(conn, station)  # other workers wait: the chain is checked once
     epoch, base = int(state[0]), (int(state[1]), str(state[2]))
     held = _held(conn, station, epoch, seq)
     if seq <= base[0] or (held is not None and held["hash"] == doc["hash"]):

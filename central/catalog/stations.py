@@ -157,13 +157,18 @@ def rebaseline(conn: sqlite3.Connection, station: str, base_seq: int, base_hash:
     return epoch(conn, station)[0]
 
 
-def chain_state(conn: sqlite3.Connection, station: str) -> sqlite3.Row:
-    """What an arriving event is checked against, in one read: ``chain_epoch``,
-    ``chain_base_seq``, ``chain_base_hash`` and the complete head ``chain_seq``,
-    ``chain_hash`` (the station is known: :func:`ensure`)."""
+def claim_chain(conn: sqlite3.Connection, station: str) -> sqlite3.Row:
+    """Make the station known and hold its row until the transaction ends, in one statement;
+    returns what an arriving event is checked against, as it stands once the row is held:
+    ``chain_epoch``, ``chain_base_seq``, ``chain_base_hash`` and the complete head
+    ``chain_seq``, ``chain_hash``. Two workers
+    storing the same station's events take turns here (PostgreSQL: the row lock of the upsert;
+    SQLite: ``BEGIN IMMEDIATE`` already let one writer in), so each checks the chain against
+    the events the other committed: no false gap, no head left behind."""
     return conn.execute(
-        "SELECT chain_epoch, chain_base_seq, chain_base_hash, chain_seq, chain_hash"
-        " FROM stations WHERE station = ?",
+        "INSERT INTO stations (station) VALUES (?) ON CONFLICT (station)"
+        " DO UPDATE SET station = excluded.station"
+        " RETURNING chain_epoch, chain_base_seq, chain_base_hash, chain_seq, chain_hash",
         (station,),
     ).fetchone()
 
