@@ -16,3 +16,28 @@ needs_fusefat = pytest.mark.skipif(
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
+
+
+# -- the centre's catalog on both databases (tests/postgres.py) --------------------------------
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """One throwaway PostgreSQL cluster for the test session; started on first use. A cluster
+    that cannot start fails the tests that need it (nothing skips)."""
+    from tests import postgres
+
+    cluster = postgres.start_cluster()
+    yield cluster
+    postgres.remove(cluster)
+
+
+@pytest.fixture(params=BACKENDS)
+def central_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's central catalog lives, on each backend in turn: a SQLite file under
+    ``tmp_path``, or a fresh PostgreSQL database (a copy of the migrated template)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "central.db")
+    return request.getfixturevalue("postgres_cluster").fresh_database()

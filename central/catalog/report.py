@@ -19,8 +19,9 @@ hold, an export has no unit in what a station signs).
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
+
+from central.catalog.db import Connection
 
 REPAIR_LIMIT_HOURS = 24.0
 _IN = "datetime({col}) >= :since AND datetime({col}) < :until"
@@ -65,7 +66,7 @@ NOT_KNOWN: dict[str, str] = {}
 
 
 def figures(
-    conn: sqlite3.Connection,
+    conn: Connection,
     since: str,
     until: str,
     *,
@@ -102,7 +103,7 @@ def _empty(key: str | None) -> dict[str, Any]:
     }
 
 
-def _recordings(conn: sqlite3.Connection, key: str, p: dict[str, Any]) -> dict[Any, dict]:
+def _recordings(conn: Connection, key: str, p: dict[str, Any]) -> dict[Any, dict]:
     """Recordings offloaded in the period by ``key``. A recording whose signed event carries
     no age (a station older than the field) has no age and no hours at the centre."""
     hours = _HOURS.format(a="r.rs", b="r.re")
@@ -127,7 +128,7 @@ def _recordings(conn: sqlite3.Connection, key: str, p: dict[str, Any]) -> dict[A
     return found
 
 
-def _by_group(conn: sqlite3.Connection, group: str, p: dict[str, Any]) -> list[dict[str, Any]]:
+def _by_group(conn: Connection, group: str, p: dict[str, Any]) -> list[dict[str, Any]]:
     rec_col, check_col = GROUPS[group]
     found = _recordings(conn, rec_col, p)
     for key, checks, failed, reasons in _checks(conn, check_col, p):
@@ -151,7 +152,7 @@ _CHECKS = (
 )
 
 
-def _checks(conn: sqlite3.Connection, col: str, p: dict[str, Any]) -> list[tuple]:
+def _checks(conn: Connection, col: str, p: dict[str, Any]) -> list[tuple]:
     """Pre-shift checks made in the period: how many, how many not ready, failures by check."""
     source = f"({_CHECKS}) c {_SESSIONS.format(alias='c')} "
     where = " WHERE " + _UNIT.format(col="s.unit")
@@ -177,7 +178,7 @@ def _checks(conn: sqlite3.Connection, col: str, p: dict[str, Any]) -> list[tuple
     return out
 
 
-def _late_dockings(conn: sqlite3.Connection, col: str, p: dict[str, Any]) -> list[tuple]:
+def _late_dockings(conn: Connection, col: str, p: dict[str, Any]) -> list[tuple]:
     """``recorder.overdue`` faults opened in the period (each opening): a recorder not docked
     again in time; unit and officer those of its last docking."""
     rows = conn.execute(
@@ -192,7 +193,7 @@ def _late_dockings(conn: sqlite3.Connection, col: str, p: dict[str, Any]) -> lis
     return [(r["key"], r["n"]) for r in rows]
 
 
-def _faults(conn: sqlite3.Connection, p: dict[str, Any]) -> dict[str, Any]:
+def _faults(conn: Connection, p: dict[str, Any]) -> dict[str, Any]:
     """The stations' faults opened in the period against the 24-hour limit (rule clause 14),
     overall, by kind and by recorder (a ``recorder.*`` fault's subject; ``station`` else)."""
     to_report = _HOURS.format(a="opened_at", b="reported_at")
@@ -223,7 +224,7 @@ def _zero_nulls(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (0 if v is None and k in counts else v) for k, v in row.items()}
 
 
-def _holds(conn: sqlite3.Connection, p: dict[str, Any]) -> dict[str, Any]:
+def _holds(conn: Connection, p: dict[str, Any]) -> dict[str, Any]:
     """Holds placed in the period, by reason, and released (a centre hold sent to several
     stations counts once)."""
     station = " AND " + _STATION.format(col="station")
@@ -246,7 +247,7 @@ def _holds(conn: sqlite3.Connection, p: dict[str, Any]) -> dict[str, Any]:
     return {"placed": sum(placed.values()), "by_reason": placed, "released": released}
 
 
-def _exports(conn: sqlite3.Connection, p: dict[str, Any]) -> dict[str, int]:
+def _exports(conn: Connection, p: dict[str, Any]) -> dict[str, int]:
     """The stations' access log in the period, by action (docs/access.md)."""
     kinds = ", ".join(f"'{k}'" for k in EXPORT_KINDS)
     rows = conn.execute(
@@ -258,7 +259,7 @@ def _exports(conn: sqlite3.Connection, p: dict[str, Any]) -> dict[str, int]:
     return {EXPORT_KINDS[r["kind"]]: r["n"] for r in rows}
 
 
-def _requests(conn: sqlite3.Connection, p: dict[str, Any]) -> dict[str, int]:
+def _requests(conn: Connection, p: dict[str, Any]) -> dict[str, int]:
     """The stations' access requests made in the period, by their decision (``pending``
     until a decision's event arrived)."""
     decision = (
@@ -275,7 +276,7 @@ def _requests(conn: sqlite3.Connection, p: dict[str, Any]) -> dict[str, int]:
     return {r["k"]: r["n"] for r in rows}
 
 
-def _centre_access(conn: sqlite3.Connection, p: dict[str, Any]) -> dict[str, dict[str, int]]:
+def _centre_access(conn: Connection, p: dict[str, Any]) -> dict[str, dict[str, int]]:
     """The centre's own approved access (central/access.py) in the period: the requests made,
     by their state now, and its access log by action (decisions, downloads, exports and their
     refusals). With a station: the requests with an object of that station, and the log's rows
@@ -295,7 +296,7 @@ def _centre_access(conn: sqlite3.Connection, p: dict[str, Any]) -> dict[str, dic
     return {"requests": {r["k"]: r["n"] for r in requests}, "log": {r["k"]: r["n"] for r in log}}
 
 
-def _incomplete(conn: sqlite3.Connection, p: dict[str, Any]) -> list[dict[str, Any]]:
+def _incomplete(conn: Connection, p: dict[str, Any]) -> list[dict[str, Any]]:
     """Stations whose events have not all arrived (a gap after the complete head): their
     figures may still grow."""
     rows = conn.execute(
@@ -307,7 +308,7 @@ def _incomplete(conn: sqlite3.Connection, p: dict[str, Any]) -> list[dict[str, A
     return [dict(r) for r in rows]
 
 
-def stations_and_units(conn: sqlite3.Connection) -> dict[str, list[str]]:
+def stations_and_units(conn: Connection) -> dict[str, list[str]]:
     """The stations and the register's units the filters offer."""
     stations = [r[0] for r in conn.execute("SELECT station FROM stations ORDER BY station")]
     units = [
