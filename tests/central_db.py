@@ -19,24 +19,35 @@ def is_postgresql(catalog: CentralCatalog) -> bool:
     return catalog.dialect.name == "postgresql"
 
 
-@contextlib.contextmanager
-def writes_blocked(catalog: CentralCatalog) -> Iterator[None]:
-    """Another connection holds the catalog's write lock until the block ends: the catalog's
-    writers wait (SQLite's ``BEGIN IMMEDIATE``; PostgreSQL's ``LOCK TABLE``)."""
-    if is_postgresql(catalog):
-        import psycopg
+class writes_blocked:  # noqa: N801 - used as a context manager, like contextlib's
+    """Another connection holds the catalog's write lock until :meth:`release` (or the end of
+    the ``with`` block): the catalog's writers wait (SQLite's ``BEGIN IMMEDIATE``, for its
+    busy timeout; PostgreSQL's ``LOCK TABLE``, for as long as it is held)."""
 
-        blocker = psycopg.connect(str(catalog.database.url), autocommit=True)
-        blocker.execute("BEGIN")
-        blocker.execute(f"LOCK TABLE {_WRITTEN} IN EXCLUSIVE MODE")
-    else:
-        blocker = sqlite3.connect(str(catalog.database.path), timeout=0, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
+    def __init__(self, catalog: CentralCatalog) -> None:
+        if is_postgresql(catalog):
+            import psycopg
+
+            self._conn = psycopg.connect(str(catalog.database.url), autocommit=True)
+            self._conn.execute("BEGIN")
+            self._conn.execute(f"LOCK TABLE {_WRITTEN} IN EXCLUSIVE MODE")
+        else:
+            path = str(catalog.database.path)
+            self._conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+            self._conn.execute("BEGIN IMMEDIATE")
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._conn.execute("ROLLBACK")
+            self._conn.close()
+
+    def __enter__(self) -> writes_blocked:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @contextlib.contextmanager

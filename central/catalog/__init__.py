@@ -58,6 +58,7 @@ from central.catalog import (
     recorders,
     register,
     rejected,
+    report,
     stations,
 )
 
@@ -353,6 +354,9 @@ def _create(conn: Any) -> None:
         for name, column, declaration in getattr(table, "COLUMNS", ()):
             _add_column(conn, name, column, declaration)
         for statement in getattr(table, "INDEXES", ()):
+            conn.execute(statement)
+    if conn.dialect is db.POSTGRESQL:
+        for statement in report.POSTGRESQL_FUNCTIONS:  # SQLite's datetime and julianday
             conn.execute(statement)
     conn.execute(db.ddl(SCHEMA_VERSION, conn.dialect))
 

@@ -95,8 +95,9 @@ def parse(target: str | Path | Database) -> Database:
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme in ("postgresql", "postgres"):
         return Database(POSTGRESQL, url=text)
-    if scheme == "sqlite":
-        return Database(SQLITE, path=Path(urlsplit(text).path))
+    if scheme == "sqlite":  # sqlite:///var/lib/c.db (and SQLAlchemy's sqlite:////var/lib/c.db)
+        path = urlsplit(text).path
+        return Database(SQLITE, path=Path(path[1:] if path.startswith("//") else path))
     if scheme:
         raise ValueError(
             f"database {redacted(text)!r}: use a file path, sqlite:///path or postgresql://..."

@@ -376,19 +376,23 @@ def _stored(dialect: Dialect) -> str:
     """What a ``file.stored`` event says of its recording, with its session's officer and
     unit (the session's ``session.start``)."""
     field = dialect.json_text
-    session = (
-        "(SELECT {0} FROM events s WHERE s.station = e.station AND s.kind = 'session.start'"
-        f" AND s.subject = {field('e.data', 'session_id')} LIMIT 1) AS {{1}}"
-    )
+
+    def session(name: str) -> str:
+        return (
+            f"(SELECT {field('s.data', name)} FROM events s WHERE s.station = e.station"
+            f" AND s.kind = 'session.start' AND s.subject = {field('e.data', 'session_id')}"
+            f" LIMIT 1) AS {name}"
+        )
+
     return (
         f"SELECT e.station, e.subject, e.at, {field('e.data', 'sha256')} AS sha256,"
         f" {dialect.json_number('e.data', 'size')} AS size,"
         f" {field('e.data', 'session_id')} AS session_id,"
         f" {field('e.data', 'device_serial')} AS device_serial,"
         f" {field('e.data', 'source_path')} AS source_path, "
-        + session.format(field("s.data", "officer_id"), "officer_id")
+        + session("officer_id")
         + ", "
-        + session.format(field("s.data", "unit"), "unit")
+        + session("unit")
         + " FROM events e"
     )
 
