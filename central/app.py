@@ -32,6 +32,7 @@ from central.report_api import router as report_router
 from central.serve import (
     DEFAULT_MAX_REQUESTS,
     GateMiddleware,
+    NulMiddleware,
     RequestGate,
 )
 from central.settings import CentreSettings
@@ -165,6 +166,7 @@ def _bare_app(*, api_docs: bool, max_requests: int) -> FastAPI:
         **({} if api_docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}),
     )
     app.state.gate = RequestGate(max_requests)
+    app.add_middleware(NulMiddleware)
     app.add_middleware(GateMiddleware, gate=app.state.gate)
     plain_openapi = app.openapi
 

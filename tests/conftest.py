@@ -35,9 +35,14 @@ def postgres_cluster():
 
 
 @pytest.fixture(params=BACKENDS)
-def central_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def central_db(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
     """Where a test's central catalog lives, on each backend in turn: a SQLite file under
-    ``tmp_path``, or a fresh PostgreSQL database (a copy of the migrated template)."""
+    ``tmp_path``, or a fresh PostgreSQL database (a copy of the migrated template), dropped
+    at the test's end."""
     if request.param == "sqlite":
-        return str(tmp_path / "central.db")
-    return request.getfixturevalue("postgres_cluster").fresh_database()
+        yield str(tmp_path / "central.db")
+        return
+    cluster = request.getfixturevalue("postgres_cluster")
+    url = cluster.fresh_database()
+    yield url
+    cluster.drop_database(url)

@@ -152,3 +152,29 @@ def test_two_workers_storing_one_stations_events_at_once_keep_its_chain_whole(
     assert workers[1].catalog.station(STATION)["events"] == len(messages)
     for w in workers:
         w.catalog.close()
+
+
+def test_a_nul_in_a_path_or_query_is_refused_before_the_catalog(
+    tmp_path: Path, central_db: str
+) -> None:
+    """PostgreSQL's text holds no NUL, so a lookup with one would fail there (SQLite finds
+    nothing): every route answers 422 at once, on both."""
+    import requests
+
+    from central.app import create_app
+    from tests.central_server import TOKENS, serve_app
+
+    reader = "reader-token-0123456789abcdef"
+    app = create_app(tmp_path / "data", TOKENS, api_tokens={reader: "supervisor"},
+                     database=central_db)  # fmt: skip
+    auth = {"Authorization": f"Bearer {reader}"}
+    with serve_app(app) as url:
+        for path in (
+            "/api/fleet/recorders?unit=%00",
+            "/api/stations/ST%00A",
+            "/api/faults?station=a%00",
+        ):
+            r = requests.get(f"{url}{path}", headers=auth, timeout=10)
+            assert r.status_code == 422 and "NUL" in r.json()["detail"][0]["msg"], (path, r.text)
+        assert requests.get(f"{url}/api/fleet/recorders?unit=U1", headers=auth, timeout=10).ok
+    app.state.catalog.close()
