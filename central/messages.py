@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sqlite3
 import threading
 from collections import Counter
 from datetime import datetime
@@ -121,13 +120,14 @@ class MessageHandler:
     def handle(self, topic: str, payload: bytes, *, retained: bool = False) -> str:
         """Handle one message; returns ``stored``, ``duplicate``, ``conflict``, ``cleared``,
         ``alert`` or ``rejected``. Raises only for a catalog that cannot store anything now
-        (``sqlite3.OperationalError``: locked, disk full)."""
+        (``catalog.unavailable``: locked, disk full, a lock waited for too long, the database
+        gone)."""
         with self._lock, self.catalog.tx():
             self.stats["received"] += 1
             try:
                 with self.catalog.savepoint():
                     outcome = self._handle(topic, payload, retained)
-            except sqlite3.OperationalError:
+            except self.catalog.unavailable:
                 raise  # rolled back to the savepoint; the catalog cannot store anything now
             except SecurityAlert as alert:
                 self.stats["alert"] += 1

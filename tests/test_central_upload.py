@@ -37,9 +37,9 @@ def auth(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def central(tmp_path):
+def central(tmp_path, central_db):
     data = tmp_path / "central"
-    app = create_app(data, TOKENS)
+    app = create_app(data, TOKENS, database=central_db)
     with serve_app(app) as url:
         yield url, data, app
 
@@ -199,18 +199,18 @@ def test_protocol_rules(central):
     assert resp.status_code == 413 and resp.headers["Upload-Offset"] == "10"
 
 
-def test_acknowledged_offset_survives_a_restart(tmp_path):
+def test_acknowledged_offset_survives_a_restart(tmp_path, central_db):
     data = tmp_path / "central"
     sha = hashlib.sha256(b"1234567890").hexdigest()
     headers = {**auth(TOKEN_A), "Content-Type": "application/offset+octet-stream"}
-    with serve_app(create_app(data, TOKENS)) as url:
+    with serve_app(create_app(data, TOKENS, database=central_db)) as url:
         location = create(url, TOKEN_A, 10, sha).headers["Location"]
         resp = requests.patch(location, data=b"12345", headers={**headers, "Upload-Offset": "0"})
         assert resp.status_code == 204
     upload_id = location.rsplit("/", 1)[1]
     with open(data / "uploads" / f"{upload_id}.part", "ab") as f:
         f.write(b"bytes never acknowledged")
-    with serve_app(create_app(data, TOKENS)) as url:
+    with serve_app(create_app(data, TOKENS, database=central_db)) as url:
         location = f"{url}/files/{upload_id}"
         resp = requests.head(location, headers=auth(TOKEN_A), timeout=5)
         assert resp.headers["Upload-Offset"] == "5"
