@@ -73,6 +73,15 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _private_database(place: receipts.Place) -> None:
+    """The receipts' SQLite file and its WAL, owner only (an older version's were 0644)."""
+    if isinstance(place, Path):
+        private_file(place)
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(place.with_name(place.name + suffix), 0o600)
+
+
 class UploadStore:
     """Partial uploads, verified objects and receipts under one data folder."""
 
@@ -96,11 +105,7 @@ class UploadStore:
         private_dir(self.data_dir)
         for d in (self.objects_dir.parent, self.objects_dir):
             private_dir(d)
-        if isinstance(self.db_path, Path):
-            private_file(self.db_path)
-            for suffix in ("-wal", "-shm"):  # an older version's were 0644
-                with contextlib.suppress(FileNotFoundError):
-                    os.chmod(self.db_path.with_name(self.db_path.name + suffix), 0o600)
+        _private_database(self.db_path)
         receipts.create(self.db_path)
         self.folder = UploadFolder(self.uploads_dir, self.db_path)
         self.admission = Admission(

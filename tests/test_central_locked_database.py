@@ -40,14 +40,14 @@ db.execute("COMMIT")
 
 @contextlib.contextmanager
 def locked(db: Path | Database) -> Iterator[None]:
-    """Hold ``db`` (the receipts' SQLite file, or their tables on PostgreSQL) locked from
-    another process until the block ends."""
+    """Hold ``db`` (the receipts' SQLite file, or on PostgreSQL their tables and the uploads')
+    locked from another process until the block ends."""
     if isinstance(db, Database):
         import psycopg
 
         with psycopg.connect(str(db.url), autocommit=True) as holder:
             holder.execute("BEGIN")
-            holder.execute("LOCK TABLE receipts, failures IN ACCESS EXCLUSIVE MODE")
+            holder.execute("LOCK TABLE receipts, failures, uploads IN ACCESS EXCLUSIVE MODE")
             yield
             holder.execute("COMMIT")
         return

@@ -227,10 +227,10 @@ def test_expire_uploads_removes_only_abandoned_ones(central, tmp_path):
     url, data, app = central
     old = create(url, TOKEN_A, 10, "d" * 64).headers["Location"].rsplit("/", 1)[1]
     new = create(url, TOKEN_A, 10, "e" * 64).headers["Location"].rsplit("/", 1)[1]
-    uploads.set_touched(data / "receipts.sqlite", old, time.time() - 3600)
+    uploads.set_touched(app.state.uploads.db_path, old, time.time() - 3600)
     assert app.state.uploads.expire_uploads(older_than=600) == [old]
     assert sorted(p.name for p in (data / "uploads").iterdir()) == [f"{new}.part"]
-    assert [r["id"] for r in uploads.records(data / "receipts.sqlite")] == [new]
+    assert [r["id"] for r in uploads.records(app.state.uploads.db_path)] == [new]
 
 
 def patch(location: str, offset: int, body: bytes, timeout: float = 10) -> requests.Response:
