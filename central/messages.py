@@ -134,7 +134,7 @@ class MessageHandler:
         )
         with self._lock, self.catalog.tx():
             return [
-                self.handle(topic, payload, retained=retained, doc=doc, proven=i in proven)
+                self._one(topic, payload, retained, doc, i in proven)
                 for i, ((topic, payload, retained), doc) in enumerate(zip(batch, docs, strict=True))
             ]
 
@@ -153,30 +153,36 @@ class MessageHandler:
         already, if it was; ``proven``: its signature is proven by a later event's
         (:meth:`handle_batch`)."""
         with self._lock, self.catalog.tx():
-            self.stats["received"] += 1
-            try:
-                with self.catalog.savepoint():
-                    outcome = self._handle(topic, payload, retained, doc, proven)
-            except sqlite3.OperationalError:
-                raise  # rolled back to the savepoint; the catalog cannot store anything now
-            except SecurityAlert as alert:
-                self.stats["alert"] += 1
-                logger.warning(
-                    "central consumer: SECURITY ALERT on %s (station %r): %s",
-                    topic,
-                    alert.station,
-                    alert,
-                )
-                self.catalog.record_alert(alert.station, topic, str(alert), payload)
-                return "alert"
-            except Exception as exc:  # InvalidMessage, or content no check foresaw
-                self.stats["rejected"] += 1
-                reason = str(exc) if isinstance(exc, InvalidMessage) else f"{type(exc).__name__}"
-                logger.warning("central consumer: dropped a message on %s: %s", topic, reason)
-                self.catalog.record_rejected(topic, reason, payload)
-                return "rejected"
-            self.stats[outcome] += 1
-            return outcome
+            return self._one(topic, payload, retained, doc, proven)
+
+    def _one(
+        self, topic: str, payload: bytes, retained: bool, doc: dict[str, Any] | None, proven: bool
+    ) -> str:
+        """One message in its own savepoint of the open transaction (the lock held)."""
+        self.stats["received"] += 1
+        try:
+            with self.catalog.savepoint():
+                outcome = self._handle(topic, payload, retained, doc, proven)
+        except sqlite3.OperationalError:
+            raise  # rolled back to the savepoint; the catalog cannot store anything now
+        except SecurityAlert as alert:
+            self.stats["alert"] += 1
+            logger.warning(
+                "central consumer: SECURITY ALERT on %s (station %r): %s",
+                topic,
+                alert.station,
+                alert,
+            )
+            self.catalog.record_alert(alert.station, topic, str(alert), payload)
+            return "alert"
+        except Exception as exc:  # InvalidMessage, or content no check foresaw
+            self.stats["rejected"] += 1
+            reason = str(exc) if isinstance(exc, InvalidMessage) else f"{type(exc).__name__}"
+            logger.warning("central consumer: dropped a message on %s: %s", topic, reason)
+            self.catalog.record_rejected(topic, reason, payload)
+            return "rejected"
+        self.stats[outcome] += 1
+        return outcome
 
     def _handle(
         self, topic: str, payload: bytes, retained: bool, doc: dict[str, Any] | None, proven: bool
