@@ -131,7 +131,11 @@ class MessageHandler:
             [(topic, doc) for (topic, _, _), doc in zip(batch, docs, strict=True)],
             self.keys.key_for,
         )
+        named = {parsed[0] for topic, _, _ in batch if (parsed := topic_kind(topic)) is not None}
+        enrolled = [name for name in named if self.keys.key_for(name) is not None]
         with self._lock, self.catalog.tx():
+            # every enrolled station's row this batch may write, in one order for every worker
+            self.catalog.hold_stations(sorted(enrolled))
             return [
                 self._one(topic, payload, retained, doc, i in proven)
                 for i, ((topic, payload, retained), doc) in enumerate(zip(batch, docs, strict=True))

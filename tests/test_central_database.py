@@ -154,6 +154,49 @@ def test_two_workers_storing_one_stations_events_at_once_keep_its_chain_whole(
         w.catalog.close()
 
 
+def test_two_workers_whose_batches_name_stations_in_another_order_never_deadlock(
+    home: Path, central_db: str
+) -> None:
+    """Worker 0's batches carry station A's event then B's, worker 1's B's then A's: taken as
+    they come, each would hold one station's row and wait for the other's (PostgreSQL aborts
+    one of them as a deadlock, and the worker retries its whole batch). A batch takes its
+    stations' rows first, in name order (stations.hold_rows), so they only wait."""
+    keys = {"ST-A": new_key(), "ST-B": new_key()}
+    events = {}
+    for name, key in keys.items():
+        station = Catalog(home / f"{name}.db", station_id=name)
+        add_events(station, 60)
+        events[name] = [m for m in queued(station, key) if m[0].endswith("/event")]
+    workers = [
+        MqttConsumer(
+            CentralCatalog(central_db), ConsumerSettings(port=1), keys=StationKeys(register(keys))
+        )
+        for _ in range(2)
+    ]
+    failures: list[BaseException] = []
+
+    def work(n: int) -> None:
+        order = ("ST-A", "ST-B") if n == 0 else ("ST-B", "ST-A")
+        try:
+            for i in range(n, 60, 2):
+                batch = [(*events[name][i], False) for name in order]
+                assert workers[n].handler.handle_batch(batch) == ["stored", "stored"]
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert failures == []
+    for name in keys:
+        chain = workers[0].catalog.chain(name)
+        assert (chain["state"], chain["head_seq"], chain["missing"]) == ("ok", 60, []), chain
+    for w in workers:
+        w.catalog.close()
+
+
 def test_a_nul_in_a_path_or_query_is_refused_before_the_catalog(
     tmp_path: Path, central_db: str
 ) -> None:

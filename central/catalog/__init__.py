@@ -232,6 +232,11 @@ class CentralCatalog:
             stations.ensure(conn, station)
             faults.attach(conn, station, fault_id, doc)
 
+    def hold_stations(self, names: list[str]) -> None:
+        """Inside the caller's transaction: hold these stations' rows, in name order
+        (:func:`stations.hold_rows`)."""
+        stations.hold_rows(self.conn, names)
+
     def record_event(self, doc: dict[str, Any], *, received_at: str) -> str:
         """Store one verified audit event and check the chain; returns ``stored``,
         ``duplicate`` or ``conflict``."""

@@ -159,6 +159,24 @@ def rebaseline(conn: Connection, station: str, base_seq: int, base_hash: str) ->
     return epoch(conn, station)[0]
 
 
+def hold_rows(conn: Connection, names: list[str]) -> None:
+    """Make the stations ``names`` known and hold their rows, in the order of their names,
+    until the transaction ends (PostgreSQL; on SQLite ``BEGIN IMMEDIATE`` already holds
+    everything). A batch takes its stations' rows first, so two workers whose batches name
+    the same stations in another order wait for each other instead of deadlocking halfway
+    through (a new station's row included: its insert is what the other waits on)."""
+    if not names or not conn.dialect.for_update:
+        return
+    for name in sorted(names):
+        ensure(conn, name)
+    marks = ", ".join("?" for _ in names)
+    conn.execute(
+        f"SELECT station FROM stations WHERE station IN ({marks}) ORDER BY station"  # noqa: S608
+        + conn.dialect.for_update,
+        sorted(names),
+    ).fetchall()
+
+
 def claim_chain(conn: Connection, station: str) -> Any:
     """Make the station known and hold its row until the transaction ends, in one statement;
     returns what an arriving event is checked against, as it stands once the row is held:
