@@ -49,16 +49,32 @@ def centre_options() -> str:
     return done.stdout
 
 
-def database_option(database: str | None) -> list[str]:
-    """``--database`` for recdock-central; a clear stop when it does not accept it yet (the
-    PostgreSQL catalog lands in its own branch)."""
-    if database is None:
-        return []
-    if "--database" not in centre_options():
+def check_database(database: str | None) -> None:
+    """A clear stop, before anything is built, when recdock-central does not take
+    ``--database`` (the PostgreSQL catalog lands in its own branch)."""
+    if database is not None and "--database" not in centre_options():
         raise SystemExit("recdock-central does not accept --database yet (see "
                          "`recdock-central --help`); this bench passes --database "
-                         f"{database} to it unchanged once it does")  # fmt: skip
-    return ["--database", database]
+                         f"{database} to it once it does")  # fmt: skip
+
+
+@contextlib.contextmanager
+def catalog_database(database: str | None) -> Iterator[list[str]]:
+    """recdock-central's ``--database``: none (SQLite in the data folder), a URL passed on
+    as it is, or ``postgresql``: a throwaway cluster started as the tests start theirs
+    (tests/postgres.py: initdb and pg_ctl, a Unix socket only, as the postgres user when run
+    as root), but durable (fsync and synchronous commit on, as the SQLite catalog's
+    ``synchronous=FULL``), removed at the end."""
+    if database != "postgresql":
+        yield [] if database is None else ["--database", database]
+        return
+    from tests.postgres import remove, start_cluster
+
+    cluster = start_cluster(durable=True)
+    try:
+        yield ["--database", cluster.fresh_database()]
+    finally:
+        remove(cluster)
 
 
 GROUP = "bench"  # the workers' --worker-group when there are several

@@ -27,9 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import fleet_centre as fc
 from fleet import Dock, Shape, SimStation, Slot, build_stations, counts, preload, schedule
 from fleet import realistic_dockings_per_hour as realistic
-from fleet_centre import Centre, Observers, centre, database_option, quantiles, verify, wait_events
+from fleet_centre import Centre, Observers, centre, quantiles, verify, wait_events
 from fleet_wire import Wire, issue_certificates
 
 from agent.catalog.faults import fault_id
@@ -59,7 +60,12 @@ def options(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--probes", type=int, default=20, help="probed dockings a phase")
     p.add_argument("--page-every", type=float, default=2.0, help="seconds between page rounds")
-    p.add_argument("--database", default=None, help="passed to recdock-central")
+    p.add_argument(
+        "--database",
+        default=None,
+        help="recdock-central's --database URL; 'postgresql': a throwaway durable cluster "
+        "(tests/postgres.py); default: SQLite in the data folder",
+    )
     p.add_argument(
         "--workers",
         type=int,
@@ -185,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args = options(argv)
     if args.workers < 1:
         raise SystemExit("--workers: at least 1")
-    extra = database_option(args.database)  # before anything is built
+    fc.check_database(args.database)  # before anything is built
     shape = Shape(args.stations, args.bays, args.recorders, args.files)
     print("machine:", machine())
     with contextlib.ExitStack() as stack:
@@ -195,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         base = args.stations_dir or (shm if shm.is_dir() and os.access(shm, os.W_OK) else work)
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fleet-st-",
                                                                       dir=base)))  # fmt: skip
+        extra = stack.enter_context(fc.catalog_database(args.database))
         results = run(work, folder, shape, args, extra)
     report(results["phases"], shape, args)
     stored = results["stored"]
