@@ -55,7 +55,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 
 from central.catalog import CentralCatalog, events  # noqa: E402
 from central.consumer import MqttConsumer  # noqa: E402
-from central.enrolment import StationKeys  # noqa: E402
+from central.enrolment import SodiumKey, StationKeys  # noqa: E402
 from central.messages import MessageHandler, PayloadValidator, _decode  # noqa: E402
 from sync.wire import topics  # noqa: E402
 from sync.wire.chain import GENESIS, canonical, entry_hash  # noqa: E402
@@ -170,12 +170,12 @@ def drain(broker: Mosquitto, keys: StationKeys, path: str, folder: Path, total: 
 def per_step(stations: list[Station], sample: int, folder: Path) -> dict[str, float]:
     """Microseconds per event of each step of the consumer, in process."""
     messages = [m for st in stations for m in st.messages][:sample]
-    keys = {st.name: st.key.public_key() for st in stations}
+    keys = {st.name: SodiumKey(public_key_text(st.key)) for st in stations}  # the centre's
     docs = [_decode(p) for _, p in messages]
     fast, slow = PayloadValidator(), PayloadValidator(compiled=False)
     steps: dict[str, Callable[[], object]] = {
         "decode (json)": lambda: [_decode(p) for _, p in messages],
-        "verify (event hash + Ed25519)": lambda: [
+        "verify (event hash + libsodium)": lambda: [
             verify_doc(keys[d["station"]], t, d) for (t, _), d in zip(messages, docs, strict=True)
         ],
         "validate: fastjsonschema": lambda: [fast.check("event", d) for d in docs],
@@ -188,13 +188,11 @@ def per_step(stations: list[Station], sample: int, folder: Path) -> dict[str, fl
         out[name] = (time.perf_counter() - t0) / len(messages) * 1e6
     # the whole handler (decode, verify, validate, chain check, store), batches of 1,000
     catalog = CentralCatalog(folder / "steps.db")
-    handler = MessageHandler(catalog, StationKeys({s: public_key_text(k) for s, k in
-                                                   keys.items()}), Counter())  # fmt: skip
+    handler = MessageHandler(catalog, StationKeys({st.name: public_key_text(st.key) for st in
+                                                   stations}), Counter())  # fmt: skip
     t0 = time.perf_counter()
     for i in range(0, len(messages), 1000):
-        with catalog.tx():
-            for topic, payload in messages[i : i + 1000]:
-                handler.handle(topic, payload)
+        handler.handle_batch([(t, p, False) for t, p in messages[i : i + 1000]])
     out["whole handler, batches of 1,000"] = (time.perf_counter() - t0) / len(messages) * 1e6
     catalog.close()
     return out

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from central.actions import ActionError, CentralContext, NotFound, NotOpen, _person
-from central.catalog import access, access_log, events, holds, receipts
+from central.catalog import CentralCatalog, access, access_log, events, holds, receipts
 
 logger = logging.getLogger(__name__)
 
@@ -253,14 +253,13 @@ def problems(req: dict[str, Any] | None, request_id: str, *, at: datetime) -> li
     return why
 
 
-def object_path(data_dir: Path, obj: dict[str, Any]) -> Path | None:
-    """The centre's copy of ``obj`` when that station's upload of it has a receipt."""
-    if (
-        receipts.first_receipt_of(
-            data_dir / "receipts.sqlite", obj["station"], obj["sha256"], obj["size"]
-        )
-        is None
-    ):
+def object_path(
+    data_dir: Path, obj: dict[str, Any], catalog: CentralCatalog | None = None
+) -> Path | None:
+    """The centre's copy of ``obj`` when that station's upload of it has a receipt (kept
+    beside ``catalog`` on PostgreSQL: :func:`central.catalog.receipts.location`)."""
+    place = receipts.location(data_dir, catalog.database if catalog else None)
+    if receipts.first_receipt_of(place, obj["station"], obj["sha256"], obj["size"]) is None:
         return None
     path = data_dir / "objects" / "sha256" / obj["sha256"][:2] / obj["sha256"][2:4] / obj["sha256"]
     return path if path.is_file() else None
@@ -283,7 +282,7 @@ def open_object(
         )
     if req is not None and obj is None:
         why.append(f"access request {request_id} has no object {n}")
-    path = object_path(data_dir, obj) if obj else None
+    path = object_path(data_dir, obj, ctx.catalog) if obj else None
     if obj is not None and path is None:
         why.append(
             f"the centre does not hold recording {obj['recording']} of station {obj['station']}"

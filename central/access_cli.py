@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from central.options import database_option
+
 EXIT_FAILED = 74
 EXIT_REFUSED = 77
 
@@ -33,13 +35,7 @@ def person() -> str:
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="The centre's data folder (as recdock-central --data): its objects and receipts.",
 )
-@click.option(
-    "--catalog",
-    "catalog_path",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="The central catalog. Default: <data>/central-catalog.db.",
-)
+@database_option
 @click.option(
     "--access",
     "request_id",
@@ -48,7 +44,7 @@ def person() -> str:
 )
 @click.argument("dest1", type=click.Path(path_type=Path))
 @click.argument("dest2", type=click.Path(path_type=Path))
-def export(data_dir: Path, catalog_path: Path | None, request_id: str, dest1: Path, dest2: Path):
+def export(data_dir: Path, database: str | None, request_id: str, dest1: Path, dest2: Path):
     """Write two labelled BagIt copies of an approved access request's recordings from the
     centre's objects into DEST1 and DEST2 (two existing folders, ideally two disks); refused
     (exit 77, logged) without a valid approval."""
@@ -57,7 +53,7 @@ def export(data_dir: Path, catalog_path: Path | None, request_id: str, dest1: Pa
     from central.catalog import CentralCatalog
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    catalog = CentralCatalog(catalog_path or data_dir / "central-catalog.db")
+    catalog = CentralCatalog(database or data_dir / "central-catalog.db")
     order = Order(request_id, (dest1, dest2), person(), datetime.now(UTC))
     try:
         bags = run(catalog, data_dir, order)

@@ -66,7 +66,7 @@ def export(catalog: CentralCatalog, data_dir: Path, order: Order) -> list[Path]:
     req = access.get(conn, order.request_id)
     objects = access.objects(conn, order.request_id) if req else []
     why = decisions.problems(req, order.request_id, at=order.at)
-    paths = {o["n"]: decisions.object_path(data_dir, o) for o in objects}
+    paths = {o["n"]: decisions.object_path(data_dir, o, catalog) for o in objects}
     why += [
         f"the centre does not hold recording {o['recording']} of station {o['station']}"
         for o in objects

@@ -31,6 +31,7 @@ import click
 
 from central.auth import CredentialsError, load_tokens
 from central.enrolment import enrol as enrol_key
+from central.options import database_option
 from sync.wire.chain import GENESIS
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -133,6 +134,7 @@ def _ensure_token(path: Path, station: str) -> str | None:
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="The server's data folder (its central-catalog.db is changed).",
 )
+@database_option
 @click.option("--operator", required=True, help="Who re-baselines (kept in the audit).")
 @click.option("--reason", required=True, help="Why (kept in the audit): what was checked.")
 @click.option(
@@ -149,7 +151,13 @@ def _ensure_token(path: Path, station: str) -> str | None:
     "--json` on the station prints its head as local_head); the genesis hash for 0.",
 )
 def rebaseline(
-    station: str, data_dir: Path, operator: str, reason: str, from_seq: int, from_hash: str
+    station: str,
+    data_dir: Path,
+    database: str | None,
+    operator: str,
+    reason: str,
+    from_seq: int,
+    from_hash: str,
 ) -> None:
     """Accept STATION's chain anew after it was found broken; audited."""
     from central.catalog import CentralCatalog
@@ -159,7 +167,7 @@ def rebaseline(
             "64 lowercase hex digits; the genesis hash exactly when --from-seq is 0",
             param_hint="--from-hash",
         )
-    catalog = CentralCatalog(data_dir / "central-catalog.db")
+    catalog = CentralCatalog(database or data_dir / "central-catalog.db")
     try:
         epoch = catalog.rebaseline(
             station, operator_name=operator, reason=reason, base=(from_seq, from_hash)
@@ -190,6 +198,7 @@ def register_group() -> None:
 @register_group.command("set")
 @click.argument("serial")
 @_DATA
+@database_option
 @click.option(
     "--lifecycle",
     required=True,
@@ -200,12 +209,12 @@ def register_group() -> None:
 @click.option("--unit", default=None, help="The unit (department) it belongs to.")
 @click.option("--note", default=None, help="Why (kept with the entry).")
 @click.option("--by", "by", required=True, help="Who changes the register (audited).")
-def register_set(serial, data_dir, lifecycle, officer, unit, note, by) -> None:  # noqa: ANN001
+def register_set(serial, data_dir, database, lifecycle, officer, unit, note, by) -> None:  # noqa: ANN001
     """Set SERIAL's register entry; every station gets it as a signed command."""
     from central.actions import ActionError, CentralContext, set_register_entry
     from central.catalog import CentralCatalog
 
-    catalog = CentralCatalog(data_dir / "central-catalog.db")
+    catalog = CentralCatalog(database or data_dir / "central-catalog.db")
     try:
         entry = set_register_entry(
             CentralContext(catalog), serial, lifecycle=lifecycle, by=by, officer=officer,
@@ -222,15 +231,16 @@ def register_set(serial, data_dir, lifecycle, officer, unit, note, by) -> None: 
 
 @register_group.command("list")
 @_DATA
+@database_option
 @click.option("--unit", default=None, help="Only this unit's recorders.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array.")
-def register_list(data_dir: Path, unit: str | None, as_json: bool) -> None:
+def register_list(data_dir: Path, database: str | None, unit: str | None, as_json: bool) -> None:
     """The register's entries by serial."""
     import json
 
     from central.catalog import CentralCatalog, register
 
-    catalog = CentralCatalog(data_dir / "central-catalog.db")
+    catalog = CentralCatalog(database or data_dir / "central-catalog.db")
     try:
         entries = register.listing(catalog.conn, unit)
     finally:

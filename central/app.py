@@ -21,7 +21,7 @@ from central.access_api import router as access_router
 from central.actions import CentralContext
 from central.api import ReaderAuth, include_api, load_reader_tokens
 from central.auth import TokenAuth, load_tokens
-from central.catalog import CentralCatalog
+from central.catalog import CentralCatalog, db
 from central.consumer import ConsumerSettings, MqttConsumer
 from central.enrolment import StationKeys
 from central.folder import private_file
@@ -32,6 +32,7 @@ from central.report_api import router as report_router
 from central.serve import (
     DEFAULT_MAX_REQUESTS,
     GateMiddleware,
+    NulMiddleware,
     RequestGate,
 )
 from central.settings import CentreSettings
@@ -54,7 +55,7 @@ def create_app(
     expiry_interval: float = DEFAULT_EXPIRY_INTERVAL,
     verify_workers: int = 2,
     prefix: str = "/files",
-    catalog_path: str | os.PathLike[str] | None = None,
+    database: str | os.PathLike[str] | None = None,
     mqtt: ConsumerSettings | None = None,
     api_tokens: Mapping[str, str] | str | os.PathLike[str] | None = None,
     limits: UploadLimits | None = None,
@@ -71,31 +72,32 @@ def create_app(
     None for ``$CREDENTIALS_DIRECTORY/central-tokens``. The upload store is
     ``app.state.uploads``, the station authentication dependency ``app.state.auth``.
 
-    The MQTT-fed catalog (``catalog_path``, default ``<data_dir>/central-catalog.db``) is
-    ``app.state.catalog`` and is served read-only under ``/api`` to holders of a reader token
-    (``api_tokens``: token -> reader name, a ``[readers]`` file, or None for
-    ``$CREDENTIALS_DIRECTORY/central-api-tokens``; see :mod:`central.api`). With ``mqtt`` set,
-    an :class:`~central.consumer.MqttConsumer` runs with the app and fills the catalog with what
-    enrolled stations signed: ``station_keys`` is the enrolment register (station id -> public
-    key, a register file, or None for ``$CREDENTIALS_DIRECTORY/central-station-keys``; see
-    :mod:`central.enrolment`); ``signing_key`` signs its commands (:func:`_signing_key`);
-    ``centre`` holds the thresholds of the health words and of the rules run periodically.
-    The dashboard (:mod:`central.web`; ``dashboard``) is at ``/``. ``limits`` bound what each
-    station may announce and store (:mod:`central.limits`); ``max_requests`` the HTTP requests
-    inside the app at once (``app.state.gate``: one more is answered 429). ``/openapi.json``,
-    ``/docs``, ``/redoc`` are served only with ``api_docs``."""
+    The MQTT-fed catalog (``database``: a path or URL, :mod:`central.catalog.db`; default
+    ``<data_dir>/central-catalog.db``) is ``app.state.catalog`` and is served read-only under
+    ``/api`` to holders of a reader token (``api_tokens``: token -> reader name, a ``[readers]``
+    file, or None for ``$CREDENTIALS_DIRECTORY/central-api-tokens``; see :mod:`central.api`). With
+    ``mqtt`` set, an :class:`~central.consumer.MqttConsumer` runs with the app and fills the catalog
+    with what enrolled stations signed: ``station_keys`` is the enrolment register (station id ->
+    public key, a register file, or None for ``$CREDENTIALS_DIRECTORY/central-station-keys``; see
+    :mod:`central.enrolment`); ``signing_key`` signs its commands (:func:`_signing_key`); ``centre``
+    holds the thresholds of the health words and of the rules run periodically. The dashboard
+    (:mod:`central.web`; ``dashboard``) is at ``/``. ``limits`` bound what each station may announce
+    and store (:mod:`central.limits`); ``max_requests`` the HTTP requests inside the app at once
+    (``app.state.gate``: one more is answered 429). ``/openapi.json``, ``/docs``, ``/redoc`` are
+    served only with ``api_docs``."""
     token_map = tokens if isinstance(tokens, Mapping) else load_tokens(tokens)
     auth = TokenAuth(token_map)
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = UploadStore(data_dir, max_size=max_size, workers=verify_workers, limits=limits)
+    catalog = _open_catalog(database or data_dir / "central-catalog.db")  # receipts go with it
+    store = UploadStore(data_dir, max_size=max_size, workers=verify_workers, limits=limits,
+                        database=catalog.database)  # fmt: skip
     app = _bare_app(api_docs=api_docs, max_requests=max_requests)
     app.state.uploads = store
     app.state.auth = auth
     app.state.upload_expiry = upload_expiry
     app.state.expiry_interval = expiry_interval
     include_tus(app, store, prefix=prefix)
-    catalog = _open_catalog(Path(catalog_path or data_dir / "central-catalog.db"))
     readers = ReaderAuth(
         api_tokens if isinstance(api_tokens, Mapping) else load_reader_tokens(api_tokens)
     )
@@ -106,10 +108,15 @@ def create_app(
     return app
 
 
-def _open_catalog(path: Path) -> CentralCatalog:
-    """The central catalog in ``path``, in a folder and a file only its owner can read."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return CentralCatalog(private_file(path))
+def _open_catalog(database: str | os.PathLike[str]) -> CentralCatalog:
+    """The central catalog in ``database``; a SQLite file in a folder and a file only its
+    owner can read."""
+    found = db.parse(database)
+    logger.info("central catalog: %s", found)  # a URL's password is never shown
+    if found.path is None:
+        return CentralCatalog(found)
+    found.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return CentralCatalog(private_file(found.path))
 
 
 def _consumer(
@@ -159,6 +166,7 @@ def _bare_app(*, api_docs: bool, max_requests: int) -> FastAPI:
         **({} if api_docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}),
     )
     app.state.gate = RequestGate(max_requests)
+    app.add_middleware(NulMiddleware)
     app.add_middleware(GateMiddleware, gate=app.state.gate)
     plain_openapi = app.openapi
 

@@ -20,6 +20,7 @@ from central.options import (
     WorkerChoices,
     centre_options,
     dashboard_options,
+    database_option,
     serve_limit_options,
     upload_limit_options,
     worker_options,
@@ -163,9 +164,11 @@ def _consumer_settings(
     "the commands sent to stations. Default: $CREDENTIALS_DIRECTORY/central-signing-key when "
     "present; none: commands wait in the catalog, unsent.",
 )
+@database_option
 @click.option("--log-level", default="info", show_default=True, help="Log level.")
 def main(
     data_dir,
+    database,
     tokens_file,
     host,
     port,
@@ -215,6 +218,7 @@ def main(
             dashboard=dashboard.options(),
             signing_key=signing_key_file,
             centre=centre,
+            database=database,
         )
     except CredentialsError as exc:
         click.echo(f"recdock-central: {exc}", err=True)

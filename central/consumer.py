@@ -283,9 +283,7 @@ class MqttConsumer:
         counted: Counter[str] = Counter()
         self.handler.stats = counted
         try:
-            with self.catalog.tx():
-                for m in batch:
-                    self.handle(m.topic, m.payload, retained=m.retained)
+            self.handler.handle_batch([(m.topic, m.payload, m.retained) for m in batch])
         except Exception:
             self.stats["errors"] += len(batch)
             logger.exception("central consumer: could not store %d messages", len(batch))

@@ -27,6 +27,21 @@ from central.settings import DEFAULT_POLL_SECONDS, CentreSettings
 
 _U, _S = UploadLimits(), ServeLimits()
 
+DATABASE_ENV = "RECDOCK_CENTRAL_DATABASE"
+
+#: ``--database``: where the central catalog lives (every command that opens it takes it).
+database_option = click.option(
+    "--database",
+    envvar=DATABASE_ENV,
+    show_envvar=True,
+    default=None,
+    metavar="URL",
+    help="The central catalog: a SQLite file (a path, or sqlite:///path) or PostgreSQL "
+    "(postgresql://user@host/name, or with ?host=/run/postgresql for its socket; the receipts "
+    "go there too). Keep a password out of the URL (ps shows it): libpq reads ~/.pgpass or "
+    "PGPASSFILE. Default: <data>/central-catalog.db.",
+)
+
 UPLOAD_OPTIONS = {
     "metadata_bytes": (
         "--max-metadata-bytes",

@@ -13,11 +13,11 @@ from __future__ import annotations
 import csv
 import io
 import socket
-import sqlite3
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from central.catalog import report
+from central.catalog.db import Connection
 
 
 class PeriodError(ValueError):
@@ -55,7 +55,7 @@ def _utc_start(day: date) -> str:
 
 
 def build(
-    conn: sqlite3.Connection,
+    conn: Connection,
     first: date,
     last: date,
     *,

@@ -12,6 +12,9 @@ and a gate on the requests the app works on at once.
 * **Requests in flight** (:class:`RequestGate`): at most ``max_requests`` HTTP requests are
   inside the app at once; one more is answered ``429`` with ``Retry-After`` at once, before
   authentication or any disk or database work.
+* **A NUL character** (``%00``) in a request's path or query is answered ``422`` at once
+  (:class:`NulMiddleware`): no route takes one, and a catalog on PostgreSQL could not even
+  look it up (its text holds no NUL), where SQLite would only find nothing.
 """
 
 from __future__ import annotations
@@ -83,6 +86,38 @@ class GateMiddleware:
             await self.app(scope, receive, send)
         finally:
             gate.in_flight -= 1
+
+
+def _nul(where: str) -> bytes:
+    """The answer, shaped as FastAPI's own 422 (``HTTPValidationError``)."""
+    msg = f"the request's {where} carries a NUL character (%00), which no route takes"
+    return json.dumps({"detail": [{"loc": [where], "msg": msg, "type": "value_error"}]}).encode()
+
+
+class NulMiddleware:
+    """Pure ASGI: answers 422 to a request whose path or query carries a NUL character."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query = scope.get("query_string", b"").lower()
+        where = "path" if "\x00" in scope.get("path", "") else None
+        if b"%00" in query or b"\x00" in query:
+            where = "query"
+        if where is None:
+            await self.app(scope, receive, send)
+            return
+        body = _nul(where)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 422, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _headers_too_large(limit: int) -> bytes:

@@ -6,8 +6,9 @@ The tus endpoint (:mod:`central.tus`) serves this store over HTTP. Rules this mo
   (offsets recorded atomically and durably; ids checked before they touch a path).
 * After the last byte the stored file is re-read and hashed (SHA-256, and SM3 when the station sent
   one) in a worker thread, off the request path. A match moves it, read-only (0400), to
-  ``objects/sha256/ab/cd/<sha256>`` (fsync file, link, fsync folders) and records a receipt in
-  ``receipts.sqlite`` (:mod:`central.catalog.receipts`); a mismatch deletes the partial upload and
+  ``objects/sha256/ab/cd/<sha256>`` (fsync file, link, fsync folders) and records a receipt
+  (:mod:`central.catalog.receipts`: ``receipts.sqlite``, or the PostgreSQL catalog's database);
+  a mismatch deletes the partial upload and
   records why.
 * Content the same station already uploaded (same ``sha256`` and size, and SM3 when given) gets
   a receipt for a new upload id at once (:meth:`UploadStore.deduplicate`): nothing is re-sent.
@@ -72,6 +73,15 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _private_database(place: receipts.Place) -> None:
+    """The receipts' SQLite file and its WAL, owner only (an older version's were 0644)."""
+    if isinstance(place, Path):
+        private_file(place)
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(place.with_name(place.name + suffix), 0o600)
+
+
 class UploadStore:
     """Partial uploads, verified objects and receipts under one data folder."""
 
@@ -83,20 +93,19 @@ class UploadStore:
         workers=2,
         limits: UploadLimits | None = None,
         lease_s: float = DEFAULT_LEASE_S,
+        database: str | os.PathLike[str] | None = None,
     ):
         self.data_dir = Path(data_dir)
         self.max_size = max_size
         self.limits = limits or UploadLimits()
         self.uploads_dir = self.data_dir / "uploads"
         self.objects_dir = self.data_dir / "objects" / "sha256"
-        self.db_path = self.data_dir / "receipts.sqlite"
+        # beside the catalog on PostgreSQL (``database``), else receipts.sqlite here
+        self.db_path = receipts.location(self.data_dir, database)
         private_dir(self.data_dir)
         for d in (self.objects_dir.parent, self.objects_dir):
             private_dir(d)
-        private_file(self.db_path)
-        for suffix in ("-wal", "-shm"):  # an older version's were 0644
-            with contextlib.suppress(FileNotFoundError):
-                os.chmod(self.db_path.with_name(self.db_path.name + suffix), 0o600)
+        _private_database(self.db_path)
         receipts.create(self.db_path)
         self.folder = UploadFolder(self.uploads_dir, self.db_path)
         self.admission = Admission(

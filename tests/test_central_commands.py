@@ -49,8 +49,8 @@ def station(home: Path) -> Catalog:
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> MqttConsumer:
-    catalog = CentralCatalog(tmp_path / "central.db")
+def central(central_db: str) -> MqttConsumer:
+    catalog = CentralCatalog(central_db)
     keys = StationKeys(register({STATION: KEY}))
     from central.consumer import ConsumerSettings
 
@@ -181,10 +181,10 @@ def retained_now(broker: Mosquitto, topic: str, identity: str = STATION) -> list
 @needs_mosquitto
 @needs_openssl
 def test_commands_reach_the_station_signed_and_are_cleared_once_applied(
-    tmp_path: Path, station: Catalog
+    tmp_path: Path, station: Catalog, central_db: str
 ) -> None:
     with Mosquitto(tmp_path / "broker") as broker:
-        catalog = CentralCatalog(tmp_path / "central.db")
+        catalog = CentralCatalog(central_db)
         keys = StationKeys(register({STATION: KEY}))
         consumer = MqttConsumer(
             catalog, broker.consumer_settings(), keys=keys, signing_key=CENTRE_KEY

@@ -31,6 +31,7 @@ from central.enrolment import StationKeys
 from sync.wire import topics
 from sync.wire.chain import GENESIS, entry_hash
 from sync.wire.signing import sign_payload
+from tests.central_db import open_connections, writes_fail
 from tests.central_server import TOKENS, serve_app
 from tests.mosquitto import Mosquitto
 from tests.recorders import wait_for
@@ -54,8 +55,8 @@ def consumer_for(catalog: CentralCatalog, settings: ConsumerSettings | None = No
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> MqttConsumer:
-    cat = CentralCatalog(tmp_path / "central.db")
+def central(central_db: str) -> MqttConsumer:
+    cat = CentralCatalog(central_db)
     consumer = consumer_for(cat)
     yield consumer
     cat.close()
@@ -280,15 +281,13 @@ def test_a_fault_topic_carries_no_dot_and_the_old_form_is_still_taken(
 # -- the JSON API over HTTP ----------------------------------------------------------------
 
 
-def test_catalog_closes_the_connections_of_threads_that_ended(tmp_path: Path) -> None:
+def test_catalog_closes_the_connections_of_threads_that_ended(central_db: str) -> None:
     """The API reads the catalog from the server's worker threads, which come and go (anyio
     ends one idle for 10 s): a connection per thread must not outlive its thread."""
-    catalog = CentralCatalog(tmp_path / "central.db")
-    db = os.path.realpath(catalog.path)
+    catalog = CentralCatalog(central_db)
 
     def open_on_db() -> int:
-        fds = os.listdir("/proc/self/fd")
-        return sum(1 for fd in fds if os.path.realpath(f"/proc/self/fd/{fd}") == db)
+        return open_connections(catalog)
 
     def readers(n: int) -> int:
         for _ in range(n):
@@ -306,8 +305,12 @@ def test_catalog_closes_the_connections_of_threads_that_ended(tmp_path: Path) ->
     assert open_on_db() == 0
 
 
-def test_api_serves_the_catalog_to_reader_tokens_only(home: Path, tmp_path: Path) -> None:
-    app = create_app(tmp_path / "data", TOKENS, api_tokens={READER: "supervisor"})
+def test_api_serves_the_catalog_to_reader_tokens_only(
+    home: Path, tmp_path: Path, central_db: str
+) -> None:
+    app = create_app(
+        tmp_path / "data", TOKENS, api_tokens={READER: "supervisor"}, database=central_db
+    )
     station = Catalog(home / "catalog.db", station_id=STATION)
     add_events(station, 3)
     report_fault(station, "store.full", "store", "the store reached its reserve")
@@ -352,7 +355,7 @@ def outbox_size(catalog: Catalog) -> int:
 @needs_mosquitto
 @pytest.mark.slow
 def test_events_exactly_once_across_a_broker_outage_and_station_restarts(
-    tmp_path: Path, home: Path
+    tmp_path: Path, home: Path, central_db: str
 ) -> None:
     outage_s = float(os.environ.get("RECDOCK_TEST_OUTAGE_S", "60"))
     # A production broker keeps sessions (persistence true): the central store's subscription
@@ -361,7 +364,7 @@ def test_events_exactly_once_across_a_broker_outage_and_station_restarts(
     # and the central store can only show the gap.
     broker = Mosquitto(tmp_path / "broker", persistence=True)
     broker.start()
-    central_cat = CentralCatalog(tmp_path / "central.db")
+    central_cat = CentralCatalog(central_db)
     keys = StationKeys(register({STATION: home_key(home)}))  # the station process's own key
     settings = broker.consumer_settings(reconnect_max_s=2)
     consumer = MqttConsumer(central_cat, settings, keys=keys)
@@ -433,20 +436,18 @@ def test_events_exactly_once_across_a_broker_outage_and_station_restarts(
 
 def test_a_batch_is_counted_only_once_it_is_committed(home: Path, central: MqttConsumer) -> None:
     """A commit that fails (here: SQLite's own "database or disk is full", the file capped
-    with max_page_count on the writing connection) counts nothing but errors and stores
-    nothing; the same batch tried again is stored and counted once (central/consumer.py)."""
+    with max_page_count on the writing connection; PostgreSQL's lock timeout) counts nothing
+    but errors and stores nothing; the same batch tried again is stored and counted once
+    (central/consumer.py)."""
     from central.consumer import _Incoming
 
     station = Catalog(home / "catalog.db", station_id=STATION)
     add_events(station, 40)
     batch = [_Incoming(t, p, False, i + 1, 0) for i, (t, p) in enumerate(station_messages(station))]
-    conn = central.catalog.conn  # this thread's connection: the one store_batch writes with
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    conn.execute(f"PRAGMA max_page_count = {pages}")
-    assert central.store_batch(batch) is False
+    with writes_fail(central.catalog):  # on this thread's connection: store_batch's
+        assert central.store_batch(batch) is False
     assert dict(central.stats) == {"errors": len(batch)}
     assert central.catalog.counts()["events"] == 0
-    conn.execute("PRAGMA max_page_count = 1073741823")
     assert central.store_batch(batch) is True
     assert central.stats["stored"] == central.stats["received"] == len(batch)
     assert central.catalog.counts()["events"] == len(batch)

@@ -19,11 +19,11 @@ def auth(token: str) -> dict[str, str]:
     return {**TUS, "Authorization": f"Bearer {token}"}
 
 
-def test_another_station_gets_no_receipt_for_bytes_it_never_sent(tmp_path):
+def test_another_station_gets_no_receipt_for_bytes_it_never_sent(tmp_path, central_db):
     data = tmp_path / "central"
     path, sha = make_file(tmp_path / "clip.mp4", 256 * 1024 + 5)
     size = path.stat().st_size
-    with serve_app(create_app(data, TOKENS)) as url:
+    with serve_app(create_app(data, TOKENS, database=central_db)) as url:
         a = TusUploader(f"{url}/files/", TOKEN_A).upload(
             path, sha256=sha, metadata={"device": "A-CAM"}
         )

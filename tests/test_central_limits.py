@@ -139,8 +139,9 @@ def test_upload_metadata_with_too_many_keys_is_refused(central):
 # -- per station ------------------------------------------------------------------------------
 
 
-def limited(tmp_path, **limits):
-    return serve_app(create_app(tmp_path / "central", TOKENS, limits=UploadLimits(**limits)))
+def limited(tmp_path, database=None, **limits):
+    app = create_app(tmp_path / "central", TOKENS, limits=UploadLimits(**limits), database=database)
+    return serve_app(app)
 
 
 def test_open_uploads_per_station(tmp_path):
@@ -180,9 +181,10 @@ def test_unfinished_bytes_per_station(tmp_path):
         assert post(url, 600, metadata()).status_code == 201  # 300 + 600 left to send
 
 
-def test_stored_bytes_per_day_per_station(tmp_path):
+def test_stored_bytes_per_day_per_station(tmp_path, central_db):
+    """(The day's bytes are read from the receipts: on both databases.)"""
     path, sha = make_file(tmp_path / "clip.mp4", 600)
-    with limited(tmp_path, daily_bytes=1000) as url:
+    with limited(tmp_path, central_db, daily_bytes=1000) as url:
         assert TusUploader(f"{url}/files/", TOKEN_A).upload(path, sha256=sha).verified
         refused = post(url, 600, metadata())
         assert refused.status_code == 429 and refused.json()["error"] == "daily_bytes"

@@ -1,8 +1,9 @@
 """The central store keeps answering while its receipts database is locked by someone else.
 
-Requests that need the database wait for the lock (SQLite's 30 s busy timeout) in a worker
-thread; every other request (OPTIONS, HEAD of an unfinished upload) is answered at once, because
-no handler waits for SQLite or a file on the event loop.
+Requests that need the database wait for the lock (SQLite's 30 s busy timeout; PostgreSQL's
+lock, held by another connection) in a worker thread; every other request (OPTIONS, HEAD of an
+unfinished upload) is answered at once, because no handler waits for the database or a file on
+the event loop.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import requests
 
 from central.app import create_app
+from central.catalog.db import Database
 from tests.central_server import TOKEN_A, TOKENS, serve_app
 from tests.test_central_upload import auth, create
 
@@ -37,8 +39,18 @@ db.execute("COMMIT")
 
 
 @contextlib.contextmanager
-def locked(db: Path) -> Iterator[None]:
-    """Hold ``db`` locked from another process until the block ends."""
+def locked(db: Path | Database) -> Iterator[None]:
+    """Hold ``db`` (the receipts' SQLite file, or on PostgreSQL their tables and the uploads')
+    locked from another process until the block ends."""
+    if isinstance(db, Database):
+        import psycopg
+
+        with psycopg.connect(str(db.url), autocommit=True) as holder:
+            holder.execute("BEGIN")
+            holder.execute("LOCK TABLE receipts, failures, uploads IN ACCESS EXCLUSIVE MODE")
+            yield
+            holder.execute("COMMIT")
+        return
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLDER, str(db)],
         stdin=subprocess.PIPE,
@@ -54,11 +66,14 @@ def locked(db: Path) -> Iterator[None]:
         assert holder.wait(10) == 0
 
 
-def test_server_answers_while_the_receipts_database_is_locked(tmp_path: Path) -> None:
+def test_server_answers_while_the_receipts_database_is_locked(
+    tmp_path: Path, central_db: str
+) -> None:
     data = tmp_path / "central"
-    with serve_app(create_app(data, TOKENS)) as url, ThreadPoolExecutor(4) as pool:
+    app = create_app(data, TOKENS, database=central_db)
+    with serve_app(app) as url, ThreadPoolExecutor(4) as pool:
         unfinished = create(url, TOKEN_A, 10, "c" * 64).headers["Location"]
-        with locked(data / "receipts.sqlite"):
+        with locked(app.state.uploads.db_path):
             # a receipt of an unknown upload is looked up in the database, and so is an upload's
             # record (every worker shares it): these wait
             waiting = [

@@ -43,10 +43,12 @@ expected-statuses = ["400", "401", "403", "412", "415", "422"]
 
 
 @pytest.fixture
-def central(tmp_path):
+def central(tmp_path, central_db):
     readers = tmp_path / "api-tokens.toml"
     readers.write_text(f'[readers]\nsupervisor = "{READER_TOKEN}"\n')
     args = ("--api-docs", "--api-tokens", str(readers))
+    if "://" in central_db:  # PostgreSQL: recdock-central --database URL
+        args += ("--database", central_db)
     with live_central(tmp_path / "data" / "central", *args) as url:
         yield url
 

@@ -20,6 +20,7 @@ from central.app import create_app
 from central.catalog import faults
 from sync.wire.chain import GENESIS, canonical, entry_hash
 from tests.central_server import TOKENS, serve_app
+from tests.conftest import BACKENDS
 
 READER = "reader-token-0123456789abcdef"
 NOW = datetime.now(UTC)
@@ -58,10 +59,13 @@ def _fill(catalog) -> None:  # noqa: ANN001
                            unit="U1")  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory):
+@pytest.fixture(scope="module", params=BACKENDS)
+def api(request: pytest.FixtureRequest, tmp_path_factory):  # noqa: ANN001, ANN201
+    """The served API, on each backend (as ``central_db``, for the whole module)."""
+    postgres = request.param == "postgresql"
+    database = request.getfixturevalue("postgres_cluster").fresh_database() if postgres else None
     data = Path(tmp_path_factory.mktemp("paging")) / "data"
-    app = create_app(data, TOKENS, api_tokens={READER: "supervisor"})
+    app = create_app(data, TOKENS, api_tokens={READER: "supervisor"}, database=database)
     _fill(app.state.catalog)
     with serve_app(app) as url:
         yield url

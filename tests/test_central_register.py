@@ -20,6 +20,7 @@ from central.catalog import CentralCatalog
 from central.catalog import commands as command_rows
 from central.consumer import MqttConsumer
 from central.enrolment import StationKeys
+from central.options import DATABASE_ENV
 from central.rules import evaluate
 from central.settings import CentreSettings
 from sync.wire import commands, topics
@@ -35,10 +36,12 @@ CENTRE_KEY = new_key()
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> MqttConsumer:
+def central(tmp_path: Path, central_db: str) -> MqttConsumer:
     from central.consumer import ConsumerSettings
 
-    catalog = CentralCatalog(tmp_path / "data" / "central-catalog.db")
+    # the server's own catalog, where `recdock-central register --data` finds it
+    sqlite = "://" not in central_db
+    catalog = CentralCatalog(tmp_path / "data" / "central-catalog.db" if sqlite else central_db)
     consumer = MqttConsumer(catalog, ConsumerSettings(port=1), keys=StationKeys(register(KEYS)))
     yield consumer
     catalog.close()
@@ -65,16 +68,19 @@ def sent(catalog: CentralCatalog, kind: str = "register") -> list[dict]:
 
 
 def test_register_set_on_the_command_line_keeps_the_entry_and_queues_it_for_every_station(
-    central: MqttConsumer, tmp_path: Path
+    central: MqttConsumer, tmp_path: Path, central_db: str
 ) -> None:
     status(central, "ST-1")
     status(central, "ST-2")
     data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    # PostgreSQL's URL in the environment, as a service's unit file would give it
+    env = {DATABASE_ENV: central_db} if "://" in central_db else {}
     args = ["register", "set", "R-9", "--data", str(data), "--lifecycle", "in_service",
             "--officer", "O-1", "--unit", "U-1", "--by", "admin.wang"]  # fmt: skip
-    done = CliRunner().invoke(admin, args)
+    done = CliRunner().invoke(admin, args, env=env)
     assert done.exit_code == 0, done.output
-    listed = CliRunner().invoke(admin, ["register", "list", "--data", str(data), "--json"])
+    listed = CliRunner().invoke(admin, ["register", "list", "--data", str(data), "--json"], env=env)
     [entry] = json.loads(listed.stdout)
     assert (entry["serial"], entry["lifecycle"], entry["officer"], entry["unit"]) == (
         "R-9", "in_service", "O-1", "U-1"

@@ -30,8 +30,8 @@ def now() -> datetime:
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> MqttConsumer:
-    catalog = CentralCatalog(tmp_path / "central.db")
+def central(central_db: str) -> MqttConsumer:
+    catalog = CentralCatalog(central_db)
     consumer = MqttConsumer(catalog, ConsumerSettings(port=1), keys=StationKeys(register(KEYS)))
     yield consumer
     catalog.close()
@@ -169,13 +169,13 @@ def send_event(central, station: str, seq: int, kind: str, subject: str, data: d
     send(central, station, topics.event(station), doc)
 
 
-def test_recdock_central_runs_the_rules_by_itself(tmp_path: Path) -> None:
+def test_recdock_central_runs_the_rules_by_itself(tmp_path: Path, central_db: str) -> None:
     from central.app import create_app
     from tests.central_server import TOKENS, serve_app
     from tests.recorders import wait_for
 
     settings = CentreSettings(station_offline_minutes=0, rules_interval_s=1)
-    app = create_app(tmp_path / "data", TOKENS, api_tokens={}, centre=settings)
+    app = create_app(tmp_path / "data", TOKENS, api_tokens={}, centre=settings, database=central_db)
     catalog = app.state.catalog
     catalog.record_status("ST-1", {"station": "ST-1", "state": "offline"}, live=True,
                           received_at=(now() - timedelta(minutes=1)).isoformat())  # fmt: skip

@@ -12,7 +12,6 @@ register with ``recdock-central enrol``.
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,7 @@ from central.enrolment import StationKeys, load_station_keys
 from sync.wire import commands, topics
 from sync.wire.chain import canonical, entry_hash
 from sync.wire.signing import public_key_text, sign_payload
+from tests.central_db import writes_blocked
 from tests.central_server import TOKEN_A, TOKEN_B, TOKENS, serve_app
 from tests.mosquitto import Mosquitto
 from tests.recorders import wait_for
@@ -48,8 +48,8 @@ def station(home: Path) -> Catalog:
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> MqttConsumer:
-    catalog = CentralCatalog(tmp_path / "central.db")
+def central(central_db: str) -> MqttConsumer:
+    catalog = CentralCatalog(central_db)
     consumer = MqttConsumer(
         catalog, ConsumerSettings(port=1), keys=StationKeys(register({STATION: KEY}))
     )
@@ -215,15 +215,20 @@ def test_an_operator_re_baselines_a_broken_chain_audited(
     data = tmp_path / "data"
     data.mkdir()
     central.catalog.close()
-    # the server's own catalog file, as `recdock-central rebaseline --data` finds it
-    Path(central.catalog.path).rename(data / "central-catalog.db")
+    # the server's own catalog, as `recdock-central rebaseline --data [--database]` finds it
+    where = central.catalog.database
+    if where.path is not None:
+        where = where.path.rename(data / "central-catalog.db")
+        database = []
+    else:
+        database = ["--database", where.url]
     result = CliRunner().invoke(
         admin,
-        ["rebaseline", STATION, "--data", str(data), "--operator", "li.wei"]
+        ["rebaseline", STATION, "--data", str(data), "--operator", "li.wei", *database]
         + ["--reason", "catalog replaced after the disk failed; checked on site"],
     )
     assert result.exit_code == 0, result.output
-    catalog = CentralCatalog(data / "central-catalog.db")
+    catalog = CentralCatalog(where)
     consumer = MqttConsumer(catalog, ConsumerSettings(port=1), keys=central.handler.keys)
     try:
         assert feed(consumer, queued(replaced, KEY)) == ["stored", "stored"]
@@ -255,10 +260,10 @@ def test_rebaseline_refuses_a_hash_that_does_not_fit(tmp_path: Path) -> None:
 @needs_mosquitto
 @needs_openssl
 def test_an_oversize_payload_is_dropped_and_counted_never_stored(
-    tmp_path: Path, station: Catalog
+    tmp_path: Path, station: Catalog, central_db: str
 ) -> None:
     with Mosquitto(tmp_path / "broker") as broker:
-        catalog = CentralCatalog(tmp_path / "central.db")
+        catalog = CentralCatalog(central_db)
         settings = broker.consumer_settings(max_payload_bytes=4096)
         consumer = MqttConsumer(catalog, settings, keys=StationKeys(register({STATION: KEY})))
         consumer.start()
@@ -287,16 +292,15 @@ def test_an_oversize_payload_is_dropped_and_counted_never_stored(
 @needs_mosquitto
 @needs_openssl
 def test_the_consumer_queue_is_bounded_while_the_catalog_cannot_write(
-    tmp_path: Path, station: Catalog
+    tmp_path: Path, station: Catalog, central_db: str
 ) -> None:
     """While the writer cannot store (the catalog locked), paho's thread waits for room: the
     queue never holds more than ``queue_max``; nothing is lost once the lock is gone."""
     with Mosquitto(tmp_path / "broker") as broker:
-        catalog = CentralCatalog(tmp_path / "central.db")
+        catalog = CentralCatalog(central_db)
         settings = broker.consumer_settings(queue_max=3)
         consumer = MqttConsumer(catalog, settings, keys=StationKeys(register({STATION: KEY})))
-        blocker = sqlite3.connect(tmp_path / "central.db", timeout=0)
-        blocker.execute("BEGIN IMMEDIATE")  # the writer's transactions now fail: locked
+        blocker = writes_blocked(catalog)  # the writer's transactions now wait: locked
         sizes: list[int] = []
         real_put = consumer._queue.put
 
@@ -316,10 +320,10 @@ def test_the_consumer_queue_is_bounded_while_the_catalog_cannot_write(
                 sender.publish(topic, payload, qos=1).wait_for_publish(10)
             wait_for(lambda: consumer.stats["queue_full"] >= 1, what="paho waiting for room")
             assert max(sizes) <= 3
-            blocker.rollback()
+            blocker.release()
             wait_for(lambda: len(catalog.event_ids(STATION)) == 20, 30, "every event stored")
         finally:
-            blocker.close()
+            blocker.release()
             sender.disconnect()
             sender.loop_stop()
             consumer.stop()
@@ -335,11 +339,12 @@ def chain_of(catalog: CentralCatalog) -> dict:
 
 
 def test_the_api_shows_alerts_and_gives_a_station_its_own_chain_head(
-    station: Catalog, tmp_path: Path
+    station: Catalog, tmp_path: Path, central_db: str
 ) -> None:
     app = create_app(
         tmp_path / "data",
         TOKENS,
+        database=central_db,
         api_tokens={READER: "supervisor"},
         station_keys=register({STATION: KEY}),
         mqtt=ConsumerSettings(port=1),  # not started: fed below
@@ -401,11 +406,11 @@ def test_enrol_writes_the_register_rekeys_and_gives_a_token_once(tmp_path: Path)
 
 
 def test_the_consumer_takes_a_newly_enrolled_station_without_a_restart(
-    tmp_path: Path, station: Catalog
+    tmp_path: Path, station: Catalog, central_db: str
 ) -> None:
     keys_file = tmp_path / "station-keys.toml"
     keys_file.write_text("[stations]\n")
-    catalog = CentralCatalog(tmp_path / "central.db")
+    catalog = CentralCatalog(central_db)
     consumer = MqttConsumer(catalog, ConsumerSettings(port=1), keys=StationKeys(keys_file))
     add_events(station, 1)
     [message] = queued(station, KEY)

@@ -37,9 +37,9 @@ def auth(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def central(tmp_path):
+def central(tmp_path, central_db):
     data = tmp_path / "central"
-    app = create_app(data, TOKENS)
+    app = create_app(data, TOKENS, database=central_db)
     with serve_app(app) as url:
         yield url, data, app
 
@@ -199,18 +199,18 @@ def test_protocol_rules(central):
     assert resp.status_code == 413 and resp.headers["Upload-Offset"] == "10"
 
 
-def test_acknowledged_offset_survives_a_restart(tmp_path):
+def test_acknowledged_offset_survives_a_restart(tmp_path, central_db):
     data = tmp_path / "central"
     sha = hashlib.sha256(b"1234567890").hexdigest()
     headers = {**auth(TOKEN_A), "Content-Type": "application/offset+octet-stream"}
-    with serve_app(create_app(data, TOKENS)) as url:
+    with serve_app(create_app(data, TOKENS, database=central_db)) as url:
         location = create(url, TOKEN_A, 10, sha).headers["Location"]
         resp = requests.patch(location, data=b"12345", headers={**headers, "Upload-Offset": "0"})
         assert resp.status_code == 204
     upload_id = location.rsplit("/", 1)[1]
     with open(data / "uploads" / f"{upload_id}.part", "ab") as f:
         f.write(b"bytes never acknowledged")
-    with serve_app(create_app(data, TOKENS)) as url:
+    with serve_app(create_app(data, TOKENS, database=central_db)) as url:
         location = f"{url}/files/{upload_id}"
         resp = requests.head(location, headers=auth(TOKEN_A), timeout=5)
         assert resp.headers["Upload-Offset"] == "5"
@@ -227,10 +227,10 @@ def test_expire_uploads_removes_only_abandoned_ones(central, tmp_path):
     url, data, app = central
     old = create(url, TOKEN_A, 10, "d" * 64).headers["Location"].rsplit("/", 1)[1]
     new = create(url, TOKEN_A, 10, "e" * 64).headers["Location"].rsplit("/", 1)[1]
-    uploads.set_touched(data / "receipts.sqlite", old, time.time() - 3600)
+    uploads.set_touched(app.state.uploads.db_path, old, time.time() - 3600)
     assert app.state.uploads.expire_uploads(older_than=600) == [old]
     assert sorted(p.name for p in (data / "uploads").iterdir()) == [f"{new}.part"]
-    assert [r["id"] for r in uploads.records(data / "receipts.sqlite")] == [new]
+    assert [r["id"] for r in uploads.records(app.state.uploads.db_path)] == [new]
 
 
 def patch(location: str, offset: int, body: bytes, timeout: float = 10) -> requests.Response:

@@ -142,16 +142,18 @@ class Workers:
 
     def catalog(self) -> CentralCatalog:
         """The catalog the workers share, opened here to read it."""
-        assert self.database is None, "SQLite only here: another database brings its own"
-        return CentralCatalog(self.data / "central-catalog.db")
+        return CentralCatalog(self.database or self.data / "central-catalog.db")
 
     def log(self, name: str) -> str:
         return (self.folder / f"worker-{name}.log").read_text(errors="replace")[-3000:]
 
 
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    group = Workers(tmp_path / "workers")
+def workers(tmp_path: Path, central_db: str) -> Iterator[Workers]:
+    """Two workers' group on each backend: SQLite in the data folder (the default), or a
+    fresh PostgreSQL database handed to every worker as ``--database``."""
+    database = None if central_db.endswith(".db") else central_db
+    group = Workers(tmp_path / "workers", database=database)
     group.folder.mkdir()
     try:
         yield group

@@ -70,7 +70,7 @@ def offload(home: Path, catalog: Catalog) -> list[dict]:
 
 
 @pytest.fixture
-def centre(tmp_path: Path, home: Path) -> Iterator[Centre]:
+def centre(tmp_path: Path, home: Path, central_db: str) -> Iterator[Centre]:
     catalog = open_catalog(home, STATION)
     key = home_key(home)
     rows = offload(home, catalog)
@@ -85,7 +85,7 @@ def centre(tmp_path: Path, home: Path) -> Iterator[Centre]:
             "placed_by": "officer 0107",
         },
     )
-    app = dashboard_app(tmp_path, api_tokens={READER: "auditor"})
+    app = dashboard_app(tmp_path, api_tokens={READER: "auditor"}, database=central_db)
     clock = [datetime.now(UTC)]
     app.state.clock = lambda: clock[0]
     keys = StationKeys(register({STATION: key}))
@@ -243,9 +243,11 @@ def test_no_tus_route_serves_an_objects_bytes(centre) -> None:  # noqa: ANN001
 
 def export(c: Centre, request_id: str, *dests: Path) -> subprocess.CompletedProcess:
     data = c.app.state.uploads.data_dir
+    database = c.app.state.catalog.database  # the server's: a file or a PostgreSQL URL
     return subprocess.run(
         [sys.executable, "-m", "central.cli", "export", "--data", str(data),
-         "--access", request_id, *map(str, dests)],
+         "--database", str(database.path or database.url), "--access", request_id,
+         *map(str, dests)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 

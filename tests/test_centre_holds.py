@@ -74,8 +74,8 @@ def station(home: Path) -> Iterator[tuple[Catalog, Ed25519PrivateKey]]:
 
 
 @pytest.fixture
-def centre(tmp_path: Path, station) -> Iterator[MqttConsumer]:  # noqa: ANN001
-    catalog = CentralCatalog(tmp_path / "central.db")
+def centre(central_db: str, station) -> Iterator[MqttConsumer]:  # noqa: ANN001
+    catalog = CentralCatalog(central_db)
     keys = StationKeys(register({STATION: station[1]}))
     yield MqttConsumer(catalog, ConsumerSettings(port=1), keys=keys, signing_key=CENTRE_KEY)
     catalog.close()
@@ -330,11 +330,12 @@ class System:
 
 
 @pytest.fixture
-def system(tmp_path: Path) -> Iterator[System]:
+def system(tmp_path: Path, central_db: str) -> Iterator[System]:
     s = System(tmp_path)
     with s.broker:
         s.app = dashboard_app(
             tmp_path,
+            database=central_db,
             mqtt=s.broker.consumer_settings(),
             station_keys=register({STATION: s.key}),
             signing_key=CENTRE_KEY,
@@ -463,8 +464,8 @@ def test_a_recorders_page_shows_the_holds_on_it(system: System) -> None:
     assert f'data-hold="{held["id"]}"' in sup.get(f"{system.url}/recorders/{SERIAL}").text
 
 
-def test_a_viewer_cannot_place_or_release_a_hold(tmp_path: Path) -> None:
-    app = dashboard_app(tmp_path)
+def test_a_viewer_cannot_place_or_release_a_hold(tmp_path: Path, central_db: str) -> None:
+    app = dashboard_app(tmp_path, database=central_db)
     catalog: CentralCatalog = app.state.catalog
     catalog.record_status(STATION, None, live=False, received_at="2026-01-01T00:00:00")
     [held] = hold_actions.place_hold(

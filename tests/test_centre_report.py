@@ -157,8 +157,8 @@ def build(catalog: CentralCatalog) -> None:
 
 
 @pytest.fixture
-def catalog(tmp_path: Path):  # noqa: ANN201
-    c = CentralCatalog(tmp_path / "central.db")
+def catalog(central_db: str):  # noqa: ANN201
+    c = CentralCatalog(central_db)
     build(c)
     yield c
     c.close()
@@ -261,13 +261,13 @@ MARCH = {"from": "2026-03-01", "to": "2026-03-31"}
 
 
 @pytest.fixture
-def served(tmp_path: Path):  # noqa: ANN201
+def served(tmp_path: Path, central_db: str):  # noqa: ANN201
     """A served recdock-central (dashboard and API) whose catalog holds the fixture; the
     period's days are the centre's local days, so the test runs it in UTC."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TZ", "UTC")
         time.tzset()
-        app = dashboard_app(tmp_path, api_tokens={READER: "supervisor"})
+        app = dashboard_app(tmp_path, api_tokens={READER: "supervisor"}, database=central_db)
         build(app.state.catalog)
         with serve_app(app) as url:
             yield url

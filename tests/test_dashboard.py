@@ -40,10 +40,10 @@ KEY = new_key()
 
 
 @pytest.fixture
-def centre(tmp_path: Path):
+def centre(tmp_path: Path, central_db: str):
     """A served dashboard (its URL) whose catalog holds what station ST-A signed: a recorder
     docked three times and an open fault on it."""
-    app = dashboard_app(tmp_path)
+    app = dashboard_app(tmp_path, database=central_db)
     catalog: CentralCatalog = app.state.catalog
     consumer = MqttConsumer(
         catalog, ConsumerSettings(port=1), keys=StationKeys(register({STATION: KEY}))
@@ -298,7 +298,7 @@ def test_only_an_administrator_changes_the_register(centre) -> None:
 
 
 def test_the_stations_page_shows_store_space_backlog_clock_and_bays_with_words_and_shapes(
-    tmp_path: Path,
+    tmp_path: Path, central_db: str
 ) -> None:
     from datetime import UTC, datetime
 
@@ -306,7 +306,7 @@ def test_the_stations_page_shows_store_space_backlog_clock_and_bays_with_words_a
     from sync.wire.chain import canonical
     from sync.wire.signing import sign_payload
 
-    app = dashboard_app(tmp_path)
+    app = dashboard_app(tmp_path, database=central_db)
     keys = StationKeys(register({STATION: KEY}))
     consumer = MqttConsumer(app.state.catalog, ConsumerSettings(port=1), keys=keys)
     gib = 1024**3

@@ -90,11 +90,12 @@ class System:
 
 
 @pytest.fixture
-def system(tmp_path: Path) -> Iterator[System]:
+def system(tmp_path: Path, central_db: str) -> Iterator[System]:
     s = System(tmp_path)
     with s.broker:
         app = dashboard_app(
             tmp_path,
+            database=central_db,
             poll_seconds=1,
             mqtt=s.broker.consumer_settings(),
             station_keys=register({STATION: KEY}),

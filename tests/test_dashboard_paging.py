@@ -14,15 +14,19 @@ import pytest
 
 from central.web import board
 from tests.central_server import serve_app
+from tests.conftest import BACKENDS
 from tests.dashboard_tools import dashboard_app, login
 
 COUNT = 250
 NOW = datetime.now(UTC)
 
 
-@pytest.fixture(scope="module")
-def url(tmp_path_factory):
-    app = dashboard_app(Path(tmp_path_factory.mktemp("dash-paging")))
+@pytest.fixture(scope="module", params=BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path_factory):  # noqa: ANN001, ANN201
+    """The served dashboard, on each backend (as ``central_db``, for the whole module)."""
+    postgres = request.param == "postgresql"
+    database = request.getfixturevalue("postgres_cluster").fresh_database() if postgres else None
+    app = dashboard_app(Path(tmp_path_factory.mktemp("dash-paging")), database=database)
     catalog = app.state.catalog
     for r in range(COUNT):
         station = f"ST-{r % 3}"

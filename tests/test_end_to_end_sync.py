@@ -37,7 +37,7 @@ def test_docked_recorder_reaches_the_central_store(tmp_path: Path) -> None:
     app = create_app(
         tmp_path / "central",
         {STATION_TOKEN: "st-test"},
-        catalog_path=tmp_path / "central" / "central.db",
+        database=tmp_path / "central" / "central.db",
         mqtt=broker.consumer_settings(client_id="central-e2e"),
         api_tokens={READER_TOKEN: "supervisor"},
         station_keys=register({"st-test": key}),

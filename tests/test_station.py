@@ -233,11 +233,12 @@ def periods(events: list[tuple[float, int]]) -> tuple[list[float], list[float]]:
 
 
 def assert_blinks(station: Station, pin: int, since: float, on: float, off: float) -> None:
-    """The pin blinks ``on``/``off`` seconds since ``since`` (±40 %, ±80 ms: a loaded CI box)."""
+    """The pin blinks ``on``/``off`` seconds since ``since`` (±40 %, ±150 ms: a loaded CI box,
+    three test processes on two CPUs)."""
     wait_for(lambda: len(station.pin(pin, since)) >= 6, 15, f"pin {pin} to blink")
     ons, offs = periods(station.pin(pin, since)[1:])  # the first phase may have started earlier
     med = sorted(ons)[len(ons) // 2], sorted(offs)[len(offs) // 2]
-    slack_on, slack_off = max(on * 0.4, 0.08), max(off * 0.4, 0.08)
+    slack_on, slack_off = max(on * 0.4, 0.15), max(off * 0.4, 0.15)
     assert abs(med[0] - on) <= slack_on, (ons, on)
     assert abs(med[1] - off) <= slack_off, (offs, off)
 

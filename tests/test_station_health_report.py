@@ -167,11 +167,11 @@ def test_the_station_publishes_its_signed_report_on_connect_every_interval_and_a
 @needs_mosquitto
 @needs_openssl
 def test_the_centre_keeps_the_report_its_api_returns_it_and_the_stations_page_shows_it(
-    broker: Mosquitto, tmp_path: Path, home: Path, catalog
+    broker: Mosquitto, tmp_path: Path, home: Path, catalog, central_db: str
 ) -> None:
     offload(tmp_path, home, catalog)
     (tmp_path / "centre").mkdir()
-    app = dashboard_app(tmp_path / "centre", api_tokens={READER: "supervisor"})
+    app = dashboard_app(tmp_path / "centre", api_tokens={READER: "supervisor"}, database=central_db)
     keys = StationKeys(register({STATION: home_key(home)}))
     consumer = MqttConsumer(app.state.catalog, broker.consumer_settings(), keys=keys)
     consumer.start()
@@ -211,12 +211,12 @@ def test_the_centre_keeps_the_report_its_api_returns_it_and_the_stations_page_sh
 
 
 def test_a_forged_or_unsigned_report_is_a_security_alert_and_changes_nothing(
-    tmp_path: Path, home: Path, catalog
+    home: Path, catalog, central_db: str
 ) -> None:
     from central.catalog import CentralCatalog
 
     key = home_key(home)
-    central = CentralCatalog(tmp_path / "central.db")
+    central = CentralCatalog(central_db)
     consumer = MqttConsumer(central, broker_settings(), keys=StationKeys(register({STATION: key})))
     topic = topics.health(STATION)
     report = station_report(catalog, config(), home, SimulatedClock(synchronised=True))

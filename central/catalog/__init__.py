@@ -1,4 +1,5 @@
-"""The central store's catalog of what stations report over MQTT (SQLite, WAL).
+"""The central store's catalog of what stations report over MQTT: SQLite (WAL; the embedded
+default) or PostgreSQL, through one seam (:mod:`central.catalog.db`).
 
 Every SQL statement of the central store lives in this package, and every table has one owner
 module: ``stations`` (status, last seen, the latest health report, the head of each station's
@@ -14,29 +15,31 @@ at the centre), ``holds`` (every station's holds, and those placed at the centre
 (``access_requests`` and ``access_objects``: approved access at the centre) and
 ``access_log``; ``leases`` (which worker of a group does a one-at-a-time job: publishing
 commands). ``report`` owns no table: it reads across them for the compliance report and
-writes none. The upload receipts and failures live apart, in their own database file
-(``receipts.sqlite`` in the upload store's data folder): ``receipts``, which opens a connection
-per call, and beside it ``uploads`` (the unfinished uploads' records and leases). Other
-modules call :class:`CentralCatalog` and the owner modules' named functions;
-tests/test_code_shape.py keeps it so.
+writes none. The upload receipts and failures are kept by ``receipts``, which opens a
+connection per call, and beside them ``uploads`` (the unfinished uploads' records and leases):
+on SQLite in their own database file (``receipts.sqlite`` in the upload store's data folder),
+on PostgreSQL in the catalog's database. ``db`` is the seam to the database and ``paging`` a
+page's SQL; they own no table. Other modules call :class:`CentralCatalog` and the owner
+modules' named functions; tests/test_code_shape.py keeps it so.
 
 This module keeps the core: one connection per thread (``threading.local``), closed once its
 thread has ended (the API's worker threads come and go); the tables created on opening, and the
-columns added since a table was first made (each owner's ``COLUMNS``: additive only); writes
-in short ``BEGIN IMMEDIATE`` transactions, which the owner modules' write functions join and
-never commit; and a savepoint for one message inside a batch.
+columns added since a table was first made (each owner's ``COLUMNS``: additive only), under a
+lock on PostgreSQL (several workers may open it at once); the schema's version in
+``schema_version`` (:data:`MIGRATIONS`: each runs once, in the transaction that records it);
+writes in short transactions (``BEGIN IMMEDIATE`` on SQLite, ``BEGIN`` at READ COMMITTED on
+PostgreSQL), which the owner modules' write functions join and never commit; and a savepoint
+for one message inside a batch.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from central.catalog import (
@@ -46,6 +49,7 @@ from central.catalog import (
     bays,
     commands,
     conflicts,
+    db,
     devices,
     events,
     faults,
@@ -56,6 +60,7 @@ from central.catalog import (
     recorders,
     register,
     rejected,
+    report,
     stations,
 )
 
@@ -85,13 +90,13 @@ TABLES = (
 )
 
 
-def _add_index(conn: sqlite3.Connection, statement: str) -> None:
+def _add_index(conn: Any, statement: str) -> None:
     """Make an index; a unique one that the rows of an older version break is left out, said
     in the log, and the centre goes on (the checks above it still hold on SQLite)."""
     conn.execute("SAVEPOINT add_index")
     try:
         conn.execute(statement)
-    except sqlite3.IntegrityError as exc:
+    except db.integrity_errors(conn) as exc:
         conn.execute("ROLLBACK TO add_index")
         logger.warning("catalog: index not made (%s): %s", exc, statement)
     conn.execute("RELEASE add_index")
@@ -101,35 +106,47 @@ def now_utc() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-class CentralCatalog:
-    """The central SQLite catalog; safe to share between threads (a connection each)."""
+SCHEMA_VERSION = """CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER NOT NULL PRIMARY KEY,
+    applied_at TEXT NOT NULL,
+    note TEXT NOT NULL
+)"""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+#: The schema's versions, in order, each run once (in the transaction that records it) on a
+#: catalog that has not had it: (version, what it does, the function that does it). Version 1
+#: is the schema as the owner modules declare it, which every opening also makes sure of (its
+#: statements only add what is missing), so a catalog made before versions were kept gets it.
+MIGRATIONS: list[tuple[int, str, Callable[[Any], None]]] = [
+    (1, "the tables, columns and indexes of the owner modules", lambda conn: None),
+]
+
+
+class CentralCatalog:
+    """The central catalog (SQLite or PostgreSQL: ``database`` is a path or a URL,
+    :func:`central.catalog.db.parse`); safe to share between threads (a connection each)."""
+
+    def __init__(self, database: str | os.PathLike[str] | db.Database) -> None:
+        self.database = db.parse(database)
+        self.dialect = self.database.dialect
+        #: the errors that mean the catalog cannot store anything now (retry later)
+        self.unavailable = db.unavailable_errors(self.database)
+        if self.database.path is not None:
+            self.database.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._conns: dict[threading.Thread, sqlite3.Connection] = {}
+        self._conns: dict[threading.Thread, Any] = {}
         self._conns_lock = threading.Lock()
         with self.tx() as conn:
-            for table in TABLES:
-                for statement in table.SCHEMA:
-                    conn.execute(statement)
-                for name, column, declaration in getattr(table, "COLUMNS", ()):
-                    _add_column(conn, name, column, declaration)
-                for statement in getattr(table, "INDEXES", ()):
-                    _add_index(conn, statement)
+            conn.execute(self.dialect.schema_lock)
+            _create(conn)
+            _migrate(conn)
 
     @property
-    def conn(self) -> sqlite3.Connection:
+    def conn(self) -> Any:
+        """This thread's connection (``sqlite3.Connection``, or the PostgreSQL one with the
+        same face: :mod:`central.catalog.db`)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn = db.connect(self.database)
             self._local.conn = conn
             with self._conns_lock:
                 # a thread that ended cannot use its connection again: close it here
@@ -139,14 +156,14 @@ class CentralCatalog:
         return conn
 
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
+    def tx(self) -> Iterator[Any]:
         """A write transaction; nested calls join the open one (the consumer commits a batch
         of messages at once and acknowledges them only after the commit)."""
         conn = self.conn
         if conn.in_transaction:
             yield conn
             return
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(self.dialect.begin)
         try:
             yield conn
         except BaseException:
@@ -156,7 +173,7 @@ class CentralCatalog:
             conn.execute("COMMIT")
 
     @contextmanager
-    def savepoint(self) -> Iterator[sqlite3.Connection]:
+    def savepoint(self) -> Iterator[Any]:
         """One message inside the open transaction: when the block raises an ``Exception``,
         what it wrote is undone and the error goes on; the transaction stays open."""
         conn = self.conn
@@ -343,8 +360,37 @@ class CentralCatalog:
         }
 
 
-def _add_column(conn: sqlite3.Connection, table: str, column: str, declaration: str) -> None:
+def _create(conn: Any) -> None:
+    """Every owner's tables, the columns added since, and their indexes (only what is
+    missing)."""
+    for table in TABLES:
+        for statement in table.SCHEMA:
+            conn.execute(db.ddl(statement, conn.dialect))
+        for name, column, declaration in getattr(table, "COLUMNS", ()):
+            _add_column(conn, name, column, declaration)
+        for statement in getattr(table, "INDEXES", ()):
+            _add_index(conn, statement)
+    if conn.dialect is db.POSTGRESQL:
+        for statement in report.POSTGRESQL_FUNCTIONS:  # SQLite's datetime and julianday
+            conn.execute(statement)
+    conn.execute(db.ddl(SCHEMA_VERSION, conn.dialect))
+
+
+def _migrate(conn: Any) -> None:
+    """Run the migrations this catalog has not had, each recorded with it."""
+    done = {r[0] for r in conn.execute("SELECT version FROM schema_version")}
+    for version, note, step in MIGRATIONS:
+        if version in done:
+            continue
+        step(conn)
+        conn.execute(
+            "INSERT INTO schema_version (version, applied_at, note) VALUES (?, ?, ?)",
+            (version, now_utc(), note),
+        )
+        logger.info("central catalog: schema version %d: %s", version, note)
+
+
+def _add_column(conn: Any, table: str, column: str, declaration: str) -> None:
     """Add ``column`` to ``table`` unless it is there (the schema only grows)."""
-    present = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-    if column not in present:
-        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    if column not in db.columns(conn, table):
+        conn.execute(db.ddl(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}", conn.dialect))

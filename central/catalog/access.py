@@ -15,8 +15,9 @@ Every write joins the caller's transaction.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
+
+from central.catalog.db import Connection
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS access_requests (
@@ -83,7 +84,7 @@ _OBJECT = (
 # -- writes ------------------------------------------------------------------------------------
 
 
-def create(conn: sqlite3.Connection, request: dict[str, Any], objects: list[dict]) -> None:
+def create(conn: Connection, request: dict[str, Any], objects: list[dict]) -> None:
     """Keep a new request and its objects (numbered 1.. in the order given)."""
     conn.execute(
         f"INSERT INTO access_requests ({', '.join(_REQUEST)})"  # noqa: S608
@@ -101,7 +102,7 @@ def create(conn: sqlite3.Connection, request: dict[str, Any], objects: list[dict
 
 
 def decide(
-    conn: sqlite3.Connection,
+    conn: Connection,
     request_id: str,
     *,
     state: str,
@@ -122,7 +123,7 @@ def decide(
 # -- reads -------------------------------------------------------------------------------------
 
 
-def get(conn: sqlite3.Connection, request_id: str) -> dict[str, Any] | None:
+def get(conn: Connection, request_id: str) -> dict[str, Any] | None:
     row = conn.execute(
         "SELECT r.*, (SELECT count(*) FROM access_objects o WHERE o.request_id = r.request_id)"
         " AS objects FROM access_requests r WHERE r.request_id = ?",
@@ -131,7 +132,7 @@ def get(conn: sqlite3.Connection, request_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-def objects(conn: sqlite3.Connection, request_id: str) -> list[dict[str, Any]]:
+def objects(conn: Connection, request_id: str) -> list[dict[str, Any]]:
     rows = conn.execute(
         "SELECT * FROM access_objects WHERE request_id = ? ORDER BY n", (request_id,)
     ).fetchall()
@@ -139,7 +140,7 @@ def objects(conn: sqlite3.Connection, request_id: str) -> list[dict[str, Any]]:
 
 
 def listing(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     state: str | None = None,
     requested_by: str | None = None,
@@ -158,7 +159,7 @@ def listing(
     return [dict(r) for r in rows]
 
 
-def count(conn: sqlite3.Connection, *, state: str | None = None) -> int:
+def count(conn: Connection, *, state: str | None = None) -> int:
     where, params = _where(state, None)
     return conn.execute(
         f"SELECT count(*) FROM access_requests r{where}",  # noqa: S608

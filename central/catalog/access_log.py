@@ -10,8 +10,9 @@ Rows are only added, never changed. Every write joins the caller's transaction.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
+
+from central.catalog.db import Connection
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS access_log (
@@ -42,7 +43,7 @@ ACTIONS = (
 
 
 def record(
-    conn: sqlite3.Connection,
+    conn: Connection,
     action: str,
     *,
     at: str,
@@ -58,7 +59,7 @@ def record(
         raise ValueError(f"access log action {action!r} is not one of {', '.join(ACTIONS)}")
     cur = conn.execute(
         "INSERT INTO access_log (at, by, action, request_id, station, recording, reason, detail)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             at,
             by,
@@ -70,11 +71,11 @@ def record(
             json.dumps(detail or {}, sort_keys=True, ensure_ascii=False),
         ),
     )
-    return int(cur.lastrowid or 0)
+    return int(cur.fetchone()[0])
 
 
 def listing(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     request_id: str | None = None,
     limit: int = 100,

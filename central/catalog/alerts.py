@@ -10,10 +10,10 @@ to its first 4 KiB.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from central.catalog import paging
+from central.catalog.db import Connection
 
 ALERTS_KEPT = 10_000
 PAYLOAD_KEPT = 4096
@@ -32,7 +32,7 @@ SCHEMA = [
 
 
 def record(
-    conn: sqlite3.Connection, station: str, topic: str, reason: str, payload: bytes, at: str
+    conn: Connection, station: str, topic: str, reason: str, payload: bytes, at: str
 ) -> None:
     """Keep one alert and drop those older than the newest :data:`ALERTS_KEPT`."""
     conn.execute(
@@ -45,7 +45,7 @@ def record(
     )
 
 
-def count(conn: sqlite3.Connection, station: str | None = None) -> int:
+def count(conn: Connection, station: str | None = None) -> int:
     if station is None:
         return conn.execute("SELECT count(*) FROM security_alerts").fetchone()[0]
     return conn.execute(
@@ -54,7 +54,7 @@ def count(conn: sqlite3.Connection, station: str | None = None) -> int:
 
 
 def listing(
-    conn: sqlite3.Connection, station: str | None = None, limit: int | None = 100, offset: int = 0
+    conn: Connection, station: str | None = None, limit: int | None = 100, offset: int = 0
 ) -> list[dict[str, Any]]:
     """The alerts newest first, ``limit`` from ``offset``; the payload as text (invalid UTF-8
     replaced)."""

@@ -6,9 +6,9 @@ An empty retained payload (the bay's topic cleared) removes the bay.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
+from central.catalog.db import Connection
 from sync.wire.chain import canonical
 
 SCHEMA = [
@@ -23,9 +23,7 @@ SCHEMA = [
 ]
 
 
-def record(
-    conn: sqlite3.Connection, station: str, bay: int, doc: dict[str, Any] | None, at: str
-) -> None:
+def record(conn: Connection, station: str, bay: int, doc: dict[str, Any] | None, at: str) -> None:
     """The bay's retained payload, or its clearing (``doc`` None)."""
     if doc is None:
         conn.execute("DELETE FROM bays WHERE station = ? AND bay = ?", (station, bay))
@@ -39,7 +37,7 @@ def record(
     )
 
 
-def listing(conn: sqlite3.Connection, station: str) -> list[dict[str, Any]]:
+def listing(conn: Connection, station: str) -> list[dict[str, Any]]:
     return [
         {
             "station": r["station"],
@@ -54,7 +52,7 @@ def listing(conn: sqlite3.Connection, station: str) -> list[dict[str, Any]]:
     ]
 
 
-def summary(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+def summary(conn: Connection) -> dict[str, dict[str, Any]]:
     """Per station: how many bays report, and how many are in each state."""
     out: dict[str, dict[str, Any]] = {}
     for r in conn.execute("SELECT station, state, count(*) FROM bays GROUP BY station, state"):

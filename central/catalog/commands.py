@@ -14,10 +14,10 @@ transaction.
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from typing import Any
 
+from central.catalog.db import Connection
 from sync.wire import commands as wire
 from sync.wire.chain import canonical
 
@@ -46,7 +46,7 @@ SCHEMA = [
 
 
 def issue(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     station: str,
     kind: str,
@@ -86,7 +86,7 @@ def issue(
     return doc
 
 
-def unpublished(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, Any]]:
+def unpublished(conn: Connection, limit: int = 100) -> list[dict[str, Any]]:
     """Commands not yet acknowledged by the broker, oldest first: (seq, topic, doc)."""
     rows = conn.execute(
         "SELECT seq, topic, doc FROM commands WHERE published_at IS NULL ORDER BY seq LIMIT ?",
@@ -95,11 +95,11 @@ def unpublished(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, An
     return [{"seq": r["seq"], "topic": r["topic"], "doc": json.loads(r["doc"])} for r in rows]
 
 
-def mark_published(conn: sqlite3.Connection, seq: int, at: str) -> None:
+def mark_published(conn: Connection, seq: int, at: str) -> None:
     conn.execute("UPDATE commands SET published_at = ? WHERE seq = ?", (at, seq))
 
 
-def mark_applied(conn: sqlite3.Connection, station: str, command_id: str, at: str) -> bool:
+def mark_applied(conn: Connection, station: str, command_id: str, at: str) -> bool:
     """The station says it applied ``command_id``; False when the centre never sent it to
     that station."""
     cur = conn.execute(
@@ -110,7 +110,7 @@ def mark_applied(conn: sqlite3.Connection, station: str, command_id: str, at: st
     return cur.rowcount > 0
 
 
-def settle(conn: sqlite3.Connection, station: str, kind: str, key: str, at: str) -> int:
+def settle(conn: Connection, station: str, kind: str, key: str, at: str) -> int:
     """Every command on (station, kind, key) is done with (the station resolved the fault
     itself): treated as applied, so its retained topic is cleared. Returns how many."""
     cur = conn.execute(
@@ -121,7 +121,7 @@ def settle(conn: sqlite3.Connection, station: str, kind: str, key: str, at: str)
     return cur.rowcount
 
 
-def to_clear(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, Any]]:
+def to_clear(conn: Connection, limit: int = 100) -> list[dict[str, Any]]:
     """Applied commands whose retained copy is still at the broker, each with ``latest``:
     whether it is still the newest command on its topic (only then is the topic cleared)."""
     rows = conn.execute(
@@ -142,13 +142,11 @@ def to_clear(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, Any]]
     ]
 
 
-def mark_cleared(conn: sqlite3.Connection, seq: int, at: str) -> None:
+def mark_cleared(conn: Connection, seq: int, at: str) -> None:
     conn.execute("UPDATE commands SET cleared_at = ? WHERE seq = ?", (at, seq))
 
 
-def listing(
-    conn: sqlite3.Connection, station: str | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
+def listing(conn: Connection, station: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """The newest ``limit`` commands (of one station, or all), newest first."""
     sql = "SELECT * FROM commands"
     params: tuple[Any, ...] = ()
@@ -174,7 +172,7 @@ def listing(
     ]
 
 
-def register_missing(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+def register_missing(conn: Connection) -> list[tuple[str, str]]:
     """(station, serial) pairs where the station was sent no ``register`` command since the
     register entry last changed (a new entry, a changed one, a station new to the centre)."""
     return [

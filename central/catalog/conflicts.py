@@ -8,9 +8,9 @@ Two validly signed events that disagree are the one thing that marks a station's
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
+from central.catalog.db import Connection
 from sync.wire.chain import canonical
 
 SCHEMA = [
@@ -28,7 +28,7 @@ SCHEMA = [
 ]
 
 
-def record(conn: sqlite3.Connection, epoch: int, doc: dict[str, Any], received_at: str) -> None:
+def record(conn: Connection, epoch: int, doc: dict[str, Any], received_at: str) -> None:
     conn.execute(
         "INSERT INTO chain_conflicts (station, epoch, seq, event_id, hash, payload, received_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -44,7 +44,7 @@ def record(conn: sqlite3.Connection, epoch: int, doc: dict[str, Any], received_a
     )
 
 
-def count(conn: sqlite3.Connection, station: str) -> int:
+def count(conn: Connection, station: str) -> int:
     return conn.execute(
         "SELECT count(*) FROM chain_conflicts WHERE station = ?", (station,)
     ).fetchone()[0]

@@ -11,10 +11,10 @@ this recorder now" for the dashboard's list of 1,000 recorders in one indexed qu
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from central.catalog import paging
+from central.catalog.db import Connection
 from sync.wire.chain import canonical
 
 SCHEMA = [
@@ -43,7 +43,7 @@ SCHEMA = [
 FIELDS = ("battery_pct", "free_bytes", "total_bytes", "clock_offset_s", "officer", "unit")
 
 
-def record(conn: sqlite3.Connection, station: str, doc: dict[str, Any], received_at: str) -> None:
+def record(conn: Connection, station: str, doc: dict[str, Any], received_at: str) -> None:
     """A recorder's health report; kept when newer than the one held."""
     ready = doc.get("ready")
     conn.execute(
@@ -72,14 +72,14 @@ def record(conn: sqlite3.Connection, station: str, doc: dict[str, Any], received
     )
 
 
-def _view(r: sqlite3.Row) -> dict[str, Any]:
+def _view(r: Any) -> dict[str, Any]:
     out = dict(r)
     out["ready"] = None if r["ready"] is None else bool(r["ready"])
     out["reasons"] = json.loads(r["reasons"])
     return out
 
 
-def listing(conn: sqlite3.Connection, *, station: str | None = None) -> list[dict[str, Any]]:
+def listing(conn: Connection, *, station: str | None = None) -> list[dict[str, Any]]:
     """Every recorder's latest report by serial (of those last docked at ``station``)."""
     sql, params = "SELECT * FROM devices", []
     if station is not None:
@@ -87,10 +87,12 @@ def listing(conn: sqlite3.Connection, *, station: str | None = None) -> list[dic
     return [_view(r) for r in conn.execute(sql + " ORDER BY serial", params)]
 
 
-def of(conn: sqlite3.Connection, serials: list[str]) -> dict[str, dict[str, Any]]:
+def of(conn: Connection, serials: list[str]) -> dict[str, dict[str, Any]]:
     """The latest report of each of ``serials`` that has one (a page of the fleet list)."""
-    sql = "SELECT * FROM devices WHERE serial IN (SELECT value FROM json_each(?))"
-    return {r["serial"]: _view(r) for r in conn.execute(sql, (json.dumps(serials),))}
+    if not serials:
+        return {}
+    sql = f"SELECT * FROM devices WHERE serial IN ({', '.join('?' for _ in serials)})"  # noqa: S608
+    return {r["serial"]: _view(r) for r in conn.execute(sql, serials)}
 
 
 # The fleet's recorders: those reported (devices) and those registered (the register's rows,
@@ -98,13 +100,13 @@ def of(conn: sqlite3.Connection, serials: list[str]) -> dict[str, dict[str, Any]
 _FLEET = (
     "SELECT s.serial FROM (SELECT serial FROM devices UNION SELECT serial FROM register) s"
     " LEFT JOIN devices d ON d.serial = s.serial LEFT JOIN register g ON g.serial = s.serial"
-    " WHERE (?1 IS NULL OR coalesce(nullif(g.unit, ''), d.unit) = ?1)"
-    " AND (?2 IS NULL OR d.station = ?2)"
+    " WHERE (CAST(:unit AS TEXT) IS NULL OR coalesce(nullif(g.unit, ''), d.unit) = :unit)"
+    " AND (CAST(:station AS TEXT) IS NULL OR d.station = :station)"
 )
 
 
 def fleet_serials(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     unit: str | None = None,
     station: str | None = None,
@@ -113,27 +115,27 @@ def fleet_serials(
 ) -> list[str]:
     """Serials of the recorders reported or registered (of one unit, or last docked at one
     station), by serial, a page at a time."""
-    sql = _FLEET + " ORDER BY s.serial LIMIT ?3 OFFSET ?4"
-    return [r[0] for r in conn.execute(sql, (unit, station, *paging.params(limit, offset)))]
+    sql = _FLEET + " ORDER BY s.serial LIMIT :limit OFFSET :offset"
+    page = dict(zip(("limit", "offset"), paging.params(limit, offset), strict=True))
+    return [r[0] for r in conn.execute(sql, {"unit": unit, "station": station, **page})]
 
 
-def fleet_count(
-    conn: sqlite3.Connection, *, unit: str | None = None, station: str | None = None
-) -> int:
-    return conn.execute(f"SELECT count(*) FROM ({_FLEET})", (unit, station)).fetchone()[0]
+def fleet_count(conn: Connection, *, unit: str | None = None, station: str | None = None) -> int:
+    found = conn.execute(f"SELECT count(*) FROM ({_FLEET}) f", {"unit": unit, "station": station})
+    return found.fetchone()[0]
 
 
-def one(conn: sqlite3.Connection, serial: str) -> dict[str, Any] | None:
+def one(conn: Connection, serial: str) -> dict[str, Any] | None:
     row = conn.execute("SELECT * FROM devices WHERE serial = ?", (serial,)).fetchone()
     return _view(row) if row else None
 
 
-def not_seen_since(conn: sqlite3.Connection, before: str) -> list[dict[str, Any]]:
+def not_seen_since(conn: Connection, before: str) -> list[dict[str, Any]]:
     """Recorders whose last report is older than ``before``."""
     return [
         _view(r) for r in conn.execute("SELECT * FROM devices WHERE at < ? ORDER BY at", (before,))
     ]
 
 
-def count(conn: sqlite3.Connection) -> int:
+def count(conn: Connection) -> int:
     return conn.execute("SELECT count(*) FROM devices").fetchone()[0]

@@ -28,12 +28,13 @@ are the only way a fault's state changes; holds placed and released update
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import sqlite3
 from typing import Any
 
 from central.catalog import commands, conflicts, faults, holds, operator, paging, stations
+from central.catalog.db import Connection, Dialect
 from sync.wire.chain import canonical
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ INDEXES = [
 # -- writes (the MQTT consumer) --------------------------------------------------------------
 
 
-def record(conn: sqlite3.Connection, doc: dict[str, Any], *, received_at: str) -> str:
+def record(conn: Connection, doc: dict[str, Any], *, received_at: str) -> str:
     """Store one verified audit event and check the chain; returns ``stored``, ``duplicate``
     or ``conflict``. An event that extends the complete head (the usual case: a station's
     events in order) costs four statements besides its insert: the station's chain state
@@ -111,7 +112,7 @@ def record(conn: sqlite3.Connection, doc: dict[str, Any], *, received_at: str) -
     return "stored"
 
 
-def _held(conn: sqlite3.Connection, station: str, epoch: int, seq: int) -> sqlite3.Row | None:
+def _held(conn: Connection, station: str, epoch: int, seq: int) -> Any | None:
     return conn.execute(
         "SELECT event_id, hash FROM events WHERE station = ? AND epoch = ? AND seq = ?"
         " ORDER BY id LIMIT 1",
@@ -119,7 +120,7 @@ def _held(conn: sqlite3.Connection, station: str, epoch: int, seq: int) -> sqlit
     ).fetchone()
 
 
-def _at(conn: sqlite3.Connection, station: str, epoch: int, seq: int) -> sqlite3.Row | None:
+def _at(conn: Connection, station: str, epoch: int, seq: int) -> Any | None:
     """The event held at ``seq`` (its id and both hashes), or None."""
     return conn.execute(
         "SELECT event_id, prev_hash, hash FROM events WHERE station = ? AND epoch = ?"
@@ -128,7 +129,7 @@ def _at(conn: sqlite3.Connection, station: str, epoch: int, seq: int) -> sqlite3
     ).fetchone()
 
 
-def _insert(conn: sqlite3.Connection, doc: dict[str, Any], epoch: int, received_at: str) -> None:
+def _insert(conn: Connection, doc: dict[str, Any], epoch: int, received_at: str) -> None:
     event_id = doc["event_id"] if epoch == 0 else f"{doc['event_id']}@{epoch}"
     conn.execute(
         "INSERT INTO events (event_id, station, seq, kind, subject, data, at, prev_hash, hash,"
@@ -150,12 +151,12 @@ def _insert(conn: sqlite3.Connection, doc: dict[str, Any], epoch: int, received_
 
 
 def _unlinked(
-    conn: sqlite3.Connection,
+    conn: Connection,
     doc: dict[str, Any],
     epoch: int,
     base: tuple[int, str],
     head: tuple[int, str],
-    after: sqlite3.Row | None,
+    after: Any | None,
 ) -> str | None:
     """Why the event does not link to its stored neighbours (the baseline or the event before
     it; ``after``, the event held after it), or None. The complete ``head`` is the hash of the
@@ -182,7 +183,7 @@ def _unlinked(
     return None
 
 
-def _broken(conn: sqlite3.Connection, station: str, problem: str, at: str) -> None:
+def _broken(conn: Connection, station: str, problem: str, at: str) -> None:
     if stations.chain_ok(conn, station):
         logger.error("station %s: audit chain broken: %s", station, problem)
         stations.mark_broken(conn, station, problem, at)
@@ -191,12 +192,12 @@ def _broken(conn: sqlite3.Connection, station: str, problem: str, at: str) -> No
 
 
 def _advance(
-    conn: sqlite3.Connection,
+    conn: Connection,
     station: str,
     epoch: int,
     head: tuple[int, str],
     doc: dict[str, Any],
-    after: sqlite3.Row | None,
+    after: Any | None,
 ) -> tuple[int, str] | None:
     """The complete-from-the-baseline head moved forward over every event now present, or
     None when it did not move. Only the event just stored can move it (the head was already
@@ -213,7 +214,7 @@ def _advance(
     return head
 
 
-def _fault_event(conn: sqlite3.Connection, station: str, doc: dict[str, Any], at: str) -> None:
+def _fault_event(conn: Connection, station: str, doc: dict[str, Any], at: str) -> None:
     """Fault openings and resolutions travel in the event stream, signed: the only way a
     station's fault changes state at the central store. A fault that opens is answered with
     the ``fault``/``received`` command (what makes it ``reported`` at the station); once it is
@@ -246,7 +247,7 @@ def _fault_event(conn: sqlite3.Connection, station: str, doc: dict[str, Any], at
 
 
 def rebaseline(
-    conn: sqlite3.Connection,
+    conn: Connection,
     station: str,
     *,
     operator_name: str,
@@ -278,9 +279,7 @@ def rebaseline(
 # -- reads (the JSON API) --------------------------------------------------------------------
 
 
-def missing_ranges(
-    conn: sqlite3.Connection, station: str, limit: int = 20
-) -> list[tuple[int, int]]:
+def missing_ranges(conn: Connection, station: str, limit: int = 20) -> list[tuple[int, int]]:
     """Seq ranges not received between the complete head and the highest seq seen."""
     span = stations.chain_span(conn, station)
     if span is None or span[1] <= span[0]:
@@ -307,7 +306,7 @@ def missing_ranges(
 
 
 def listing(
-    conn: sqlite3.Connection,
+    conn: Connection,
     station: str | None = None,
     limit: int | None = 100,
     offset: int = 0,
@@ -338,9 +337,7 @@ def listing(
     ]
 
 
-def of_subject(
-    conn: sqlite3.Connection, subject: str, kind: str, limit: int = 100
-) -> list[dict[str, Any]]:
+def of_subject(conn: Connection, subject: str, kind: str, limit: int = 100) -> list[dict[str, Any]]:
     """The newest ``limit`` events of ``kind`` about ``subject`` (a recorder's serial), from
     every station, oldest first: a recorder's history."""
     rows = conn.execute(
@@ -354,7 +351,7 @@ def of_subject(
     ]
 
 
-def event_ids(conn: sqlite3.Connection, station: str) -> list[str]:
+def event_ids(conn: Connection, station: str) -> list[str]:
     """The station's event ids in the order they arrived."""
     return [
         r[0]
@@ -364,7 +361,7 @@ def event_ids(conn: sqlite3.Connection, station: str) -> list[str]:
     ]
 
 
-def count(conn: sqlite3.Connection, station: str | None = None, *, kind: str | None = None) -> int:
+def count(conn: Connection, station: str | None = None, *, kind: str | None = None) -> int:
     where, params = _where(station, kind)
     return conn.execute("SELECT count(*) FROM events" + where, params).fetchone()[0]
 
@@ -380,26 +377,35 @@ def _where(station: str | None, kind: str | None) -> tuple[str, tuple[str, ...]]
 
 # -- recordings a station stored (approved access, central/access.py) -------------------------
 
-_SESSION = (
-    "(SELECT json_extract(s.data, '$.{0}') FROM events s WHERE s.station = e.station"
-    " AND s.kind = 'session.start' AND s.subject = json_extract(e.data, '$.session_id')"
-    " LIMIT 1) AS {0}"
-)
-_STORED = (
-    "SELECT e.station, e.subject, e.at, json_extract(e.data, '$.sha256') AS sha256,"
-    " json_extract(e.data, '$.size') AS size,"
-    " json_extract(e.data, '$.session_id') AS session_id,"
-    " json_extract(e.data, '$.device_serial') AS device_serial,"
-    " json_extract(e.data, '$.source_path') AS source_path, "
-    + _SESSION.format("officer_id")
-    + ", "
-    + _SESSION.format("unit")
-    + " FROM events e"
-)
+
+@functools.cache
+def _stored(dialect: Dialect) -> str:
+    """What a ``file.stored`` event says of its recording, with its session's officer and
+    unit (the session's ``session.start``)."""
+    field = dialect.json_text
+
+    def session(name: str) -> str:
+        return (
+            f"(SELECT {field('s.data', name)} FROM events s WHERE s.station = e.station"
+            f" AND s.kind = 'session.start' AND s.subject = {field('e.data', 'session_id')}"
+            f" LIMIT 1) AS {name}"
+        )
+
+    return (
+        f"SELECT e.station, e.subject, e.at, {field('e.data', 'sha256')} AS sha256,"
+        f" {dialect.json_number('e.data', 'size')} AS size,"
+        f" {field('e.data', 'session_id')} AS session_id,"
+        f" {field('e.data', 'device_serial')} AS device_serial,"
+        f" {field('e.data', 'source_path')} AS source_path, "
+        + session("officer_id")
+        + ", "
+        + session("unit")
+        + " FROM events e"
+    )
 
 
 def stored_files(
-    conn: sqlite3.Connection,
+    conn: Connection,
     station: str,
     *,
     recording: str | None = None,
@@ -413,11 +419,12 @@ def stored_files(
     """The recordings ``station`` said it stored (its ``file.stored`` events), oldest first:
     one by its store path, a session's, a recorder's or an officer's (the sessions whose
     ``session.start`` names the officer) within ``from_at``/``to_at``."""
+    field = conn.dialect.json_text
     terms, params = ["e.station = ?", "e.kind = 'file.stored'"], [station]
     for term, value in (
         ("e.subject = ?", recording),
-        ("json_extract(e.data, '$.session_id') = ?", session_id),
-        ("json_extract(e.data, '$.device_serial') = ?", device_serial),
+        (f"{field('e.data', 'session_id')} = ?", session_id),
+        (f"{field('e.data', 'device_serial')} = ?", device_serial),
         ("e.at >= ?", from_at),
         ("e.at < ?", to_at),
     ):
@@ -426,13 +433,22 @@ def stored_files(
             params.append(value)
     if officer_id is not None:
         terms.append(
-            "json_extract(e.data, '$.session_id') IN (SELECT o.subject FROM events o WHERE"
+            f"{field('e.data', 'session_id')} IN (SELECT o.subject FROM events o WHERE"
             " o.station = ? AND o.kind = 'session.start'"
-            " AND json_extract(o.data, '$.officer_id') = ?)"
+            f" AND {field('o.data', 'officer_id')} = ?)"
         )
         params += [station, officer_id]
     rows = conn.execute(
-        f"{_STORED} WHERE {' AND '.join(terms)} ORDER BY e.at, e.id LIMIT ?",  # noqa: S608
+        f"{_stored(conn.dialect)} WHERE {' AND '.join(terms)}"  # noqa: S608
+        " ORDER BY e.at, e.id LIMIT ?",
         (*params, limit),
     ).fetchall()
-    return [{**dict(r), "recording": r["subject"], "stored_at": r["at"]} for r in rows]
+    return [
+        {**dict(r), "size": _int(r["size"]), "recording": r["subject"], "stored_at": r["at"]}
+        for r in rows
+    ]
+
+
+def _int(value: Any) -> Any:
+    """A JSON number read as a number, an int when whole (PostgreSQL reads it as a float)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value

@@ -25,11 +25,11 @@ values that tripped the rule.
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
 from central.catalog import paging
+from central.catalog.db import Connection
 from sync.wire.chain import canonical
 
 REPAIR_LIMIT_HOURS = 24.0
@@ -81,7 +81,7 @@ def age_hours(opened_at: str, now: datetime | None = None) -> float:
 # -- writes (the MQTT consumer) --------------------------------------------------------------
 
 
-def attach(conn: sqlite3.Connection, station: str, fault_id: str, doc: dict[str, Any]) -> None:
+def attach(conn: Connection, station: str, fault_id: str, doc: dict[str, Any]) -> None:
     """The fault's signed retained payload, kept with the fault its events opened (if any)."""
     conn.execute(
         "UPDATE faults SET payload = ? WHERE station = ? AND id = ?",
@@ -89,9 +89,7 @@ def attach(conn: sqlite3.Connection, station: str, fault_id: str, doc: dict[str,
     )
 
 
-def open_fault(
-    conn: sqlite3.Connection, station: str, fid: str, doc: dict[str, Any], at: str
-) -> bool:
+def open_fault(conn: Connection, station: str, fid: str, doc: dict[str, Any], at: str) -> bool:
     """A station's ``fault.open`` event (received at ``at``); True when the fault is open now
     (the centre then answers with the ``received`` command). A centre fault with the same id
     is never touched."""
@@ -134,7 +132,7 @@ def open_fault(
     return row is not None and row["state"] == "open"
 
 
-def resolve(conn: sqlite3.Connection, station: str, fid: str, at: str) -> None:
+def resolve(conn: Connection, station: str, fid: str, at: str) -> None:
     """The station's ``fault.resolved`` event."""
     conn.execute(
         "UPDATE faults SET state = 'resolved', resolved_at = ?, updated_at = ?"
@@ -143,7 +141,7 @@ def resolve(conn: sqlite3.Connection, station: str, fid: str, at: str) -> None:
     )
 
 
-def acknowledge(conn: sqlite3.Connection, station: str, fid: str, by: str, at: str) -> bool:
+def acknowledge(conn: Connection, station: str, fid: str, by: str, at: str) -> bool:
     """A person acknowledged the open fault; False when there is no such open fault."""
     cur = conn.execute(
         "UPDATE faults SET acknowledged_at = ?, acknowledged_by = ?, updated_at = ?"
@@ -154,7 +152,7 @@ def acknowledge(conn: sqlite3.Connection, station: str, fid: str, by: str, at: s
 
 
 def resolve_by(
-    conn: sqlite3.Connection, station: str, fid: str, by: str, note: str | None, at: str
+    conn: Connection, station: str, fid: str, by: str, note: str | None, at: str
 ) -> bool:
     """A person (or the centre's own rule, ``by`` = ``recdock-central``) resolved the open
     fault; False when there is no such open fault."""
@@ -166,7 +164,7 @@ def resolve_by(
     return cur.rowcount > 0
 
 
-def open_centre_fault(conn: sqlite3.Connection, fault: dict[str, Any], at: str) -> bool:
+def open_centre_fault(conn: Connection, fault: dict[str, Any], at: str) -> bool:
     """Open the centre's fault ``fault`` (station, id, rule, kind, subject, severity, detail,
     device, evidence), or note it was seen again (its evidence renewed). True when it opened
     now (it was not open)."""
@@ -202,7 +200,7 @@ def open_centre_fault(conn: sqlite3.Connection, fault: dict[str, Any], at: str) 
     return was is None or was["state"] != "open"
 
 
-def open_centre_ids(conn: sqlite3.Connection, rule: str) -> list[tuple[str, str]]:
+def open_centre_ids(conn: Connection, rule: str) -> list[tuple[str, str]]:
     """(station, id) of the centre's open faults of ``rule``."""
     return [
         (r["station"], r["id"])
@@ -214,7 +212,7 @@ def open_centre_ids(conn: sqlite3.Connection, rule: str) -> list[tuple[str, str]
     ]
 
 
-def key_of(conn: sqlite3.Connection, station: str, fid: str) -> dict[str, Any] | None:
+def key_of(conn: Connection, station: str, fid: str) -> dict[str, Any] | None:
     """The fault's state and origin, or None."""
     row = conn.execute(
         "SELECT station, id, state, origin FROM faults WHERE station = ? AND id = ?",
@@ -272,7 +270,7 @@ def view(r: dict[str, Any], now: datetime | None = None, amber_hours: float = 12
 
 
 def listing(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     include_resolved: bool = False,
     now: datetime | None = None,
@@ -292,7 +290,7 @@ def listing(
 
 
 def count(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     include_resolved: bool = False,
     station: str | None = None,
@@ -328,14 +326,14 @@ def worst_first(faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
     )
 
 
-def one(conn: sqlite3.Connection, station: str, fid: str, now: datetime | None = None):
+def one(conn: Connection, station: str, fid: str, now: datetime | None = None):
     row = conn.execute(
         "SELECT * FROM faults WHERE station = ? AND id = ?", (station, fid)
     ).fetchone()
     return view(dict(row), now) if row else None
 
 
-def open_by_device(conn: sqlite3.Connection) -> dict[str, int]:
+def open_by_device(conn: Connection) -> dict[str, int]:
     """Open faults per recorder serial (the faults that name a device)."""
     return {
         r[0]: r[1]
@@ -346,7 +344,7 @@ def open_by_device(conn: sqlite3.Connection) -> dict[str, int]:
     }
 
 
-def open_by_station(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+def open_by_station(conn: Connection) -> dict[str, dict[str, int]]:
     """Open faults per station, counted by severity."""
     out: dict[str, dict[str, int]] = {}
     for r in conn.execute(
@@ -357,5 +355,5 @@ def open_by_station(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
     return out
 
 
-def open_count(conn: sqlite3.Connection) -> int:
+def open_count(conn: Connection) -> int:
     return conn.execute("SELECT count(*) FROM faults WHERE state = 'open'").fetchone()[0]

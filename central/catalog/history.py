@@ -8,8 +8,9 @@ The same report again (a replay, a redelivery) is kept once (serial, station, at
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
+
+from central.catalog.db import Connection
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS recorder_history (
@@ -31,12 +32,12 @@ SCHEMA = [
 ]
 
 
-def record(conn: sqlite3.Connection, station: str, doc: dict[str, Any]) -> None:
+def record(conn: Connection, station: str, doc: dict[str, Any]) -> None:
     ready = doc.get("ready")
     conn.execute(
-        "INSERT OR IGNORE INTO recorder_history (serial, station, at, ready, battery_pct,"
+        "INSERT INTO recorder_history (serial, station, at, ready, battery_pct,"
         " clock_offset_s, clock_offset_after_s, free_bytes, late, unit)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (
             doc["device_serial"],
             station,
@@ -52,7 +53,7 @@ def record(conn: sqlite3.Connection, station: str, doc: dict[str, Any]) -> None:
     )
 
 
-def series(conn: sqlite3.Connection, serial: str, limit: int = 500) -> list[dict[str, Any]]:
+def series(conn: Connection, serial: str, limit: int = 500) -> list[dict[str, Any]]:
     """The recorder's last ``limit`` reports, oldest first."""
     rows = conn.execute(
         "SELECT station, at, ready, battery_pct, clock_offset_s, clock_offset_after_s,"
@@ -65,7 +66,7 @@ def series(conn: sqlite3.Connection, serial: str, limit: int = 500) -> list[dict
     return out
 
 
-def late_by_unit(conn: sqlite3.Connection, since: str) -> dict[str, dict[str, Any]]:
+def late_by_unit(conn: Connection, since: str) -> dict[str, dict[str, Any]]:
     """Recordings offloaded late since ``since``, per unit: the count and the serials."""
     out: dict[str, dict[str, Any]] = {}
     for r in conn.execute(

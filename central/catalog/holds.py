@@ -23,9 +23,9 @@ station's chain). Every write joins the caller's transaction.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import Any
 
+from central.catalog.db import Connection
 from sync.wire.commands import HOLD_REASONS, HOLD_SCOPES
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ _COLUMNS = (
 # -- writes ------------------------------------------------------------------------------------
 
 
-def place(conn: sqlite3.Connection, station: str, hold: dict[str, Any]) -> None:
+def place(conn: Connection, station: str, hold: dict[str, Any]) -> None:
     """Keep a hold the centre decided for ``station`` (``hold_id``, scope, target, reason,
     case, ``origin``, ``placed_by``, ``placed_at``, ``place_command``)."""
     row = {k: hold.get(k) for k in _COLUMNS if k != "station"}
@@ -111,7 +111,7 @@ def place(conn: sqlite3.Connection, station: str, hold: dict[str, Any]) -> None:
 
 
 def request_release(
-    conn: sqlite3.Connection,
+    conn: Connection,
     station: str,
     hold_id: str,
     *,
@@ -129,7 +129,7 @@ def request_release(
     return cur.rowcount == 1
 
 
-def from_event(conn: sqlite3.Connection, station: str, doc: dict[str, Any]) -> None:
+def from_event(conn: Connection, station: str, doc: dict[str, Any]) -> None:
     """A stored event of ``station``: ``hold.placed`` and ``hold.released`` update its holds;
     other kinds change nothing."""
     kind, data = doc.get("kind"), doc.get("data")
@@ -163,7 +163,7 @@ def _unreadable(kind: str, data: Any) -> str | None:
     return None
 
 
-def _placed(conn: sqlite3.Connection, station: str, data: dict[str, Any], at: str) -> None:
+def _placed(conn: Connection, station: str, data: dict[str, Any], at: str) -> None:
     """The station holds it: confirm the centre's row, or keep the station's own hold."""
     cur = conn.execute(
         "UPDATE holds SET station_placed_at = coalesce(station_placed_at, ?),"
@@ -186,7 +186,7 @@ def _placed(conn: sqlite3.Connection, station: str, data: dict[str, Any], at: st
     place(conn, station, row)
 
 
-def _released(conn: sqlite3.Connection, station: str, data: dict[str, Any], at: str) -> None:
+def _released(conn: Connection, station: str, data: dict[str, Any], at: str) -> None:
     """The station released it (of its own, or on the centre's command)."""
     conn.execute(
         "UPDATE holds SET station_released_at = coalesce(station_released_at, ?),"
@@ -219,7 +219,7 @@ def _int(value: Any) -> int | None:
 
 
 def listing(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     station: str | None = None,
     case_number: str | None = None,
@@ -241,7 +241,7 @@ def listing(
     return [view(r) for r in rows]
 
 
-def count(conn: sqlite3.Connection, **filters: Any) -> int:
+def count(conn: Connection, **filters: Any) -> int:
     where, params = _where(**filters)
     return conn.execute(f"SELECT count(*) FROM holds{where}", params).fetchone()[0]  # noqa: S608
 
@@ -267,14 +267,15 @@ def _where(
     return (" WHERE " + " AND ".join(terms) if terms else ""), tuple(params)
 
 
-def missing_at(conn: sqlite3.Connection) -> list[tuple[str, dict[str, Any]]]:
+def missing_at(conn: Connection) -> list[tuple[str, dict[str, Any]]]:
     """(station, hold) for every active hold placed at the centre on a recorder or an officer
     that a known station has not been sent (a station new to the centre): the decision's
     fields only."""
     decided = ("hold_id", "scope", *TARGET_FIELDS, "reason", *TEXT_FIELDS, "origin", "placed_at")
     rows = conn.execute(
-        "SELECT s.station AS target, h.* FROM stations s JOIN holds h ON h.rowid = ("
-        " SELECT min(a.rowid) FROM holds a WHERE a.hold_id = h.hold_id) AND h.origin = 'centre'"
+        "SELECT s.station AS target, h.* FROM stations s JOIN holds h ON h.station = ("
+        " SELECT min(a.station) FROM holds a WHERE a.hold_id = h.hold_id)"
+        " AND h.origin = 'centre'"
         " AND h.scope IN ('device', 'officer') AND h.released_at IS NULL"
         " WHERE NOT EXISTS (SELECT 1 FROM holds x WHERE x.station = s.station"
         " AND x.hold_id = h.hold_id) ORDER BY s.station, h.placed_at"
@@ -282,13 +283,13 @@ def missing_at(conn: sqlite3.Connection) -> list[tuple[str, dict[str, Any]]]:
     return [(r["target"], {k: r[k] for k in decided}) for r in rows]
 
 
-def of_hold(conn: sqlite3.Connection, hold_id: str) -> list[dict[str, Any]]:
+def of_hold(conn: Connection, hold_id: str) -> list[dict[str, Any]]:
     """One hold at every station that holds it (a centre hold sent to several), by station."""
     rows = conn.execute("SELECT * FROM holds WHERE hold_id = ? ORDER BY station", (hold_id,))
     return [view(r) for r in rows]
 
 
-def view(row: sqlite3.Row) -> dict[str, Any]:
+def view(row: Any) -> dict[str, Any]:
     """A row with its ``state``: ``sent`` (the centre placed it; the station has not yet
     confirmed), ``held``, ``release_sent`` (released at the centre; the station has not yet
     confirmed), ``released``."""

@@ -9,9 +9,9 @@ chain (``GET /api/stations/{id}/chain``).
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
+from central.catalog.db import Connection
 from sync.wire.chain import canonical
 
 SCHEMA = [
@@ -27,7 +27,7 @@ SCHEMA = [
 
 
 def record(
-    conn: sqlite3.Connection,
+    conn: Connection,
     at: str,
     operator: str,
     action: str,
@@ -41,9 +41,7 @@ def record(
     )
 
 
-def listing(
-    conn: sqlite3.Connection, station: str, action: str | None = None
-) -> list[dict[str, Any]]:
+def listing(conn: Connection, station: str, action: str | None = None) -> list[dict[str, Any]]:
     """The station's actions in order (only those of ``action`` when given)."""
     sql, params = "SELECT * FROM operator_actions WHERE station = ?", [station]
     if action is not None:

@@ -1,24 +1,29 @@
-"""The upload receipts (tables ``receipts`` and ``failures``), in their own database file.
+"""The upload receipts (tables ``receipts`` and ``failures``).
 
-The file is ``receipts.sqlite`` in the upload store's data folder (:mod:`central.upload`), apart
-from the MQTT-fed catalog. A receipt says that an upload's bytes were stored and match the
-hashes the station announced; a failure says why they did not. Every function opens its own
-connection (WAL, ``synchronous=FULL``, a 30 s busy timeout), commits and closes it: call them
-from a worker thread, never on the event loop.
+A receipt says that an upload's bytes were stored and match the hashes the station announced;
+a failure says why they did not. Where they live (:func:`location`): with a SQLite catalog, in
+their own database file, ``receipts.sqlite`` in the upload store's data folder
+(:mod:`central.upload`), apart from the MQTT-fed catalog; with a PostgreSQL catalog, in the
+catalog's database (one URL to run and back up). Every function takes that place, opens its own
+connection (on SQLite: WAL, ``synchronous=FULL``, a 30 s busy timeout), commits and closes it:
+call them from a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS receipts (
+from central.catalog import db
+
+FILE_NAME = "receipts.sqlite"
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS receipts (
     upload_id TEXT PRIMARY KEY,
     sha256 TEXT NOT NULL,
     sm3 TEXT,
@@ -27,49 +32,64 @@ CREATE TABLE IF NOT EXISTS receipts (
     metadata TEXT NOT NULL,
     received_at TEXT NOT NULL,
     deduplicated INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS receipts_sha256 ON receipts (sha256);
-CREATE INDEX IF NOT EXISTS receipts_station_day ON receipts (station, received_at);
-CREATE TABLE IF NOT EXISTS failures (
+)""",
+    "CREATE INDEX IF NOT EXISTS receipts_sha256 ON receipts (sha256)",
+    "CREATE INDEX IF NOT EXISTS receipts_station_day ON receipts (station, received_at)",
+    """CREATE TABLE IF NOT EXISTS failures (
     upload_id TEXT PRIMARY KEY,
     station TEXT NOT NULL,
     reason TEXT NOT NULL,
     failed_at TEXT NOT NULL
-);
-"""
+)""",
+]
+
+#: Where the receipts are: a SQLite file, or the PostgreSQL catalog's database.
+Place = Path | db.Database
+
+
+def location(data_dir: Path, catalog: str | Path | db.Database | None = None) -> Place:
+    """Where the receipts of the upload store in ``data_dir`` are, for a catalog in
+    ``catalog`` (a path or URL; None: the SQLite default)."""
+    if catalog is not None and db.parse(catalog).dialect is db.POSTGRESQL:
+        return db.parse(catalog)
+    return Path(data_dir) / FILE_NAME
 
 
 @contextlib.contextmanager
-def _connect(db_path: Path) -> Iterator[sqlite3.Connection]:
+def connect(place: Place) -> Iterator[Any]:
     """One connection for one operation, committed when the block ends without an error."""
-    db = sqlite3.connect(db_path, timeout=30)
+    conn = db.connect(place if isinstance(place, db.Database) else db.parse(place))
     try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.row_factory = sqlite3.Row
-        with db:
-            yield db
+        conn.execute(conn.dialect.begin)
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
     finally:
-        db.close()
+        conn.close()
 
 
-def create(db_path: Path) -> None:
-    """Create the tables the file lacks."""
-    with _connect(db_path) as db:
-        db.executescript(SCHEMA)
+def create(place: Place) -> None:
+    """Create the tables the database lacks."""
+    with connect(place) as conn:
+        conn.execute(conn.dialect.schema_lock)
+        for statement in SCHEMA:
+            conn.execute(db.ddl(statement, conn.dialect))
 
 
-def receipt(db_path: Path, upload_id: str) -> dict[str, Any] | None:
-    with _connect(db_path) as db:
-        row = db.execute("SELECT * FROM receipts WHERE upload_id = ?", (upload_id,)).fetchone()
+def receipt(place: Place, upload_id: str) -> dict[str, Any] | None:
+    with connect(place) as conn:
+        row = conn.execute("SELECT * FROM receipts WHERE upload_id = ?", (upload_id,)).fetchone()
     return _receipt_dict(row) if row else None
 
 
-def first_receipt_of(db_path: Path, station: str, sha256: str, size: int) -> dict[str, Any] | None:
+def first_receipt_of(place: Place, station: str, sha256: str, size: int) -> dict[str, Any] | None:
     """The oldest receipt of this content (SHA-256 and size) that ``station`` itself was given,
     or None: another station's uploads are never looked at."""
-    with _connect(db_path) as db:
-        row = db.execute(
+    with connect(place) as conn:
+        row = conn.execute(
             "SELECT * FROM receipts WHERE station = ? AND sha256 = ? AND size = ?"
             " ORDER BY received_at LIMIT 1",
             (station, sha256, size),
@@ -77,12 +97,12 @@ def first_receipt_of(db_path: Path, station: str, sha256: str, size: int) -> dic
     return _receipt_dict(row) if row else None
 
 
-def stored_bytes_on(db_path: Path, station: str, day: str) -> int:
+def stored_bytes_on(place: Place, station: str, day: str) -> int:
     """The bytes ``station`` stored on the UTC day ``day`` (``YYYY-MM-DD``): its receipts of
     that day, without those answered from its own earlier uploads (they stored no byte)."""
     next_day = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
-    with _connect(db_path) as db:
-        (total,) = db.execute(
+    with connect(place) as conn:
+        (total,) = conn.execute(
             "SELECT COALESCE(SUM(size), 0) FROM receipts WHERE station = ?"
             " AND received_at >= ? AND received_at < ? AND deduplicated = 0",
             (station, day, next_day),
@@ -91,7 +111,7 @@ def stored_bytes_on(db_path: Path, station: str, day: str) -> int:
 
 
 def record_receipt(
-    db_path: Path,
+    place: Place,
     upload_id: str,
     sha256: str,
     sm3: str | None,
@@ -103,9 +123,10 @@ def record_receipt(
     dedup: bool,
 ) -> None:
     """Record the receipt of ``upload_id``; a receipt already recorded stays as it is."""
-    with _connect(db_path) as db:
-        db.execute(
-            "INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    with connect(place) as conn:
+        conn.execute(
+            "INSERT INTO receipts (upload_id, sha256, sm3, size, station, metadata, received_at,"
+            " deduplicated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (
                 upload_id,
                 sha256,
@@ -119,27 +140,29 @@ def record_receipt(
         )
 
 
-def failure(db_path: Path, upload_id: str) -> dict[str, Any] | None:
+def failure(place: Place, upload_id: str) -> dict[str, Any] | None:
     """Why ``upload_id`` failed verification (with its station), or None."""
-    with _connect(db_path) as db:
-        row = db.execute("SELECT * FROM failures WHERE upload_id = ?", (upload_id,)).fetchone()
+    with connect(place) as conn:
+        row = conn.execute("SELECT * FROM failures WHERE upload_id = ?", (upload_id,)).fetchone()
     if row is None:
         return None
     return {"station": row["station"], **json.loads(row["reason"])}
 
 
 def record_failure(
-    db_path: Path, upload_id: str, station: str, reason: dict[str, Any], *, failed_at: str
+    place: Place, upload_id: str, station: str, reason: dict[str, Any], *, failed_at: str
 ) -> None:
     """Record why ``upload_id`` failed verification, replacing an earlier failure of it."""
-    with _connect(db_path) as db:
-        db.execute(
-            "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
+    with connect(place) as conn:
+        conn.execute(
+            "INSERT INTO failures (upload_id, station, reason, failed_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (upload_id) DO UPDATE SET station = excluded.station,"
+            " reason = excluded.reason, failed_at = excluded.failed_at",
             (upload_id, station, json.dumps(reason), failed_at),
         )
 
 
-def _receipt_dict(row: sqlite3.Row) -> dict[str, Any]:
+def _receipt_dict(row: Any) -> dict[str, Any]:
     return {
         "upload_id": row["upload_id"],
         "object_id": f"sha256:{row['sha256']}",

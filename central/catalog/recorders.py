@@ -6,10 +6,10 @@ A cleared recorder topic changes nothing here: the last health seen is kept.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from central.catalog import paging
+from central.catalog.db import Connection
 from sync.wire.chain import canonical
 
 SCHEMA = [
@@ -31,7 +31,7 @@ INDEXES = [
 ]
 
 
-def _row(r: sqlite3.Row) -> dict[str, Any]:
+def _row(r: Any) -> dict[str, Any]:
     return {
         "station": r["station"],
         "serial": r["serial"],
@@ -42,7 +42,7 @@ def _row(r: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def record(conn: sqlite3.Connection, station: str, doc: dict[str, Any], at: str) -> None:
+def record(conn: Connection, station: str, doc: dict[str, Any], at: str) -> None:
     ready = doc.get("ready")
     conn.execute(
         "INSERT INTO recorders (station, serial, ready, health, at, updated_at)"
@@ -61,7 +61,7 @@ def record(conn: sqlite3.Connection, station: str, doc: dict[str, Any], at: str)
 
 
 def listing(
-    conn: sqlite3.Connection,
+    conn: Connection,
     station: str | None = None,
     *,
     limit: int | None = None,
@@ -73,7 +73,7 @@ def listing(
     return [_row(r) for r in conn.execute(sql, (*params, *paging.params(limit, offset)))]
 
 
-def count(conn: sqlite3.Connection, station: str | None = None) -> int:
+def count(conn: Connection, station: str | None = None) -> int:
     sql, params = _where(station)
     return conn.execute("SELECT count(*) FROM recorders" + sql, params).fetchone()[0]
 
@@ -83,7 +83,7 @@ def _where(station: str | None) -> tuple[str, tuple[str, ...]]:
 
 
 def newest(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     station: str | None = None,
     unit: str | None = None,
@@ -92,26 +92,25 @@ def newest(
 ) -> list[dict[str, Any]]:
     """Each recorder's newest report (by its ``at``; the first station by id on a tie), of
     those last docked at ``station`` and reporting ``unit``, by serial, a page at a time."""
-    sql, params = _newest_where(station, unit)
+    sql, params = _newest_where(conn, station, unit)
     sql = "SELECT * FROM recorders r" + sql + " ORDER BY r.serial" + paging.SQL
     return [_row(r) for r in conn.execute(sql, (*params, *paging.params(limit, offset)))]
 
 
-def newest_count(
-    conn: sqlite3.Connection, *, station: str | None = None, unit: str | None = None
-) -> int:
-    sql, params = _newest_where(station, unit)
+def newest_count(conn: Connection, *, station: str | None = None, unit: str | None = None) -> int:
+    sql, params = _newest_where(conn, station, unit)
     return conn.execute("SELECT count(*) FROM recorders r" + sql, params).fetchone()[0]
 
 
-def newest_choices(conn: sqlite3.Connection) -> tuple[list[str], list[str]]:
+def newest_choices(conn: Connection) -> tuple[list[str], list[str]]:
     """The stations and units the newest reports name (a page's filter choices)."""
-    sql = _newest_where(None, None)[0]
+    sql = _newest_where(conn, None, None)[0]
+    unit = conn.dialect.json_text("r.health", "unit")
     stations = [r[0] for r in conn.execute(
         f"SELECT DISTINCT r.station FROM recorders r{sql} ORDER BY 1")]  # fmt: skip
     units = [r[0] for r in conn.execute(
-        f"SELECT DISTINCT json_extract(r.health, '$.unit') AS u FROM recorders r{sql}"
-        " AND u IS NOT NULL AND u != '' ORDER BY 1")]  # fmt: skip
+        f"SELECT DISTINCT u FROM (SELECT {unit} AS u FROM recorders r{sql}) n"
+        " WHERE u IS NOT NULL AND u != '' ORDER BY 1")]  # fmt: skip
     return stations, units
 
 
@@ -122,10 +121,13 @@ _NEWEST = (
 )
 
 
-def _newest_where(station: str | None, unit: str | None) -> tuple[str, tuple[str, ...]]:
+def _newest_where(
+    conn: Connection, station: str | None, unit: str | None
+) -> tuple[str, tuple[str, ...]]:
     sql, params = _NEWEST, ()
     if station is not None:
         sql, params = sql + " AND r.station = ?", (*params, station)
     if unit is not None:
-        sql, params = sql + " AND json_extract(r.health, '$.unit') = ?", (*params, unit)
+        unit_sql = conn.dialect.json_text("r.health", "unit")
+        sql, params = sql + f" AND {unit_sql} = ?", (*params, unit)
     return sql, params

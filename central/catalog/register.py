@@ -8,11 +8,10 @@ Lifecycles: ``in_service``, ``in_maintenance``, ``lost``, ``retired``. Every cha
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from typing import Any
 
 from central.catalog import paging
+from central.catalog.db import Connection
 
 LIFECYCLES = ("in_service", "in_maintenance", "lost", "retired")
 
@@ -31,7 +30,7 @@ SCHEMA = [
 ]
 
 
-def put(conn: sqlite3.Connection, entry: dict[str, Any], by: str, at: str) -> None:
+def put(conn: Connection, entry: dict[str, Any], by: str, at: str) -> None:
     """Add or replace ``entry`` (serial, lifecycle, officer, unit, note)."""
     conn.execute(
         "INSERT INTO register (serial, lifecycle, officer, unit, note, updated_at, updated_by)"
@@ -51,13 +50,13 @@ def put(conn: sqlite3.Connection, entry: dict[str, Any], by: str, at: str) -> No
     )
 
 
-def one(conn: sqlite3.Connection, serial: str) -> dict[str, Any] | None:
+def one(conn: Connection, serial: str) -> dict[str, Any] | None:
     row = conn.execute("SELECT * FROM register WHERE serial = ?", (serial,)).fetchone()
     return dict(row) if row else None
 
 
 def listing(
-    conn: sqlite3.Connection, unit: str | None = None, *, limit: int | None = None, offset: int = 0
+    conn: Connection, unit: str | None = None, *, limit: int | None = None, offset: int = 0
 ) -> list[dict[str, Any]]:
     """The entries by serial (of one unit), a page at a time."""
     where, params = _where(unit)
@@ -65,7 +64,7 @@ def listing(
     return [dict(r) for r in conn.execute(sql, (*params, *paging.params(limit, offset)))]
 
 
-def count(conn: sqlite3.Connection, unit: str | None = None) -> int:
+def count(conn: Connection, unit: str | None = None) -> int:
     where, params = _where(unit)
     return conn.execute("SELECT count(*) FROM register" + where, params).fetchone()[0]
 
@@ -74,11 +73,13 @@ def _where(unit: str | None) -> tuple[str, tuple[str, ...]]:
     return ("", ()) if unit is None else (" WHERE unit = ?", (unit,))
 
 
-def by_serial(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+def by_serial(conn: Connection) -> dict[str, dict[str, Any]]:
     return {r["serial"]: r for r in listing(conn)}
 
 
-def of(conn: sqlite3.Connection, serials: list[str]) -> dict[str, dict[str, Any]]:
+def of(conn: Connection, serials: list[str]) -> dict[str, dict[str, Any]]:
     """The entries of those of ``serials`` that are registered."""
-    sql = "SELECT * FROM register WHERE serial IN (SELECT value FROM json_each(?))"
-    return {r["serial"]: dict(r) for r in conn.execute(sql, (json.dumps(serials),))}
+    if not serials:
+        return {}
+    sql = f"SELECT * FROM register WHERE serial IN ({', '.join('?' for _ in serials)})"  # noqa: S608
+    return {r["serial"]: dict(r) for r in conn.execute(sql, serials)}

@@ -5,7 +5,7 @@ Only the newest 1000 are kept, each payload cut to its first 4 KiB.
 
 from __future__ import annotations
 
-import sqlite3
+from central.catalog.db import Connection
 
 REJECTED_KEPT = 1000
 PAYLOAD_KEPT = 4096
@@ -21,7 +21,7 @@ SCHEMA = [
 ]
 
 
-def record(conn: sqlite3.Connection, topic: str, reason: str, payload: bytes, at: str) -> None:
+def record(conn: Connection, topic: str, reason: str, payload: bytes, at: str) -> None:
     """Keep one rejected message and drop those older than the newest :data:`REJECTED_KEPT`."""
     conn.execute(
         "INSERT INTO rejected (at, topic, reason, payload) VALUES (?, ?, ?, ?)",
@@ -33,5 +33,5 @@ def record(conn: sqlite3.Connection, topic: str, reason: str, payload: bytes, at
     )
 
 
-def count(conn: sqlite3.Connection) -> int:
+def count(conn: Connection) -> int:
     return conn.execute("SELECT count(*) FROM rejected").fetchone()[0]

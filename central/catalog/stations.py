@@ -14,11 +14,11 @@ connection; the writes run inside the caller's transaction.
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
 from central.catalog import paging
+from central.catalog.db import Connection
 from sync.wire.chain import GENESIS, canonical
 
 SCHEMA = [
@@ -53,20 +53,20 @@ COLUMNS = [
 # -- writes (the MQTT consumer) --------------------------------------------------------------
 
 
-def ensure(conn: sqlite3.Connection, station: str) -> None:
+def ensure(conn: Connection, station: str) -> None:
     """Make the station known (every message does, whatever it carries)."""
-    conn.execute("INSERT OR IGNORE INTO stations (station) VALUES (?)", (station,))
+    conn.execute("INSERT INTO stations (station) VALUES (?) ON CONFLICT DO NOTHING", (station,))
 
 
-def seen(conn: sqlite3.Connection, station: str, at: str) -> None:
+def seen(conn: Connection, station: str, at: str) -> None:
     conn.execute(
-        "UPDATE stations SET last_seen = max(coalesce(last_seen, ''), ?) WHERE station = ?",
+        "UPDATE stations SET last_seen = greatest(coalesce(last_seen, ''), ?) WHERE station = ?",
         (at, station),
     )
 
 
 def record_status(
-    conn: sqlite3.Connection,
+    conn: Connection,
     station: str,
     doc: dict[str, Any] | None,
     *,
@@ -90,14 +90,16 @@ def record_status(
 
 
 def record_health(
-    conn: sqlite3.Connection, station: str, doc: dict[str, Any], *, live: bool, received_at: str
+    conn: Connection, station: str, doc: dict[str, Any], *, live: bool, received_at: str
 ) -> None:
     """The station's latest health report (``recdock/<station>/health``). ``received_at`` is
     the centre's time, which the report's ages are counted from; a retained report replayed on
     subscribing was sent earlier: the one already held keeps its time, a new one takes the
     station's ``at`` when that is earlier."""
     held = conn.execute(
-        "SELECT health_payload, health_received_at FROM stations WHERE station = ?", (station,)
+        "SELECT health_payload, health_received_at FROM stations WHERE station = ?"
+        + conn.dialect.for_update,
+        (station,),
     ).fetchone()
     if not live:
         if held["health_payload"] and json.loads(held["health_payload"]).get("at") == doc["at"]:
@@ -116,19 +118,19 @@ def _utc(at: str) -> str:
     return (then if then.tzinfo else then.replace(tzinfo=UTC)).isoformat()
 
 
-def count_duplicate(conn: sqlite3.Connection, station: str) -> None:
+def count_duplicate(conn: Connection, station: str) -> None:
     conn.execute(
         "UPDATE stations SET duplicates = duplicates + 1 WHERE station = ?",
         (station,),
     )
 
 
-def chain_ok(conn: sqlite3.Connection, station: str) -> bool:
+def chain_ok(conn: Connection, station: str) -> bool:
     row = conn.execute("SELECT chain_ok FROM stations WHERE station = ?", (station,)).fetchone()
     return bool(row["chain_ok"])
 
 
-def mark_broken(conn: sqlite3.Connection, station: str, problem: str, at: str) -> None:
+def mark_broken(conn: Connection, station: str, problem: str, at: str) -> None:
     """The chain no longer holds, for good: ``problem`` says why."""
     conn.execute(
         "UPDATE stations SET chain_ok = 0, chain_problem = ?, chain_problem_at = ?"
@@ -137,7 +139,7 @@ def mark_broken(conn: sqlite3.Connection, station: str, problem: str, at: str) -
     )
 
 
-def epoch(conn: sqlite3.Connection, station: str) -> tuple[int, int, str]:
+def epoch(conn: Connection, station: str) -> tuple[int, int, str]:
     """The station's chain epoch and the seq and hash it starts from."""
     row = conn.execute(
         "SELECT chain_epoch, chain_base_seq, chain_base_hash FROM stations WHERE station = ?",
@@ -146,7 +148,7 @@ def epoch(conn: sqlite3.Connection, station: str) -> tuple[int, int, str]:
     return int(row[0]), int(row[1]), str(row[2])
 
 
-def rebaseline(conn: sqlite3.Connection, station: str, base_seq: int, base_hash: str) -> int:
+def rebaseline(conn: Connection, station: str, base_seq: int, base_hash: str) -> int:
     """Start a new chain epoch from (``base_seq``, ``base_hash``); returns the new epoch."""
     conn.execute(
         "UPDATE stations SET chain_epoch = chain_epoch + 1, chain_base_seq = ?,"
@@ -157,7 +159,7 @@ def rebaseline(conn: sqlite3.Connection, station: str, base_seq: int, base_hash:
     return epoch(conn, station)[0]
 
 
-def claim_chain(conn: sqlite3.Connection, station: str) -> sqlite3.Row:
+def claim_chain(conn: Connection, station: str) -> Any:
     """Make the station known and hold its row until the transaction ends, in one statement;
     returns what an arriving event is checked against, as it stands once the row is held:
     ``chain_epoch``, ``chain_base_seq``, ``chain_base_hash`` and the complete head
@@ -174,13 +176,14 @@ def claim_chain(conn: sqlite3.Connection, station: str) -> sqlite3.Row:
 
 
 def stored_event(
-    conn: sqlite3.Connection, station: str, seq: int, at: str, head: tuple[int, str] | None
+    conn: Connection, station: str, seq: int, at: str, head: tuple[int, str] | None
 ) -> None:
     """An event was stored, in one write: the station seen at ``at``, the event counted, the
     highest seq, and the complete head moved to ``head`` (seq, hash) when it moved."""
     conn.execute(
-        "UPDATE stations SET last_seen = max(coalesce(last_seen, ''), ?), events = events + 1,"
-        " chain_max_seq = max(chain_max_seq, ?), chain_seq = coalesce(?, chain_seq),"
+        "UPDATE stations SET last_seen = greatest(coalesce(last_seen, ''), ?),"
+        " events = events + 1, chain_max_seq = greatest(chain_max_seq, ?),"
+        " chain_seq = coalesce(?, chain_seq),"
         " chain_hash = coalesce(?, chain_hash) WHERE station = ?",
         (at, seq, *(head or (None, None)), station),
     )
@@ -189,7 +192,7 @@ def stored_event(
 # -- reads (the JSON API) --------------------------------------------------------------------
 
 
-def chain_span(conn: sqlite3.Connection, station: str) -> tuple[int, int] | None:
+def chain_span(conn: Connection, station: str) -> tuple[int, int] | None:
     """The complete head's seq and the highest seq seen; None for an unknown station."""
     row = conn.execute(
         "SELECT chain_seq, chain_max_seq FROM stations WHERE station = ?", (station,)
@@ -197,15 +200,13 @@ def chain_span(conn: sqlite3.Connection, station: str) -> tuple[int, int] | None
     return None if row is None else (row["chain_seq"], row["chain_max_seq"])
 
 
-def rows(
-    conn: sqlite3.Connection, *, limit: int | None = None, offset: int = 0
-) -> list[dict[str, Any]]:
+def rows(conn: Connection, *, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
     """Stations by id, a page at a time (central/catalog/paging.py)."""
     sql = "SELECT * FROM stations ORDER BY station" + paging.SQL
     return [dict(r) for r in conn.execute(sql, paging.params(limit, offset))]
 
 
-def row(conn: sqlite3.Connection, station: str) -> dict[str, Any] | None:
+def row(conn: Connection, station: str) -> dict[str, Any] | None:
     found = [dict(r) for r in conn.execute("SELECT * FROM stations WHERE station = ?", (station,))]
     return found[0] if found else None
 
@@ -256,9 +257,9 @@ def health_report(row: dict[str, Any]) -> dict[str, Any] | None:
     return {**json.loads(row["health_payload"]), "received_at": row["health_received_at"]}
 
 
-def count(conn: sqlite3.Connection) -> int:
+def count(conn: Connection) -> int:
     return conn.execute("SELECT count(*) FROM stations").fetchone()[0]
 
 
-def broken_count(conn: sqlite3.Connection) -> int:
+def broken_count(conn: Connection) -> int:
     return conn.execute("SELECT count(*) FROM stations WHERE chain_ok = 0").fetchone()[0]

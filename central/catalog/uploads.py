@@ -21,10 +21,10 @@ connection (:func:`central.catalog.receipts.connect`): call them from a worker t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-from central.catalog.receipts import _connect as connect
+from central.catalog import db
+from central.catalog.receipts import Place, connect
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS uploads (
@@ -46,17 +46,18 @@ SCHEMA = [
 _COLUMNS = "upload_id, station, length, upload_offset, sha256, sm3, metadata, created_at"
 
 
-def create_table(db_path: Path) -> None:
-    with connect(db_path) as db:
+def create_table(db_path: Place) -> None:
+    with connect(db_path) as conn:
+        conn.execute(conn.dialect.schema_lock)
         for statement in SCHEMA:
-            db.execute(statement)
+            conn.execute(db.ddl(statement, conn.dialect))
 
 
-def insert(db_path: Path, record: dict[str, Any], *, now: float) -> None:
+def insert(db_path: Place, record: dict[str, Any], *, now: float) -> None:
     """A new upload's record (``record``: the fields of :class:`central.folder.UploadInfo`);
     a record already there stays as it is (an old version's file imported twice)."""
-    with connect(db_path) as db:
-        db.execute(
+    with connect(db_path) as conn:
+        conn.execute(
             f"INSERT INTO uploads ({_COLUMNS}, touched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
             " ON CONFLICT (upload_id) DO NOTHING",
             (
@@ -73,85 +74,87 @@ def insert(db_path: Path, record: dict[str, Any], *, now: float) -> None:
         )
 
 
-def load(db_path: Path, upload_id: str) -> dict[str, Any] | None:
+def load(db_path: Place, upload_id: str) -> dict[str, Any] | None:
     """The upload's record (the fields of :class:`central.folder.UploadInfo`), or None."""
-    with connect(db_path) as db:
-        row = db.execute(
+    with connect(db_path) as conn:
+        row = conn.execute(
             f"SELECT {_COLUMNS} FROM uploads WHERE upload_id = ?",  # noqa: S608
             (upload_id,),
         ).fetchone()
     return _record(row) if row else None
 
 
-def records(db_path: Path) -> list[dict[str, Any]]:
+def records(db_path: Place) -> list[dict[str, Any]]:
     """Every upload with a record (unfinished, or complete and not yet verified)."""
-    with connect(db_path) as db:
-        rows = db.execute(f"SELECT {_COLUMNS} FROM uploads ORDER BY created_at").fetchall()  # noqa: S608
+    with connect(db_path) as conn:
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM uploads ORDER BY created_at").fetchall()  # noqa: S608
     return [_record(r) for r in rows]
 
 
-def untouched_since(db_path: Path, cutoff: float) -> list[str]:
+def untouched_since(db_path: Place, cutoff: float) -> list[str]:
     """The uploads neither created nor written since ``cutoff`` (seconds since the epoch)."""
-    with connect(db_path) as db:
-        rows = db.execute(
+    with connect(db_path) as conn:
+        rows = conn.execute(
             "SELECT upload_id FROM uploads WHERE touched_at < ? ORDER BY touched_at", (cutoff,)
         ).fetchall()
     return [r[0] for r in rows]
 
 
-def touched_at(db_path: Path, upload_id: str) -> float | None:
-    with connect(db_path) as db:
-        row = db.execute(
+def touched_at(db_path: Place, upload_id: str) -> float | None:
+    with connect(db_path) as conn:
+        row = conn.execute(
             "SELECT touched_at FROM uploads WHERE upload_id = ?", (upload_id,)
         ).fetchone()
     return float(row[0]) if row else None
 
 
-def set_touched(db_path: Path, upload_id: str, at: float) -> None:
+def set_touched(db_path: Place, upload_id: str, at: float) -> None:
     """Set when the upload was last touched (an administrator's or a test's clock)."""
-    with connect(db_path) as db:
-        db.execute("UPDATE uploads SET touched_at = ? WHERE upload_id = ?", (at, upload_id))
+    with connect(db_path) as conn:
+        conn.execute("UPDATE uploads SET touched_at = ? WHERE upload_id = ?", (at, upload_id))
 
 
-def take(db_path: Path, upload_id: str, holder: str, *, now: float, until: float) -> str | None:
+def take(db_path: Place, upload_id: str, holder: str, *, now: float, until: float) -> str | None:
     """Take (or renew) the upload's lease for ``holder`` until ``until``. Returns None when
     taken, else who holds it (``""`` when the upload has no record)."""
-    with connect(db_path) as db:
-        cur = db.execute(
+    with connect(db_path) as conn:
+        cur = conn.execute(
             "UPDATE uploads SET holder = ?, held_until = ? WHERE upload_id = ?"
             " AND (holder IS NULL OR holder = ? OR held_until < ?)",
             (holder, until, upload_id, holder, now),
         )
         if cur.rowcount == 1:
             return None
-        row = db.execute("SELECT holder FROM uploads WHERE upload_id = ?", (upload_id,)).fetchone()
+        row = conn.execute(
+            "SELECT holder FROM uploads WHERE upload_id = ?", (upload_id,)
+        ).fetchone()
     return "" if row is None else str(row[0])
 
 
-def renew(db_path: Path, upload_id: str, holder: str, *, until: float) -> bool:
+def renew(db_path: Place, upload_id: str, holder: str, *, until: float) -> bool:
     """Extend ``holder``'s lease; False when it no longer holds it (it ran out and was taken)."""
-    with connect(db_path) as db:
-        cur = db.execute(
+    with connect(db_path) as conn:
+        cur = conn.execute(
             "UPDATE uploads SET held_until = ? WHERE upload_id = ? AND holder = ?",
             (until, upload_id, holder),
         )
     return cur.rowcount == 1
 
 
-def release(db_path: Path, upload_id: str, holder: str) -> None:
-    with connect(db_path) as db:
-        db.execute(
+def release(db_path: Place, upload_id: str, holder: str) -> None:
+    with connect(db_path) as conn:
+        conn.execute(
             "UPDATE uploads SET holder = NULL, held_until = NULL"
             " WHERE upload_id = ? AND holder = ?",
             (upload_id, holder),
         )
 
 
-def save_offset(db_path: Path, upload_id: str, offset: int, holder: str, *, now: float) -> bool:
+def save_offset(db_path: Place, upload_id: str, offset: int, holder: str, *, now: float) -> bool:
     """Record the acknowledged ``offset`` (the bytes before it are fsynced), only while
     ``holder`` holds the lease; False when it does not (nothing recorded)."""
-    with connect(db_path) as db:
-        cur = db.execute(
+    with connect(db_path) as conn:
+        cur = conn.execute(
             "UPDATE uploads SET upload_offset = ?, touched_at = ? WHERE upload_id = ?"
             " AND holder = ?",
             (offset, now, upload_id, holder),
@@ -159,9 +162,9 @@ def save_offset(db_path: Path, upload_id: str, offset: int, holder: str, *, now:
     return cur.rowcount == 1
 
 
-def delete(db_path: Path, upload_id: str) -> None:
-    with connect(db_path) as db:
-        db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+def delete(db_path: Place, upload_id: str) -> None:
+    with connect(db_path) as conn:
+        conn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
 
 
 def _record(row: Any) -> dict[str, Any]:

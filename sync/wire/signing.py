@@ -1,8 +1,9 @@
 """What a station signs and how the signature travels: one definition for station and centre.
 
-Every message a station publishes carries an Ed25519 signature (``cryptography``) in the field
-``sig`` of its JSON payload: 64 bytes, standard base64 with padding (88 characters). What is
-signed, as UTF-8 bytes, is a domain-separated string:
+Every message a station publishes carries an Ed25519 signature (made with ``cryptography``; the
+centre verifies it with libsodium, central/enrolment.py, through the same :func:`verify_doc`) in
+the field ``sig`` of its JSON payload: 64 bytes, standard base64 with padding (88 characters).
+What is signed, as UTF-8 bytes, is a domain-separated string:
 
 * an **event** (``recdock/<station>/event``): ``"recdock-event-v1\\n<station>\\n<seq>\\n<hash>"``,
   where ``hash`` is the entry's chain hash (:func:`sync.wire.chain.entry_hash`), which commits
@@ -25,7 +26,7 @@ import base64
 import binascii
 import json
 import re
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -42,6 +43,13 @@ _PUBLIC = re.compile(r"^[A-Za-z0-9+/]{43}=$")
 
 class BadSignature(ValueError):
     """A message that is not validly signed; the text says why (never the key)."""
+
+
+class PublicKey(Protocol):
+    """What :func:`verify_doc` needs of a key: ``cryptography``'s ``Ed25519PublicKey``, or the
+    centre's libsodium key (central/enrolment.py); ``verify`` raises ``InvalidSignature``."""
+
+    def verify(self, signature: bytes, data: bytes) -> None: ...
 
 
 def event_message(station: str, seq: int, chain_hash: str) -> bytes:
@@ -88,7 +96,7 @@ def sign_payload(key: Ed25519PrivateKey, topic: str, payload: bytes) -> bytes:
     return canonical(doc).encode("utf-8")
 
 
-def verify_doc(public_key: Ed25519PublicKey, topic: str, doc: dict[str, Any]) -> None:
+def verify_doc(public_key: PublicKey, topic: str, doc: dict[str, Any]) -> None:
     """Check ``doc``'s signature on ``topic``; raises :class:`BadSignature` when it is not valid.
 
     For an event, the chain hash is first recomputed from the content: a signature over a hash
@@ -99,14 +107,16 @@ def verify_doc(public_key: Ed25519PublicKey, topic: str, doc: dict[str, Any]) ->
         raise BadSignature("the message is not signed (no valid 'sig' field)")
     message = signed_message(topic, doc)
     if _topic_station_and_kind(topic)[1] == "event":
-        _check_event_hash(doc)
+        check_event_hash(doc)
     try:
         public_key.verify(base64.b64decode(text), message)
     except InvalidSignature:
         raise BadSignature("the signature does not match the station's enrolled key") from None
 
 
-def _check_event_hash(doc: dict[str, Any]) -> None:
+def check_event_hash(doc: dict[str, Any]) -> None:
+    """Raises :class:`BadSignature` unless the event's ``hash`` is the chain hash of its
+    content (what its signature, or a later event's, covers)."""
     try:
         computed = entry_hash(
             str(doc["prev_hash"]),
@@ -131,10 +141,20 @@ def public_key_text(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
 
 def parse_public_key(text: str) -> Ed25519PublicKey:
     """The inverse of :func:`public_key_text`; ValueError says what is wrong."""
+    raw = public_key_raw(text)
+    try:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as exc:
+        raise ValueError(f"not an Ed25519 public key: {exc}") from exc
+
+
+def public_key_raw(text: str) -> bytes:
+    """The 32 raw bytes of a public key in the form of :func:`public_key_text`; ValueError
+    says what is wrong."""
     text = text.strip()
     if not _PUBLIC.match(text):
         raise ValueError("an Ed25519 public key is 44 characters of base64 (32 bytes)")
     try:
-        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
-    except (binascii.Error, ValueError) as exc:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
         raise ValueError(f"not an Ed25519 public key: {exc}") from exc
