@@ -5,6 +5,7 @@ shipped broker configuration, what the station's own code writes and signs (rule
 docs/architecture.md), recdock-central (a process) ingests it, and the bench's own check
 finds every station's chain complete at the centre up to the head in its catalog, one report
 per recorder, the open faults, nothing rejected; its probes reach the API and the dashboard.
+With one worker on SQLite, two as a worker group on SQLite, and two on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -33,16 +34,22 @@ def fleet_run():
         sys.path.remove(str(BENCH))
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(("workers", "backend"), [(1, "sqlite"), (2, "sqlite"), (2, "postgresql")])
 def test_the_fleet_bench_runs_and_the_centre_stores_what_it_sent(
-    tmp_path: Path, fleet_run, workers: int
+    tmp_path: Path, fleet_run, workers: int, backend: str, request: pytest.FixtureRequest
 ):
+    database = []
+    if backend == "postgresql":  # the session's cluster (tests/conftest.py), a fresh database
+        cluster = request.getfixturevalue("postgres_cluster")
+        url = cluster.fresh_database()
+        request.addfinalizer(lambda: cluster.drop_database(url))
+        database = ["--database", url]
     out = tmp_path / "fleet.json"
     args = ["--stations", "3", "--bays", "2", "--recorders", "6", "--files", "3",
             "--seconds", "4", "--rates", "1", "--per-hour", "7200", "--probes", "2",
             "--page-every", "0.5", "--workdir", str(tmp_path / "work"),
             "--stations-dir", str(tmp_path / "stations"), "--json", str(out),
-            "--workers", str(workers)]  # fmt: skip
+            "--workers", str(workers), *database]  # fmt: skip
     (tmp_path / "work").mkdir()
     (tmp_path / "stations").mkdir()
     assert fleet_run.main(args) == 0
