@@ -2,7 +2,9 @@
 
 This module keeps the running recdock-central (a process: tests/central_server.py's
 ``live_central``, with the MQTT consumer on the bench's broker, the fleet's enrolled keys, a
-reader token for the JSON API and the dashboard's users) and the three observers of a phase:
+reader token for the JSON API and the dashboard's users), or several of them as one worker
+group on one data folder (each its own port and MQTT client id: docs/central.md, "Several
+workers"), and the three observers of a phase, which take the workers in turn:
 
 * the **sampler** reads the catalog's counts (``GET /api/health``: its ``events``) once a
   second: events ingested a second;
@@ -34,7 +36,7 @@ from fleet import Probe, SimStation
 
 from agent.catalog import audit
 from sync.wire.signing import public_key_text
-from tests.central_server import live_central
+from tests.central_server import live_central, wait_for
 from tests.dashboard_tools import login, make_users
 from tests.mosquitto import CENTRAL
 
@@ -47,32 +49,61 @@ def centre_options() -> str:
     return done.stdout
 
 
-def passthrough(database: str | None, workers: int) -> list[str]:
-    """``--database`` and ``--workers`` for recdock-central; a clear stop when it does not
-    accept them yet (the PostgreSQL catalog and several workers land in their own branches)."""
-    wanted = {"--database": database, "--workers": str(workers) if workers != 1 else None}
-    known = centre_options()
-    args: list[str] = []
-    for option, value in wanted.items():
-        if value is None:
-            continue
-        if option not in known:
-            raise SystemExit(f"recdock-central does not accept {option} yet (see "
-                             f"`recdock-central --help`); this bench passes {option} {value} "
-                             "to it unchanged once it does")  # fmt: skip
-        args += [option, value]
-    return args
+def check_database(database: str | None) -> None:
+    """A clear stop, before anything is built, when recdock-central does not take
+    ``--database`` (the PostgreSQL catalog lands in its own branch)."""
+    if database is not None and "--database" not in centre_options():
+        raise SystemExit("recdock-central does not accept --database yet (see "
+                         "`recdock-central --help`); this bench passes --database "
+                         f"{database} to it once it does")  # fmt: skip
+
+
+@contextlib.contextmanager
+def catalog_database(database: str | None) -> Iterator[list[str]]:
+    """recdock-central's ``--database``: none (SQLite in the data folder), a URL passed on
+    as it is, or ``postgresql``: a throwaway cluster started as the tests start theirs
+    (tests/postgres.py: initdb and pg_ctl, a Unix socket only, as the postgres user when run
+    as root), but durable (fsync and synchronous commit on, as the SQLite catalog's
+    ``synchronous=FULL``), removed at the end."""
+    if database != "postgresql":
+        yield [] if database is None else ["--database", database]
+        return
+    from tests.postgres import remove, start_cluster
+
+    cluster = start_cluster(durable=True)
+    try:
+        yield ["--database", cluster.fresh_database()]
+    finally:
+        remove(cluster)
+
+
+GROUP = "bench"  # the workers' --worker-group when there are several
+
+
+@dataclass
+class Worker:
+    url: str
+    session: requests.Session  # the dashboard's, logged in at this worker
 
 
 @dataclass
 class Centre:
-    url: str
-    token: str
-    session: requests.Session  # the dashboard's, logged in
+    """One recdock-central, or a worker group sharing one data folder and catalog: any
+    worker answers for all of it; ``via`` picks one to spread the observers' requests."""
 
-    def api(self, path: str) -> dict:
-        r = requests.get(self.url + path, headers={"Authorization": f"Bearer {self.token}"},
-                         timeout=60)  # fmt: skip
+    workers: list[Worker]
+    token: str
+
+    @property
+    def url(self) -> str:
+        return self.workers[0].url
+
+    def via(self, n: int) -> Worker:
+        return self.workers[n % len(self.workers)]
+
+    def api(self, path: str, via: int = 0) -> dict:
+        r = requests.get(self.via(via).url + path, timeout=60,
+                         headers={"Authorization": f"Bearer {self.token}"})  # fmt: skip
         r.raise_for_status()
         return r.json()
 
@@ -86,10 +117,24 @@ class Centre:
     def events(self) -> int:
         return int(requests.get(self.url + "/api/health", timeout=60).json()["catalog"]["events"])
 
+    def consumers(self) -> list[dict]:
+        """Each worker's own consumer counts (``/api/health``'s ``mqtt``): how the group
+        shared the messages."""
+        return [requests.get(w.url + "/api/health", timeout=60).json().get("mqtt", {})
+                for w in self.workers]  # fmt: skip
+
+
+def _subscribed(url: str) -> bool:
+    return bool(requests.get(url + "/api/health", timeout=10).json()["mqtt"]["subscribed"])
+
 
 @contextlib.contextmanager
-def centre(folder: Path, broker, stations: list[SimStation], extra: list[str]) -> Iterator[Centre]:  # noqa: ANN001
-    """recdock-central with its consumer on ``broker``, every station enrolled."""
+def centre(folder: Path, broker, stations: list[SimStation], extra: list[str],  # noqa: ANN001
+           workers: int = 1) -> Iterator[Centre]:  # fmt: skip
+    """recdock-central with its consumer on ``broker``, every station enrolled; with
+    ``workers`` above 1, that many in one worker group (docs/central.md, "Several workers"):
+    each its own port and MQTT client id (so MQTT 5, the shared subscription), one data
+    folder, the same keys, tokens and users."""
     folder.mkdir(parents=True, exist_ok=True)
     keys = folder / "station-keys.toml"
     keys.write_text("[stations]\n" + "".join(f'"{s.name}" = "{public_key_text(s.key)}"\n'
@@ -103,8 +148,18 @@ def centre(folder: Path, broker, stations: list[SimStation], extra: list[str]) -
             "--api-tokens", str(folder / "api-tokens.toml"),
             "--users", str(make_users(folder / "users.toml")), "--dashboard-plain-http",
             *extra]  # fmt: skip
-    with live_central(folder / "data", *args, timeout=60) as url:
-        yield Centre(url, token, login(url, "view"))
+    with contextlib.ExitStack() as stack:
+        urls = []
+        for n in range(workers):
+            own = ["--worker-group", GROUP, "--mqtt-client-id", f"recdock-central-{n}"]
+            log = f"worker-{n}.log"
+            if workers == 1:  # the single centre, as before the workers: MQTT 3.1.1
+                own, log = [], "recdock-central.log"
+            urls.append(stack.enter_context(live_central(folder / "data", *args, *own,
+                                                         timeout=60, log_name=log)))  # fmt: skip
+        for url in urls:
+            wait_for(lambda url=url: _subscribed(url), 60, interval=0.1)
+        yield Centre([Worker(url, login(url, "view")) for url in urls], token)
 
 
 def wait_events(c: Centre, total: int, timeout: float) -> float:
@@ -153,15 +208,28 @@ class Observed:
     pages: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
 
+@dataclass(eq=False)
+class Pending:
+    """A probe not yet on the dashboard, followed through worker ``via`` (the catalog is
+    shared: whichever worker stored the event, every worker shows it)."""
+
+    probe: Probe
+    handed: float
+    via: int
+    api_at: float | None = None
+
+
 class Observers:
-    """The sampler, the prober and the page timer, each a thread, until :meth:`stop`."""
+    """The sampler, the prober and the page timer, each a thread, until :meth:`stop`. Probes
+    and page rounds take the workers in turn."""
 
     def __init__(self, c: Centre, pages: dict[str, str], page_every: float = 2.0) -> None:
         self.c = c
         self.page_every = page_every
         self.page_paths = pages
         self.seen = Observed()
-        self._probes: list[tuple[Probe, float, float | None]] = []
+        self._probes: list[Pending] = []
+        self._count = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=f, daemon=True)
@@ -174,7 +242,8 @@ class Observers:
 
     def probe(self, probe: Probe, handed_at: float) -> None:
         with self._lock:
-            self._probes.append((probe, handed_at, None))
+            self._probes.append(Pending(probe, handed_at, self._count))
+            self._count += 1
 
     def settle(self, timeout: float) -> None:
         """Wait until every probe is seen on the dashboard (or ``timeout``)."""
@@ -205,33 +274,31 @@ class Observers:
                 self._check(item)
             self._stop.wait(0.05)
 
-    def _check(self, item: tuple[Probe, float, float | None]) -> None:
-        probe, handed, api_at = item
-        if api_at is None:
-            head = self.c.api(f"/api/stations/{probe.station}/chain").get("head_seq") or 0
-            if head < probe.seq:
+    def _check(self, item: Pending) -> None:
+        probe, worker = item.probe, self.c.via(item.via)
+        if item.api_at is None:
+            chain = self.c.api(f"/api/stations/{probe.station}/chain", via=item.via)
+            if (chain.get("head_seq") or 0) < probe.seq:
                 return
-            api_at = time.monotonic()
-            self.seen.lag_api.append(api_at - handed)
-            with self._lock:
-                self._probes[self._probes.index(item)] = (probe, handed, api_at)
-            item = (probe, handed, api_at)
-        html = self.c.session.get(f"{self.c.url}/recorders/{probe.serial}", timeout=60).text
+            item.api_at = time.monotonic()
+            self.seen.lag_api.append(item.api_at - item.handed)
+        html = worker.session.get(f"{worker.url}/recorders/{probe.serial}", timeout=60).text
         if f'datetime="{probe.at}"' in html:
-            self.seen.lag_html.append(time.monotonic() - handed)
+            self.seen.lag_html.append(time.monotonic() - item.handed)
             with self._lock:
                 self._probes.remove(item)
 
     def _pages(self) -> None:
         rep = 0
         while not self._stop.is_set():
+            worker = self.c.via(rep // 2)  # each worker twice: HTML first, then JSON first
             for name, path in self.page_paths.items():
                 order = ("html", "json") if rep % 2 == 0 else ("json", "html")
                 for kind in order:
                     joiner = "&" if "?" in path else "?"
-                    url = self.c.url + path + (f"{joiner}format=json" if kind == "json" else "")
+                    url = worker.url + path + (f"{joiner}format=json" if kind == "json" else "")
                     t0 = time.perf_counter()
-                    self.c.session.get(url, timeout=120).raise_for_status()
+                    worker.session.get(url, timeout=120).raise_for_status()
                     self.seen.pages.setdefault((name, kind), []).append(time.perf_counter() - t0)
             rep += 1
             self._stop.wait(self.page_every)  # a round every few seconds, as people look

@@ -2,11 +2,12 @@
 
     .venv/bin/python bench/bench_central.py fleet                       # 500 x 8, 4,000 recorders
     .venv/bin/python bench/bench_central.py fleet --stations 20 --recorders 160 --seconds 20
-    .venv/bin/python bench/bench_central.py fleet --database URL --workers 2   # when they land
+    .venv/bin/python bench/bench_central.py fleet --workers 2              # a worker group
 
 This module keeps one run: the fleet built and everything it will send made before anything
 is timed, a Mosquitto with the shipped configuration (tests/mosquitto.py), the generator's
-ceiling, recdock-central started as a process (bench/fleet_centre.py), the preload, and one
+ceiling, recdock-central started as a process or ``--workers`` of them as a worker group
+(bench/fleet_centre.py), the preload, and one
 phase per rate (``--rates``: multiples of the realistic rate, bench/fleet.py), each measured
 by the observers while the pacer (bench/fleet_wire.py) hands the schedule over. It prints,
 per phase: the rate offered, events ingested a second, the backlog when publishing stopped
@@ -26,9 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import fleet_centre as fc
 from fleet import Dock, Shape, SimStation, Slot, build_stations, counts, preload, schedule
 from fleet import realistic_dockings_per_hour as realistic
-from fleet_centre import Centre, Observers, centre, passthrough, quantiles, verify, wait_events
+from fleet_centre import Centre, Observers, centre, quantiles, verify, wait_events
 from fleet_wire import Wire, issue_certificates
 
 from agent.catalog.faults import fault_id
@@ -58,8 +60,18 @@ def options(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--probes", type=int, default=20, help="probed dockings a phase")
     p.add_argument("--page-every", type=float, default=2.0, help="seconds between page rounds")
-    p.add_argument("--database", default=None, help="passed to recdock-central")
-    p.add_argument("--workers", type=int, default=1, help="passed to recdock-central")
+    p.add_argument(
+        "--database",
+        default=None,
+        help="recdock-central's --database URL; 'postgresql': a throwaway durable cluster "
+        "(tests/postgres.py); default: SQLite in the data folder",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="recdock-central processes: above 1, a worker group on one data folder",
+    )
     p.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     p.add_argument(
         "--stations-dir",
@@ -114,6 +126,7 @@ def run_phase(wire: Wire, c: Centre, slots: list[Slot], pages: dict[str, str], a
             "lag_dashboard_s": quantiles(seen.lag_html), "probes": len(seen.lag_api),
             "probes_unseen": seen.unseen, "load": [load0, os.getloadavg()[0]],
             "pages": {f"{n} {k}": quantiles(v) for (n, k), v in seen.pages.items()},
+            "consumers": c.consumers(),
             "page_runs": {f"{n} {k}": len(v) for (n, k), v in seen.pages.items()}}  # fmt: skip
 
 
@@ -142,7 +155,8 @@ def handshake(wire: Wire, c: Centre, pre: list) -> list:  # noqa: ANN001
 
 def report(results: dict, shape: Shape, args: argparse.Namespace) -> None:
     per_hour = args.per_hour or realistic(shape)
-    print(f"\nbase rate: {per_hour:.0f} dockings an hour ({per_hour / 3600:.2f} a second), "
+    print(f"\n{args.workers} worker(s) on {args.database or 'sqlite'}; base rate: "
+          f"{per_hour:.0f} dockings an hour ({per_hour / 3600:.2f} a second), "
           f"{shape.files} recordings each; phases of {args.seconds:.0f} s")  # fmt: skip
     for rate, r in results.items():
         api, dash, late = r["lag_api_s"], r["lag_dashboard_s"], r["pacer_late_s"]
@@ -162,6 +176,8 @@ def report(results: dict, shape: Shape, args: argparse.Namespace) -> None:
             f"  pacer late (median/p95/max s): {late[0]:.3f} {late[1]:.3f} {late[2]:.3f}; "
             f"load average {r['load'][0]:.2f} -> {r['load'][1]:.2f}"
         )
+        received = [w.get("messages", {}).get("received", 0) for w in r["consumers"]]
+        print(f"  messages received by each worker since it started: {received}")
         print(f"  {'page':<12} {'html s':>8} {'json s':>8} {'html/json':>9} {'runs':>5}")
         for name in ("overview", "recorders", "stations", "fault"):
             if f"{name} html" not in r["pages"]:
@@ -173,7 +189,9 @@ def report(results: dict, shape: Shape, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = options(argv)
-    extra = passthrough(args.database, args.workers)  # before anything is built
+    if args.workers < 1:
+        raise SystemExit("--workers: at least 1")
+    fc.check_database(args.database)  # before anything is built
     shape = Shape(args.stations, args.bays, args.recorders, args.files)
     print("machine:", machine())
     with contextlib.ExitStack() as stack:
@@ -183,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         base = args.stations_dir or (shm if shm.is_dir() and os.access(shm, os.W_OK) else work)
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fleet-st-",
                                                                       dir=base)))  # fmt: skip
+        extra = stack.enter_context(fc.catalog_database(args.database))
         results = run(work, folder, shape, args, extra)
     report(results["phases"], shape, args)
     stored = results["stored"]
@@ -201,7 +220,8 @@ def run(work: Path, folder: Path, shape: Shape, args: argparse.Namespace, extra)
     stations = build_stations(folder, shape)
     print(f"{len(stations)} station catalogs in {time.perf_counter() - t0:.1f} s")
     pre, phases = generate(stations, args, shape)
-    out: dict = {"machine": machine(), "shape": shape.__dict__, "phases": {}}
+    out: dict = {"machine": machine(), "shape": shape.__dict__, "phases": {},
+                 "workers": args.workers, "database": args.database or "sqlite"}  # fmt: skip
     with Mosquitto(work / "broker") as broker:
         t0 = time.perf_counter()
         broker.tls(CENTRAL)  # the centre's by the openssl CLI, as in the tests
@@ -214,7 +234,7 @@ def run(work: Path, folder: Path, shape: Shape, args: argparse.Namespace, extra)
             out["ceiling_per_s"] = wire.ceiling([m for s in fastest for m in s.messages])
             print(f"generator ceiling (unpaced, broker alone): {out['ceiling_per_s']:.0f} "
                   "messages a second")  # fmt: skip
-            with centre(work / "centre", broker, stations, extra) as c:
+            with centre(work / "centre", broker, stations, extra, args.workers) as c:
                 out["preload"] = load(wire, c, pre, args)
                 pages = dashboard_pages(stations)
                 for rate, slots in phases.items():

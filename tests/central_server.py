@@ -178,11 +178,12 @@ def live_central(
     tokens: dict[str, str] | None = None,
     timeout: float = 20.0,
     port: int | None = None,
+    log_name: str = "recdock-central.log",
 ) -> Iterator[str]:
     """``recdock-central`` itself, as a process on a free loopback port (or ``port``: the
     same one again after a stop), with a tokens file written beside ``data`` (station tokens:
-    ``tokens``, default :data:`TOKENS`) and its log in ``recdock-central.log`` there; yields
-    its base URL and stops it (SIGTERM) at the end."""
+    ``tokens``, default :data:`TOKENS`) and its log in ``log_name`` there (one each when
+    several workers share ``data``); yields its base URL and stops it (SIGTERM) at the end."""
     import subprocess
     import sys
 
@@ -194,7 +195,7 @@ def live_central(
     tokens_file.write_text("[stations]\n" + "\n".join(lines) + "\n")
     port = port or free_port()
     central = Path(sys.executable).with_name("recdock-central")
-    log_path = data.parent / "recdock-central.log"
+    log_path = data.parent / log_name
     log = open(log_path, "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [

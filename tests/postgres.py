@@ -7,7 +7,8 @@ a fresh database copied from a template the centre's catalog was created in once
 ``initdb`` and ``postgres`` refuse to run as root: as root (CI), they run as the ``postgres``
 user the Debian package creates, the cluster's folders owned by it. A cluster that cannot
 start fails the tests loudly; nothing skips. Durability is not what these tests check, so the
-cluster runs with ``fsync=off``.
+cluster runs with ``fsync=off``; bench/fleet_centre.py starts one ``durable`` (PostgreSQL's
+defaults: fsync and synchronous commit on), to compare with SQLite's ``synchronous=FULL``.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ def _version(path: str) -> int:
 class Cluster:
     """One cluster under ``root``: :meth:`start`, :meth:`fresh_database`, :meth:`stop`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, durable: bool = False) -> None:
         self.root = root
+        self.durable = durable
         self.data = root / "data"
         self.socket_dir = root / "run"
         self.log = root / "postgres.log"
@@ -74,10 +76,9 @@ class Cluster:
             *("-D", str(self.data), "-U", "postgres", "--auth=trust"),
             *("-E", "UTF8", "--locale=C.UTF-8", "--no-sync"),
         )
-        options = (
-            f"-c listen_addresses='' -k {self.socket_dir} -c fsync=off"
-            " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
+        options = f"-c listen_addresses='' -k {self.socket_dir} -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             str(self.bin / "pg_ctl"),
             *("-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start"),
@@ -116,9 +117,9 @@ class Cluster:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
 
 
-def start_cluster() -> Cluster:
+def start_cluster(*, durable: bool = False) -> Cluster:
     """A started cluster with the migrated template, in a new temporary folder."""
-    cluster = Cluster(Path(tempfile.mkdtemp(prefix="recdock-pg-")))
+    cluster = Cluster(Path(tempfile.mkdtemp(prefix="recdock-pg-")), durable=durable)
     try:
         cluster.start()
         cluster.make_template()
