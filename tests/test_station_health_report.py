@@ -147,9 +147,14 @@ def test_the_station_publishes_its_signed_report_on_connect_every_interval_and_a
         gap = datetime.fromisoformat(second["at"]) - datetime.fromisoformat(first["at"])
         assert timedelta(seconds=4.5) <= gap < timedelta(seconds=10)
     finally:
-        before = len(reports(sub))
+        before = len(sub.messages)
         service.stop()
-    wait_for(lambda: len(reports(sub)) > before, timeout=10, what="the report at the stop")
+
+    def stopped() -> bool:
+        # an interval's report may come just before the stop: wait for the status at the stop
+        return any(t == topics.status(STATION) for t, _p, _r in sub.messages[before:])
+
+    wait_for(stopped, timeout=10, what="the status at the stop")
     order = [
         t for t, _p, _r in sub.messages if t in (topics.health(STATION), topics.status(STATION))
     ]
