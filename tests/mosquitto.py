@@ -49,6 +49,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_server(proc: subprocess.Popen, port: int, timeout: float, poll: float = 0.02) -> None:
+    """SIGTERM a test broker (a SIGKILL if it does not end within ``timeout``), then wait
+    until its port no longer listens: the next start may take the same port."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+    deadline = time.monotonic() + timeout
+    while _listening(port) and time.monotonic() < deadline:
+        time.sleep(poll)
+
+
 def _listening(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)
@@ -236,15 +250,7 @@ class Mosquitto(BrokerClients):
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-        deadline = time.monotonic() + timeout
-        while _listening(self.port) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        stop_server(proc, self.port, timeout)
 
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): connections stay open, nothing is acknowledged."""

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.mosquitto import ROOT, BrokerClients, TestPki, _listening, free_port
+from tests.mosquitto import ROOT, BrokerClients, TestPki, _listening, free_port, stop_server
 
 SHIPPED_CONF = ROOT / "deploy" / "rabbitmq" / "rabbitmq.conf"
 SHIPPED_USERS = ROOT / "deploy" / "rabbitmq" / "recdock-users"
@@ -167,15 +167,7 @@ class RabbitMQ(BrokerClients):
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-        deadline = time.monotonic() + timeout
-        while _listening(self.port) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        stop_server(proc, self.port, timeout, poll=0.05)
 
     def close(self) -> None:
         """Stop the node and the epmd it started on its own port (a peer's node leaves epmd to

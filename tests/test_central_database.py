@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,24 @@ def test_a_column_added_since_a_table_was_made_is_added_to_an_older_catalog(
     again.close()
 
 
+def side_by_side(work: Callable[[int], None]) -> list[BaseException]:
+    """Run ``work(0)`` and ``work(1)`` at once, as two workers would; what either raised."""
+    failures: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            work(n)
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return failures
+
+
 def test_two_workers_storing_one_stations_events_at_once_keep_its_chain_whole(
     home: Path, central_db: str
 ) -> None:
@@ -132,21 +151,12 @@ def test_two_workers_storing_one_stations_events_at_once_keep_its_chain_whole(
         for _ in range(2)
     ]
     outcomes: list[str] = []
-    failures: list[BaseException] = []
 
     def work(n: int) -> None:
-        try:
-            for topic, payload in messages[n::2]:
-                outcomes.append(workers[n].handle(topic, payload))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            failures.append(exc)
+        for topic, payload in messages[n::2]:
+            outcomes.append(workers[n].handle(topic, payload))
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert failures == [] and outcomes == ["stored"] * len(messages)
+    assert side_by_side(work) == [] and outcomes == ["stored"] * len(messages)
     chain = workers[0].catalog.chain(STATION)
     assert (chain["state"], chain["head_seq"], chain["missing"]) == ("ok", len(messages), [])
     assert workers[1].catalog.station(STATION)["events"] == len(messages)
@@ -173,23 +183,14 @@ def test_two_workers_whose_batches_name_stations_in_another_order_never_deadlock
         )
         for _ in range(2)
     ]
-    failures: list[BaseException] = []
 
     def work(n: int) -> None:
         order = ("ST-A", "ST-B") if n == 0 else ("ST-B", "ST-A")
-        try:
-            for i in range(n, 60, 2):
-                batch = [(*events[name][i], False) for name in order]
-                assert workers[n].handler.handle_batch(batch) == ["stored", "stored"]
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            failures.append(exc)
+        for i in range(n, 60, 2):
+            batch = [(*events[name][i], False) for name in order]
+            assert workers[n].handler.handle_batch(batch) == ["stored", "stored"]
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert failures == []
+    assert side_by_side(work) == []
     for name in keys:
         chain = workers[0].catalog.chain(name)
         assert (chain["state"], chain["head_seq"], chain["missing"]) == ("ok", 60, []), chain

@@ -163,14 +163,8 @@ class CentralCatalog:
         if conn.in_transaction:
             yield conn
             return
-        conn.execute(self.dialect.begin)
-        try:
+        with db.transaction(conn):
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
 
     @contextmanager
     def savepoint(self) -> Iterator[Any]:

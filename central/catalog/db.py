@@ -23,6 +23,7 @@ numbers pass 2^31), ``REAL`` a ``DOUBLE PRECISION`` (SQLite's REAL is 8 bytes) a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sqlite3
@@ -149,6 +150,19 @@ def unavailable_errors(db: Database) -> tuple[type[BaseException], ...]:
 
         return (psycopg.OperationalError,)
     return (sqlite3.OperationalError,)
+
+
+@contextlib.contextmanager
+def transaction(conn: Any) -> Iterator[Any]:
+    """One write transaction on ``conn`` (its dialect's ``BEGIN``): committed when the block
+    ends, rolled back when it raises."""
+    conn.execute(conn.dialect.begin)
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def integrity_errors(conn: Any) -> tuple[type[BaseException], ...]:

@@ -60,22 +60,18 @@ def connect(place: Place) -> Iterator[Any]:
     """One connection for one operation, committed when the block ends without an error."""
     conn = db.connect(place if isinstance(place, db.Database) else db.parse(place))
     try:
-        conn.execute(conn.dialect.begin)
-        try:
+        with db.transaction(conn):
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
     finally:
         conn.close()
 
 
-def create(place: Place) -> None:
-    """Create the tables the database lacks."""
+def create(place: Place, schema: list[str] | None = None) -> None:
+    """Create the tables the database lacks: the receipts', or another owner's ``schema``
+    kept in the same database (:mod:`central.catalog.uploads`)."""
     with connect(place) as conn:
         conn.execute(conn.dialect.schema_lock)
-        for statement in SCHEMA:
+        for statement in SCHEMA if schema is None else schema:
             conn.execute(db.ddl(statement, conn.dialect))
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from central.catalog import db
+from central.catalog import receipts
 from central.catalog.receipts import Place, connect
 
 SCHEMA = [
@@ -47,10 +47,7 @@ _COLUMNS = "upload_id, station, length, upload_offset, sha256, sm3, metadata, cr
 
 
 def create_table(db_path: Place) -> None:
-    with connect(db_path) as conn:
-        conn.execute(conn.dialect.schema_lock)
-        for statement in SCHEMA:
-            conn.execute(db.ddl(statement, conn.dialect))
+    receipts.create(db_path, SCHEMA)
 
 
 def insert(db_path: Place, record: dict[str, Any], *, now: float) -> None:
