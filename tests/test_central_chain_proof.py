@@ -23,9 +23,9 @@ from central.catalog import CentralCatalog
 from central.enrolment import SodiumKey, StationKeys
 from central.messages import MessageHandler
 from sync.wire import topics
-from sync.wire.chain import canonical, entry_hash
-from sync.wire.signing import sign_payload
+from sync.wire.chain import canonical
 from tests.signing_keys import new_key, queued, register
+from tests.test_central_trust import forged_event as forged
 from tests.test_mqtt import add_events
 
 STATION = "ST-A"
@@ -59,20 +59,6 @@ def verified(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
     monkeypatch.setattr(SodiumKey, "verify", counting)
     return calls
-
-
-def forged(real: bytes, key=None, *, topic: str = TOPIC, **changes: object) -> bytes:
-    """A copy of a real event with ``changes``, re-hashed so it is self-consistent (its
-    ``prev_hash`` kept: it links to the event before it), signed with ``key`` (None:
-    unsigned)."""
-    doc = json.loads(real)
-    doc.pop("sig", None)
-    doc.update(changes)
-    doc["hash"] = entry_hash(
-        doc["prev_hash"], doc["seq"], doc["at"], doc["kind"], doc["subject"], canonical(doc["data"])
-    )
-    payload = canonical(doc).encode()
-    return sign_payload(key, topic, payload) if key else payload
 
 
 def with_sig_of(real: bytes, other: bytes) -> bytes:

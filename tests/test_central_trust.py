@@ -61,9 +61,10 @@ def feed(consumer: MqttConsumer, messages: list[tuple[str, bytes]]) -> list[str]
     return [consumer.handle(t, p) for t, p in messages]
 
 
-def forged_event(real: bytes, key=None, **changes: object) -> bytes:
-    """A copy of a real event with ``changes``, re-hashed so it is self-consistent, and signed
-    with ``key`` (None: unsigned)."""
+def forged_event(real: bytes, key=None, *, topic: str | None = None, **changes: object) -> bytes:
+    """A copy of a real event with ``changes``, re-hashed so it is self-consistent (its
+    ``prev_hash`` kept unless changed: it links to the event before it), and signed with
+    ``key`` (None: unsigned) for ``topic`` (None: STATION's event topic)."""
     doc = json.loads(real)
     doc.pop("sig", None)
     doc.update(changes)
@@ -71,7 +72,7 @@ def forged_event(real: bytes, key=None, **changes: object) -> bytes:
         doc["prev_hash"], doc["seq"], doc["at"], doc["kind"], doc["subject"], canonical(doc["data"])
     )
     payload = canonical(doc).encode()
-    return sign_payload(key, topics.event(STATION), payload) if key else payload
+    return sign_payload(key, topic or topics.event(STATION), payload) if key else payload
 
 
 def chain(consumer: MqttConsumer) -> dict:
