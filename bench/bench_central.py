@@ -147,7 +147,7 @@ def drain(broker: Mosquitto, keys: StationKeys, path: str, folder: Path, total: 
     committed in its (new) catalog."""
     catalog = CentralCatalog(folder / f"drain-{path}-{time.monotonic_ns()}.db")
     c = consumer(broker, catalog, keys, path)
-    reader = CentralCatalog(catalog.path)
+    reader = CentralCatalog(catalog.database)
     t0 = time.perf_counter()
     c.start()
     deadline = t0 + 600
