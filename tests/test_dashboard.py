@@ -192,6 +192,39 @@ def test_a_recorders_page_draws_its_battery_and_clock_history(centre) -> None:
     assert html.count("<svg") == 2 and 'aria-label="96, 81, 40"' in html
 
 
+def test_a_recorders_page_and_a_faults_page_find_their_own_among_others(
+    tmp_path: Path, central_db: str
+) -> None:
+    """/recorders/<serial> and /faults/<station>/<id> ask the catalog for that one recorder
+    and that one fault (not the whole list, then filtered): each page shows its own row and
+    only the faults about it, with others beside it in the catalog."""
+    app = dashboard_app(tmp_path, database=central_db)
+    consumer = MqttConsumer(
+        app.state.catalog, ConsumerSettings(port=1), keys=StationKeys(register({STATION: KEY}))
+    )
+    station = station_catalog(tmp_path / "station")
+    other = "SIM0043"
+    dock(station, SERIAL, battery=40.0, offset=0.0)
+    dock(station, other, battery=90.0, offset=0.0)
+    mine = raise_fault(station)
+    theirs = raise_fault(station, subject=other)
+    for topic, payload, _retain in [status(KEY, "online"), *pending(station, KEY)]:
+        consumer.handle(topic, payload, retained=False)
+    station.close()
+    with serve_app(app) as url:
+        s = login(url, "view")
+        for serial, fault_id, battery in ((SERIAL, mine, 40.0), (other, theirs, 90.0)):
+            data = s.get(f"{url}/recorders/{serial}?format=json", timeout=10).json()
+            assert data["recorder"]["serial"] == serial
+            assert data["recorder"]["battery_pct"] == battery
+            assert [(f["id"], f["subject"]) for f in data["faults"]] == [(fault_id, serial)]
+            fault = s.get(f"{url}/faults/{STATION}/{fault_id}?format=json", timeout=10).json()
+            assert (fault["id"], fault["subject"], fault["station"]) == (fault_id, serial, STATION)
+        assert s.get(f"{url}/recorders/SIM9999?format=json", timeout=10).json()["recorder"] is None
+        gone = s.get(f"{url}/faults/{STATION}/no-such-fault?format=json", timeout=10)
+        assert gone.status_code == 200 and gone.json() is None
+
+
 def test_chinese_by_default_english_by_the_switch_kept_in_a_cookie(centre) -> None:
     url, _ = centre
     s = login(url, "view")

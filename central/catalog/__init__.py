@@ -302,7 +302,7 @@ class CentralCatalog:
 
     def newest_recorders(self, **filters: Any) -> list[dict[str, Any]]:
         """Each recorder's newest report (:func:`central.catalog.recorders.newest`:
-        ``station``, ``unit``, ``limit``, ``offset``)."""
+        ``station``, ``unit``, ``serial``, ``limit``, ``offset``)."""
         return recorders.newest(self.conn, **filters)
 
     def recorder_choices(self) -> tuple[list[str], list[str]]:
@@ -327,8 +327,14 @@ class CentralCatalog:
         self, *, include_resolved: bool = False, now: datetime | None = None, **filters: Any
     ) -> list[dict[str, Any]]:
         """Faults oldest first (:func:`central.catalog.faults.listing`: ``station``,
-        ``device``, ``amber_hours``)."""
+        ``device``, ``subject``, ``amber_hours``)."""
         return faults.listing(self.conn, include_resolved=include_resolved, now=now, **filters)
+
+    def fault(
+        self, station: str, fault_id: str, *, now: datetime | None = None
+    ) -> dict[str, Any] | None:
+        """One fault of a station, open or resolved (:func:`central.catalog.faults.one`)."""
+        return faults.one(self.conn, station, fault_id, now)
 
     def events(
         self,

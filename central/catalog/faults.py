@@ -66,7 +66,11 @@ COLUMNS = [
     ("faults", "resolution_note", "TEXT"),
 ]
 # made after COLUMNS (the index names a column added there)
-INDEXES = ["CREATE INDEX IF NOT EXISTS faults_device ON faults (device, state)"]
+INDEXES = [
+    "CREATE INDEX IF NOT EXISTS faults_device ON faults (device, state)",
+    # a recorder's page: the faults about it (the station's, named by its subject)
+    "CREATE INDEX IF NOT EXISTS faults_subject ON faults (subject, state)",
+]
 CENTRE = "recdock-central"
 SEVERITY_RANK = {"critical": 0, "error": 1, "warning": 2}
 
@@ -276,14 +280,15 @@ def listing(
     now: datetime | None = None,
     station: str | None = None,
     device: str | None = None,
+    subject: str | None = None,
     amber_hours: float = 12.0,
     limit: int | None = None,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Open faults (and resolved ones with ``include_resolved``), oldest first, each with its
-    age and whether it is past the repair limit; of one station or one device when asked; a
-    page at a time (central/catalog/paging.py)."""
-    where, params = _where(include_resolved, station, device)
+    age and whether it is past the repair limit; of one station, one device or one subject
+    when asked; a page at a time (central/catalog/paging.py)."""
+    where, params = _where(include_resolved, station, device, subject)
     sql = "SELECT * FROM faults" + where + " ORDER BY opened_at, station, id" + paging.SQL
     rows = conn.execute(sql, (*params, *paging.params(limit, offset))).fetchall()
     return [view(dict(r), now, amber_hours) for r in rows]
@@ -295,14 +300,15 @@ def count(
     include_resolved: bool = False,
     station: str | None = None,
     device: str | None = None,
+    subject: str | None = None,
 ) -> int:
     """How many faults :func:`listing` lists with the same filters."""
-    where, params = _where(include_resolved, station, device)
+    where, params = _where(include_resolved, station, device, subject)
     return conn.execute("SELECT count(*) FROM faults" + where, params).fetchone()[0]
 
 
 def _where(
-    include_resolved: bool, station: str | None, device: str | None
+    include_resolved: bool, station: str | None, device: str | None, subject: str | None
 ) -> tuple[str, tuple[str, ...]]:
     sql, params = " WHERE 1 = 1", ()
     if not include_resolved:
@@ -311,6 +317,8 @@ def _where(
         sql, params = sql + " AND station = ?", (*params, station)
     if device is not None:
         sql, params = sql + " AND device = ?", (*params, device)
+    if subject is not None:
+        sql, params = sql + " AND subject = ?", (*params, subject)
     return sql, params
 
 
@@ -326,11 +334,18 @@ def worst_first(faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
     )
 
 
-def one(conn: Connection, station: str, fid: str, now: datetime | None = None):
+def one(
+    conn: Connection,
+    station: str,
+    fid: str,
+    now: datetime | None = None,
+    amber_hours: float = 12.0,
+) -> dict[str, Any] | None:
+    """The station's fault ``fid`` as :func:`listing` shows it, or None."""
     row = conn.execute(
         "SELECT * FROM faults WHERE station = ? AND id = ?", (station, fid)
     ).fetchone()
-    return view(dict(row), now) if row else None
+    return view(dict(row), now, amber_hours) if row else None
 
 
 def open_by_device(conn: Connection) -> dict[str, int]:

@@ -87,24 +87,32 @@ def newest(
     *,
     station: str | None = None,
     unit: str | None = None,
+    serial: str | None = None,
     limit: int | None = None,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Each recorder's newest report (by its ``at``; the first station by id on a tie), of
-    those last docked at ``station`` and reporting ``unit``, by serial, a page at a time."""
-    sql, params = _newest_where(conn, station, unit)
+    those last docked at ``station`` and reporting ``unit`` (or the one ``serial``), by
+    serial, a page at a time."""
+    sql, params = _newest_where(conn, station, unit, serial)
     sql = "SELECT * FROM recorders r" + sql + " ORDER BY r.serial" + paging.SQL
     return [_row(r) for r in conn.execute(sql, (*params, *paging.params(limit, offset)))]
 
 
-def newest_count(conn: Connection, *, station: str | None = None, unit: str | None = None) -> int:
-    sql, params = _newest_where(conn, station, unit)
+def newest_count(
+    conn: Connection,
+    *,
+    station: str | None = None,
+    unit: str | None = None,
+    serial: str | None = None,
+) -> int:
+    sql, params = _newest_where(conn, station, unit, serial)
     return conn.execute("SELECT count(*) FROM recorders r" + sql, params).fetchone()[0]
 
 
 def newest_choices(conn: Connection) -> tuple[list[str], list[str]]:
     """The stations and units the newest reports name (a page's filter choices)."""
-    sql = _newest_where(conn, None, None)[0]
+    sql = _newest_where(conn, None, None, None)[0]
     unit = conn.dialect.json_text("r.health", "unit")
     stations = [r[0] for r in conn.execute(
         f"SELECT DISTINCT r.station FROM recorders r{sql} ORDER BY 1")]  # fmt: skip
@@ -122,9 +130,11 @@ _NEWEST = (
 
 
 def _newest_where(
-    conn: Connection, station: str | None, unit: str | None
+    conn: Connection, station: str | None, unit: str | None, serial: str | None
 ) -> tuple[str, tuple[str, ...]]:
     sql, params = _NEWEST, ()
+    if serial is not None:
+        sql, params = sql + " AND r.serial = ?", (*params, serial)
     if station is not None:
         sql, params = sql + " AND r.station = ?", (*params, station)
     if unit is not None:

@@ -62,10 +62,13 @@ def fault_level(age_hours: float, settings: Settings) -> str:
     return "amber" if age_hours >= settings.amber_hours else "open"
 
 
-def faults(catalog: CentralCatalog, settings: Settings, now: datetime) -> list[dict[str, Any]]:
-    """Open faults, oldest (worst) first, each with its level against the 24-hour limit."""
+def faults(
+    catalog: CentralCatalog, settings: Settings, now: datetime, *, subject: str | None = None
+) -> list[dict[str, Any]]:
+    """Open faults (about ``subject`` only, when given), oldest (worst) first, each with its
+    level against the 24-hour limit."""
     out = []
-    for f in catalog.faults(now=now):
+    for f in catalog.faults(now=now, subject=subject):
         out.append({**f, "level": fault_level(f["age_hours"], settings)})
     out.sort(key=lambda f: -f["age_hours"])
     return out
@@ -188,18 +191,19 @@ def recorders(
     *,
     station: str | None = None,
     unit: str | None = None,
+    serial: str | None = None,
     limit: int | None = None,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Each recorder as its newest report shows it (an officer may dock at any station),
-    filtered by station and unit in SQL: all of them worst first, or a page of ``limit``
-    from ``offset`` by serial."""
+    filtered by station, unit or serial in SQL: all of them worst first, or a page of
+    ``limit`` from ``offset`` by serial."""
     by_subject: dict[str, list[dict[str, Any]]] = {}
     for f in open_faults:
         if f.get("subject"):
             by_subject.setdefault(f["subject"], []).append(f)
     found = catalog.newest_recorders(
-        station=station or None, unit=unit or None, limit=limit, offset=offset
+        station=station or None, unit=unit or None, serial=serial, limit=limit, offset=offset
     )
     out = [_recorder(r, settings, now, by_subject) for r in found]
     if limit is None:
@@ -235,10 +239,8 @@ def overview(catalog: CentralCatalog, settings: Settings, now: datetime) -> dict
 def fault(
     catalog: CentralCatalog, settings: Settings, now: datetime, station: str, fault_id: str
 ) -> dict[str, Any] | None:
-    for f in catalog.faults(include_resolved=True, now=now):
-        if f["station"] == station and f["id"] == fault_id:
-            return {**f, "level": fault_level(f["age_hours"], settings)}
-    return None
+    f = catalog.fault(station, fault_id, now=now)
+    return {**f, "level": fault_level(f["age_hours"], settings)} if f else None
 
 
 def _battery(data: dict[str, Any]) -> float | None:

@@ -112,15 +112,13 @@ async def recorders(
 
 
 def _recorder(catalog, settings, now, serial):  # noqa: ANN001
-    open_faults = board.faults(catalog, settings, now)
-    found = [
-        r for r in board.recorders(catalog, settings, now, open_faults) if r["serial"] == serial
-    ]
+    open_faults = board.faults(catalog, settings, now, subject=serial)
+    found = board.recorders(catalog, settings, now, open_faults, serial=serial)
     history = board.history(catalog, serial)
     return {
         "serial": serial,
         "recorder": found[0] if found else None,
-        "faults": [f for f in open_faults if f.get("subject") == serial],
+        "faults": open_faults,
         "history": history,
         "battery_svg": charts.sparkline([h["battery_pct"] for h in history], 0, 100),
         "drift_svg": charts.sparkline([h["clock_offset_s"] for h in history]),
