@@ -74,14 +74,17 @@ INDEXES = [
 def record(conn: Connection, doc: dict[str, Any], *, received_at: str) -> str:
     """Store one verified audit event and check the chain; returns ``stored``, ``duplicate``
     or ``conflict``. An event that extends the complete head (the usual case: a station's
-    events in order) costs four statements besides its insert: the station's chain state
-    (its row held until the commit: several workers check one station's chain in turn), the
-    seq held already?, the event after it, and one update of the station. The unique index on
+    events in order) costs two statements besides its insert: the station's chain state (its
+    row held until the commit: several workers check one station's chain in turn) and one
+    update of the station. Only an event at or below the highest seq held
+    (``chain_max_seq``, which every stored event raises and a re-baseline sets to its base)
+    is looked for among the stored ones, with the event after it. The unique index on
     (station, epoch, seq) refuses a second row at a seq whatever happens above."""
     station, seq = doc["station"], int(doc["seq"])
     state = stations.claim_chain(conn, station)  # other workers wait: the chain is checked once
     epoch, base = int(state[0]), (int(state[1]), str(state[2]))
-    held = _held(conn, station, epoch, seq)
+    beyond = seq > int(state[5])  # nothing is held at seq or after it in this epoch
+    held = None if beyond else _held(conn, station, epoch, seq)
     if seq <= base[0] or (held is not None and held["hash"] == doc["hash"]):
         stations.count_duplicate(conn, station)
         return "duplicate"
@@ -99,7 +102,7 @@ def record(conn: Connection, doc: dict[str, Any], *, received_at: str) -> str:
         return "conflict"
     _insert(conn, doc, epoch, received_at)
     head = (int(state[3]), str(state[4]))
-    after = _at(conn, station, epoch, seq + 1)
+    after = None if beyond else _at(conn, station, epoch, seq + 1)
     problem = _unlinked(conn, doc, epoch, base, head, after)
     moved = None
     if problem:

@@ -180,15 +180,16 @@ def hold_rows(conn: Connection, names: list[str]) -> None:
 def claim_chain(conn: Connection, station: str) -> Any:
     """Make the station known and hold its row until the transaction ends, in one statement;
     returns what an arriving event is checked against, as it stands once the row is held:
-    ``chain_epoch``, ``chain_base_seq``, ``chain_base_hash`` and the complete head
-    ``chain_seq``, ``chain_hash``. Two workers
+    ``chain_epoch``, ``chain_base_seq``, ``chain_base_hash``, the complete head
+    ``chain_seq``, ``chain_hash`` and the highest seq held, ``chain_max_seq``. Two workers
     storing the same station's events take turns here (PostgreSQL: the row lock of the upsert;
     SQLite: ``BEGIN IMMEDIATE`` already let one writer in), so each checks the chain against
     the events the other committed: no false gap, no head left behind."""
     return conn.execute(
         "INSERT INTO stations (station) VALUES (?) ON CONFLICT (station)"
         " DO UPDATE SET station = excluded.station"
-        " RETURNING chain_epoch, chain_base_seq, chain_base_hash, chain_seq, chain_hash",
+        " RETURNING chain_epoch, chain_base_seq, chain_base_hash, chain_seq, chain_hash,"
+        " chain_max_seq",
         (station,),
     ).fetchone()
 
