@@ -1,7 +1,7 @@
 """The centre under load: how many signed events one central worker ingests a second.
 
     .venv/bin/python bench/bench_central.py [--stations 20] [--events 2000] [--reps 3]
-        [--paths compiled,jsonschema] [--sample 2000]
+        [--paths compiled,jsonschema] [--sample 2000] [--database postgresql]
 
 Issue 14 names this file. Its ingest scenario is below; ``bench_central.py fleet [--help]`` is
 the full fleet profile (bench/fleet_run.py: 500 stations with 8 bays and 4,000 recorders,
@@ -29,12 +29,17 @@ measured in turns (A B, B A, ...) in the same run, on the same messages:
 catalog's store in batches of 1,000 in one transaction each): microseconds per event and the
 share of each step in the compiled path.
 
+``--database postgresql`` puts every catalog of the run (each drain's fresh one, the per-step
+one) in a throwaway PostgreSQL cluster (tests/postgres.py), durable as recdock-central's
+SQLite catalog is (fsync and synchronous commit on), instead of a SQLite file.
+
 Prints every run, the medians and the ratio. Needs Mosquitto and openssl (scripts/setup).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import platform
@@ -44,7 +49,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -99,9 +104,36 @@ def consumer(broker: Mosquitto, catalog: CentralCatalog, keys: StationKeys, path
     return c
 
 
-def subscribe_once(broker: Mosquitto, keys: StationKeys, path: str, folder: Path) -> None:
+class Catalogs:
+    """Where the run's catalogs are made: SQLite files in ``folder``, or databases of a
+    PostgreSQL ``cluster`` (tests/postgres.py)."""
+
+    def __init__(self, folder: Path, cluster=None) -> None:  # noqa: ANN001
+        self.folder, self.cluster = folder, cluster
+
+    def new(self, name: str) -> CentralCatalog:
+        if self.cluster is None:
+            return CentralCatalog(self.folder / f"{name}-{time.monotonic_ns()}.db")
+        return CentralCatalog(self.cluster.fresh_database())
+
+
+@contextlib.contextmanager
+def catalogs(folder: Path, database: str) -> Iterator[Catalogs]:
+    if database == "sqlite":
+        yield Catalogs(folder)
+        return
+    from tests.postgres import remove, start_cluster
+
+    cluster = start_cluster(durable=True)
+    try:
+        yield Catalogs(folder, cluster)
+    finally:
+        remove(cluster)
+
+
+def subscribe_once(broker: Mosquitto, keys: StationKeys, path: str, made: Catalogs) -> None:
     """Make the path's persistent session and its subscription, then leave."""
-    catalog = CentralCatalog(folder / f"subscribe-{path}.db")
+    catalog = made.new(f"subscribe-{path}")
     c = consumer(broker, catalog, keys, path)
     c.start()
     try:
@@ -142,10 +174,10 @@ def publish_all(broker: Mosquitto, stations: list[Station]) -> None:
         raise SystemExit("; ".join(errors[:5]))
 
 
-def drain(broker: Mosquitto, keys: StationKeys, path: str, folder: Path, total: int) -> dict:
+def drain(broker: Mosquitto, keys: StationKeys, path: str, made: Catalogs, total: int) -> dict:
     """Start the path's consumer on its queued session; seconds until ``total`` events are
     committed in its (new) catalog."""
-    catalog = CentralCatalog(folder / f"drain-{path}-{time.monotonic_ns()}.db")
+    catalog = made.new(f"drain-{path}")
     c = consumer(broker, catalog, keys, path)
     reader = CentralCatalog(catalog.database)
     t0 = time.perf_counter()
@@ -167,7 +199,7 @@ def drain(broker: Mosquitto, keys: StationKeys, path: str, folder: Path, total: 
     return {"path": path, "seconds": seconds, "events_per_s": total / seconds}
 
 
-def per_step(stations: list[Station], sample: int, folder: Path) -> dict[str, float]:
+def per_step(stations: list[Station], sample: int, made: Catalogs) -> dict[str, float]:
     """Microseconds per event of each step of the consumer, in process."""
     messages = [m for st in stations for m in st.messages][:sample]
     keys = {st.name: SodiumKey(public_key_text(st.key)) for st in stations}  # the centre's
@@ -187,7 +219,7 @@ def per_step(stations: list[Station], sample: int, folder: Path) -> dict[str, fl
         fn()
         out[name] = (time.perf_counter() - t0) / len(messages) * 1e6
     # the whole handler (decode, verify, validate, chain check, store), batches of 1,000
-    catalog = CentralCatalog(folder / "steps.db")
+    catalog = made.new("steps")
     handler = MessageHandler(catalog, StationKeys({st.name: public_key_text(st.key) for st in
                                                    stations}), Counter())  # fmt: skip
     t0 = time.perf_counter()
@@ -219,6 +251,12 @@ def main() -> None:
     p.add_argument("--paths", default=",".join(PATHS), help="compiled,jsonschema")
     p.add_argument("--sample", type=int, default=2000, help="events for the per-step profile")
     p.add_argument("--json", type=Path, default=None, help="write every run here")
+    p.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the catalogs: SQLite files, or a throwaway durable PostgreSQL cluster",
+    )
     args = p.parse_args()
     paths = [x for x in args.paths.split(",") if x]
     if set(paths) - set(PATHS):
@@ -233,9 +271,13 @@ def main() -> None:
           f"(made in {time.perf_counter() - t0:.1f} s)")  # fmt: skip
     keys = StationKeys({st.name: public_key_text(st.key) for st in stations})
     runs: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="bench-central-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-central-") as tmp,
+        catalogs(Path(tmp), args.database) as made,
+    ):
         folder = Path(tmp)
-        steps = per_step(stations, min(args.sample, total), folder)
+        print("catalogs:", args.database)
+        steps = per_step(stations, min(args.sample, total), made)
         print(f"{'step (in process)':40} {'us/event':>9} {'share':>7}")
         whole = steps["whole handler, batches of 1,000"]
         for name, us in steps.items():
@@ -246,12 +288,12 @@ def main() -> None:
             for rep in range(args.reps):
                 order = paths if rep % 2 == 0 else paths[::-1]
                 for path in order:
-                    subscribe_once(broker, keys, path, folder)
+                    subscribe_once(broker, keys, path, made)
                 t1 = time.perf_counter()
                 publish_all(broker, stations)
                 published = time.perf_counter() - t1
                 for path in order:
-                    run = drain(broker, keys, path, folder, total)
+                    run = drain(broker, keys, path, made, total)
                     run["rep"] = rep + 1
                     runs.append(run)
                     print(f"rep {rep + 1} {path:10} {run['seconds']:7.2f} s "
@@ -267,7 +309,8 @@ def main() -> None:
     if len(medians) == 2:
         print(f"compiled / jsonschema: {medians['compiled'] / medians['jsonschema']:.2f}x")
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "steps": steps, "runs": runs}))
+        args.json.write_text(json.dumps({"machine": machine(), "database": args.database,
+                                         "steps": steps, "runs": runs}))  # fmt: skip
 
 
 if __name__ == "__main__":
