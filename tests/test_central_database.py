@@ -5,6 +5,7 @@ events at once keeping its chain whole."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.catalog import Catalog
-from central.catalog import MIGRATIONS, CentralCatalog, db
+from central.catalog import MIGRATIONS, CentralCatalog, db, now_utc
 from central.consumer import ConsumerSettings, MqttConsumer
 from central.enrolment import StationKeys
 from tests.signing_keys import new_key, queued, register
@@ -162,6 +163,33 @@ def test_two_workers_storing_one_stations_events_at_once_keep_its_chain_whole(
     assert workers[1].catalog.station(STATION)["events"] == len(messages)
     for w in workers:
         w.catalog.close()
+
+
+def test_a_message_undone_by_its_savepoint_takes_back_what_it_moved_of_the_chain(
+    home: Path, central_db: str
+) -> None:
+    """A transaction reads a station's chain once and writes it once, before the commit
+    (central/catalog/chains.py). A message whose savepoint is rolled back after its event was
+    stored (something later in the same message failed) takes back its move of the chain with
+    its row: the same event stored again afterwards extends the head, and the station counts
+    the events its table holds."""
+    station = Catalog(home / "catalog.db", station_id=STATION)
+    add_events(station, 3)
+    docs = [json.loads(p) for t, p in queued(station, KEY) if t.endswith("/event")]
+    catalog = CentralCatalog(central_db)
+    with catalog.tx():
+        assert catalog.record_event(docs[0], received_at=now_utc()) == "stored"
+        with pytest.raises(RuntimeError), catalog.savepoint():
+            assert catalog.record_event(docs[1], received_at=now_utc()) == "stored"
+            raise RuntimeError("the message failed after its event was stored")
+        for doc in docs[1:]:
+            assert catalog.record_event(doc, received_at=now_utc()) == "stored"
+    chain = catalog.chain(STATION)
+    assert (chain["state"], chain["head_seq"], chain["missing"]) == ("ok", 3, [])
+    assert catalog.station(STATION)["events"] == 3 == len(catalog.event_ids(STATION))
+    with catalog.tx():  # a duplicate in a later transaction is one, from the row written
+        assert catalog.record_event(docs[2], received_at=now_utc()) == "duplicate"
+    catalog.close()
 
 
 def test_two_workers_whose_batches_name_stations_in_another_order_never_deadlock(

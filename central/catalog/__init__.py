@@ -63,6 +63,7 @@ from central.catalog import (
     report,
     stations,
 )
+from central.catalog.chains import Chains
 
 __all__ = ["CentralCatalog", "now_utc"]
 
@@ -164,21 +165,33 @@ class CentralCatalog:
             yield conn
             return
         with db.transaction(conn):
-            yield conn
+            self._local.chains = chains = Chains()
+            try:
+                yield conn
+                chains.write(conn)  # the chains its events moved, once a station
+            finally:
+                self._local.chains = None
 
     @contextmanager
     def savepoint(self) -> Iterator[Any]:
         """One message inside the open transaction: when the block raises an ``Exception``,
         what it wrote is undone and the error goes on; the transaction stays open."""
         conn = self.conn
+        chains: Chains | None = getattr(self._local, "chains", None)
         conn.execute("SAVEPOINT message")
+        if chains is not None:
+            chains.mark()
         try:
             yield conn
         except Exception:
             conn.execute("ROLLBACK TO message")
             conn.execute("RELEASE message")
+            if chains is not None:
+                chains.undo()
             raise
         conn.execute("RELEASE message")
+        if chains is not None:
+            chains.keep()
 
     def close(self) -> None:
         with self._conns_lock:
@@ -235,7 +248,9 @@ class CentralCatalog:
         """Store one verified audit event and check the chain; returns ``stored``,
         ``duplicate`` or ``conflict``."""
         with self.tx() as conn:
-            return events.record(conn, doc, received_at=received_at)
+            return events.record(
+                conn, doc, received_at=received_at, chains=getattr(self._local, "chains", None)
+            )
 
     def record_rejected(self, topic: str, reason: str, payload: bytes) -> None:
         with self.tx() as conn:

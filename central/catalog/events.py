@@ -34,6 +34,7 @@ import logging
 from typing import Any
 
 from central.catalog import commands, conflicts, faults, holds, operator, paging, stations
+from central.catalog.chains import Chains
 from central.catalog.db import Connection, Dialect
 from sync.wire.chain import canonical
 
@@ -71,19 +72,24 @@ INDEXES = [
 # -- writes (the MQTT consumer) --------------------------------------------------------------
 
 
-def record(conn: Connection, doc: dict[str, Any], *, received_at: str) -> str:
+def record(
+    conn: Connection, doc: dict[str, Any], *, received_at: str, chains: Chains | None = None
+) -> str:
     """Store one verified audit event and check the chain; returns ``stored``, ``duplicate``
-    or ``conflict``. An event that extends the complete head (the usual case: a station's
-    events in order) costs two statements besides its insert: the station's chain state (its
-    row held until the commit: several workers check one station's chain in turn) and one
-    update of the station. Only an event at or below the highest seq held
-    (``chain_max_seq``, which every stored event raises and a re-baseline sets to its base)
-    is looked for among the stored ones, with the event after it. The unique index on
+    or ``conflict``. The station's chain state comes from ``chains``, the transaction's
+    (:mod:`central.catalog.chains`: its row read and held at the station's first event, moved
+    in memory, written once before the commit); without it, from a view of this one event,
+    written at once. An event that extends the complete head (the usual case: a station's
+    events in order) then costs its insert alone. Only an event at or below the highest seq
+    held (``chain_max_seq``, which every stored event raises and a re-baseline sets to its
+    base) is looked for among the stored ones, with the event after it. The unique index on
     (station, epoch, seq) refuses a second row at a seq whatever happens above."""
+    own = chains is None
+    chains = Chains() if chains is None else chains
     station, seq = doc["station"], int(doc["seq"])
-    state = stations.claim_chain(conn, station)  # other workers wait: the chain is checked once
-    epoch, base = int(state[0]), (int(state[1]), str(state[2]))
-    beyond = seq > int(state[5])  # nothing is held at seq or after it in this epoch
+    chain = chains.of(conn, station)  # other workers wait: the chain is checked once
+    epoch, base = chain.epoch, chain.base
+    beyond = seq > chain.max_seq  # nothing is held at seq or after it in this epoch
     held = None if beyond else _held(conn, station, epoch, seq)
     if seq <= base[0] or (held is not None and held["hash"] == doc["hash"]):
         stations.count_duplicate(conn, station)
@@ -101,17 +107,18 @@ def record(conn: Connection, doc: dict[str, Any], *, received_at: str) -> str:
         )
         return "conflict"
     _insert(conn, doc, epoch, received_at)
-    head = (int(state[3]), str(state[4]))
     after = None if beyond else _at(conn, station, epoch, seq + 1)
-    problem = _unlinked(conn, doc, epoch, base, head, after)
+    problem = _unlinked(conn, doc, epoch, base, chain.head, after)
     moved = None
     if problem:
         _broken(conn, station, problem, received_at)
     else:
-        moved = _advance(conn, station, epoch, head, doc, after)
-    stations.stored_event(conn, station, seq, received_at, moved)
+        moved = _advance(conn, station, epoch, chain.head, doc, after)
+    chain.stored_event(seq, received_at, moved)
     _fault_event(conn, station, doc, received_at)
     holds.from_event(conn, station, doc)
+    if own:
+        chains.write(conn)
     return "stored"
 
 

@@ -194,17 +194,24 @@ def claim_chain(conn: Connection, station: str) -> Any:
     ).fetchone()
 
 
-def stored_event(
-    conn: Connection, station: str, seq: int, at: str, head: tuple[int, str] | None
+def stored_events(
+    conn: Connection,
+    station: str,
+    *,
+    count: int,
+    max_seq: int,
+    at: str,
+    head: tuple[int, str] | None,
 ) -> None:
-    """An event was stored, in one write: the station seen at ``at``, the event counted, the
-    highest seq, and the complete head moved to ``head`` (seq, hash) when it moved."""
+    """``count`` events were stored, in one write (:mod:`central.catalog.chains`, once a
+    transaction): the station seen at ``at``, the events counted, the highest seq, and the
+    complete head moved to ``head`` (seq, hash) when it moved."""
     conn.execute(
         "UPDATE stations SET last_seen = greatest(coalesce(last_seen, ''), ?),"
-        " events = events + 1, chain_max_seq = greatest(chain_max_seq, ?),"
+        " events = events + ?, chain_max_seq = greatest(chain_max_seq, ?),"
         " chain_seq = coalesce(?, chain_seq),"
         " chain_hash = coalesce(?, chain_hash) WHERE station = ?",
-        (at, seq, *(head or (None, None)), station),
+        (at, count, max_seq, *(head or (None, None)), station),
     )
 
 
