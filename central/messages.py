@@ -16,11 +16,14 @@ docs/architecture.md). For each message, in this order:
 5. then it is stored: ``stored``, ``duplicate`` or, for an event that disagrees with one the
    station signed before, ``conflict`` (the chain is broken: :mod:`central.catalog.events`).
 
-One bad message never holds up the others: each runs in its own savepoint.
+One bad message never holds up the others: each is stored in its own savepoint.
 
 A batch (:meth:`MessageHandler.handle_batch`, the consumer's) is decoded once, and a station's
 run of chained events in it is proven by the signature of its newest event
 (:mod:`central.chain_proof`): those events skip step 3's Ed25519 verification, nothing else.
+Steps 1 to 4 need no catalog: a batch runs them for every message before its transaction
+begins, so the rows it holds (which another worker's batch may wait for) are held while it
+writes, not while it checks signatures.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import logging
 import re
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -125,20 +129,27 @@ class MessageHandler:
     def handle_batch(self, batch: list[tuple[str, bytes, bool]]) -> list[str]:
         """Handle (topic, payload, retained) messages in one transaction, in order; each as
         :meth:`handle` would, but a station's run of chained events is proven by the
-        signature of its newest (:mod:`central.chain_proof`) rather than one by one."""
+        signature of its newest (:mod:`central.chain_proof`) rather than one by one. Every
+        message is checked (signature, schema, topic) before the transaction begins, so the
+        rows and locks it takes are held for the writes alone: another worker's batch (its
+        checks) runs meanwhile."""
         docs = [_decode_or_none(payload) for _, payload, _ in batch]
         proven = chain_proof.proven(
             [(topic, doc) for (topic, _, _), doc in zip(batch, docs, strict=True)],
             self.keys.key_for,
         )
+        checked = [
+            self._check(topic, payload, doc, i in proven)
+            for i, ((topic, payload, _), doc) in enumerate(zip(batch, docs, strict=True))
+        ]
         named = {parsed[0] for topic, _, _ in batch if (parsed := topic_kind(topic)) is not None}
         enrolled = [name for name in named if self.keys.key_for(name) is not None]
         with self._lock, self.catalog.tx():
             # every enrolled station's row this batch may write, in one order for every worker
             self.catalog.hold_stations(sorted(enrolled))
             return [
-                self._one(topic, payload, retained, doc, i in proven)
-                for i, ((topic, payload, retained), doc) in enumerate(zip(batch, docs, strict=True))
+                self._one(topic, payload, retained, check)
+                for (topic, payload, retained), check in zip(batch, checked, strict=True)
             ]
 
     def handle(
@@ -155,17 +166,22 @@ class MessageHandler:
         (``catalog.unavailable``: locked, disk full, a lock waited for too long, the database
         gone). ``doc`` is the payload decoded already, if it was; ``proven``: its signature is
         proven by a later event's (:meth:`handle_batch`)."""
+        check = self._check(topic, payload, doc, proven)
         with self._lock, self.catalog.tx():
-            return self._one(topic, payload, retained, doc, proven)
+            return self._one(topic, payload, retained, check)
 
-    def _one(
-        self, topic: str, payload: bytes, retained: bool, doc: dict[str, Any] | None, proven: bool
-    ) -> str:
-        """One message in its own savepoint of the open transaction (the lock held)."""
+    def _one(self, topic: str, payload: bytes, retained: bool, check: _Checked) -> str:
+        """One checked message, inside the open transaction (the lock held): stored in its
+        own savepoint, or kept apart as an alert or a rejected message."""
         self.stats["received"] += 1
         try:
-            with self.catalog.savepoint():
-                outcome = self._handle(topic, payload, retained, doc, proven)
+            if check.error is not None:
+                raise check.error
+            if check.outcome is not None:
+                outcome = check.outcome
+            else:
+                with self.catalog.savepoint():
+                    outcome = self._store(check, retained)
         except self.catalog.unavailable:
             raise  # rolled back to the savepoint; the catalog cannot store anything now
         except SecurityAlert as alert:
@@ -187,11 +203,22 @@ class MessageHandler:
         self.stats[outcome] += 1
         return outcome
 
-    def _handle(
-        self, topic: str, payload: bytes, retained: bool, doc: dict[str, Any] | None, proven: bool
-    ) -> str:
+    def _check(
+        self, topic: str, payload: bytes, doc: dict[str, Any] | None, proven: bool
+    ) -> _Checked:
+        """Steps 1 to 4 for one message, no catalog needed: what to store, an outcome that
+        stores nothing, or the error that keeps it apart."""
+        try:
+            return self._checked(topic, payload, doc, proven)
+        except Exception as exc:  # SecurityAlert, InvalidMessage, or what no check foresaw
+            return _Checked(error=exc)
+
+    def _checked(
+        self, topic: str, payload: bytes, doc: dict[str, Any] | None, proven: bool
+    ) -> _Checked:
         if commands.parse_topic(topic) is not None:
-            return "command"  # the centre's own command, echoed by the broker: nothing to store
+            # the centre's own command, echoed by the broker: nothing to store
+            return _Checked(outcome="command")
         parsed = topic_kind(topic)
         if parsed is None:
             raise InvalidMessage(f"unknown topic {topic!r} (see docs/mqtt.md)")
@@ -199,7 +226,7 @@ class MessageHandler:
         if not payload:
             if kind == "event":
                 raise InvalidMessage("event message with an empty payload")
-            return "cleared"  # the broker's copy is gone; nothing here changes
+            return _Checked(outcome="cleared")  # the broker's copy is gone; nothing changes
         doc = self._verified(station, topic, payload, doc, proven)
         self.validator.check(kind, doc)
         if doc.get("station") != station:
@@ -209,7 +236,7 @@ class MessageHandler:
         for field in ("at", "opened_at"):
             if field in doc and not _is_time(doc[field]):
                 raise InvalidMessage(f"{field} {str(doc[field])[:40]!r} is not an ISO 8601 time")
-        return self._store(station, kind, key, doc, retained)
+        return _Checked(station=station, kind=kind, key=key, doc=doc)
 
     def _verified(
         self, station: str, topic: str, payload: bytes, doc: dict[str, Any] | None, proven: bool
@@ -229,9 +256,9 @@ class MessageHandler:
             raise SecurityAlert(station, f"not signed by the station: {exc}") from None
         return doc
 
-    def _store(
-        self, station: str, kind: str, key: str | None, doc: dict[str, Any], retained: bool
-    ) -> str:
+    def _store(self, check: _Checked, retained: bool) -> str:
+        station, kind, key, doc = check.station, check.kind, check.key, check.doc
+        assert station is not None and doc is not None
         received_at = now_utc()
         if kind == "event":
             if (
@@ -260,6 +287,20 @@ class MessageHandler:
                 raise InvalidMessage(f"payload fault id {doc['id']!r} differs from {key!r}")
             self.catalog.record_fault(station, doc["id"], doc)
         return "stored"
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A message after its checks (:meth:`MessageHandler._check`): what to store (``station``,
+    ``kind``, ``key``, ``doc``), an ``outcome`` that stores nothing, or the ``error`` that
+    keeps it apart."""
+
+    station: str | None = None
+    kind: str | None = None
+    key: str | None = None
+    doc: dict[str, Any] | None = None
+    outcome: str | None = None
+    error: Exception | None = None
 
 
 _EVENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}:[A-Za-z0-9_-]{1,64}:[1-9][0-9]{0,18}$")

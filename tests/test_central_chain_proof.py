@@ -12,6 +12,7 @@ signatures checked, so that a batch that proves nothing (and so compares trivial
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -297,4 +298,47 @@ def test_an_event_whose_own_signature_is_wrong_is_kept_when_a_later_one_proves_i
     assert handler.handle_batch([(t, p, False) for t, p in msgs]) == ["stored"] * 6
     stored = {e["seq"]: e for e in catalog.events(STATION)}
     assert stored[5]["hash"] == json.loads(chain8[4][1])["hash"]
+    catalog.close()
+
+
+def test_a_batch_checks_every_signature_before_its_transaction_takes_any_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's checks (signatures, schemas) run before its transaction begins, so the
+    station rows it holds, which another worker's batch waits for, are held while it writes
+    alone (central/messages.py): two stations' events interleaved, and a forged copy of
+    one of them (checked on its own): every verification is done before the BEGIN."""
+    msgs: Messages = []
+    for name, key in ((STATION, KEY), (OTHER, OTHER_KEY)):
+        station = Catalog(tmp_path / name / "catalog.db", station_id=name)
+        add_events(station, 3)
+        msgs.append([m for m in queued(station, key) if m[0].endswith("/event")])
+        station.close()
+    batch = [m for pair in zip(*msgs, strict=True) for m in pair]
+    batch.append((batch[4][0], forged(batch[4][1], FORGER, topic=batch[4][0], subject="x")))
+    order: list[str] = []
+    real_verify = SodiumKey.verify
+
+    def verify(self: SodiumKey, signature: bytes, data: bytes) -> None:
+        order.append("verify")
+        real_verify(self, signature, data)
+
+    monkeypatch.setattr(SodiumKey, "verify", verify)
+    catalog = CentralCatalog(tmp_path / "central.db")
+    real_tx = catalog.tx
+
+    @contextlib.contextmanager
+    def tx():  # noqa: ANN202
+        if not catalog.conn.in_transaction:  # a nested call joins the open transaction
+            order.append("begin")
+        with real_tx() as conn:
+            yield conn
+
+    monkeypatch.setattr(catalog, "tx", tx)
+    handler = MessageHandler(catalog, StationKeys(register({STATION: KEY, OTHER: OTHER_KEY})),
+                             Counter())  # fmt: skip
+    outcomes = handler.handle_batch([(t, p, False) for t, p in batch])
+    assert outcomes == ["stored"] * 6 + ["alert"]
+    # the two stations' runs by their newest signatures, the forgery by its own; then BEGIN
+    assert order == ["verify"] * 3 + ["begin"], order
     catalog.close()
