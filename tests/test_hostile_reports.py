@@ -12,7 +12,7 @@ from agent.recorder.simulated import MEDIA_DIR
 from tests.conftest import needs_fusefat
 from tests.fat_tools import clusters_of, set_fat_entry
 from tests.recorders import fat_mount, make_fat_recorder, recdock, wait_for
-from tests.test_station import _fusefat_pids, start_station, stop_station
+from tests.test_station import _fusefat_pids, resume, start_station, stop_station
 
 MiB = 1024 * 1024
 BAD_CLUSTER = 0x0FFFFFF7
@@ -50,8 +50,11 @@ def test_a_yanked_bay_names_the_device_and_its_session(tmp_path: Path) -> None:
         wait_for(lambda: (station.bay_row(1) or {}).get("progress_bytes"), 30, "progress")
         (fusefat,) = _fusefat_pids(image)
         os.kill(fusefat, signal.SIGSTOP)  # hold it mid-copy, then pull it out
-        station.unplug(1)
-        bay = station.wait_state(1, "yanked")
+        try:
+            station.unplug(1)
+            bay = station.wait_state(1, "yanked")
+        finally:
+            resume(fusefat)
         (session,) = station.query("SELECT id FROM sessions WHERE device_serial = 'SIMYANK9'")
         assert bay["device_serial"] == "SIMYANK9", bay
         assert bay["session_id"] == session["id"], bay

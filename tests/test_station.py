@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import threading
 import time
@@ -234,13 +235,25 @@ def periods(events: list[tuple[float, int]]) -> tuple[list[float], list[float]]:
 
 def assert_blinks(station: Station, pin: int, since: float, on: float, off: float) -> None:
     """The pin blinks ``on``/``off`` seconds since ``since`` (±40 %, ±150 ms: a loaded CI box,
-    three test processes on two CPUs)."""
-    wait_for(lambda: len(station.pin(pin, since)) >= 6, 15, f"pin {pin} to blink")
+    three test processes on two CPUs), judged by the median of three or more phases of each,
+    so that one phase stretched by the load (seen: an off of 0.70 s among 0.50 s) is not the
+    verdict."""
+    wait_for(lambda: len(station.pin(pin, since)) >= 8, 25, f"pin {pin} to blink")
     ons, offs = periods(station.pin(pin, since)[1:])  # the first phase may have started earlier
-    med = sorted(ons)[len(ons) // 2], sorted(offs)[len(offs) // 2]
+    med = statistics.median(ons), statistics.median(offs)
     slack_on, slack_off = max(on * 0.4, 0.15), max(off * 0.4, 0.15)
     assert abs(med[0] - on) <= slack_on, (ons, on)
     assert abs(med[1] - off) <= slack_off, (offs, off)
+
+
+def resume(pid: int) -> None:
+    """Let a frozen (SIGSTOPped) recorder's FUSE process run again, if it is still there (the
+    daemon kills it when the recorder is pulled out): a test that fails while it is frozen
+    must not leave the station's stop waiting forever on its mount."""
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
 
 
 def assert_steady_on(station: Station, pin: int, hold: float = 1.2) -> None:
@@ -432,12 +445,15 @@ def test_recorder_yanked_mid_offload_loses_nothing_and_redock_completes(station:
     pids = _fusefat_pids(image)
     assert len(pids) == 1
     os.kill(pids[0], signal.SIGSTOP)
-    row = station.bay_row(1)
-    assert row and row["progress_bytes"] < row["progress_total"], row
-    # while it works (held by the frozen recorder), the bay blinks "recognised" (0.5 s / 0.5 s)
-    assert_blinks(station, BAY_PINS[1], time.time(), 0.5, 0.5)
-    station.unplug(1)
-    bay = station.wait_state(1, "yanked")
+    try:
+        row = station.bay_row(1)
+        assert row and row["progress_bytes"] < row["progress_total"], row
+        # while it works (held by the frozen recorder), the bay blinks "recognised" (0.5 s/0.5 s)
+        assert_blinks(station, BAY_PINS[1], time.time(), 0.5, 0.5)
+        station.unplug(1)
+        bay = station.wait_state(1, "yanked")
+    finally:
+        resume(pids[0])  # else a failed assertion leaves the daemon's stop stuck on the mount
     assert "dock it again" in bay["reason"]
     assert_blinks(station, BAY_PINS[1], time.time(), 1.5, 0.5)
     # nothing lost: every copy in the store is verified and catalogued; nothing was cleared
