@@ -220,9 +220,13 @@ def test_a_recorders_page_and_a_faults_page_find_their_own_among_others(
             assert [(f["id"], f["subject"]) for f in data["faults"]] == [(fault_id, serial)]
             fault = s.get(f"{url}/faults/{STATION}/{fault_id}?format=json", timeout=10).json()
             assert (fault["id"], fault["subject"], fault["station"]) == (fault_id, serial, STATION)
-        assert s.get(f"{url}/recorders/SIM9999?format=json", timeout=10).json()["recorder"] is None
+        unknown = s.get(f"{url}/recorders/SIM9999?format=json", timeout=10)
+        assert unknown.status_code == 404 and unknown.json()["recorder"] is None
         gone = s.get(f"{url}/faults/{STATION}/no-such-fault?format=json", timeout=10)
-        assert gone.status_code == 200 and gone.json() is None
+        assert gone.status_code == 404 and gone.json() is None
+        for page in ("/recorders/SIM9999", f"/faults/{STATION}/no-such-fault"):
+            answer = s.get(f"{url}{page}", timeout=10)  # the page says so, in the layout
+            assert answer.status_code == 404 and "<h1>" in answer.text, page
 
 
 def test_chinese_by_default_english_by_the_switch_kept_in_a_cookie(centre) -> None:

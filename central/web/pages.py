@@ -44,9 +44,11 @@ async def _page(request: Request, template: str, build, *args: Any, **kwargs: An
         return dash.to_login(request)
     now = datetime.now(UTC)
     data = await run_in_threadpool(build, dash.catalog, dash.settings, now, *args, **kwargs)
+    # a fault or a recorder the catalog does not know: its page says so, answered 404
+    status = 404 if data is None or (isinstance(data, dict) and data.get("not_found")) else 200
     if request.query_params.get("format") == "json":
-        return JSONResponse(data)
-    return dash.render(request, viewer, template, {"data": data, "now": now})
+        return JSONResponse(data, status_code=status)
+    return dash.render(request, viewer, template, {"data": data, "now": now}, status)
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -118,6 +120,7 @@ def _recorder(catalog, settings, now, serial):  # noqa: ANN001
     return {
         "serial": serial,
         "recorder": found[0] if found else None,
+        "not_found": not found and not history,  # never reported nor checked anywhere
         "faults": open_faults,
         "history": history,
         "battery_svg": charts.sparkline([h["battery_pct"] for h in history], 0, 100),
