@@ -117,15 +117,17 @@ def _recorder(catalog, settings, now, serial):  # noqa: ANN001
     open_faults = board.faults(catalog, settings, now, subject=serial)
     found = board.recorders(catalog, settings, now, open_faults, serial=serial)
     history = board.history(catalog, serial)
+    held = holds.listing(catalog.conn, device=serial, active=True)
     return {
         "serial": serial,
         "recorder": found[0] if found else None,
-        "not_found": not found and not history,  # never reported nor checked anywhere
+        # nothing known of it: never reported nor checked, no open fault or hold names it
+        "not_found": not (found or history or open_faults or held),
         "faults": open_faults,
         "history": history,
         "battery_svg": charts.sparkline([h["battery_pct"] for h in history], 0, 100),
         "drift_svg": charts.sparkline([h["clock_offset_s"] for h in history]),
-        "holds": holds.listing(catalog.conn, device=serial, active=True),
+        "holds": held,
     }
 
 
