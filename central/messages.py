@@ -236,7 +236,8 @@ class MessageHandler:
         for field in ("at", "opened_at"):
             if field in doc and not _is_time(doc[field]):
                 raise InvalidMessage(f"{field} {str(doc[field])[:40]!r} is not an ISO 8601 time")
-        return _Checked(station=station, kind=kind, key=key, doc=doc)
+        _agrees_with_topic(station, kind, key, doc)
+        return _Checked(station=station, kind=kind, doc=doc)
 
     def _verified(
         self, station: str, topic: str, payload: bytes, doc: dict[str, Any] | None, proven: bool
@@ -257,47 +258,50 @@ class MessageHandler:
         return doc
 
     def _store(self, check: _Checked, retained: bool) -> str:
-        station, kind, key, doc = check.station, check.kind, check.key, check.doc
+        station, kind, doc = check.station, check.kind, check.doc
         assert station is not None and doc is not None
         received_at = now_utc()
         if kind == "event":
-            if (
-                not _EVENT_ID.match(doc["event_id"])
-                or not doc["event_id"].startswith(f"{station}:")
-                or not doc["event_id"].endswith(f":{doc['seq']}")
-            ):
-                raise InvalidMessage(
-                    f"event_id {str(doc['event_id'])[:80]!r} is not {station}:<catalog>:"
-                    f"{doc['seq']}"
-                )
             return self.catalog.record_event(doc, received_at=received_at)
         if kind == "status":
             self.catalog.record_status(station, doc, live=not retained, received_at=received_at)
         elif kind == "health":
             self.catalog.record_health(station, doc, live=not retained, received_at=received_at)
         elif kind == "bay":
-            if str(doc["bay"]) != key:
-                raise InvalidMessage(f"payload bay {doc['bay']} differs from the topic's {key}")
             self.catalog.record_bay(station, doc["bay"], doc, received_at=received_at)
         elif kind == "recorder":
             self.catalog.record_recorder(station, doc, received_at=received_at)
         elif kind == "fault":
-            # a station before topic levels lost their dots published the id as it is
-            if key not in (doc["id"], topics.level(doc["id"])):
-                raise InvalidMessage(f"payload fault id {doc['id']!r} differs from {key!r}")
             self.catalog.record_fault(station, doc["id"], doc)
         return "stored"
+
+
+def _agrees_with_topic(station: str, kind: str, key: str | None, doc: dict[str, Any]) -> None:
+    """What the payload names (event id, bay, fault id) is what its topic names, or
+    InvalidMessage."""
+    if kind == "event" and (
+        not _EVENT_ID.match(doc["event_id"])
+        or not doc["event_id"].startswith(f"{station}:")
+        or not doc["event_id"].endswith(f":{doc['seq']}")
+    ):
+        raise InvalidMessage(
+            f"event_id {str(doc['event_id'])[:80]!r} is not {station}:<catalog>:{doc['seq']}"
+        )
+    if kind == "bay" and str(doc["bay"]) != key:
+        raise InvalidMessage(f"payload bay {doc['bay']} differs from the topic's {key}")
+    # a station before topic levels lost their dots published a fault's id as it is
+    if kind == "fault" and key not in (doc["id"], topics.level(doc["id"])):
+        raise InvalidMessage(f"payload fault id {doc['id']!r} differs from {key!r}")
 
 
 @dataclass(frozen=True)
 class _Checked:
     """A message after its checks (:meth:`MessageHandler._check`): what to store (``station``,
-    ``kind``, ``key``, ``doc``), an ``outcome`` that stores nothing, or the ``error`` that
+    ``kind``, ``doc``), an ``outcome`` that stores nothing, or the ``error`` that
     keeps it apart."""
 
     station: str | None = None
     kind: str | None = None
-    key: str | None = None
     doc: dict[str, Any] | None = None
     outcome: str | None = None
     error: Exception | None = None

@@ -169,6 +169,27 @@ def test_a_signed_state_moved_to_another_topic_is_an_alert(
     assert [b["bay"] for b in central.catalog.bays(STATION)] == [1]
 
 
+def test_a_signed_state_whose_payload_names_another_bay_or_fault_is_rejected(
+    station: Catalog, central: MqttConsumer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Signed by the station for its topic, but naming another bay or fault than the topic
+    does: the station's own bug, rejected before anything is stored."""
+    topic = topics.bay(STATION, 2)
+    doc = {"station": STATION, "bay": 1, "state": "ready", "at": "2024-01-01T00:00:00+00:00"}
+    assert central.handle(topic, sign_payload(KEY, topic, canonical(doc).encode())) == "rejected"
+    report_fault(station, "store.full", "store", "the store reached its reserve")
+    [(_, payload)] = [m for m in queued(station, KEY) if "/fault/" in m[0]]
+    doc = json.loads(payload)
+    doc.pop("sig")
+    other = topics.fault(STATION, "store.other")
+    assert central.handle(other, sign_payload(KEY, other, canonical(doc).encode())) == "rejected"
+    assert central.catalog.bays(STATION) == [] and central.catalog.faults() == []
+    assert central.catalog.counts()["rejected"] == 2
+    assert "payload bay 1 differs from the topic's 2" in caplog.text
+    level = topics.level("store.other")
+    assert f"payload fault id {doc['id']!r} differs from {level!r}" in caplog.text
+
+
 def test_a_replayed_event_under_another_id_takes_no_real_events_place(
     station: Catalog, central: MqttConsumer
 ) -> None:
