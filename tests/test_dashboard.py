@@ -208,6 +208,7 @@ def test_a_recorders_page_and_a_faults_page_find_their_own_among_others(
     dock(station, other, battery=90.0, offset=0.0)
     mine = raise_fault(station)
     theirs = raise_fault(station, subject=other)
+    raise_fault(station, subject="SIM0044")  # a recorder never checked, only its fault known
     for topic, payload, _retain in [status(KEY, "online"), *pending(station, KEY)]:
         consumer.handle(topic, payload, retained=False)
     station.close()
@@ -224,6 +225,9 @@ def test_a_recorders_page_and_a_faults_page_find_their_own_among_others(
         assert unknown.status_code == 404 and unknown.json()["recorder"] is None
         gone = s.get(f"{url}/faults/{STATION}/no-such-fault?format=json", timeout=10)
         assert gone.status_code == 404 and gone.json() is None
+        named = s.get(f"{url}/recorders/SIM0044?format=json", timeout=10)
+        assert named.status_code == 200 and named.json()["recorder"] is None
+        assert [f["subject"] for f in named.json()["faults"]] == ["SIM0044"]
         for page in ("/recorders/SIM9999", f"/faults/{STATION}/no-such-fault"):
             answer = s.get(f"{url}{page}", timeout=10)  # the page says so, in the layout
             assert answer.status_code == 404 and "<h1>" in answer.text, page
