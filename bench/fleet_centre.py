@@ -206,6 +206,7 @@ class Observed:
     lag_html: list[float] = field(default_factory=list)
     unseen: int = 0
     pages: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    page_errors: list[str] = field(default_factory=list)  # answers other than 2xx, not timed
 
 
 @dataclass(eq=False)
@@ -298,8 +299,12 @@ class Observers:
                     joiner = "&" if "?" in path else "?"
                     url = worker.url + path + (f"{joiner}format=json" if kind == "json" else "")
                     t0 = time.perf_counter()
-                    worker.session.get(url, timeout=120).raise_for_status()
-                    self.seen.pages.setdefault((name, kind), []).append(time.perf_counter() - t0)
+                    answer = worker.session.get(url, timeout=120)
+                    took = time.perf_counter() - t0
+                    if not answer.ok:  # timed only when it is the page asked for
+                        self.seen.page_errors.append(f"{path} ({kind}): {answer.status_code}")
+                        continue
+                    self.seen.pages.setdefault((name, kind), []).append(took)
             rep += 1
             self._stop.wait(self.page_every)  # a round every few seconds, as people look
 

@@ -65,6 +65,7 @@ def test_the_fleet_bench_runs_and_the_centre_stores_what_it_sent(
     assert phase["probes"] >= 1 and phase["probes_unseen"] == 0
     assert phase["lag_dashboard_s"][0] >= phase["lag_api_s"][0] > 0
     assert {"overview html", "overview json", "recorders html"} <= set(phase["pages"])
+    assert phase["page_errors"] == []  # every page timed was the page asked for
     consumers = phase["consumers"]  # each worker's own: its client id, what it received
     assert len({w["client_id"] for w in consumers}) == workers
     received = [w["messages"]["received"] for w in consumers]
